@@ -1,0 +1,234 @@
+//! The host context every namespace reads: the run mode (plan, apply, check), the change
+//! journal, the one async bridge, and the settings from the command line.
+//!
+//! The runtime builds one [`Host`] per run and stores it as the engine's default tag; host
+//! functions get it back with [`Host::of`]. Remote calls go through [`Host::read`] and
+//! [`Host::mutate`]: the first is allowed in every mode but `check`, the second only in apply
+//! mode, so plan mode cannot change anything even by mistake.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use rhai::{Dynamic, NativeCallContext};
+
+use crate::error::{ErrorKind, HostError, RhaiResult};
+use crate::journal::{Journal, Reporter};
+
+/// How a run treats converge calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Reads are real; converge calls compute and record the diff but change nothing.
+    Plan,
+    /// Converge calls change what differs.
+    Apply,
+    /// `collate-run check`: the script runs until its first remote call, then stops.
+    Check,
+}
+
+/// Settings from the command line that host modules read.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub mode: Mode,
+    /// `--profile`: the AWS shared-config profile.
+    pub aws_profile: Option<String>,
+    /// `--region`: overrides the AWS region from the environment/profile.
+    pub aws_region: Option<String>,
+    /// `--context`: the kubeconfig context.
+    pub kube_context: Option<String>,
+    /// `--allow-exec`: scripts may run arbitrary processes.
+    pub allow_exec: bool,
+    /// The folder of the main script; relative paths given to host functions resolve here.
+    pub base_dir: PathBuf,
+    /// `-v` count.
+    pub verbosity: u8,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            mode: Mode::Apply,
+            aws_profile: None,
+            aws_region: None,
+            kube_context: None,
+            allow_exec: false,
+            base_dir: PathBuf::from("."),
+            verbosity: 0,
+        }
+    }
+}
+
+/// The per-run context shared by all host functions.
+pub struct Host {
+    settings: Settings,
+    journal: Journal,
+    rt: tokio::runtime::Handle,
+    remote_reads: AtomicU64,
+    remote_writes: AtomicU64,
+    /// Lazily built clients, one per remote system; each namespace owns its own cell.
+    pub(crate) aws: tokio::sync::OnceCell<crate::aws::Clients>,
+    pub(crate) kube: tokio::sync::OnceCell<kube::Client>,
+}
+
+/// The wrapper stored in the engine's tag.
+#[derive(Clone)]
+pub struct HostHandle(pub Arc<Host>);
+
+impl Host {
+    pub fn new(settings: Settings, rt: tokio::runtime::Handle, reporter: Arc<dyn Reporter>) -> Arc<Host> {
+        Arc::new(Host {
+            settings,
+            journal: Journal::new(reporter),
+            rt,
+            remote_reads: AtomicU64::new(0),
+            remote_writes: AtomicU64::new(0),
+            aws: tokio::sync::OnceCell::new(),
+            kube: tokio::sync::OnceCell::new(),
+        })
+    }
+
+    /// Stores this host in the engine, so host functions find it.
+    pub fn install(self: &Arc<Self>, engine: &mut rhai::Engine) {
+        engine.set_default_tag(Dynamic::from(HostHandle(self.clone())));
+    }
+
+    /// The host of the running script.
+    pub fn of(ctx: &NativeCallContext) -> RhaiResult<Arc<Host>> {
+        ctx.tag()
+            .and_then(|t| t.read_lock::<HostHandle>().map(|h| h.0.clone()))
+            .ok_or_else(|| {
+                HostError::new(ErrorKind::Io, "internal: no host context in this engine").into()
+            })
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+    pub fn mode(&self) -> Mode {
+        self.settings.mode
+    }
+    /// `true` in plan and check modes: converge calls must not mutate.
+    pub fn is_plan(&self) -> bool {
+        self.settings.mode != Mode::Apply
+    }
+    pub fn journal(&self) -> &Journal {
+        &self.journal
+    }
+    pub fn runtime(&self) -> &tokio::runtime::Handle {
+        &self.rt
+    }
+
+    /// Resolves a path given by a script against the main script's folder.
+    pub fn resolve_path(&self, p: &str) -> PathBuf {
+        let path = Path::new(p);
+        if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            self.settings.base_dir.join(path)
+        }
+    }
+
+    /// Resolves a path given by a script against the folder of the calling script (so a recipe
+    /// and its `templates/` move together), falling back to the main script's folder.
+    pub fn resolve_from(&self, ctx: &NativeCallContext, p: &str) -> PathBuf {
+        let path = Path::new(p);
+        if path.is_absolute() {
+            return path.to_path_buf();
+        }
+        if let Some(dir) = ctx
+            .call_source()
+            .map(Path::new)
+            .filter(|s| s.is_file())
+            .and_then(Path::parent)
+        {
+            return dir.join(path);
+        }
+        self.resolve_path(p)
+    }
+
+    /// A path as shown to the user: relative to the working directory when below it.
+    pub fn display_path(&self, p: &Path) -> String {
+        display_path(p)
+    }
+
+    /// The one async bridge: runs a future to completion from a synchronous host function.
+    /// Works both from a plain thread and from inside a multi-thread runtime worker.
+    pub fn block_on<F: Future>(&self, fut: F) -> F::Output {
+        if tokio::runtime::Handle::try_current().is_ok() {
+            tokio::task::block_in_place(|| self.rt.block_on(fut))
+        } else {
+            self.rt.block_on(fut)
+        }
+    }
+
+    fn check_stop(&self, what: &str) -> Result<(), HostError> {
+        if self.settings.mode == Mode::Check {
+            return Err(HostError::new(
+                ErrorKind::CheckStop,
+                format!("check stops before the first remote call ({what})"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Runs a remote read (allowed in plan and apply modes).
+    pub fn read<T, F>(&self, what: &str, fut: F) -> Result<T, HostError>
+    where
+        F: Future<Output = Result<T, HostError>>,
+    {
+        self.check_stop(what)?;
+        self.remote_reads.fetch_add(1, Ordering::Relaxed);
+        self.block_on(fut)
+    }
+
+    /// Runs a remote mutation. Refused outside apply mode: a plan never changes anything.
+    pub fn mutate<T, F>(&self, what: &str, fut: F) -> Result<T, HostError>
+    where
+        F: Future<Output = Result<T, HostError>>,
+    {
+        self.check_stop(what)?;
+        if self.settings.mode != Mode::Apply {
+            return Err(HostError::new(
+                ErrorKind::Io,
+                format!("internal: `{what}` would change something in plan mode; refused"),
+            ));
+        }
+        self.remote_writes.fetch_add(1, Ordering::Relaxed);
+        self.block_on(fut)
+    }
+
+    /// Refuses in check mode; for local side effects that still count as "remote" (processes).
+    pub fn guard_remote(&self, what: &str) -> Result<(), HostError> {
+        self.check_stop(what)
+    }
+
+    /// Counts of remote reads and writes so far (shown with `-v` and used by tests).
+    pub fn remote_calls(&self) -> (u64, u64) {
+        (
+            self.remote_reads.load(Ordering::Relaxed),
+            self.remote_writes.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Shows progress of a long wait (a spinner on a terminal, a line otherwise).
+    pub fn progress(&self, message: &str) {
+        self.journal.progress(message);
+    }
+
+    /// Waits `d` (a bridge-aware sleep for polling loops).
+    pub fn sleep(&self, d: Duration) {
+        self.block_on(tokio::time::sleep(d));
+    }
+}
+
+/// A path as shown to the user: relative to the working directory when below it.
+pub fn display_path(p: &Path) -> String {
+    let cwd = std::env::current_dir().ok();
+    let shown = cwd
+        .as_deref()
+        .and_then(|c| p.strip_prefix(c).ok())
+        .unwrap_or(p);
+    shown.display().to_string()
+}

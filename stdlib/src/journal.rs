@@ -1,0 +1,247 @@
+//! The change journal: one entry per converge call (kind, name, action, per-field diff with
+//! secrets masked), grouped by `step`, streamed to a [`Reporter`] as it happens.
+//!
+//! Host modules record with [`Journal::record`] and hand the script the map from
+//! [`Change::outcome`]: `#{changed: "created"|"updated"|"unchanged"|"deleted", object, diff}`.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rhai::{Array, Dynamic, Map};
+use serde::Serialize;
+use serde_json::Value;
+
+/// What a converge call did (or, in plan mode, would do).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    Create,
+    Update,
+    Unchanged,
+    Delete,
+}
+
+impl Action {
+    /// The sign shown in human output.
+    pub fn sign(self) -> char {
+        match self {
+            Action::Create => '+',
+            Action::Update => '~',
+            Action::Unchanged => '=',
+            Action::Delete => '-',
+        }
+    }
+    /// The word scripts see in `result.changed`.
+    pub fn past(self) -> &'static str {
+        match self {
+            Action::Create => "created",
+            Action::Update => "updated",
+            Action::Unchanged => "unchanged",
+            Action::Delete => "deleted",
+        }
+    }
+    pub fn is_change(self) -> bool {
+        self != Action::Unchanged
+    }
+}
+
+/// One field that differs. Secret values are already `***` here.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FieldChange {
+    pub path: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub before: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub after: Option<Value>,
+}
+
+/// One journal entry.
+#[derive(Debug, Clone, Serialize)]
+pub struct Change {
+    /// e.g. `aws.iam.role`, `k8s.Secret`, `helm.release`.
+    pub kind: String,
+    /// e.g. `collate-server-role`, `collate/db-credentials`.
+    pub name: String,
+    pub action: Action,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub fields: Vec<FieldChange>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
+    /// `true` when recorded in plan mode (nothing was changed).
+    pub planned: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+impl Change {
+    pub fn new(kind: impl Into<String>, name: impl Into<String>, action: Action) -> Change {
+        Change {
+            kind: kind.into(),
+            name: name.into(),
+            action,
+            fields: Vec::new(),
+            step: None,
+            planned: false,
+            note: None,
+        }
+    }
+
+    pub fn with_fields(mut self, fields: Vec<FieldChange>) -> Change {
+        self.fields = fields;
+        self
+    }
+
+    pub fn with_note(mut self, note: impl Into<String>) -> Change {
+        self.note = Some(crate::secret::mask_text(&note.into()));
+        self
+    }
+
+    /// The map a converge call returns to the script.
+    pub fn outcome(&self, object: Dynamic) -> Map {
+        let mut m = Map::new();
+        m.insert("changed".into(), self.action.past().into());
+        m.insert("object".into(), object);
+        let diff: Array = self
+            .fields
+            .iter()
+            .map(|f| {
+                let mut d = Map::new();
+                d.insert("path".into(), f.path.clone().into());
+                d.insert(
+                    "before".into(),
+                    f.before.as_ref().map(crate::value::from_json).unwrap_or(Dynamic::UNIT),
+                );
+                d.insert(
+                    "after".into(),
+                    f.after.as_ref().map(crate::value::from_json).unwrap_or(Dynamic::UNIT),
+                );
+                Dynamic::from(d)
+            })
+            .collect();
+        m.insert("diff".into(), diff.into());
+        m
+    }
+}
+
+/// Log levels for `log::*`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+/// Where journal events go: the runtime renders them as human lines or JSON lines.
+pub trait Reporter: Send + Sync {
+    fn change(&self, change: &Change);
+    fn step_start(&self, name: &str);
+    fn step_end(&self, name: &str, elapsed: Duration, ok: bool);
+    fn log(&self, level: Level, message: &str);
+    /// A long wait is still going: `message` says what is awaited.
+    fn progress(&self, message: &str);
+}
+
+/// A reporter that keeps nothing (for unit tests and `docs`).
+pub struct Silent;
+
+impl Reporter for Silent {
+    fn change(&self, _: &Change) {}
+    fn step_start(&self, _: &str) {}
+    fn step_end(&self, _: &str, _: Duration, _: bool) {}
+    fn log(&self, _: Level, _: &str) {}
+    fn progress(&self, _: &str) {}
+}
+
+/// The run's journal.
+pub struct Journal {
+    reporter: Arc<dyn Reporter>,
+    entries: Mutex<Vec<Change>>,
+    steps: Mutex<Vec<String>>,
+    planned: std::sync::atomic::AtomicBool,
+}
+
+impl Journal {
+    pub fn new(reporter: Arc<dyn Reporter>) -> Journal {
+        Journal {
+            reporter,
+            entries: Mutex::new(Vec::new()),
+            steps: Mutex::new(Vec::new()),
+            planned: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// Marks entries recorded from now on as planned (set by the runtime in plan mode).
+    pub fn set_planned(&self, planned: bool) {
+        self.planned
+            .store(planned, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Records one converge call and streams it to the reporter.
+    pub fn record(&self, mut change: Change) -> Change {
+        change.step = self.current_step();
+        change.planned = self.planned.load(std::sync::atomic::Ordering::Relaxed);
+        self.reporter.change(&change);
+        self.entries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(change.clone());
+        change
+    }
+
+    pub fn entries(&self) -> Vec<Change> {
+        self.entries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// `(created, updated, unchanged, deleted)`.
+    pub fn counts(&self) -> (usize, usize, usize, usize) {
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let n = |a| entries.iter().filter(|c| c.action == a).count();
+        (
+            n(Action::Create),
+            n(Action::Update),
+            n(Action::Unchanged),
+            n(Action::Delete),
+        )
+    }
+
+    pub fn has_changes(&self) -> bool {
+        let (c, u, _, d) = self.counts();
+        c + u + d > 0
+    }
+
+    fn current_step(&self) -> Option<String> {
+        let steps = self.steps.lock().unwrap_or_else(|e| e.into_inner());
+        if steps.is_empty() {
+            None
+        } else {
+            Some(steps.join(" / "))
+        }
+    }
+
+    /// Runs `f` as the named step.
+    pub fn step<T>(&self, name: &str, f: impl FnOnce() -> T, ok: impl Fn(&T) -> bool) -> T {
+        self.steps
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(name.to_string());
+        self.reporter.step_start(name);
+        let started = Instant::now();
+        let out = f();
+        self.reporter.step_end(name, started.elapsed(), ok(&out));
+        self.steps.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        out
+    }
+
+    pub fn log(&self, level: Level, message: &str) {
+        self.reporter.log(level, &crate::secret::mask_text(message));
+    }
+
+    pub fn progress(&self, message: &str) {
+        self.reporter.progress(&crate::secret::mask_text(message));
+    }
+}

@@ -1,0 +1,95 @@
+//! The `log` namespace (`log::info(..)`, `log::warn(..)`) and the global `step(name, || {...})`
+//! that groups journal entries and shows progress on long steps.
+
+use rhai::FnPtr;
+use rhai::plugin::*;
+
+use crate::error::RhaiResult;
+use crate::host::Host;
+use crate::journal::Level;
+
+fn emit(ctx: &NativeCallContext, level: Level, message: &Dynamic) -> RhaiResult<()> {
+    let host = Host::of(ctx)?;
+    host.journal().log(level, &message.to_string());
+    Ok(())
+}
+
+/// The `log` namespace. Secret values are masked in every message.
+#[export_module]
+pub mod log_module {
+    use super::*;
+
+    /// Logs at debug level (shown with `-v`).
+    ///
+    /// ```rhai
+    /// log::debug(`issuer is ${issuer}`);
+    /// ```
+    #[rhai_fn(return_raw)]
+    pub fn debug(ctx: NativeCallContext, message: Dynamic) -> RhaiResult<()> {
+        emit(&ctx, Level::Debug, &message)
+    }
+
+    /// Logs at info level.
+    ///
+    /// ```rhai
+    /// log::info("argo server answers");
+    /// ```
+    #[rhai_fn(return_raw)]
+    pub fn info(ctx: NativeCallContext, message: Dynamic) -> RhaiResult<()> {
+        emit(&ctx, Level::Info, &message)
+    }
+
+    /// Logs a warning.
+    ///
+    /// ```rhai
+    /// log::warn("AmazonS3FullAccess grants every bucket; consider s3.scoped_policy: true");
+    /// ```
+    #[rhai_fn(return_raw)]
+    pub fn warn(ctx: NativeCallContext, message: Dynamic) -> RhaiResult<()> {
+        emit(&ctx, Level::Warn, &message)
+    }
+
+    /// Logs an error (does not stop the script; use `throw` for that).
+    ///
+    /// ```rhai
+    /// log::error("re-index failed");
+    /// ```
+    #[rhai_fn(return_raw)]
+    pub fn error(ctx: NativeCallContext, message: Dynamic) -> RhaiResult<()> {
+        emit(&ctx, Level::Error, &message)
+    }
+}
+
+/// Global helpers available without a namespace.
+#[export_module]
+pub mod globals {
+    use super::*;
+
+    /// Runs `body` as a named step: its journal entries are grouped under `name`, and a long
+    /// step shows a spinner with the elapsed time on a terminal. Returns what `body` returns.
+    ///
+    /// ```rhai
+    /// step("argo", || {
+    ///     k8s::ensure_namespace("argo-workflows");
+    /// });
+    /// ```
+    #[rhai_fn(return_raw)]
+    pub fn step(ctx: NativeCallContext, name: &str, body: FnPtr) -> RhaiResult<Dynamic> {
+        let host = Host::of(&ctx)?;
+        host.journal().step(
+            name,
+            || body.call_within_context::<Dynamic>(&ctx, ()),
+            |r| r.is_ok(),
+        )
+    }
+
+    /// `true` in plan mode (`--plan`): nothing will be changed.
+    ///
+    /// ```rhai
+    /// if is_plan() { log::info("plan only"); }
+    /// ```
+    #[rhai_fn(return_raw)]
+    pub fn is_plan(ctx: NativeCallContext) -> RhaiResult<bool> {
+        Ok(Host::of(&ctx)?.is_plan())
+    }
+}
