@@ -11,7 +11,11 @@ use crate::value::join_path;
 
 /// The fields of `desired` that `live` lacks or holds differently. With `live = None` every
 /// leaf of `desired` is listed (a creation). `is_secret(path)` masks values at that path.
-pub fn diff(desired: &Value, live: Option<&Value>, is_secret: &dyn Fn(&str) -> bool) -> Vec<FieldChange> {
+pub fn diff(
+    desired: &Value,
+    live: Option<&Value>,
+    is_secret: &dyn Fn(&str) -> bool,
+) -> Vec<FieldChange> {
     let mut out = Vec::new();
     walk(desired, live, "", is_secret, &mut out);
     out
@@ -23,7 +27,13 @@ pub fn is_subset(desired: &Value, live: &Value) -> bool {
 }
 
 fn masked(v: Option<&Value>, secret: bool) -> Option<Value> {
-    v.map(|v| if secret { Value::String(MASK.into()) } else { v.clone() })
+    v.map(|v| {
+        if secret {
+            Value::String(MASK.into())
+        } else {
+            v.clone()
+        }
+    })
 }
 
 fn walk(
@@ -53,7 +63,11 @@ fn walk(
             out.push(FieldChange {
                 path: path.to_string(),
                 before: masked(l, secret),
-                after: if d.is_null() { None } else { masked(Some(d), secret) },
+                after: if d.is_null() {
+                    None
+                } else {
+                    masked(Some(d), secret)
+                },
             });
         }
     }
@@ -91,8 +105,11 @@ mod tests {
 
     #[test]
     fn creation_lists_leaves_and_masks_secrets() {
-        let d = diff(&json!({"data": {"password": "hunter22"}, "type": "Opaque"}), None,
-            &|p| p.starts_with("data"));
+        let d = diff(
+            &json!({"data": {"password": "hunter22"}, "type": "Opaque"}),
+            None,
+            &|p| p.starts_with("data"),
+        );
         assert_eq!(d.len(), 2);
         assert_eq!(d[0].after, Some(json!("***")));
         assert_eq!(d[1].after, Some(json!("Opaque")));

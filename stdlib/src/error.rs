@@ -127,7 +127,10 @@ impl HostError {
         m.insert("message".into(), self.message.clone().into());
         m.insert(
             "hint".into(),
-            self.hint.clone().map(Dynamic::from).unwrap_or(Dynamic::UNIT),
+            self.hint
+                .clone()
+                .map(Dynamic::from)
+                .unwrap_or(Dynamic::UNIT),
         );
         m
     }
@@ -151,7 +154,10 @@ impl HostError {
 
 impl From<HostError> for Box<EvalAltResult> {
     fn from(e: HostError) -> Self {
-        Box::new(EvalAltResult::ErrorRuntime(e.to_map().into(), Position::NONE))
+        Box::new(EvalAltResult::ErrorRuntime(
+            e.to_map().into(),
+            Position::NONE,
+        ))
     }
 }
 

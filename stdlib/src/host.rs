@@ -77,7 +77,11 @@ pub struct Host {
 pub struct HostHandle(pub Arc<Host>);
 
 impl Host {
-    pub fn new(settings: Settings, rt: tokio::runtime::Handle, reporter: Arc<dyn Reporter>) -> Arc<Host> {
+    pub fn new(
+        settings: Settings,
+        rt: tokio::runtime::Handle,
+        reporter: Arc<dyn Reporter>,
+    ) -> Arc<Host> {
         Arc::new(Host {
             settings,
             journal: Journal::new(reporter),

@@ -109,11 +109,17 @@ impl Change {
                 d.insert("path".into(), f.path.clone().into());
                 d.insert(
                     "before".into(),
-                    f.before.as_ref().map(crate::value::from_json).unwrap_or(Dynamic::UNIT),
+                    f.before
+                        .as_ref()
+                        .map(crate::value::from_json)
+                        .unwrap_or(Dynamic::UNIT),
                 );
                 d.insert(
                     "after".into(),
-                    f.after.as_ref().map(crate::value::from_json).unwrap_or(Dynamic::UNIT),
+                    f.after
+                        .as_ref()
+                        .map(crate::value::from_json)
+                        .unwrap_or(Dynamic::UNIT),
                 );
                 Dynamic::from(d)
             })

@@ -30,7 +30,10 @@ pub fn register(engine: &mut Engine) {
     engine.register_global_module(exported_module!(log::globals).into());
     engine.register_static_module("log", exported_module!(log::log_module).into());
     engine.register_static_module("secret", exported_module!(secret::secret_module).into());
-    engine.register_static_module("template", exported_module!(template::template_module).into());
+    engine.register_static_module(
+        "template",
+        exported_module!(template::template_module).into(),
+    );
     engine.register_static_module("yaml", exported_module!(yaml::yaml_module).into());
     engine.register_static_module("json", exported_module!(json::json_module).into());
     engine.register_static_module("http", exported_module!(http::http_module).into());

@@ -113,22 +113,21 @@ fn base64_of(v: &str) -> String {
 pub fn from_env(name: &str) -> Result<Secret, HostError> {
     match std::env::var(name) {
         Ok(v) if !v.is_empty() => Ok(Secret::new(v, format!("env {name}"))),
-        Ok(_) => Err(HostError::config(format!(
-            "environment variable `{name}` is empty"
-        ))
-        .with_hint(format!("export {name}=... before running"))),
-        Err(_) => Err(HostError::config(format!(
-            "environment variable `{name}` is not set"
-        ))
-        .with_hint(format!("export {name}=... before running"))),
+        Ok(_) => Err(
+            HostError::config(format!("environment variable `{name}` is empty"))
+                .with_hint(format!("export {name}=... before running")),
+        ),
+        Err(_) => Err(
+            HostError::config(format!("environment variable `{name}` is not set"))
+                .with_hint(format!("export {name}=... before running")),
+        ),
     }
 }
 
 /// Reads a secret from a file (trailing newlines are dropped).
 pub fn from_file(path: &std::path::Path) -> Result<Secret, HostError> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        HostError::io(format!("cannot read secret file `{}`: {e}", path.display()))
-    })?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| HostError::io(format!("cannot read secret file `{}`: {e}", path.display())))?;
     Ok(Secret::new(
         text.trim_end_matches(['\n', '\r']).to_string(),
         format!("file {}", path.display()),

@@ -16,7 +16,10 @@ pub fn closest<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) ->
 mod tests {
     #[test]
     fn suggests_typos_only() {
-        assert_eq!(super::closest("ensure_rol", ["ensure_role", "get_role"]), Some("ensure_role"));
+        assert_eq!(
+            super::closest("ensure_rol", ["ensure_role", "get_role"]),
+            Some("ensure_role")
+        );
         assert_eq!(super::closest("zzz", ["ensure_role"]), None);
     }
 }

@@ -121,14 +121,28 @@ fn describe(e: &minijinja::Error, name: &str, source: &str, ctx: &JValue) -> Hos
     } else {
         name.to_string()
     };
-    let source_line = source.lines().nth(line.saturating_sub(1)).unwrap_or("").trim();
+    let source_line = source
+        .lines()
+        .nth(line.saturating_sub(1))
+        .unwrap_or("")
+        .trim();
     match e.kind() {
         JErr::UndefinedError => {
             let missing = undefined_names(name, source, ctx);
-            let on_line: Vec<&String> =
-                missing.iter().filter(|m| source_line.contains(m.as_str())).collect();
-            let names = if on_line.is_empty() { missing.iter().collect() } else { on_line };
-            let listed = names.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ");
+            let on_line: Vec<&String> = missing
+                .iter()
+                .filter(|m| source_line.contains(m.as_str()))
+                .collect();
+            let names = if on_line.is_empty() {
+                missing.iter().collect()
+            } else {
+                on_line
+            };
+            let listed = names
+                .iter()
+                .map(|n| format!("`{n}`"))
+                .collect::<Vec<_>>()
+                .join(", ");
             let what = if listed.is_empty() {
                 "an undefined value".to_string()
             } else {
@@ -224,7 +238,11 @@ mod tests {
 
     #[test]
     fn renders_and_names_undefined_variables() {
-        let r = render_text("t.j2", "a: {{ a }}\nb: {{ db.host }}\n", &vars(serde_json::json!({"a": 1, "db": {}})));
+        let r = render_text(
+            "t.j2",
+            "a: {{ a }}\nb: {{ db.host }}\n",
+            &vars(serde_json::json!({"a": 1, "db": {}})),
+        );
         let e = r.err().expect("must fail");
         assert!(e.message.contains("`t.j2:2`"), "{}", e.message);
         assert!(e.message.contains("db.host"), "{}", e.message);
@@ -233,7 +251,10 @@ mod tests {
     #[test]
     fn secret_in_output_marks_result() {
         let mut m = Map::new();
-        m.insert("pw".into(), Dynamic::from(Secret::new("tmpl-canary-1", "t")));
+        m.insert(
+            "pw".into(),
+            Dynamic::from(Secret::new("tmpl-canary-1", "t")),
+        );
         let r = render_text("t", "password: {{ pw }}", &m.into()).unwrap();
         assert!(r.secret);
         assert_eq!(r.text, "password: tmpl-canary-1");
@@ -241,7 +262,12 @@ mod tests {
 
     #[test]
     fn argo_placeholders_survive_raw() {
-        let r = render_text("t", "k: '{% raw %}{{workflow.name}}{% endraw %}'", &Map::new().into()).unwrap();
+        let r = render_text(
+            "t",
+            "k: '{% raw %}{{workflow.name}}{% endraw %}'",
+            &Map::new().into(),
+        )
+        .unwrap();
         assert_eq!(r.text, "k: '{{workflow.name}}'");
     }
 }

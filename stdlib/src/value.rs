@@ -148,9 +148,10 @@ pub fn opt_bool(opts: &Map, key: &str) -> Result<Option<bool>, HostError> {
     match opts.get(key) {
         None => Ok(None),
         Some(v) if v.is_unit() => Ok(None),
-        Some(v) => v.as_bool().map(Some).map_err(|t| {
-            HostError::input(format!("option `{key}` must be a bool, not `{t}`"))
-        }),
+        Some(v) => v
+            .as_bool()
+            .map(Some)
+            .map_err(|t| HostError::input(format!("option `{key}` must be a bool, not `{t}`"))),
     }
 }
 
@@ -159,9 +160,10 @@ pub fn opt_int(opts: &Map, key: &str) -> Result<Option<i64>, HostError> {
     match opts.get(key) {
         None => Ok(None),
         Some(v) if v.is_unit() => Ok(None),
-        Some(v) => v.as_int().map(Some).map_err(|t| {
-            HostError::input(format!("option `{key}` must be an integer, not `{t}`"))
-        }),
+        Some(v) => v
+            .as_int()
+            .map(Some)
+            .map_err(|t| HostError::input(format!("option `{key}` must be an integer, not `{t}`"))),
     }
 }
 
@@ -197,7 +199,10 @@ mod tests {
         let (masked, paths) = to_json_with_secret_paths(&d, Secrets::Mask).unwrap();
         assert_eq!(masked["password"], "***");
         assert_eq!(paths, vec!["password"]);
-        assert_eq!(to_json(&d, Secrets::Reveal).unwrap()["password"], "s3cr3t-value");
+        assert_eq!(
+            to_json(&d, Secrets::Reveal).unwrap()["password"],
+            "s3cr3t-value"
+        );
     }
 
     #[test]
@@ -208,8 +213,10 @@ mod tests {
 
     #[test]
     fn paths_quote_odd_keys() {
-        assert_eq!(join_path("metadata.annotations", "eks.amazonaws.com/role-arn"),
-            "metadata.annotations[\"eks.amazonaws.com/role-arn\"]");
+        assert_eq!(
+            join_path("metadata.annotations", "eks.amazonaws.com/role-arn"),
+            "metadata.annotations[\"eks.amazonaws.com/role-arn\"]"
+        );
         assert_eq!(join_path("", "a"), "a");
     }
 }

@@ -20,7 +20,12 @@ pub struct Pos {
 
 fn error(e: serde_saphyr::Error, origin: &str) -> HostError {
     let text = e.to_string();
-    let first = text.lines().next().unwrap_or("invalid YAML").trim().to_string();
+    let first = text
+        .lines()
+        .next()
+        .unwrap_or("invalid YAML")
+        .trim()
+        .to_string();
     match e.location() {
         Some(loc) => HostError::input(format!(
             "invalid YAML in {origin} at line {}, column {}: {first}",
@@ -132,7 +137,10 @@ pub fn to_string_secret_aware(
     if paths.is_empty() {
         Ok(text.into())
     } else {
-        Ok(Dynamic::from(crate::secret::Secret::new(text, "serialized value")))
+        Ok(Dynamic::from(crate::secret::Secret::new(
+            text,
+            "serialized value",
+        )))
     }
 }
 
@@ -160,7 +168,10 @@ pub mod yaml_module {
     /// ```
     #[rhai_fn(return_raw)]
     pub fn parse_all(text: &str) -> RhaiResult<rhai::Array> {
-        Ok(parse_many(text, "the YAML text")?.iter().map(from_json).collect())
+        Ok(parse_many(text, "the YAML text")?
+            .iter()
+            .map(from_json)
+            .collect())
     }
 
     /// Serializes a value as YAML. When the value holds a Secret, the result is a Secret.

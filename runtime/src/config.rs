@@ -1,0 +1,542 @@
+//! The customer config: YAML files merged in order, then `--set key.path=value`, exposed to
+//! scripts as the constant `config`. Every key remembers where it was set (`file:line:col`), so
+//! `require` and `validate_config` name the file and position of a missing, mistyped or
+//! unknown key before any remote call is made.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use collate_stdlib::secret::{self, Secret};
+use collate_stdlib::value::{from_json, join_path};
+use collate_stdlib::yaml::{Pos, key_positions, parse_one};
+use collate_stdlib::{HostError, suggest};
+use rhai::{Dynamic, Map};
+use serde_json::Value;
+
+/// Where a config key was set.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    pub file: String,
+    pub pos: Option<Pos>,
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.pos {
+            Some(p) => write!(f, "{}:{}:{}", self.file, p.line, p.col),
+            None => f.write_str(&self.file),
+        }
+    }
+}
+
+/// The merged customer config.
+#[derive(Debug, Clone, Default)]
+pub struct Config {
+    pub value: Value,
+    origins: HashMap<String, Origin>,
+    sources: Vec<String>,
+}
+
+impl Config {
+    /// Loads and merges `files`, then applies `sets` (`key.path=value`, the value read as YAML).
+    pub fn load(files: &[PathBuf], sets: &[String]) -> Result<Config, HostError> {
+        let mut cfg = Config {
+            value: Value::Object(Default::default()),
+            ..Default::default()
+        };
+        for file in files {
+            cfg.merge_file(file)?;
+        }
+        for set in sets {
+            cfg.apply_set(set)?;
+        }
+        Ok(cfg)
+    }
+
+    fn merge_file(&mut self, path: &Path) -> Result<(), HostError> {
+        let shown = collate_stdlib::host::display_path(path);
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| HostError::config(format!("cannot read config file `{shown}`: {e}")))?;
+        let value =
+            parse_one(&text, &format!("`{shown}`")).map_err(|e| HostError::config(e.message))?;
+        let value = match value {
+            Value::Null => Value::Object(Default::default()),
+            Value::Object(_) => value,
+            other => {
+                return Err(HostError::config(format!(
+                    "config file `{shown}` must hold a map of keys, not {}",
+                    json_type(&other)
+                )));
+            }
+        };
+        for (path, pos) in key_positions(&text) {
+            self.origins.insert(
+                path,
+                Origin {
+                    file: shown.clone(),
+                    pos: Some(pos),
+                },
+            );
+        }
+        merge(&mut self.value, value);
+        self.sources.push(shown);
+        Ok(())
+    }
+
+    fn apply_set(&mut self, set: &str) -> Result<(), HostError> {
+        let Some((key, raw)) = set.split_once('=') else {
+            return Err(HostError::config(format!(
+                "`--set {set}` must have the form `key.path=value`"
+            )));
+        };
+        let key = key.trim();
+        if key.is_empty() || key.split('.').any(str::is_empty) {
+            return Err(HostError::config(format!(
+                "`--set {set}`: `{key}` is not a key path"
+            )));
+        }
+        let value = if raw.is_empty() {
+            Value::String(String::new())
+        } else {
+            parse_one(raw, &format!("`--set {key}`")).map_err(|e| HostError::config(e.message))?
+        };
+        let mut node = &mut self.value;
+        let parts: Vec<&str> = key.split('.').collect();
+        for (i, part) in parts.iter().enumerate() {
+            let obj = match node {
+                Value::Object(o) => o,
+                other => {
+                    *other = Value::Object(Default::default());
+                    other.as_object_mut().expect("just made an object")
+                }
+            };
+            if i + 1 == parts.len() {
+                obj.insert(part.to_string(), value.clone());
+                break;
+            }
+            node = obj
+                .entry(part.to_string())
+                .or_insert_with(|| Value::Object(Default::default()));
+        }
+        let path = parts
+            .iter()
+            .fold(String::new(), |acc, p| join_path(&acc, p));
+        self.origins.insert(
+            path,
+            Origin {
+                file: format!("--set {key}"),
+                pos: None,
+            },
+        );
+        if !self.sources.iter().any(|s| s == "--set") {
+            self.sources.push("--set".into());
+        }
+        Ok(())
+    }
+
+    /// The config as the Rhai constant `config`.
+    pub fn to_dynamic(&self) -> Dynamic {
+        from_json(&self.value)
+    }
+
+    /// Where `path` was set, or the nearest parent that was.
+    pub fn origin(&self, path: &str) -> Option<&Origin> {
+        let mut p = path.to_string();
+        loop {
+            if let Some(o) = self.origins.get(&p) {
+                return Some(o);
+            }
+            let cut = p.rfind(['.', '['])?;
+            p.truncate(cut);
+        }
+    }
+
+    /// "customers/acme.yaml, --set" or "no config file (pass --config FILE)".
+    pub fn sources(&self) -> String {
+        if self.sources.is_empty() {
+            "no config file was given (pass `--config FILE`)".into()
+        } else {
+            self.sources.join(", ")
+        }
+    }
+
+    fn missing(&self, key: &str) -> HostError {
+        HostError::config(format!(
+            "missing config key `{key}` (looked in {})",
+            self.sources()
+        ))
+        .with_hint(format!(
+            "add `{key}` to the customer config, or pass `--set {key}=...`"
+        ))
+    }
+
+    /// `require(config, keys)`: every key must be present and not null.
+    pub fn require(&self, config: &Dynamic, keys: &[String]) -> Result<(), HostError> {
+        let value = collate_stdlib::value::to_json(config, collate_stdlib::value::Secrets::Mask)?;
+        let missing: Vec<&String> = keys
+            .iter()
+            .filter(|k| lookup(&value, k).is_none_or(Value::is_null))
+            .collect();
+        match missing.as_slice() {
+            [] => Ok(()),
+            [one] => Err(self.missing(one)),
+            many => Err(HostError::config(format!(
+                "missing config keys {} (looked in {})",
+                many.iter()
+                    .map(|k| format!("`{k}`"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                self.sources()
+            ))),
+        }
+    }
+
+    /// `validate_config(config, schema)`: checks types, rejects unknown keys, fills defaults and
+    /// turns `secret` keys into Secrets. All problems are reported at once.
+    pub fn validate(&self, config: &Dynamic, schema: &Map) -> Result<Dynamic, HostError> {
+        let specs = parse_schema(schema)?;
+        let mut value =
+            collate_stdlib::value::to_json(config, collate_stdlib::value::Secrets::Reveal)?;
+        let mut problems: Vec<(Option<Origin>, String, Option<String>)> = Vec::new();
+
+        // Unknown keys.
+        let mut leaves = Vec::new();
+        collect_leaves(&value, "", &specs, &mut leaves);
+        let names: Vec<&str> = specs.iter().map(|s| s.path.as_str()).collect();
+        for leaf in leaves {
+            let hint = suggest::closest(&leaf, names.iter().copied())
+                .map(|s| format!("did you mean `{s}`?"));
+            problems.push((
+                self.origin(&leaf).cloned(),
+                format!("unknown config key `{leaf}`"),
+                hint,
+            ));
+        }
+
+        // Declared keys: presence, defaults, types, secrets.
+        let mut secrets: Vec<(String, Secret)> = Vec::new();
+        for spec in &specs {
+            let found = lookup(&value, &spec.path).filter(|v| !v.is_null()).cloned();
+            let Some(found) = found else {
+                if let Some(default) = &spec.default {
+                    set_path(&mut value, &spec.path, default.clone());
+                } else if !spec.optional {
+                    let e = self.missing(&spec.path);
+                    problems.push((None, e.message, e.hint));
+                }
+                continue;
+            };
+            let origin = self.origin(&spec.path).cloned();
+            if spec.ty == "secret" {
+                match secret_from_ref(&spec.path, &found, self) {
+                    Ok(s) => secrets.push((spec.path.clone(), s)),
+                    Err(e) => problems.push((origin, e.message, e.hint)),
+                }
+                continue;
+            }
+            if !type_matches(&spec.ty, &found) {
+                problems.push((
+                    origin,
+                    format!(
+                        "config key `{}` must be {} {}, not {}",
+                        spec.path,
+                        article(&spec.ty),
+                        spec.ty,
+                        json_type(&found)
+                    ),
+                    None,
+                ));
+            }
+        }
+
+        if !problems.is_empty() {
+            let n = problems.len();
+            let mut lines = problems.iter().map(|(o, msg, hint)| {
+                let at = o
+                    .as_ref()
+                    .map(|o| format!("\n    --> {o}"))
+                    .unwrap_or_default();
+                let hint = hint
+                    .as_ref()
+                    .map(|h| format!("\n    = hint: {h}"))
+                    .unwrap_or_default();
+                format!("{msg}{at}{hint}")
+            });
+            let message = if n == 1 {
+                lines.next().unwrap_or_default()
+            } else {
+                format!(
+                    "{n} problems in the config:\n  - {}",
+                    lines.collect::<Vec<_>>().join("\n  - ")
+                )
+            };
+            return Err(HostError::config(message));
+        }
+
+        let mut out = from_json(&value);
+        for (path, s) in secrets {
+            set_dynamic_path(&mut out, &path, Dynamic::from(s));
+        }
+        Ok(out)
+    }
+}
+
+struct Spec {
+    path: String,
+    ty: String,
+    optional: bool,
+    default: Option<Value>,
+}
+
+const TYPES: &[&str] = &[
+    "string", "int", "bool", "list", "map", "any", "secret", "number",
+];
+
+fn parse_schema(schema: &Map) -> Result<Vec<Spec>, HostError> {
+    let mut specs = Vec::new();
+    for (path, spec) in schema {
+        let (ty, default) = if spec.is_string() {
+            (spec.to_string(), None)
+        } else if let Some(m) = spec.read_lock::<Map>() {
+            let ty = m
+                .get("type")
+                .map(|t| t.to_string())
+                .unwrap_or_else(|| "any".into());
+            let default = match m.get("default") {
+                Some(d) => Some(collate_stdlib::value::to_json(
+                    d,
+                    collate_stdlib::value::Secrets::Reveal,
+                )?),
+                None => None,
+            };
+            (ty, default)
+        } else {
+            return Err(HostError::input(format!(
+                "schema entry `{path}` must be a type string or a map `#{{type, default}}`"
+            )));
+        };
+        let optional = ty.ends_with('?') || default.is_some();
+        let ty = ty.trim_end_matches('?').to_string();
+        if !TYPES.contains(&ty.as_str()) {
+            return Err(HostError::input(format!(
+                "schema entry `{path}` has unknown type `{ty}` (known: {})",
+                TYPES.join(", ")
+            )));
+        }
+        specs.push(Spec {
+            path: path.to_string(),
+            ty,
+            optional,
+            default,
+        });
+    }
+    Ok(specs)
+}
+
+fn collect_leaves(v: &Value, path: &str, specs: &[Spec], out: &mut Vec<String>) {
+    if !path.is_empty() {
+        if let Some(spec) = specs.iter().find(|s| s.path == path) {
+            if matches!(spec.ty.as_str(), "map" | "any" | "secret" | "list") || !v.is_object() {
+                return;
+            }
+        }
+    }
+    match v {
+        Value::Object(o) if !o.is_empty() => {
+            for (k, child) in o {
+                collect_leaves(child, &join_path(path, k), specs, out);
+            }
+        }
+        _ => {
+            if !path.is_empty() && !specs.iter().any(|s| s.path == path) {
+                out.push(path.to_string());
+            }
+        }
+    }
+}
+
+fn secret_from_ref(path: &str, v: &Value, cfg: &Config) -> Result<Secret, HostError> {
+    let how = "`{env: VAR}`, `{file: PATH}`, or `{plaintext: \"...\"}` to mark a plain-text value";
+    let Some(o) = v.as_object() else {
+        return Err(HostError::config(format!(
+            "config key `{path}` holds a plain-text secret, which is refused"
+        ))
+        .with_hint(format!("use {how}")));
+    };
+    let only = |k: &str| o.len() == 1 && o.get(k).is_some_and(Value::is_string);
+    let s = |k: &str| {
+        o.get(k)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    if only("env") {
+        secret::from_env(&s("env"))
+    } else if only("file") {
+        let base = cfg
+            .origin(path)
+            .and_then(|o| Path::new(&o.file).parent().map(Path::to_path_buf))
+            .unwrap_or_default();
+        secret::from_file(&base.join(s("file")))
+    } else if only("plaintext") {
+        Ok(Secret::new(s("plaintext"), format!("config {path}")))
+    } else {
+        Err(
+            HostError::config(format!("config key `{path}` is not a secret reference"))
+                .with_hint(format!("use {how}")),
+        )
+    }
+}
+
+fn type_matches(ty: &str, v: &Value) -> bool {
+    match ty {
+        "string" => v.is_string(),
+        "int" => v.is_i64() || v.is_u64(),
+        "number" => v.is_number(),
+        "bool" => v.is_boolean(),
+        "list" => v.is_array(),
+        "map" => v.is_object(),
+        _ => true,
+    }
+}
+
+fn article(ty: &str) -> &'static str {
+    if ty.starts_with(['a', 'e', 'i', 'o', 'u']) {
+        "an"
+    } else {
+        "a"
+    }
+}
+
+fn json_type(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a bool",
+        Value::Number(n) if n.is_i64() || n.is_u64() => "an int",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "a map",
+    }
+}
+
+/// Deep merge: maps merge key by key; anything else is replaced.
+fn merge(base: &mut Value, over: Value) {
+    match (base, over) {
+        (Value::Object(b), Value::Object(o)) => {
+            for (k, v) in o {
+                match b.get_mut(&k) {
+                    Some(slot) => merge(slot, v),
+                    None => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (slot, v) => *slot = v,
+    }
+}
+
+fn lookup<'a>(v: &'a Value, path: &str) -> Option<&'a Value> {
+    path.split('.').try_fold(v, |node, part| node.get(part))
+}
+
+fn set_path(v: &mut Value, path: &str, new: Value) {
+    let parts: Vec<&str> = path.split('.').collect();
+    let mut node = v;
+    for part in &parts[..parts.len() - 1] {
+        if !node.is_object() {
+            *node = Value::Object(Default::default());
+        }
+        node = node
+            .as_object_mut()
+            .expect("object")
+            .entry(part.to_string())
+            .or_insert_with(|| Value::Object(Default::default()));
+    }
+    if let Some(o) = node.as_object_mut() {
+        o.insert(parts[parts.len() - 1].to_string(), new);
+    }
+}
+
+fn set_dynamic_path(d: &mut Dynamic, path: &str, new: Dynamic) {
+    let (first, rest) = match path.split_once('.') {
+        Some((f, r)) => (f, Some(r)),
+        None => (path, None),
+    };
+    if let Some(mut map) = d.write_lock::<Map>() {
+        match rest {
+            None => {
+                map.insert(first.into(), new);
+            }
+            Some(rest) => {
+                let child = map.entry(first.into()).or_insert_with(|| Map::new().into());
+                set_dynamic_path(child, rest, new);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(yaml: &str, sets: &[&str]) -> Config {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.yaml");
+        std::fs::write(&f, yaml).unwrap();
+        let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+        Config::load(&[f], &sets).unwrap()
+    }
+
+    #[test]
+    fn merges_and_sets() {
+        let c = cfg(
+            "db:\n  host: a\n  port: 5432\n",
+            &["db.host=b", "flags.x=true"],
+        );
+        assert_eq!(c.value["db"]["host"], "b");
+        assert_eq!(c.value["db"]["port"], 5432);
+        assert_eq!(c.value["flags"]["x"], true);
+        assert_eq!(c.origin("db.port").unwrap().pos.unwrap().line, 3);
+        assert!(c.origin("db.host").unwrap().file.starts_with("--set"));
+    }
+
+    #[test]
+    fn validate_rejects_unknown_and_plain_secrets() {
+        let c = cfg("db:\n  hots: a\n  password: hunter2\n", &[]);
+        let mut schema = Map::new();
+        schema.insert("db.host".into(), "string".into());
+        schema.insert("db.password".into(), "secret".into());
+        let e = c.validate(&c.to_dynamic(), &schema).unwrap_err();
+        assert!(
+            e.message.contains("unknown config key `db.hots`"),
+            "{}",
+            e.message
+        );
+        assert!(e.message.contains("c.yaml:2:3"), "{}", e.message);
+        assert!(
+            e.message.contains("did you mean `db.host`"),
+            "{}",
+            e.message
+        );
+        assert!(e.message.contains("plain-text secret"), "{}", e.message);
+        assert!(!e.message.contains("hunter2"));
+    }
+
+    #[test]
+    fn validate_fills_defaults_and_secrets() {
+        let c = cfg("db:\n  password: {plaintext: pw-canary}\n", &[]);
+        let mut schema = Map::new();
+        let mut port = Map::new();
+        port.insert("type".into(), "int".into());
+        port.insert("default".into(), (5432 as rhai::INT).into());
+        schema.insert("db.port".into(), port.into());
+        schema.insert("db.password".into(), "secret".into());
+        let out = c.validate(&c.to_dynamic(), &schema).unwrap();
+        let db = out.read_lock::<Map>().unwrap()["db"].clone();
+        let db = db.read_lock::<Map>().unwrap();
+        assert_eq!(db["port"].as_int().unwrap(), 5432);
+        assert!(db["password"].is::<Secret>());
+    }
+}

@@ -1,0 +1,148 @@
+//! The one engine constructor: limits, the module resolver (next to the importing script, then
+//! the recipes' `lib/` folders), the standard library, `print`/`debug` routed to the reporter,
+//! the config helpers `require` and `validate_config`, and interruption by SIGINT.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use collate_stdlib::Host;
+use collate_stdlib::journal::Level;
+use rhai::module_resolvers::{FileModuleResolver, ModuleResolversCollection};
+use rhai::{Array, Dynamic, Engine, EvalAltResult, Map};
+
+use crate::config::Config;
+
+/// Engine limits. A runaway script stops with a clear error instead of hanging a deploy.
+pub struct Limits;
+
+impl Limits {
+    pub const OPERATIONS: u64 = 50_000_000;
+    pub const CALL_LEVELS: usize = 64;
+    pub const EXPR_DEPTH: usize = 128;
+    pub const FN_EXPR_DEPTH: usize = 64;
+    pub const STRING_SIZE: usize = 16 * 1024 * 1024;
+    pub const ARRAY_SIZE: usize = 1_000_000;
+    pub const MAP_SIZE: usize = 1_000_000;
+    pub const MODULES: usize = 256;
+}
+
+/// Set by the SIGINT handler; the engine stops at its next operation.
+pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// The `lib/` folders searched for imports: `--lib` first, then a `lib/` next to the main
+/// script or in one of its two parent folders (so `recipes/maintenance/x.rhai` finds
+/// `recipes/lib`).
+pub fn lib_dirs(script: Option<&Path>, extra: &[PathBuf]) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = extra.to_vec();
+    let start = script
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    for dir in start.ancestors().take(3) {
+        let lib = dir.join("lib");
+        if lib.is_dir() && !dirs.contains(&lib) {
+            dirs.push(lib);
+        }
+    }
+    if dirs.is_empty() && Path::new("recipes/lib").is_dir() {
+        dirs.push(PathBuf::from("recipes/lib"));
+    }
+    dirs
+}
+
+/// Builds the engine for a run. `host` is `None` for `docs` (no run context).
+pub fn build(host: Option<&Arc<Host>>, config: Arc<Config>, lib_dirs: &[PathBuf]) -> Engine {
+    let mut engine = Engine::new();
+    engine
+        .set_max_operations(Limits::OPERATIONS)
+        .set_max_call_levels(Limits::CALL_LEVELS)
+        .set_max_expr_depths(Limits::EXPR_DEPTH, Limits::FN_EXPR_DEPTH)
+        .set_max_string_size(Limits::STRING_SIZE)
+        .set_max_array_size(Limits::ARRAY_SIZE)
+        .set_max_map_size(Limits::MAP_SIZE)
+        .set_max_modules(Limits::MODULES)
+        .set_fail_on_invalid_map_property(true);
+
+    let mut resolvers = ModuleResolversCollection::new();
+    let mut relative = FileModuleResolver::new();
+    relative.enable_cache(true);
+    resolvers.push(relative);
+    for dir in lib_dirs {
+        resolvers.push(FileModuleResolver::new_with_path(dir));
+    }
+    engine.set_module_resolver(resolvers);
+
+    collate_stdlib::register(&mut engine);
+
+    if let Some(host) = host {
+        host.install(&mut engine);
+        let h = host.clone();
+        engine.on_print(move |s| h.journal().log(Level::Info, s));
+        let h = host.clone();
+        engine.on_debug(move |s, src, pos| {
+            let at = match (src, pos.line()) {
+                (Some(src), Some(line)) => format!("{src}:{line}: "),
+                _ => String::new(),
+            };
+            h.journal().log(Level::Debug, &format!("{at}{s}"));
+        });
+    }
+    engine.on_progress(|_| {
+        if INTERRUPTED.load(Ordering::Relaxed) {
+            Some(Dynamic::from("interrupted"))
+        } else {
+            None
+        }
+    });
+
+    let cfg = config.clone();
+    engine.register_fn(
+        "require",
+        move |config: Dynamic, keys: Array| -> Result<(), Box<EvalAltResult>> {
+            let keys: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
+            Ok(cfg.require(&config, &keys)?)
+        },
+    );
+    let cfg = config;
+    engine.register_fn(
+        "validate_config",
+        move |config: Dynamic, schema: Map| -> Result<Dynamic, Box<EvalAltResult>> {
+            Ok(cfg.validate(&config, &schema)?)
+        },
+    );
+    engine
+}
+
+/// Every function name a script can call, qualified (`aws::iam::ensure_role`), for "did you mean".
+pub fn known_functions(engine: &Engine) -> Vec<String> {
+    fn walk(prefix: &str, node: &serde_json::Value, out: &mut Vec<String>) {
+        if let Some(fns) = node.get("functions").and_then(|f| f.as_array()) {
+            out.extend(
+                fns.iter()
+                    .filter_map(|f| f.get("name").and_then(|n| n.as_str()))
+                    .filter(|n| {
+                        n.chars()
+                            .next()
+                            .is_some_and(|c| c.is_alphabetic() || c == '_')
+                    })
+                    .map(|n| format!("{prefix}{n}")),
+            );
+        }
+        if let Some(mods) = node.get("modules").and_then(|m| m.as_object()) {
+            for (name, m) in mods {
+                walk(&format!("{prefix}{name}::"), m, out);
+            }
+        }
+    }
+    let meta: serde_json::Value = engine
+        .gen_fn_metadata_to_json(true)
+        .ok()
+        .and_then(|s| serde_json::from_str(&s).ok())
+        .unwrap_or_default();
+    let mut names = Vec::new();
+    walk("", &meta, &mut names);
+    names.sort();
+    names.dedup();
+    names
+}
