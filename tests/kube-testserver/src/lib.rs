@@ -1,0 +1,238 @@
+//! An in-memory Kubernetes API server bound to 127.0.0.1, good enough for kubectl, helm 3/4 and kube-rs in tests
+//! and benchmarks. It runs on its own thread with its own tokio runtime, so it works from sync tests and from any
+//! async runtime. See `README.md` for what it emulates and what it does not.
+//!
+//! ```no_run
+//! let server = kube_testserver::KubeTestServer::builder().version("1.31").start();
+//! server.add_node("node-1", "4", "16Gi", "100Gi");
+//! std::process::Command::new("kubectl").env("KUBECONFIG", server.kubeconfig_path()).args(["get", "nodes"]).status().unwrap();
+//! assert_eq!(server.mutating_requests(), 0);
+//! ```
+
+mod api;
+mod controllers;
+mod fields;
+mod patch;
+mod protobuf;
+mod protobuf_schema;
+mod resources;
+mod selectors;
+mod server;
+mod state;
+mod util;
+
+pub use state::RequestRecord;
+
+use api::Shared;
+use serde_json::{Value, json};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+use tokio::sync::oneshot;
+
+/// Name of the cluster, context and user in the kubeconfig files written by the server.
+pub const CONTEXT_NAME: &str = "kube-testserver";
+
+/// Configures a [`KubeTestServer`] before it starts.
+#[derive(Debug, Clone)]
+pub struct Builder {
+    version: String,
+    port: u16,
+    controller_delay: Duration,
+}
+
+impl Default for Builder {
+    fn default() -> Self {
+        Builder { version: "1.35.0".into(), port: 0, controller_delay: Duration::from_millis(100) }
+    }
+}
+
+impl Builder {
+    /// The Kubernetes version `/version` reports: `"1.31"` or `"1.31.4"`.
+    pub fn version(mut self, version: &str) -> Self {
+        self.version = if version.matches('.').count() == 1 { format!("{version}.0") } else { version.trim_start_matches('v').to_string() };
+        self
+    }
+
+    /// Port on 127.0.0.1 (0, the default, picks a free one).
+    pub fn port(mut self, port: u16) -> Self {
+        self.port = port;
+        self
+    }
+
+    /// How long after a write workloads are marked ready (default 100 ms).
+    pub fn controller_delay(mut self, delay: Duration) -> Self {
+        self.controller_delay = delay;
+        self
+    }
+
+    /// Starts the server; panics if 127.0.0.1 cannot be bound (this is test infrastructure).
+    pub fn start(self) -> KubeTestServer {
+        self.try_start().expect("kube-testserver: failed to start")
+    }
+
+    /// Starts the server.
+    pub fn try_start(self) -> std::io::Result<KubeTestServer> {
+        let std_listener = std::net::TcpListener::bind(("127.0.0.1", self.port))?;
+        std_listener.set_nonblocking(true)?;
+        let addr = std_listener.local_addr()?;
+        let shared = Arc::new(Shared {
+            state: Mutex::new(state::State::new()),
+            version: self.version,
+            port: addr.port(),
+            controller_delay: self.controller_delay,
+        });
+        let (stop_tx, stop_rx) = oneshot::channel();
+        let thread_shared = Arc::clone(&shared);
+        let thread = std::thread::Builder::new().name(format!("kube-testserver-{}", addr.port())).spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(std_listener).expect("listener");
+                server::serve(listener, thread_shared, stop_rx).await;
+            });
+        })?;
+        let dir = tempfile::Builder::new().prefix("kube-testserver-").tempdir()?;
+        let server = KubeTestServer { shared, addr, stop: Some(stop_tx), thread: Some(thread), kubeconfig: dir.path().join("kubeconfig"), _dir: dir };
+        server.write_kubeconfig(&server.kubeconfig)?;
+        Ok(server)
+    }
+}
+
+/// A running test API server; stops when dropped.
+pub struct KubeTestServer {
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+    kubeconfig: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl KubeTestServer {
+    /// Starts a server with the defaults (Kubernetes 1.35.0, free port).
+    pub fn start() -> Self {
+        Builder::default().start()
+    }
+
+    pub fn builder() -> Builder {
+        Builder::default()
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// A kubeconfig (written at start in a temp dir owned by the server) whose current context points here.
+    pub fn kubeconfig_path(&self) -> &Path {
+        &self.kubeconfig
+    }
+
+    /// The kubeconfig text: cluster, context and user all named `kube-testserver`.
+    pub fn kubeconfig_yaml(&self) -> String {
+        kubeconfig_yaml(&self.url())
+    }
+
+    /// Writes the kubeconfig to `path`.
+    pub fn write_kubeconfig(&self, path: impl AsRef<Path>) -> std::io::Result<()> {
+        std::fs::write(path, self.kubeconfig_yaml())
+    }
+
+    /// Seeds a Node with the given capacity (also its allocatable), Ready, e.g. `add_node("n1", "4", "16Gi", "100Gi")`.
+    pub fn add_node(&self, name: &str, cpu: &str, memory: &str, ephemeral_storage: &str) {
+        let resources = json!({"cpu": cpu, "memory": memory, "ephemeral-storage": ephemeral_storage, "pods": "110"});
+        let now = util::now_rfc3339();
+        self.insert(json!({
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64"}},
+            "spec": {},
+            "status": {
+                "capacity": resources,
+                "allocatable": resources,
+                "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "kubelet is posting ready status", "lastHeartbeatTime": now, "lastTransitionTime": now}],
+                "nodeInfo": {"kubeletVersion": format!("v{}", self.shared.version), "architecture": "amd64", "operatingSystem": "linux", "containerRuntimeVersion": "containerd://2.0.0"},
+                "addresses": [{"type": "InternalIP", "address": "10.0.0.1"}, {"type": "Hostname", "address": name}],
+            },
+        }));
+    }
+
+    /// Stores an object directly (not through HTTP, not counted as a mutation), filling uid, timestamps and
+    /// resourceVersion; replaces an existing object of the same name. Returns the stored object.
+    /// Panics if the object's apiVersion/kind is not served.
+    pub fn insert(&self, mut obj: Value) -> Value {
+        let mut state = self.shared.lock();
+        let av = obj["apiVersion"].as_str().unwrap_or_default().to_string();
+        let kind = obj["kind"].as_str().unwrap_or_default().to_string();
+        let rt = state.type_for_kind(&av, &kind).unwrap_or_else(|| panic!("kube-testserver: {av} {kind} is not served"));
+        let ns = obj.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or("default").to_string();
+        let name = obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_string();
+        if rt.namespaced {
+            obj["metadata"]["namespace"] = json!(ns);
+        }
+        let existing = state.get(&rt, &ns, &name).cloned();
+        obj["metadata"]["uid"] = existing.as_ref().map(|e| e["metadata"]["uid"].clone()).unwrap_or_else(|| json!(util::new_uid()));
+        obj["metadata"]["creationTimestamp"] = json!(util::now_rfc3339());
+        if rt.kind == "CustomResourceDefinition"
+            && let Some(t) = resources::from_crd(&obj)
+        {
+            state.types.retain(|r| !(r.group == t.group && r.plural == t.plural && r.custom));
+            state.types.push(t);
+        }
+        let stored = state.commit(&rt, obj, if existing.is_some() { "MODIFIED" } else { "ADDED" });
+        drop(state);
+        stored
+    }
+
+    /// The stored object, if any (`namespace` is ignored for cluster-scoped kinds).
+    pub fn get(&self, api_version: &str, kind: &str, namespace: &str, name: &str) -> Option<Value> {
+        let state = self.shared.lock();
+        let rt = state.type_for_kind(api_version, kind)?;
+        state.get(&rt, namespace, name).cloned()
+    }
+
+    /// Number of non-dry-run POST/PUT/PATCH/DELETE requests to resources received so far (successful or not;
+    /// access and token reviews excluded). A plan-only run must leave this at zero.
+    pub fn mutating_requests(&self) -> usize {
+        self.shared.lock().requests.iter().filter(|r| r.mutating).count()
+    }
+
+    /// Every request handled so far, in order.
+    pub fn requests(&self) -> Vec<RequestRecord> {
+        self.shared.lock().requests.clone()
+    }
+
+    /// Clears the request log (and so the mutation count).
+    pub fn clear_requests(&self) {
+        self.shared.lock().requests.clear();
+    }
+
+    /// The current global resourceVersion.
+    pub fn resource_version(&self) -> u64 {
+        self.shared.lock().rv
+    }
+}
+
+impl Drop for KubeTestServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// A kubeconfig for a server at `url` (cluster, context and user named `kube-testserver`).
+pub fn kubeconfig_yaml(url: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: {CONTEXT_NAME}\n  cluster:\n    server: {url}\ncontexts:\n- name: {CONTEXT_NAME}\n  context:\n    cluster: {CONTEXT_NAME}\n    user: {CONTEXT_NAME}\n    namespace: default\ncurrent-context: {CONTEXT_NAME}\nusers:\n- name: {CONTEXT_NAME}\n  user:\n    token: kube-testserver\npreferences: {{}}\n"
+    )
+}

@@ -1,0 +1,40 @@
+//! `kube-testserver [--port PORT] [--kubeconfig PATH] [--version 1.35]`: runs the test API server on 127.0.0.1
+//! until killed, printing `listening on http://127.0.0.1:PORT`.
+
+use std::io::Write as _;
+
+fn main() {
+    let mut builder = kube_testserver::KubeTestServer::builder();
+    let mut kubeconfig = None;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut value = |name: &str| args.next().unwrap_or_else(|| usage(&format!("`{name}` needs a value")));
+        match arg.as_str() {
+            "--port" => builder = builder.port(value("--port").parse().unwrap_or_else(|_| usage("`--port` must be a number"))),
+            "--kubeconfig" => kubeconfig = Some(value("--kubeconfig")),
+            "--version" => builder = builder.version(&value("--version")),
+            "-h" | "--help" => {
+                println!("usage: kube-testserver [--port PORT] [--kubeconfig PATH] [--version 1.35]");
+                return;
+            }
+            other => usage(&format!("unknown argument `{other}`")),
+        }
+    }
+    let server = builder.start();
+    if let Some(path) = kubeconfig
+        && let Err(e) = server.write_kubeconfig(&path)
+    {
+        eprintln!("kube-testserver: cannot write kubeconfig `{path}`: {e}");
+        std::process::exit(1);
+    }
+    println!("listening on {}", server.url());
+    let _ = std::io::stdout().flush();
+    loop {
+        std::thread::park();
+    }
+}
+
+fn usage(problem: &str) -> ! {
+    eprintln!("kube-testserver: {problem}\nusage: kube-testserver [--port PORT] [--kubeconfig PATH] [--version 1.35]");
+    std::process::exit(2);
+}
