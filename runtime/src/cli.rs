@@ -236,7 +236,7 @@ impl Session {
     pub fn report(&self, d: &Diagnostic) {
         match self.format {
             Format::Json => report::Json::emit(d.to_json()),
-            Format::Human => eprint!("{}", d.render()),
+            Format::Human => report::err(d.render().trim_end()),
         }
     }
 
@@ -275,7 +275,7 @@ fn run(opts: &RunOpts, source: Source, mode: Mode) -> i32 {
             if opts.output == Format::Json {
                 report::Json::emit(d.to_json());
             } else {
-                eprint!("{}", d.render());
+                report::err(d.render().trim_end());
             }
             return d.exit_code;
         }
@@ -358,11 +358,8 @@ pub fn print_value(format: Format, value: &rhai::Dynamic) {
     match format {
         Format::Json => report::Json::emit(serde_json::json!({"type": "value", "value": json})),
         Format::Human => match json {
-            serde_json::Value::String(s) => println!("{s}"),
-            other => println!(
-                "{}",
-                serde_json::to_string_pretty(&other).unwrap_or_default()
-            ),
+            serde_json::Value::String(s) => report::out(&s),
+            other => report::out(&serde_json::to_string_pretty(&other).unwrap_or_default()),
         },
     }
 }

@@ -178,6 +178,19 @@ impl Diagnostic {
             other => Diagnostic::new("script", lower_first(&other.to_string()), exit::SCRIPT),
         };
         d.at = frame(Some(&src), pos, None);
+        if d.at.is_none() && matches!(e, EvalAltResult::ErrorRuntime(..)) {
+            // Errors of namespaced host functions carry no position: use the recorded call site.
+            if let Some((source, pos)) = collate_stdlib::host::last_call_site() {
+                let file = if source.is_empty() {
+                    main.to_string()
+                } else if Path::new(&source).is_file() {
+                    source
+                } else {
+                    resolve_module(&src, &source, lib_dirs)
+                };
+                d.at = frame(Some(&file), pos, None);
+            }
+        }
         d.chain = chain;
         d
     }

@@ -17,7 +17,7 @@ pub fn run(opts: &RunOpts) -> i32 {
     let mut session = match Session::new(opts, None, mode) {
         Ok(s) => s,
         Err(d) => {
-            eprint!("{}", d.render());
+            crate::report::err(d.render().trim_end());
             return d.exit_code;
         }
     };
@@ -54,7 +54,9 @@ pub fn run(opts: &RunOpts) -> i32 {
                 match result {
                     Ok(v) if v.is_unit() => {}
                     Ok(v) => print_value(session.format, &v),
-                    Err(e) => eprint!("{}", session.diagnose(&e, "<repl>").render()),
+                    Err(e) => {
+                        crate::report::err(session.diagnose(&e, "<repl>").render().trim_end())
+                    }
                 }
             }
             Err(ReadlineError::Interrupted) => continue,

@@ -98,8 +98,9 @@ impl Host {
         engine.set_default_tag(Dynamic::from(HostHandle(self.clone())));
     }
 
-    /// The host of the running script.
+    /// The host of the running script. Also records the call site for error positions.
     pub fn of(ctx: &NativeCallContext) -> RhaiResult<Arc<Host>> {
+        track(ctx);
         ctx.tag()
             .and_then(|t| t.read_lock::<HostHandle>().map(|h| h.0.clone()))
             .ok_or_else(|| {
@@ -235,4 +236,26 @@ pub fn display_path(p: &Path) -> String {
         .and_then(|c| p.strip_prefix(c).ok())
         .unwrap_or(p);
     shown.display().to_string()
+}
+
+thread_local! {
+    static CALL_SITE: std::cell::RefCell<Option<(String, rhai::Position)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Records where the running host function was called from. Rhai does not attach a position
+/// to errors of namespaced native functions (`aws::iam::ensure_role`), so every host function
+/// records its call site (through [`Host::of`], or this for functions without a host) and the
+/// runtime uses it to point at the failing call.
+pub fn track(ctx: &NativeCallContext) {
+    let site = (
+        ctx.call_source().unwrap_or_default().to_string(),
+        ctx.call_position(),
+    );
+    CALL_SITE.with(|c| *c.borrow_mut() = Some(site));
+}
+
+/// The call site recorded last by [`track`]: (source, position).
+pub fn last_call_site() -> Option<(String, rhai::Position)> {
+    CALL_SITE.with(|c| c.borrow().clone())
 }

@@ -29,7 +29,8 @@ pub mod json_module {
     /// json::parse(`{"a": [1, 2]}`).a[1]   // 2
     /// ```
     #[rhai_fn(return_raw)]
-    pub fn parse(text: &str) -> RhaiResult<Dynamic> {
+    pub fn parse(ctx: NativeCallContext, text: &str) -> RhaiResult<Dynamic> {
+        crate::host::track(&ctx);
         Ok(from_json(&parse_text(text, "the JSON text")?))
     }
 
@@ -39,7 +40,8 @@ pub mod json_module {
     /// json::to_string(#{a: 1})   // `{"a":1}`
     /// ```
     #[rhai_fn(return_raw)]
-    pub fn to_string(value: Dynamic) -> RhaiResult<Dynamic> {
+    pub fn to_string(ctx: NativeCallContext, value: Dynamic) -> RhaiResult<Dynamic> {
+        crate::host::track(&ctx);
         to_string_secret_aware(&value, |v| Ok(v.to_string()))
     }
 
@@ -49,7 +51,8 @@ pub mod json_module {
     /// print(json::to_string_pretty(#{a: 1}));
     /// ```
     #[rhai_fn(return_raw)]
-    pub fn to_string_pretty(value: Dynamic) -> RhaiResult<Dynamic> {
+    pub fn to_string_pretty(ctx: NativeCallContext, value: Dynamic) -> RhaiResult<Dynamic> {
+        crate::host::track(&ctx);
         to_string_secret_aware(&value, |v| {
             serde_json::to_string_pretty(v).map_err(|e| HostError::input(e.to_string()))
         })

@@ -10,7 +10,11 @@ use crate::journal::Level;
 
 fn emit(ctx: &NativeCallContext, level: Level, message: &Dynamic) -> RhaiResult<()> {
     let host = Host::of(ctx)?;
-    host.journal().log(level, &message.to_string());
+    let text = match message.read_lock::<crate::secret::Secret>() {
+        Some(_) => crate::secret::MASK.to_string(),
+        None => message.to_string(),
+    };
+    host.journal().log(level, &text);
     Ok(())
 }
 

@@ -149,7 +149,8 @@ pub mod secret_module {
     /// print(pw);   // ***
     /// ```
     #[rhai_fn(return_raw)]
-    pub fn env(name: &str) -> RhaiResult<Secret> {
+    pub fn env(ctx: NativeCallContext, name: &str) -> RhaiResult<Secret> {
+        crate::host::track(&ctx);
         Ok(from_env(name)?)
     }
 
@@ -159,7 +160,8 @@ pub mod secret_module {
     /// let token = secret::file("/run/secrets/om-admin-token");
     /// ```
     #[rhai_fn(return_raw)]
-    pub fn file(path: &str) -> RhaiResult<Secret> {
+    pub fn file(ctx: NativeCallContext, path: &str) -> RhaiResult<Secret> {
+        crate::host::track(&ctx);
         Ok(from_file(&PathBuf::from(path))?)
     }
 

@@ -207,7 +207,8 @@ pub mod template_module {
     /// template::render("host: {{ db.host }}", #{db: #{host: "pg.local"}})   // "host: pg.local"
     /// ```
     #[rhai_fn(return_raw)]
-    pub fn render(text: &str, vars: Dynamic) -> RhaiResult<Dynamic> {
+    pub fn render(ctx: NativeCallContext, text: &str, vars: Dynamic) -> RhaiResult<Dynamic> {
+        crate::host::track(&ctx);
         Ok(into_dynamic(render_text("<inline template>", text, &vars)?))
     }
 

@@ -156,7 +156,8 @@ pub mod yaml_module {
     /// v.b[1]   // "y"
     /// ```
     #[rhai_fn(return_raw)]
-    pub fn parse(text: &str) -> RhaiResult<Dynamic> {
+    pub fn parse(ctx: NativeCallContext, text: &str) -> RhaiResult<Dynamic> {
+        crate::host::track(&ctx);
         Ok(from_json(&parse_one(text, "the YAML text")?))
     }
 
@@ -167,7 +168,8 @@ pub mod yaml_module {
     /// docs.len()   // 2
     /// ```
     #[rhai_fn(return_raw)]
-    pub fn parse_all(text: &str) -> RhaiResult<rhai::Array> {
+    pub fn parse_all(ctx: NativeCallContext, text: &str) -> RhaiResult<rhai::Array> {
+        crate::host::track(&ctx);
         Ok(parse_many(text, "the YAML text")?
             .iter()
             .map(from_json)
@@ -180,7 +182,8 @@ pub mod yaml_module {
     /// yaml::to_string(#{a: 1})   // "a: 1\n"
     /// ```
     #[rhai_fn(return_raw)]
-    pub fn to_string(value: Dynamic) -> RhaiResult<Dynamic> {
+    pub fn to_string(ctx: NativeCallContext, value: Dynamic) -> RhaiResult<Dynamic> {
+        crate::host::track(&ctx);
         to_string_secret_aware(&value, to_yaml)
     }
 }

@@ -1,1 +1,4 @@
-//! Integration tests.
+//! The one integration test binary: every test runs the real `collate-run` against loopback
+//! servers. Modules are by area.
+
+mod runtime;

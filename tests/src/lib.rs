@@ -1,1 +1,7 @@
-//! Test harness.
+//! The integration-test harness of collate-run: a builder that runs the real binary
+//! ([`run::Run`]), and helpers that start the loopback servers each test needs on ephemeral
+//! ports (moto, the Kubernetes API test server, the OpenMetadata/Argo test server).
+
+pub mod run;
+
+pub use run::{Output, Run};

@@ -1,0 +1,221 @@
+//! The runtime: CLI, config, errors, secrets, templates, docs.
+
+use collate_run_tests::{Run, run::root};
+
+#[test]
+fn eval_prints_the_value() {
+    Run::eval("1 + 1").succeeds().stdout_contains("2");
+    let out = Run::eval("#{a: [1, 2]}").json().succeeds();
+    assert_eq!(out.json_lines()[0]["value"]["a"][1], 2);
+}
+
+#[test]
+fn config_files_merge_in_order_then_set() {
+    let out = Run::script(
+        r#"print(`${config.db.host}:${config.db.port} ${config.region} ${config.flags.fast}`);"#,
+    )
+    .config_yaml("db:\n  host: first\n  port: 5432\nregion: eu-west-1\n")
+    .config_yaml("db:\n  host: second\n")
+    .set("flags.fast", "true")
+    .set("region", "us-east-1")
+    .succeeds();
+    out.stdout_contains("second:5432 us-east-1 true");
+}
+
+#[test]
+fn missing_config_key_is_a_config_error_before_any_call() {
+    let out = Run::script(
+        "require(config, [\"cluster_name\", \"db.host\"]);\nprint(\"after\");\naws::account_id();\n",
+    )
+    .config_yaml("db:\n  host: x\n")
+    .fails_with(3);
+    out.stderr_contains("missing config key `cluster_name`");
+    out.stderr_contains("config-1.yaml");
+    out.stderr_contains("main.rhai:1:1");
+    assert!(!out.stdout.contains("after"), "{out}");
+}
+
+#[test]
+fn unknown_config_key_names_file_line_col_and_suggests() {
+    let out = Run::script(
+        "let cfg = validate_config(config, #{\"db.host\": \"string\", \"db.port\": #{type: \"int\", \"default\": 5432}});\n",
+    )
+    .config_yaml("db:\n  host: x\n  prot: 1\n")
+    .fails_with(3);
+    out.stderr_contains("unknown config key `db.prot`");
+    out.stderr_contains("config-1.yaml:3:3");
+    out.stderr_contains("did you mean `db.port`?");
+}
+
+#[test]
+fn invalid_yaml_config_is_a_config_error_with_position() {
+    let out = Run::eval("1")
+        .config_yaml("db:\n  host: [x\n")
+        .fails_with(3);
+    out.stderr_contains("invalid YAML");
+    out.stderr_contains("config-1.yaml");
+    out.stderr_contains("line");
+}
+
+#[test]
+fn syntax_error_in_imported_script_points_into_that_file() {
+    let out = Run::script("import \"lib/helper\" as h;\nh::f();\n")
+        .with_file("lib/helper.rhai", "fn f() {\n    let x = ;\n}\n")
+        .fails_with(1);
+    out.stderr_contains("syntax error");
+    out.stderr_contains("helper.rhai:2:13");
+    out.stderr_contains("let x = ;");
+}
+
+#[test]
+fn runtime_error_shows_the_call_chain_through_imports() {
+    let out = Run::script("import \"helper\" as h;\n\nh::outer(1);\n")
+        .with_file(
+            "helper.rhai",
+            "fn inner(x) {\n  throw `bad ${x}`;\n}\nfn outer(x) { inner(x) }\n",
+        )
+        .fails_with(1);
+    out.stderr_contains("error: script error: bad 1");
+    out.stderr_contains("helper.rhai:2:3");
+    out.stderr_contains("in call to `outer` at ");
+    out.stderr_contains("main.rhai:3:4");
+}
+
+#[test]
+fn imports_fall_back_to_recipes_lib() {
+    Run::script("import \"shared\" as s;\nprint(s::hello());\n")
+        .with_file("lib/shared.rhai", "fn hello() { \"from lib\" }\n")
+        .succeeds()
+        .stdout_contains("from lib");
+}
+
+#[test]
+fn unknown_function_suggests_the_closest_name() {
+    Run::eval("yaml::pars(\"a: 1\")")
+        .fails_with(1)
+        .stderr_contains("did you mean `yaml::parse`?");
+}
+
+#[test]
+fn host_errors_are_catchable_with_kind_and_message() {
+    Run::script(
+        "try { yaml::parse(\"a: [\"); } catch (e) { print(`caught ${e.kind}: ${e.message.contains(\"line\")}`); }",
+    )
+    .succeeds()
+    .stdout_contains("caught input: true");
+}
+
+#[test]
+fn secrets_never_reach_output() {
+    let canary = "canary-d1b7c0ffee";
+    let script = r#"
+        let pw = secret::env("CANARY_PW");
+        print(pw);
+        print(`interpolated ${pw}`);
+        debug(pw);
+        log::info(pw);
+        let m = #{password: pw, user: "admin"};
+        print(m);
+        print(json::to_string(m));
+        print(yaml::to_string(m));
+        print(template::render("pw={{ p }}", #{p: pw}));
+        let plain = secret::from("canary-d1b7c0ffee");
+        log::warn(`plain copy: canary-d1b7c0ffee`);
+        throw `failing with canary-d1b7c0ffee and ${pw}`;
+    "#;
+    for json in [false, true] {
+        let mut run = Run::script(script).env("CANARY_PW", canary).arg("-v");
+        if json {
+            run = run.json();
+        }
+        let out = run.fails_with(1);
+        out.never_shows(canary);
+        out.stdout_contains("***");
+    }
+}
+
+#[test]
+fn plain_text_secret_in_config_is_refused() {
+    let out = Run::script("validate_config(config, #{\"db.password\": \"secret\"});")
+        .config_yaml("db:\n  password: hunter2-canary\n")
+        .fails_with(3);
+    out.stderr_contains("plain-text secret");
+    out.never_shows("hunter2-canary");
+}
+
+#[test]
+fn template_undefined_variable_names_template_and_line() {
+    let out = Run::script("template::render_file(\"templates/v.yaml.j2\", #{a: 1});")
+        .with_file("templates/v.yaml.j2", "a: {{ a }}\nb: {{ db.host }}\n")
+        .fails_with(1);
+    out.stderr_contains("v.yaml.j2:2");
+    out.stderr_contains("db.host");
+    out.stderr_contains("main.rhai:1:11");
+}
+
+#[test]
+fn plan_mode_is_seen_by_host_functions() {
+    Run::eval("is_plan()")
+        .plan()
+        .succeeds()
+        .stdout_contains("true");
+    Run::eval("is_plan()").succeeds().stdout_contains("false");
+}
+
+#[test]
+fn check_mode_stops_at_the_first_remote_call() {
+    let out = Run::check(root().join("tests/it/fixtures/check-stop.rhai")).succeeds();
+    out.stdout_contains("before");
+    assert!(!out.stdout.contains("after"), "{out}");
+}
+
+#[test]
+fn runaway_scripts_stop_at_the_operation_limit() {
+    Run::eval("loop { }")
+        .fails_with(1)
+        .stderr_contains("too many operations");
+}
+
+#[test]
+fn usage_errors_exit_64() {
+    Run::eval("1").arg("--no-such-flag").fails_with(64);
+}
+
+#[test]
+fn docs_reference_is_up_to_date() {
+    let dir = tempfile::tempdir().unwrap();
+    Run::eval("1").arg("--version").succeeds();
+    let out = std::process::Command::new(collate_run_tests::run::binary())
+        .args(["docs", "--out"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let committed = root().join("docs/reference");
+    let mut stale = Vec::new();
+    for entry in walk(dir.path()) {
+        let rel = entry.strip_prefix(dir.path()).unwrap();
+        let fresh = std::fs::read_to_string(&entry).unwrap();
+        let old = std::fs::read_to_string(committed.join(rel)).unwrap_or_default();
+        if fresh != old {
+            stale.push(rel.display().to_string());
+        }
+    }
+    assert!(
+        stale.is_empty(),
+        "docs/reference is stale ({stale:?}): run `cargo run -p collate-run -- docs --out docs/reference`"
+    );
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
