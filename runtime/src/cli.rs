@@ -207,6 +207,20 @@ impl Session {
             .and_then(Path::parent)
             .map(Path::to_path_buf)
             .unwrap_or_else(|| PathBuf::from("."));
+        let mut read_roots: Vec<PathBuf> = opts
+            .config
+            .iter()
+            .filter_map(|c| {
+                c.parent().map(|p| {
+                    if p.as_os_str().is_empty() {
+                        PathBuf::from(".")
+                    } else {
+                        p.to_path_buf()
+                    }
+                })
+            })
+            .collect();
+        read_roots.push(engine::recipe_root(script));
         let settings = Settings {
             mode,
             aws_profile: opts.profile.clone(),
@@ -215,6 +229,7 @@ impl Session {
             allow_exec: opts.allow_exec,
             base_dir,
             verbosity: opts.verbose,
+            read_roots,
         };
         let host = Host::new(settings, rt.handle().clone(), reporter);
         host.journal().set_planned(mode != Mode::Apply);

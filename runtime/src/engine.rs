@@ -41,7 +41,7 @@ pub fn lib_dirs(script: Option<&Path>, extra: &[PathBuf]) -> Vec<PathBuf> {
         .unwrap_or_else(|| PathBuf::from("."));
     for dir in start.ancestors().take(3) {
         let lib = dir.join("lib");
-        if lib.is_dir() && !dirs.contains(&lib) {
+        if has_rhai_lib(dir) && !dirs.contains(&lib) {
             dirs.push(lib);
         }
     }
@@ -49,6 +49,35 @@ pub fn lib_dirs(script: Option<&Path>, extra: &[PathBuf]) -> Vec<PathBuf> {
         dirs.push(PathBuf::from("recipes/lib"));
     }
     dirs
+}
+
+/// `true` when `dir/lib` is a folder holding Rhai modules (not, say, the system's `/lib`).
+fn has_rhai_lib(dir: &Path) -> bool {
+    std::fs::read_dir(dir.join("lib")).is_ok_and(|entries| {
+        entries
+            .flatten()
+            .any(|e| e.path().extension().is_some_and(|x| x == "rhai"))
+    })
+}
+
+/// The recipes folder of a script: the nearest of its folder and two parents that holds a
+/// `lib/` folder, else the script's own folder (the working directory for `-e`).
+pub fn recipe_root(script: Option<&Path>) -> PathBuf {
+    let dir = script
+        .and_then(Path::parent)
+        .map(|p| {
+            if p.as_os_str().is_empty() {
+                PathBuf::from(".")
+            } else {
+                p.to_path_buf()
+            }
+        })
+        .unwrap_or_else(|| PathBuf::from("."));
+    dir.ancestors()
+        .take(3)
+        .find(|d| has_rhai_lib(d))
+        .map(Path::to_path_buf)
+        .unwrap_or(dir)
 }
 
 /// Builds the engine for a run. `host` is `None` for `docs` (no run context).

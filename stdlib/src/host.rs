@@ -44,6 +44,9 @@ pub struct Settings {
     pub base_dir: PathBuf,
     /// `-v` count.
     pub verbosity: u8,
+    /// Folders scripts may read files from without `--allow-exec`: the recipes folder and the
+    /// folders of the config files.
+    pub read_roots: Vec<PathBuf>,
 }
 
 impl Default for Settings {
@@ -56,6 +59,7 @@ impl Default for Settings {
             allow_exec: false,
             base_dir: PathBuf::from("."),
             verbosity: 0,
+            read_roots: Vec::new(),
         }
     }
 }
@@ -151,6 +155,37 @@ impl Host {
             return dir.join(path);
         }
         self.resolve_path(p)
+    }
+
+    /// The sandbox: scripts read files only below the recipes folder or a config file's folder,
+    /// unless `--allow-exec` was given. Returns the path to open.
+    pub fn check_read(&self, p: &Path) -> Result<PathBuf, HostError> {
+        if self.settings.allow_exec {
+            return Ok(p.to_path_buf());
+        }
+        let real = p
+            .canonicalize()
+            .map_err(|e| HostError::io(format!("cannot read `{}`: {e}", display_path(p))))?;
+        let allowed = self
+            .settings
+            .read_roots
+            .iter()
+            .filter_map(|r| r.canonicalize().ok())
+            .any(|root| real.starts_with(root));
+        if allowed {
+            Ok(real)
+        } else {
+            Err(HostError::new(
+                ErrorKind::Denied,
+                format!(
+                    "`{}` is outside the recipes folder; scripts may not read it",
+                    display_path(p)
+                ),
+            )
+            .with_hint(
+                "move the file next to the recipes, or pass `--allow-exec` to lift the sandbox",
+            ))
+        }
     }
 
     /// A path as shown to the user: relative to the working directory when below it.

@@ -4,7 +4,6 @@
 //! (helm's stderr, an API error body) can be masked with [`mask_text`].
 
 use std::fmt;
-use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
 use rhai::plugin::*;
@@ -161,8 +160,9 @@ pub mod secret_module {
     /// ```
     #[rhai_fn(return_raw)]
     pub fn file(ctx: NativeCallContext, path: &str) -> RhaiResult<Secret> {
-        crate::host::track(&ctx);
-        Ok(from_file(&PathBuf::from(path))?)
+        let host = crate::host::Host::of(&ctx)?;
+        let full = host.check_read(&host.resolve_from(&ctx, path))?;
+        Ok(from_file(&full)?)
     }
 
     /// Marks a plain string as secret (for values computed in a script).

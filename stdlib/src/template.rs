@@ -220,7 +220,7 @@ pub mod template_module {
     #[rhai_fn(return_raw)]
     pub fn render_file(ctx: NativeCallContext, path: &str, vars: Dynamic) -> RhaiResult<Dynamic> {
         let host = Host::of(&ctx)?;
-        let full = host.resolve_from(&ctx, path);
+        let full = host.check_read(&host.resolve_from(&ctx, path))?;
         let source = std::fs::read_to_string(&full).map_err(|e| {
             HostError::io(format!("cannot read template `{}`: {e}", full.display()))
         })?;

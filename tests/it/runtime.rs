@@ -219,3 +219,58 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+#[test]
+fn scripts_cannot_read_files_outside_the_recipes_folder() {
+    let outside = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(outside.path(), "outside-canary-value").unwrap();
+    let script = format!("secret::file(\"{}\");", outside.path().display());
+    let out = Run::script(&script).fails_with(1);
+    out.stderr_contains("outside the recipes folder");
+    out.stderr_contains("--allow-exec");
+    out.never_shows("outside-canary-value");
+    Run::script(&script).arg("--allow-exec").succeeds();
+    // Files next to the script are readable.
+    Run::script("secret::file(\"pw.txt\").len")
+        .with_file("pw.txt", "abc\n")
+        .succeeds();
+}
+
+#[test]
+fn repl_keeps_going_after_an_error() {
+    use std::io::Write;
+    let mut child = std::process::Command::new(collate_run_tests::run::binary())
+        .arg("repl")
+        .env("HOME", tempfile::tempdir().unwrap().path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"let x = 40;\nno_such_fn(1)\nx + 2\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stderr.contains("unknown function `no_such_fn"), "{stderr}");
+    assert!(stdout.contains("42"), "{stdout}");
+}
+
+#[test]
+fn completions_are_generated() {
+    Run::eval("1")
+        .arg("--version")
+        .succeeds()
+        .stdout_contains("collate-run");
+    let out = std::process::Command::new(collate_run_tests::run::binary())
+        .args(["completions", "bash"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("--detailed-exitcode"));
+}
