@@ -76,6 +76,9 @@ pub struct RunOpts {
     /// Allow scripts to run arbitrary processes and touch files outside the recipe folder.
     #[arg(long, global = true)]
     allow_exec: bool,
+    /// Run even when a preflight requirement is not met.
+    #[arg(long, global = true)]
+    skip_preflight: bool,
     /// An extra folder searched by `import` (after the importing script's own folder).
     #[arg(long = "lib", value_name = "DIR", global = true)]
     lib: Vec<PathBuf>,
@@ -230,6 +233,7 @@ impl Session {
             base_dir,
             verbosity: opts.verbose,
             read_roots,
+            skip_preflight: opts.skip_preflight,
         };
         let host = Host::new(settings, rt.handle().clone(), reporter);
         host.journal().set_planned(mode != Mode::Apply);

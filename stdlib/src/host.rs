@@ -44,6 +44,8 @@ pub struct Settings {
     pub base_dir: PathBuf,
     /// `-v` count.
     pub verbosity: u8,
+    /// `--skip-preflight`: a failed preflight requirement does not stop an apply.
+    pub skip_preflight: bool,
     /// Folders scripts may read files from without `--allow-exec`: the recipes folder and the
     /// folders of the config files.
     pub read_roots: Vec<PathBuf>,
@@ -60,6 +62,7 @@ impl Default for Settings {
             base_dir: PathBuf::from("."),
             verbosity: 0,
             read_roots: Vec::new(),
+            skip_preflight: false,
         }
     }
 }

@@ -87,6 +87,23 @@ pub mod globals {
         )
     }
 
+    /// The run's options from the command line: `#{plan, skip_preflight, allow_exec, verbosity}`.
+    ///
+    /// ```rhai
+    /// if !run_options().skip_preflight { preflight::run(cfg); }
+    /// ```
+    #[rhai_fn(return_raw)]
+    pub fn run_options(ctx: NativeCallContext) -> RhaiResult<rhai::Map> {
+        let host = Host::of(&ctx)?;
+        let s = host.settings();
+        let mut m = rhai::Map::new();
+        m.insert("plan".into(), host.is_plan().into());
+        m.insert("skip_preflight".into(), s.skip_preflight.into());
+        m.insert("allow_exec".into(), s.allow_exec.into());
+        m.insert("verbosity".into(), (s.verbosity as rhai::INT).into());
+        Ok(m)
+    }
+
     /// `true` in plan mode (`--plan`): nothing will be changed.
     ///
     /// ```rhai
