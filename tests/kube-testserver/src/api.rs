@@ -61,7 +61,11 @@ impl Ctx {
             return m.to_string();
         }
         let ua = self.user_agent.split('/').next().unwrap_or("unknown");
-        if ua.is_empty() { "unknown".into() } else { ua.to_string() }
+        if ua.is_empty() {
+            "unknown".into()
+        } else {
+            ua.to_string()
+        }
     }
 }
 
@@ -81,7 +85,10 @@ pub fn url_decode(s: &str) -> String {
         match bytes[i] {
             b'+' => out.push(b' '),
             b'%' if i + 2 < bytes.len() => {
-                match u8::from_str_radix(std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz"), 16) {
+                match u8::from_str_radix(
+                    std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz"),
+                    16,
+                ) {
                     Ok(b) => {
                         out.push(b);
                         i += 2;
@@ -97,10 +104,13 @@ pub fn url_decode(s: &str) -> String {
 }
 
 pub fn parse_query(q: &str) -> HashMap<String, String> {
-    q.split('&').filter(|p| !p.is_empty()).map(|p| {
-        let (k, v) = p.split_once('=').unwrap_or((p, ""));
-        (url_decode(k), url_decode(v))
-    }).collect()
+    q.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (url_decode(k), url_decode(v))
+        })
+        .collect()
 }
 
 /// The Namespace object created for `name`, as the real server stores it.
@@ -121,7 +131,12 @@ pub fn namespace_object(name: &str) -> Value {
 
 /// Routes one request.
 pub fn route(shared: &Arc<Shared>, ctx: &Ctx) -> Result<Reply, ApiError> {
-    let segs: Vec<&str> = ctx.path.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
+    let segs: Vec<&str> = ctx
+        .path
+        .trim_matches('/')
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .collect();
     match segs.as_slice() {
         ["version"] => Ok(Reply::Json(200, version_info(&shared.version))),
         ["healthz" | "readyz" | "livez", ..] => Ok(Reply::Text(200, "text/plain", "ok".into())),
@@ -133,13 +148,24 @@ pub fn route(shared: &Arc<Shared>, ctx: &Ctx) -> Result<Reply, ApiError> {
         ["api", "v1"] => resource_list(&shared.lock(), "", "v1"),
         ["apis", group] => {
             let list = group_list(&shared.lock());
-            let g = list["groups"].as_array().into_iter().flatten().find(|g| g["name"] == *group).cloned().ok_or_else(ApiError::unknown_resource)?;
+            let g = list["groups"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|g| g["name"] == *group)
+                .cloned()
+                .ok_or_else(ApiError::unknown_resource)?;
             let mut g = g;
             g["kind"] = json!("APIGroup");
             g["apiVersion"] = json!("v1");
             Ok(Reply::Json(200, g))
         }
         ["apis", group, version] => resource_list(&shared.lock(), group, version),
+        ["openapi", "v3"] => Ok(Reply::Json(200, openapi_root(&shared.lock()))),
+        ["openapi", "v3", "api", "v1"] => openapi_group_version(&shared.lock(), "", "v1"),
+        ["openapi", "v3", "apis", group, version] => {
+            openapi_group_version(&shared.lock(), group, version)
+        }
         ["api", "v1", rest @ ..] => resource_request(shared, ctx, "", "v1", rest),
         ["apis", group, version, rest @ ..] => resource_request(shared, ctx, group, version, rest),
         _ => Err(ApiError::unknown_resource()),
@@ -184,7 +210,10 @@ fn group_list(state: &State) -> Value {
     let groups: Vec<Value> = groups
         .into_iter()
         .map(|(g, vs)| {
-            let versions: Vec<Value> = vs.iter().map(|v| json!({"groupVersion": format!("{g}/{v}"), "version": v})).collect();
+            let versions: Vec<Value> = vs
+                .iter()
+                .map(|v| json!({"groupVersion": format!("{g}/{v}"), "version": v}))
+                .collect();
             json!({"name": g, "versions": versions, "preferredVersion": versions[0].clone()})
         })
         .collect();
@@ -192,12 +221,79 @@ fn group_list(state: &State) -> Value {
 }
 
 fn resource_list(state: &State, group: &str, version: &str) -> Result<Reply, ApiError> {
-    let resources: Vec<Value> = state.types.iter().filter(|t| t.group == group && t.versions.iter().any(|v| v == version)).flat_map(ResourceType::discovery_entries).collect();
+    let resources: Vec<Value> = state
+        .types
+        .iter()
+        .filter(|t| t.group == group && t.versions.iter().any(|v| v == version))
+        .flat_map(ResourceType::discovery_entries)
+        .collect();
     if resources.is_empty() {
         return Err(ApiError::unknown_resource());
     }
-    let gv = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
-    Ok(Reply::Json(200, json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources})))
+    let gv = if group.is_empty() {
+        version.to_string()
+    } else {
+        format!("{group}/{version}")
+    };
+    Ok(Reply::Json(
+        200,
+        json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}),
+    ))
+}
+
+/// `/openapi/v3`: one entry per served group-version.
+fn openapi_root(state: &State) -> Value {
+    let mut paths = serde_json::Map::new();
+    for t in &state.types {
+        for v in &t.versions {
+            let key = if t.group.is_empty() {
+                format!("api/{v}")
+            } else {
+                format!("apis/{}/{v}", t.group)
+            };
+            paths.insert(
+                key.clone(),
+                json!({"serverRelativeURL": format!("/openapi/v3/{key}?hash=kube-testserver")}),
+            );
+        }
+    }
+    json!({"paths": paths})
+}
+
+/// A minimal OpenAPI v3 document for one group-version: no schemas, only the PATCH operations with their
+/// `x-kubernetes-group-version-kind` and the `fieldValidation` parameter, which is what kubectl and helm look for
+/// to decide that the server validates fields itself (so they skip client-side schema validation).
+fn openapi_group_version(state: &State, group: &str, version: &str) -> Result<Reply, ApiError> {
+    let mut paths = serde_json::Map::new();
+    for t in state.types.iter().filter(|t| {
+        t.group == group && t.versions.iter().any(|v| v == version) && !t.virtual_create
+    }) {
+        let prefix = if group.is_empty() {
+            format!("/api/{version}")
+        } else {
+            format!("/apis/{group}/{version}")
+        };
+        let path = if t.namespaced {
+            format!("{prefix}/namespaces/{{namespace}}/{}/{{name}}", t.plural)
+        } else {
+            format!("{prefix}/{}/{{name}}", t.plural)
+        };
+        let params = json!([
+            {"name": "dryRun", "in": "query", "schema": {"type": "string"}},
+            {"name": "fieldManager", "in": "query", "schema": {"type": "string"}},
+            {"name": "fieldValidation", "in": "query", "schema": {"type": "string"}},
+            {"name": "force", "in": "query", "schema": {"type": "boolean"}},
+        ]);
+        let gvk = json!({"group": group, "version": version, "kind": t.kind});
+        paths.insert(path, json!({"patch": {"operationId": format!("patch{}", t.kind), "parameters": params, "responses": {"200": {"description": "OK"}}, "x-kubernetes-action": "patch", "x-kubernetes-group-version-kind": gvk}}));
+    }
+    if paths.is_empty() {
+        return Err(ApiError::unknown_resource());
+    }
+    Ok(Reply::Json(
+        200,
+        json!({"openapi": "3.0.0", "info": {"title": "Kubernetes", "version": "kube-testserver"}, "paths": paths, "components": {"schemas": {}}}),
+    ))
 }
 
 /// A resolved resource path.
@@ -220,11 +316,17 @@ impl Target {
 
 fn resolve(state: &State, group: &str, version: &str, rest: &[&str]) -> Result<Target, ApiError> {
     let (namespace, rest) = match rest {
-        ["namespaces", ns, plural, more @ ..] if state.find_served(group, version, plural).is_some_and(|t| t.namespaced) => (Some(ns.to_string()), {
-            let mut v = vec![*plural];
-            v.extend_from_slice(more);
-            v
-        }),
+        ["namespaces", ns, plural, more @ ..]
+            if state
+                .find_served(group, version, plural)
+                .is_some_and(|t| t.namespaced) =>
+        {
+            (Some(ns.to_string()), {
+                let mut v = vec![*plural];
+                v.extend_from_slice(more);
+                v
+            })
+        }
         _ => (None, rest.to_vec()),
     };
     let (plural, name, sub) = match rest.as_slice() {
@@ -233,7 +335,9 @@ fn resolve(state: &State, group: &str, version: &str, rest: &[&str]) -> Result<T
         [p, n, s] => (*p, Some(n.to_string()), Some(s.to_string())),
         _ => return Err(ApiError::unknown_resource()),
     };
-    let rt = state.find_served(group, version, plural).ok_or_else(ApiError::unknown_resource)?;
+    let rt = state
+        .find_served(group, version, plural)
+        .ok_or_else(ApiError::unknown_resource)?;
     if let Some(s) = &sub
         && !rt.subresources.contains(s)
     {
@@ -242,16 +346,30 @@ fn resolve(state: &State, group: &str, version: &str, rest: &[&str]) -> Result<T
     if namespace.is_some() && !rt.namespaced {
         return Err(ApiError::unknown_resource());
     }
-    Ok(Target { rt, version: version.to_string(), namespace, name, sub })
+    Ok(Target {
+        rt,
+        version: version.to_string(),
+        namespace,
+        name,
+        sub,
+    })
 }
 
-fn resource_request(shared: &Arc<Shared>, ctx: &Ctx, group: &str, version: &str, rest: &[&str]) -> Result<Reply, ApiError> {
+fn resource_request(
+    shared: &Arc<Shared>,
+    ctx: &Ctx,
+    group: &str,
+    version: &str,
+    rest: &[&str],
+) -> Result<Reply, ApiError> {
     let mut state = shared.lock();
     let t = resolve(&state, group, version, rest)?;
     if t.rt.virtual_create {
         return match ctx.method.as_str() {
             "POST" => review(&t, ctx),
-            _ => Err(ApiError::method_not_allowed("the server does not allow this method on the requested resource")),
+            _ => Err(ApiError::method_not_allowed(
+                "the server does not allow this method on the requested resource",
+            )),
         };
     }
     match (ctx.method.as_str(), &t.name) {
@@ -259,12 +377,16 @@ fn resource_request(shared: &Arc<Shared>, ctx: &Ctx, group: &str, version: &str,
         ("GET", None) => list(&state, &t, ctx),
         ("GET", Some(name)) => get(&state, &t, name, ctx),
         ("POST", None) => create(shared, &mut state, &t, ctx),
-        ("POST", Some(name)) if t.sub.as_deref() == Some("token") => token_request(&state, &t, name, ctx),
+        ("POST", Some(name)) if t.sub.as_deref() == Some("token") => {
+            token_request(&state, &t, name, ctx)
+        }
         ("PUT", Some(name)) => update(shared, &mut state, &t, name, ctx),
         ("PATCH", Some(name)) => patch_object(shared, &mut state, &t, name, ctx),
         ("DELETE", Some(name)) => delete(shared, &mut state, &t, name, ctx),
         ("DELETE", None) => delete_collection(shared, &mut state, &t, ctx),
-        _ => Err(ApiError::method_not_allowed("the server does not allow this method on the requested resource")),
+        _ => Err(ApiError::method_not_allowed(
+            "the server does not allow this method on the requested resource",
+        )),
     }
 }
 
@@ -275,7 +397,9 @@ fn with_version(obj: &Value, api_version: &str) -> Value {
 }
 
 fn get(state: &State, t: &Target, name: &str, ctx: &Ctx) -> Result<Reply, ApiError> {
-    let obj = state.get(&t.rt, t.ns(), name).ok_or_else(|| ApiError::not_found(&t.rt.group, &t.rt.plural, name))?;
+    let obj = state
+        .get(&t.rt, t.ns(), name)
+        .ok_or_else(|| ApiError::not_found(&t.rt.group, &t.rt.plural, name))?;
     if t.sub.as_deref() == Some("log") {
         return Ok(Reply::Text(200, "text/plain", String::new()));
     }
@@ -328,15 +452,22 @@ fn table(objs: &[Value], rv: u64) -> Value {
 }
 
 fn selectors(ctx: &Ctx) -> Result<(LabelSelector, FieldSelector), ApiError> {
-    let labels = LabelSelector::parse(ctx.q("labelSelector").unwrap_or_default()).map_err(ApiError::bad_request)?;
-    let fields = FieldSelector::parse(ctx.q("fieldSelector").unwrap_or_default()).map_err(ApiError::bad_request)?;
+    let labels = LabelSelector::parse(ctx.q("labelSelector").unwrap_or_default())
+        .map_err(ApiError::bad_request)?;
+    let fields = FieldSelector::parse(ctx.q("fieldSelector").unwrap_or_default())
+        .map_err(ApiError::bad_request)?;
     Ok((labels, fields))
 }
 
 fn list(state: &State, t: &Target, ctx: &Ctx) -> Result<Reply, ApiError> {
     let (labels, fields) = selectors(ctx)?;
     let av = t.api_version();
-    let items: Vec<Value> = state.list(&t.rt, t.namespace.as_deref()).into_iter().filter(|o| labels.matches(o) && fields.matches(o)).map(|o| with_version(o, &av)).collect();
+    let items: Vec<Value> = state
+        .list(&t.rt, t.namespace.as_deref())
+        .into_iter()
+        .filter(|o| labels.matches(o) && fields.matches(o))
+        .map(|o| with_version(o, &av))
+        .collect();
     if wants_table(ctx) {
         return Ok(Reply::Json(200, table(&items, state.rv)));
     }
@@ -346,7 +477,12 @@ fn list(state: &State, t: &Target, ctx: &Ctx) -> Result<Reply, ApiError> {
     ))
 }
 
-fn watch(shared: &Arc<Shared>, state: &mut State, t: &Target, ctx: &Ctx) -> Result<Reply, ApiError> {
+fn watch(
+    shared: &Arc<Shared>,
+    state: &mut State,
+    t: &Target,
+    ctx: &Ctx,
+) -> Result<Reply, ApiError> {
     let (labels, fields) = selectors(ctx)?;
     let (tx, rx) = mpsc::unbounded_channel();
     let id = state.next_watcher;
@@ -370,12 +506,26 @@ fn watch(shared: &Arc<Shared>, state: &mut State, t: &Target, ctx: &Ctx) -> Resu
             }
         }
     } else {
-        let since: u64 = rv.parse().map_err(|_| ApiError::bad_request(format!("invalid resourceVersion \"{rv}\"")))?;
+        let since: u64 = rv
+            .parse()
+            .map_err(|_| ApiError::bad_request(format!("invalid resourceVersion \"{rv}\"")))?;
         if state.history.front().is_some_and(|e| e.rv > since + 1) {
-            return Err(ApiError::new(410, "Expired", format!("too old resource version: {since} ({})", state.history.front().map(|e| e.rv).unwrap_or(0))));
+            return Err(ApiError::new(
+                410,
+                "Expired",
+                format!(
+                    "too old resource version: {since} ({})",
+                    state.history.front().map(|e| e.rv).unwrap_or(0)
+                ),
+            ));
         }
         for e in state.history.iter().filter(|e| e.rv > since) {
-            if e.group == w.group && e.plural == w.plural && w.namespace.as_deref().is_none_or(|n| n == e.namespace) && w.labels.matches(&e.object) && w.fields.matches(&e.object) {
+            if e.group == w.group
+                && e.plural == w.plural
+                && w.namespace.as_deref().is_none_or(|n| n == e.namespace)
+                && w.labels.matches(&e.object)
+                && w.fields.matches(&e.object)
+            {
                 w.send(e.kind, &e.object);
             }
         }
@@ -385,11 +535,15 @@ fn watch(shared: &Arc<Shared>, state: &mut State, t: &Target, ctx: &Ctx) -> Resu
     if ctx.flag("sendInitialEvents") {
         state.bookmark(id, true);
     }
-    let timeout = ctx.q("timeoutSeconds").and_then(|s| s.parse::<u64>().ok()).unwrap_or(1800);
+    let timeout = ctx
+        .q("timeoutSeconds")
+        .and_then(|s| s.parse::<u64>().ok())
+        .unwrap_or(1800);
     let shared = Arc::clone(shared);
     tokio::spawn(async move {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout);
-        let mut tick = tokio::time::interval(Duration::from_millis(if bookmarks { 1000 } else { 250 }));
+        let period = Duration::from_millis(if bookmarks { 1000 } else { 250 });
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         loop {
             tokio::select! {
                 _ = tokio::time::sleep_until(deadline) => break,
@@ -411,8 +565,17 @@ fn watch(shared: &Arc<Shared>, state: &mut State, t: &Target, ctx: &Ctx) -> Resu
 
 /// Parses a request body: JSON, YAML or Kubernetes protobuf.
 fn decode_body(ctx: &Ctx) -> Result<Value, ApiError> {
-    if ctx.content_type.starts_with("application/vnd.kubernetes.protobuf") {
-        return crate::protobuf::decode(&ctx.body).map_err(|e| ApiError::new(415, "UnsupportedMediaType", format!("the body of the request was in an unknown format: {e}")));
+    if ctx
+        .content_type
+        .starts_with("application/vnd.kubernetes.protobuf")
+    {
+        return crate::protobuf::decode(&ctx.body).map_err(|e| {
+            ApiError::new(
+                415,
+                "UnsupportedMediaType",
+                format!("the body of the request was in an unknown format: {e}"),
+            )
+        });
     }
     if ctx.body.is_empty() {
         return Ok(Value::Null);
@@ -421,11 +584,14 @@ fn decode_body(ctx: &Ctx) -> Result<Value, ApiError> {
         return Ok(v);
     }
     let text = std::str::from_utf8(&ctx.body).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    serde_saphyr::from_str::<Value>(text).map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))
+    serde_saphyr::from_str::<Value>(text)
+        .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))
 }
 
 fn meta_str<'a>(obj: &'a Value, field: &str) -> Option<&'a str> {
-    obj.get("metadata").and_then(|m| m.get(field)).and_then(Value::as_str)
+    obj.get("metadata")
+        .and_then(|m| m.get(field))
+        .and_then(Value::as_str)
 }
 
 /// Checks the namespace exists (for namespaced types).
@@ -439,19 +605,28 @@ fn require_namespace(state: &State, t: &Target) -> Result<(), ApiError> {
 /// Validation shared by create and update: kind, apiVersion, name, namespace, type-specific checks.
 fn validate(t: &Target, obj: &mut Value, name_from_path: Option<&str>) -> Result<(), ApiError> {
     if !obj.is_object() {
-        return Err(ApiError::bad_request("the body of the request must be an object"));
+        return Err(ApiError::bad_request(
+            "the body of the request must be an object",
+        ));
     }
     let av = t.api_version();
     match obj.get("kind").and_then(Value::as_str) {
         None | Some("") => obj["kind"] = json!(t.rt.kind),
         Some(k) if k != t.rt.kind => {
-            return Err(ApiError::bad_request(format!("the kind in the data ({k}) does not match the expected kind ({})", t.rt.kind)));
+            return Err(ApiError::bad_request(format!(
+                "the kind in the data ({k}) does not match the expected kind ({})",
+                t.rt.kind
+            )));
         }
         _ => {}
     }
     match obj.get("apiVersion").and_then(Value::as_str) {
         None | Some("") => obj["apiVersion"] = json!(av),
-        Some(v) if v != av => return Err(ApiError::bad_request(format!("the API version in the data ({v}) does not match the expected API version ({av})"))),
+        Some(v) if v != av => {
+            return Err(ApiError::bad_request(format!(
+                "the API version in the data ({v}) does not match the expected API version ({av})"
+            )));
+        }
         _ => {}
     }
     if !obj.get("metadata").is_some_and(Value::is_object) {
@@ -460,7 +635,9 @@ fn validate(t: &Target, obj: &mut Value, name_from_path: Option<&str>) -> Result
     if t.rt.namespaced {
         match meta_str(obj, "namespace") {
             Some(ns) if !ns.is_empty() && ns != t.ns() => {
-                return Err(ApiError::bad_request("the namespace of the provided object does not match the namespace sent on the request"));
+                return Err(ApiError::bad_request(
+                    "the namespace of the provided object does not match the namespace sent on the request",
+                ));
             }
             _ => obj["metadata"]["namespace"] = json!(t.ns()),
         }
@@ -470,18 +647,27 @@ fn validate(t: &Target, obj: &mut Value, name_from_path: Option<&str>) -> Result
     if let (Some(path_name), Some(body_name)) = (name_from_path, meta_str(obj, "name"))
         && path_name != body_name
     {
-        return Err(ApiError::bad_request("the name of the object does not match the name on the URL"));
+        return Err(ApiError::bad_request(
+            "the name of the object does not match the name on the URL",
+        ));
     }
     let name = meta_str(obj, "name").unwrap_or_default().to_string();
     let mut causes = Vec::new();
-    let check = if matches!(t.rt.plural.as_str(), "namespaces" | "services") { util::check_dns_label(&name) } else { util::check_dns_subdomain(&name) };
+    let check = if matches!(t.rt.plural.as_str(), "namespaces" | "services") {
+        util::check_dns_label(&name)
+    } else {
+        util::check_dns_subdomain(&name)
+    };
     if let Some(problem) = check {
         causes.push(("metadata.name".to_string(), problem));
     }
     if let Some(labels) = obj.pointer("/metadata/labels").and_then(Value::as_object) {
         for (k, v) in labels {
             if !v.is_string() {
-                causes.push((format!("metadata.labels.{k}"), "Invalid value: label values must be strings".to_string()));
+                causes.push((
+                    format!("metadata.labels.{k}"),
+                    "Invalid value: label values must be strings".to_string(),
+                ));
             }
         }
     }
@@ -492,35 +678,59 @@ fn validate(t: &Target, obj: &mut Value, name_from_path: Option<&str>) -> Result
     Ok(())
 }
 
-fn type_checks(t: &Target, obj: &mut Value, causes: &mut Vec<(String, String)>) -> Result<(), ApiError> {
+fn type_checks(
+    t: &Target,
+    obj: &mut Value,
+    causes: &mut Vec<(String, String)>,
+) -> Result<(), ApiError> {
     use base64::Engine as _;
     match (t.rt.group.as_str(), t.rt.kind.as_str()) {
         ("", "Secret") => {
             if let Some(data) = obj.get("data").and_then(Value::as_object) {
                 for (k, v) in data {
-                    let ok = v.as_str().is_some_and(|s| base64::engine::general_purpose::STANDARD.decode(s).is_ok());
+                    let ok = v.as_str().is_some_and(|s| {
+                        base64::engine::general_purpose::STANDARD.decode(s).is_ok()
+                    });
                     if !ok && !v.is_null() {
-                        return Err(ApiError::bad_request(format!("Secret in version \"v1\" cannot be handled as a Secret: illegal base64 data in data.{k}")));
+                        return Err(ApiError::bad_request(format!(
+                            "Secret in version \"v1\" cannot be handled as a Secret: illegal base64 data in data.{k}"
+                        )));
                     }
                 }
             }
-            if let Some(Value::Object(sd)) = obj.as_object_mut().and_then(|o| o.remove("stringData")) {
+            if let Some(Value::Object(sd)) =
+                obj.as_object_mut().and_then(|o| o.remove("stringData"))
+            {
                 for (k, v) in sd {
-                    let enc = base64::engine::general_purpose::STANDARD.encode(v.as_str().unwrap_or_default());
+                    let enc = base64::engine::general_purpose::STANDARD
+                        .encode(v.as_str().unwrap_or_default());
                     if !obj.get("data").is_some_and(Value::is_object) {
                         obj["data"] = json!({});
                     }
                     obj["data"][k] = json!(enc);
                 }
             }
-            if obj.get("type").and_then(Value::as_str).is_none_or(str::is_empty) {
+            if obj
+                .get("type")
+                .and_then(Value::as_str)
+                .is_none_or(str::is_empty)
+            {
                 obj["type"] = json!("Opaque");
             }
             let ty = obj["type"].as_str().unwrap_or_default().to_string();
-            if ty == "kubernetes.io/service-account-token" && obj.pointer("/metadata/annotations/kubernetes.io~1service-account.name").is_none() {
-                causes.push(("metadata.annotations[kubernetes.io/service-account.name]".into(), "Required value".into()));
+            if ty == "kubernetes.io/service-account-token"
+                && obj
+                    .pointer("/metadata/annotations/kubernetes.io~1service-account.name")
+                    .is_none()
+            {
+                causes.push((
+                    "metadata.annotations[kubernetes.io/service-account.name]".into(),
+                    "Required value".into(),
+                ));
             }
-            if ty == "kubernetes.io/dockerconfigjson" && obj.pointer("/data/.dockerconfigjson").is_none() {
+            if ty == "kubernetes.io/dockerconfigjson"
+                && obj.pointer("/data/.dockerconfigjson").is_none()
+            {
                 causes.push(("data[.dockerconfigjson]".into(), "Required value".into()));
             }
         }
@@ -529,32 +739,53 @@ fn type_checks(t: &Target, obj: &mut Value, causes: &mut Vec<(String, String)>) 
                 if let Some(data) = obj.get(field).and_then(Value::as_object)
                     && let Some((k, _)) = data.iter().find(|(_, v)| !v.is_string())
                 {
-                    return Err(ApiError::bad_request(format!("ConfigMap in version \"v1\" cannot be handled as a ConfigMap: json: cannot unmarshal non-string into Go struct field ConfigMap.{field} of type string (key {k})")));
+                    return Err(ApiError::bad_request(format!(
+                        "ConfigMap in version \"v1\" cannot be handled as a ConfigMap: json: cannot unmarshal non-string into Go struct field ConfigMap.{field} of type string (key {k})"
+                    )));
                 }
             }
         }
-        ("rbac.authorization.k8s.io", "RoleBinding" | "ClusterRoleBinding") => {
-            if obj.pointer("/roleRef/name").and_then(Value::as_str).is_none_or(str::is_empty) {
-                causes.push(("roleRef.name".into(), "Required value".into()));
-            }
+        ("rbac.authorization.k8s.io", "RoleBinding" | "ClusterRoleBinding")
+            if obj
+                .pointer("/roleRef/name")
+                .and_then(Value::as_str)
+                .is_none_or(str::is_empty) =>
+        {
+            causes.push(("roleRef.name".into(), "Required value".into()));
         }
         ("apps", "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet") => {
             if obj.pointer("/spec/selector").is_none() {
                 causes.push(("spec.selector".into(), "Required value".into()));
             }
-            if obj.pointer("/spec/template/spec/containers").and_then(Value::as_array).is_none_or(Vec::is_empty) {
-                causes.push(("spec.template.spec.containers".into(), "Required value".into()));
-            }
-            if let (Some(sel), Some(labels)) = (obj.pointer("/spec/selector"), obj.pointer("/spec/template/metadata/labels"))
-                && !LabelSelector::from_object(sel).matches(&json!({"metadata": {"labels": labels}}))
+            if obj
+                .pointer("/spec/template/spec/containers")
+                .and_then(Value::as_array)
+                .is_none_or(Vec::is_empty)
             {
-                causes.push(("spec.template.metadata.labels".into(), "Invalid value: `selector` does not match template `labels`".into()));
+                causes.push((
+                    "spec.template.spec.containers".into(),
+                    "Required value".into(),
+                ));
+            }
+            if let (Some(sel), Some(labels)) = (
+                obj.pointer("/spec/selector"),
+                obj.pointer("/spec/template/metadata/labels"),
+            ) && !LabelSelector::from_object(sel)
+                .matches(&json!({"metadata": {"labels": labels}}))
+            {
+                causes.push((
+                    "spec.template.metadata.labels".into(),
+                    "Invalid value: `selector` does not match template `labels`".into(),
+                ));
             }
         }
-        ("", "Pod") => {
-            if obj.pointer("/spec/containers").and_then(Value::as_array).is_none_or(Vec::is_empty) {
-                causes.push(("spec.containers".into(), "Required value".into()));
-            }
+        ("", "Pod")
+            if obj
+                .pointer("/spec/containers")
+                .and_then(Value::as_array)
+                .is_none_or(Vec::is_empty) =>
+        {
+            causes.push(("spec.containers".into(), "Required value".into()));
         }
         _ => {}
     }
@@ -580,7 +811,12 @@ fn defaults_on_create(state: &mut State, t: &Target, obj: &mut Value) {
             if spec.get("type").is_none() {
                 spec["type"] = json!("ClusterIP");
             }
-            if spec["type"] != "ExternalName" && spec.get("clusterIP").and_then(Value::as_str).is_none_or(str::is_empty) {
+            if spec["type"] != "ExternalName"
+                && spec
+                    .get("clusterIP")
+                    .and_then(Value::as_str)
+                    .is_none_or(str::is_empty)
+            {
                 state.next_ip += 1;
                 let ip = format!("10.96.{}.{}", state.next_ip / 250, state.next_ip % 250 + 1);
                 spec["clusterIP"] = json!(ip);
@@ -618,7 +854,14 @@ fn defaults_on_create(state: &mut State, t: &Target, obj: &mut Value) {
 fn crd_status(obj: &mut Value) {
     let now = now_rfc3339();
     let names = obj.pointer("/spec/names").cloned().unwrap_or(json!({}));
-    let stored: Vec<Value> = obj.pointer("/spec/versions").and_then(Value::as_array).into_iter().flatten().filter(|v| v["storage"] == true).map(|v| v["name"].clone()).collect();
+    let stored: Vec<Value> = obj
+        .pointer("/spec/versions")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|v| v["storage"] == true)
+        .map(|v| v["name"].clone())
+        .collect();
     obj["status"] = json!({
         "conditions": [
             {"type": "NamesAccepted", "status": "True", "lastTransitionTime": now, "reason": "NoConflicts", "message": "no conflicts found"},
@@ -645,13 +888,24 @@ fn spec_changed(old: &Value, new: &Value) -> bool {
 }
 
 /// Fills the server-owned metadata of a new object and stores it (unless dry-run).
-fn finish_create(state: &mut State, t: &Target, mut obj: Value, manager: &str, dry_run: bool) -> Result<Value, ApiError> {
+fn finish_create(
+    state: &mut State,
+    t: &Target,
+    mut obj: Value,
+    manager: &str,
+    dry_run: bool,
+) -> Result<Value, ApiError> {
     let name = meta_str(&obj, "name").unwrap_or_default().to_string();
     if state.get(&t.rt, t.ns(), &name).is_some() {
         return Err(ApiError::already_exists(&t.rt.group, &t.rt.plural, &name));
     }
     let meta = obj["metadata"].as_object_mut().expect("metadata object");
-    for f in ["resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds", "selfLink"] {
+    for f in [
+        "resourceVersion",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "selfLink",
+    ] {
         meta.remove(f);
     }
     meta.insert("uid".into(), json!(util::new_uid()));
@@ -662,11 +916,25 @@ fn finish_create(state: &mut State, t: &Target, mut obj: Value, manager: &str, d
         meta.remove("generation");
     }
     defaults_on_create(state, t, &mut obj);
-    if t.rt.has_status() && !matches!(t.rt.kind.as_str(), "Namespace" | "Service" | "CustomResourceDefinition") && let Some(m) = obj.as_object_mut() {
+    if t.rt.has_status()
+        && !matches!(
+            t.rt.kind.as_str(),
+            "Namespace" | "Service" | "CustomResourceDefinition"
+        )
+        && let Some(m) = obj.as_object_mut()
+    {
         m.remove("status");
     }
-    if obj["metadata"].get("managedFields").is_none() || obj["metadata"]["managedFields"].is_null() {
-        fields::record_update(None, &mut obj, manager, &t.api_version(), t.rt.custom, t.rt.has_status());
+    if obj["metadata"].get("managedFields").is_none() || obj["metadata"]["managedFields"].is_null()
+    {
+        fields::record_update(
+            None,
+            &mut obj,
+            manager,
+            &t.api_version(),
+            t.rt.custom,
+            t.rt.has_status(),
+        );
     }
     if dry_run {
         obj["metadata"]["resourceVersion"] = json!("");
@@ -682,10 +950,19 @@ fn finish_create(state: &mut State, t: &Target, mut obj: Value, manager: &str, d
 /// Side effects of writes on the type registry (CRDs) and of deletes on dependants.
 fn after_write(state: &mut State, t: &Target, obj: &Value, deleted: bool) {
     if t.rt.group == "apiextensions.k8s.io" && t.rt.plural == "customresourcedefinitions" {
-        let Some(new_type) = resources::from_crd(obj) else { return };
-        state.types.retain(|r| !(r.group == new_type.group && r.plural == new_type.plural && r.custom));
+        let Some(new_type) = resources::from_crd(obj) else {
+            return;
+        };
+        state
+            .types
+            .retain(|r| !(r.group == new_type.group && r.plural == new_type.plural && r.custom));
         if deleted {
-            let keys: Vec<_> = state.objects.keys().filter(|(g, p, _, _)| *g == new_type.group && *p == new_type.plural).cloned().collect();
+            let keys: Vec<_> = state
+                .objects
+                .keys()
+                .filter(|(g, p, _, _)| *g == new_type.group && *p == new_type.plural)
+                .cloned()
+                .collect();
             for k in keys {
                 if let Some(o) = state.objects.get(&k).cloned() {
                     state.commit(&new_type, o, "DELETED");
@@ -697,11 +974,19 @@ fn after_write(state: &mut State, t: &Target, obj: &Value, deleted: bool) {
     }
 }
 
-fn create(shared: &Arc<Shared>, state: &mut State, t: &Target, ctx: &Ctx) -> Result<Reply, ApiError> {
+fn create(
+    shared: &Arc<Shared>,
+    state: &mut State,
+    t: &Target,
+    ctx: &Ctx,
+) -> Result<Reply, ApiError> {
     let _ = shared;
     let mut obj = decode_body(ctx)?;
     if t.rt.namespaced && t.namespace.is_none() {
-        return Err(ApiError::method_not_allowed(format!("POST on cluster-wide {} is not allowed; use a namespace", t.rt.plural)));
+        return Err(ApiError::method_not_allowed(format!(
+            "POST on cluster-wide {} is not allowed; use a namespace",
+            t.rt.plural
+        )));
     }
     if obj.is_object() && meta_str(&obj, "name").is_none_or(str::is_empty) {
         if let Some(prefix) = meta_str(&obj, "generateName").filter(|p| !p.is_empty()) {
@@ -710,7 +995,15 @@ fn create(shared: &Arc<Shared>, state: &mut State, t: &Target, ctx: &Ctx) -> Res
         } else {
             let name = String::new();
             validate(t, &mut obj, None).ok();
-            return Err(ApiError::invalid(&t.rt.group, &t.rt.kind, &name, &[("metadata.name".into(), "Required value: name or generateName is required".into())]));
+            return Err(ApiError::invalid(
+                &t.rt.group,
+                &t.rt.kind,
+                &name,
+                &[(
+                    "metadata.name".into(),
+                    "Required value: name or generateName is required".into(),
+                )],
+            ));
         }
     }
     validate(t, &mut obj, None)?;
@@ -721,9 +1014,21 @@ fn create(shared: &Arc<Shared>, state: &mut State, t: &Target, ctx: &Ctx) -> Res
 
 /// Stores `new` as the next version of `old` (same uid etc.), bumping generation on spec changes and keeping
 /// status when the write is not to the status subresource. No-op writes keep the resourceVersion.
-fn finish_update(state: &mut State, t: &Target, old: &Value, mut new: Value, manager: Option<&str>, dry_run: bool) -> Result<Value, ApiError> {
+fn finish_update(
+    state: &mut State,
+    t: &Target,
+    old: &Value,
+    mut new: Value,
+    manager: Option<&str>,
+    dry_run: bool,
+) -> Result<Value, ApiError> {
     let status_write = t.sub.as_deref() == Some("status");
-    for f in ["uid", "creationTimestamp", "generation", "deletionTimestamp"] {
+    for f in [
+        "uid",
+        "creationTimestamp",
+        "generation",
+        "deletionTimestamp",
+    ] {
         match old["metadata"].get(f) {
             Some(v) => new["metadata"][f] = v.clone(),
             None => {
@@ -764,11 +1069,21 @@ fn finish_update(state: &mut State, t: &Target, old: &Value, mut new: Value, man
         crd_status(&mut new);
     }
     if t.rt.has_generation && spec_changed(old, &new) {
-        let g = old.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(1);
+        let g = old
+            .pointer("/metadata/generation")
+            .and_then(Value::as_i64)
+            .unwrap_or(1);
         new["metadata"]["generation"] = json!(g + 1);
     }
     if let Some(manager) = manager {
-        fields::record_update(Some(old), &mut new, manager, &t.api_version(), t.rt.custom, t.rt.has_status());
+        fields::record_update(
+            Some(old),
+            &mut new,
+            manager,
+            &t.api_version(),
+            t.rt.custom,
+            t.rt.has_status(),
+        );
     }
     new["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"].clone();
     if new == *old || dry_run {
@@ -778,12 +1093,21 @@ fn finish_update(state: &mut State, t: &Target, old: &Value, mut new: Value, man
     Ok(state.commit(&t.rt, new, "MODIFIED"))
 }
 
-fn update(shared: &Arc<Shared>, state: &mut State, t: &Target, name: &str, ctx: &Ctx) -> Result<Reply, ApiError> {
+fn update(
+    shared: &Arc<Shared>,
+    state: &mut State,
+    t: &Target,
+    name: &str,
+    ctx: &Ctx,
+) -> Result<Reply, ApiError> {
     let _ = shared;
     let mut obj = decode_body(ctx)?;
     validate(t, &mut obj, Some(name))?;
     require_namespace(state, t)?;
-    let old = state.get(&t.rt, t.ns(), name).cloned().ok_or_else(|| ApiError::not_found(&t.rt.group, &t.rt.plural, name))?;
+    let old = state
+        .get(&t.rt, t.ns(), name)
+        .cloned()
+        .ok_or_else(|| ApiError::not_found(&t.rt.group, &t.rt.plural, name))?;
     if let Some(rv) = meta_str(&obj, "resourceVersion").filter(|rv| !rv.is_empty())
         && Some(rv) != meta_str(&old, "resourceVersion")
     {
@@ -791,7 +1115,10 @@ fn update(shared: &Arc<Shared>, state: &mut State, t: &Target, name: &str, ctx: 
     }
     if obj["metadata"].get("managedFields").is_some() {
         // Clients echo managedFields back; the server keeps its own record.
-        obj["metadata"]["managedFields"] = old["metadata"].get("managedFields").cloned().unwrap_or(Value::Null);
+        obj["metadata"]["managedFields"] = old["metadata"]
+            .get("managedFields")
+            .cloned()
+            .unwrap_or(Value::Null);
         if obj["metadata"]["managedFields"].is_null()
             && let Some(m) = obj["metadata"].as_object_mut()
         {
@@ -804,9 +1131,20 @@ fn update(shared: &Arc<Shared>, state: &mut State, t: &Target, name: &str, ctx: 
     Ok(Reply::Json(200, with_version(&updated, &t.api_version())))
 }
 
-fn patch_object(shared: &Arc<Shared>, state: &mut State, t: &Target, name: &str, ctx: &Ctx) -> Result<Reply, ApiError> {
+fn patch_object(
+    shared: &Arc<Shared>,
+    state: &mut State,
+    t: &Target,
+    name: &str,
+    ctx: &Ctx,
+) -> Result<Reply, ApiError> {
     let _ = shared;
-    let ct = ctx.content_type.split(';').next().unwrap_or_default().trim();
+    let ct = ctx
+        .content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim();
     let body = decode_body(ctx)?;
     let existing = state.get(&t.rt, t.ns(), name).cloned();
     if ct == "application/apply-patch+yaml" {
@@ -818,12 +1156,26 @@ fn patch_object(shared: &Arc<Shared>, state: &mut State, t: &Target, name: &str,
         "application/merge-patch+json" => patch::merge_patch(&mut new, &body),
         "application/strategic-merge-patch+json" => {
             if t.rt.custom {
-                return Err(ApiError::new(415, "UnsupportedMediaType", format!("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml")));
+                return Err(ApiError::new(
+                    415,
+                    "UnsupportedMediaType",
+                    "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml",
+                ));
             }
             patch::strategic_merge_patch(&mut new, &body);
         }
-        "application/json-patch+json" => patch::json_patch(&mut new, &body).map_err(|e| ApiError::new(422, "Invalid", e))?,
-        other => return Err(ApiError::new(415, "UnsupportedMediaType", format!("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml (got {other})"))),
+        "application/json-patch+json" => {
+            patch::json_patch(&mut new, &body).map_err(|e| ApiError::new(422, "Invalid", e))?
+        }
+        other => {
+            return Err(ApiError::new(
+                415,
+                "UnsupportedMediaType",
+                format!(
+                    "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml (got {other})"
+                ),
+            ));
+        }
     }
     if let Some(rv) = meta_str(&body, "resourceVersion").filter(|rv| !rv.is_empty())
         && Some(rv) != meta_str(&old, "resourceVersion")
@@ -835,10 +1187,31 @@ fn patch_object(shared: &Arc<Shared>, state: &mut State, t: &Target, name: &str,
     Ok(Reply::Json(200, with_version(&updated, &t.api_version())))
 }
 
-fn server_side_apply(state: &mut State, t: &Target, name: &str, ctx: &Ctx, existing: Option<Value>, mut applied: Value) -> Result<Reply, ApiError> {
-    let manager = ctx.q("fieldManager").filter(|m| !m.is_empty()).ok_or_else(|| ApiError::bad_request("PATCH /apply requires fieldManager to be set"))?.to_string();
-    if applied.get("apiVersion").and_then(Value::as_str).is_none_or(str::is_empty) || applied.get("kind").and_then(Value::as_str).is_none_or(str::is_empty) {
-        return Err(ApiError::bad_request("invalid object type: apiVersion and kind must be set in an applied configuration"));
+fn server_side_apply(
+    state: &mut State,
+    t: &Target,
+    name: &str,
+    ctx: &Ctx,
+    existing: Option<Value>,
+    mut applied: Value,
+) -> Result<Reply, ApiError> {
+    let manager = ctx
+        .q("fieldManager")
+        .filter(|m| !m.is_empty())
+        .ok_or_else(|| ApiError::bad_request("PATCH /apply requires fieldManager to be set"))?
+        .to_string();
+    if applied
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .is_none_or(str::is_empty)
+        || applied
+            .get("kind")
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty)
+    {
+        return Err(ApiError::bad_request(
+            "invalid object type: apiVersion and kind must be set in an applied configuration",
+        ));
     }
     if !applied.get("metadata").is_some_and(Value::is_object) {
         applied["metadata"] = json!({});
@@ -861,7 +1234,14 @@ fn server_side_apply(state: &mut State, t: &Target, name: &str, ctx: &Ctx, exist
             if t.rt.namespaced {
                 skeleton["metadata"]["namespace"] = json!(t.ns());
             }
-            let merged = fields::apply(&skeleton, &applied, &manager, force, t.rt.custom, skip_status)?;
+            let merged = fields::apply(
+                &skeleton,
+                &applied,
+                &manager,
+                force,
+                t.rt.custom,
+                skip_status,
+            )?;
             let created = finish_create(state, t, merged, &manager, ctx.dry_run())?;
             Ok(Reply::Json(201, with_version(&created, &t.api_version())))
         }
@@ -885,7 +1265,11 @@ fn delete_dry_run(ctx: &Ctx) -> bool {
     if ctx.dry_run() {
         return true;
     }
-    serde_json::from_slice::<Value>(&ctx.body).ok().and_then(|b| b.get("dryRun").cloned()).and_then(|d| d.as_array().cloned()).is_some_and(|d| d.iter().any(|v| v == "All"))
+    serde_json::from_slice::<Value>(&ctx.body)
+        .ok()
+        .and_then(|b| b.get("dryRun").cloned())
+        .and_then(|d| d.as_array().cloned())
+        .is_some_and(|d| d.iter().any(|v| v == "All"))
 }
 
 /// Removes an object and, like the garbage collector (but at once), everything it owns; deleting a namespace
@@ -894,9 +1278,20 @@ fn remove_object(state: &mut State, rt: &ResourceType, obj: &Value) -> Value {
     let mut gone = obj.clone();
     if rt.kind == "Namespace" {
         let ns = meta_str(obj, "name").unwrap_or_default().to_string();
-        let keys: Vec<_> = state.objects.keys().filter(|(_, _, n, _)| *n == ns).cloned().collect();
+        let keys: Vec<_> = state
+            .objects
+            .keys()
+            .filter(|(_, _, n, _)| *n == ns)
+            .cloned()
+            .collect();
         for (g, p, _, name) in keys {
-            if let (Some(t), Some(o)) = (state.find_type(&g, &p), state.objects.get(&(g.clone(), p.clone(), ns.clone(), name.clone())).cloned()) {
+            if let (Some(t), Some(o)) = (
+                state.find_type(&g, &p),
+                state
+                    .objects
+                    .get(&(g.clone(), p.clone(), ns.clone(), name.clone()))
+                    .cloned(),
+            ) {
                 state.commit(&t, o, "DELETED");
             }
         }
@@ -908,30 +1303,61 @@ fn remove_object(state: &mut State, rt: &ResourceType, obj: &Value) -> Value {
     let dependants: Vec<(ResourceType, Value)> = state
         .objects
         .iter()
-        .filter(|(_, o)| o.pointer("/metadata/ownerReferences").and_then(Value::as_array).is_some_and(|refs| refs.iter().any(|r| r["uid"] == uid.as_str())))
+        .filter(|(_, o)| {
+            o.pointer("/metadata/ownerReferences")
+                .and_then(Value::as_array)
+                .is_some_and(|refs| refs.iter().any(|r| r["uid"] == uid.as_str()))
+        })
         .filter_map(|((g, p, _, _), o)| state.find_type(g, p).map(|t| (t, o.clone())))
         .collect();
     for (t, o) in dependants {
-        if state.get(&t, meta_str(&o, "namespace").unwrap_or_default(), meta_str(&o, "name").unwrap_or_default()).is_some() {
+        if state
+            .get(
+                &t,
+                meta_str(&o, "namespace").unwrap_or_default(),
+                meta_str(&o, "name").unwrap_or_default(),
+            )
+            .is_some()
+        {
             remove_object(state, &t, &o);
         }
     }
     deleted
 }
 
-fn delete(shared: &Arc<Shared>, state: &mut State, t: &Target, name: &str, ctx: &Ctx) -> Result<Reply, ApiError> {
+fn delete(
+    shared: &Arc<Shared>,
+    state: &mut State,
+    t: &Target,
+    name: &str,
+    ctx: &Ctx,
+) -> Result<Reply, ApiError> {
     let _ = shared;
-    let obj = state.get(&t.rt, t.ns(), name).cloned().ok_or_else(|| ApiError::not_found(&t.rt.group, &t.rt.plural, name))?;
+    let obj = state
+        .get(&t.rt, t.ns(), name)
+        .cloned()
+        .ok_or_else(|| ApiError::not_found(&t.rt.group, &t.rt.plural, name))?;
     if t.rt.kind == "Namespace" && matches!(name, "default" | "kube-system" | "kube-public") {
-        return Err(ApiError::new(403, "Forbidden", format!("namespaces \"{name}\" is forbidden: this namespace may not be deleted")));
+        return Err(ApiError::new(
+            403,
+            "Forbidden",
+            format!("namespaces \"{name}\" is forbidden: this namespace may not be deleted"),
+        ));
     }
     let dry_run = delete_dry_run(ctx);
-    let deleted = if dry_run { obj.clone() } else {
+    let deleted = if dry_run {
+        obj.clone()
+    } else {
         after_write(state, t, &obj, true);
         remove_object(state, &t.rt, &obj)
     };
     // Like the real server: some types answer with the object, the others with a Success Status.
-    if t.rt.custom || matches!(t.rt.kind.as_str(), "Namespace" | "Pod" | "CustomResourceDefinition") {
+    if t.rt.custom
+        || matches!(
+            t.rt.kind.as_str(),
+            "Namespace" | "Pod" | "CustomResourceDefinition"
+        )
+    {
         let mut o = with_version(&deleted, &t.api_version());
         if t.rt.kind == "Namespace" {
             o["status"]["phase"] = json!("Terminating");
@@ -942,17 +1368,35 @@ fn delete(shared: &Arc<Shared>, state: &mut State, t: &Target, name: &str, ctx: 
     if !t.rt.group.is_empty() {
         details["group"] = json!(t.rt.group);
     }
-    Ok(Reply::Json(200, json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": details})))
+    Ok(Reply::Json(
+        200,
+        json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": details}),
+    ))
 }
 
-fn delete_collection(shared: &Arc<Shared>, state: &mut State, t: &Target, ctx: &Ctx) -> Result<Reply, ApiError> {
+fn delete_collection(
+    shared: &Arc<Shared>,
+    state: &mut State,
+    t: &Target,
+    ctx: &Ctx,
+) -> Result<Reply, ApiError> {
     let _ = shared;
     let (labels, fields) = selectors(ctx)?;
-    let victims: Vec<Value> = state.list(&t.rt, t.namespace.as_deref()).into_iter().filter(|o| labels.matches(o) && fields.matches(o)).cloned().collect();
+    let victims: Vec<Value> = state
+        .list(&t.rt, t.namespace.as_deref())
+        .into_iter()
+        .filter(|o| labels.matches(o) && fields.matches(o))
+        .cloned()
+        .collect();
     let dry_run = delete_dry_run(ctx);
     let mut items = Vec::new();
     for v in victims {
-        if t.rt.kind == "Namespace" && matches!(meta_str(&v, "name"), Some("default" | "kube-system" | "kube-public")) {
+        if t.rt.kind == "Namespace"
+            && matches!(
+                meta_str(&v, "name"),
+                Some("default" | "kube-system" | "kube-public")
+            )
+        {
             continue;
         }
         if dry_run {
@@ -964,7 +1408,10 @@ fn delete_collection(shared: &Arc<Shared>, state: &mut State, t: &Target, ctx: &
     }
     let av = t.api_version();
     let items: Vec<Value> = items.iter().map(|o| with_version(o, &av)).collect();
-    Ok(Reply::Json(200, json!({"kind": format!("{}List", t.rt.kind), "apiVersion": av, "metadata": {"resourceVersion": state.rv.to_string()}, "items": items})))
+    Ok(Reply::Json(
+        200,
+        json!({"kind": format!("{}List", t.rt.kind), "apiVersion": av, "metadata": {"resourceVersion": state.rv.to_string()}, "items": items}),
+    ))
 }
 
 /// `serviceaccounts/<name>/token` (TokenRequest): returns an opaque token.
@@ -976,8 +1423,14 @@ fn token_request(state: &State, t: &Target, name: &str, ctx: &Ctx) -> Result<Rep
     if !req.is_object() {
         req = json!({});
     }
-    let secs = req.pointer("/spec/expirationSeconds").and_then(Value::as_i64).unwrap_or(3600);
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+    let secs = req
+        .pointer("/spec/expirationSeconds")
+        .and_then(Value::as_i64)
+        .unwrap_or(3600);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
     req["apiVersion"] = json!("authentication.k8s.io/v1");
     req["kind"] = json!("TokenRequest");
     req["metadata"] = json!({"name": name, "namespace": t.ns(), "creationTimestamp": null});
@@ -992,7 +1445,9 @@ pub fn service_account_token(ns: &str, sa: &str) -> String {
     format!(
         "{}.{}.{}",
         b64(json!({"alg": "none", "kid": "kube-testserver"})),
-        b64(json!({"iss": "kube-testserver", "sub": format!("system:serviceaccount:{ns}:{sa}"), "kubernetes.io": {"namespace": ns, "serviceaccount": {"name": sa}}})),
+        b64(
+            json!({"iss": "kube-testserver", "sub": format!("system:serviceaccount:{ns}:{sa}"), "kubernetes.io": {"namespace": ns, "serviceaccount": {"name": sa}}})
+        ),
         util::random_suffix(16)
     )
 }
@@ -1006,10 +1461,16 @@ fn review(t: &Target, ctx: &Ctx) -> Result<Reply, ApiError> {
     obj["apiVersion"] = json!(t.api_version());
     obj["kind"] = json!(t.rt.kind);
     obj["status"] = match t.rt.kind.as_str() {
-        "SelfSubjectAccessReview" => json!({"allowed": true, "reason": "kube-testserver allows everything"}),
-        "SelfSubjectRulesReview" => json!({"resourceRules": [{"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]}], "nonResourceRules": [{"verbs": ["*"], "nonResourceURLs": ["*"]}], "incomplete": false}),
+        "SelfSubjectAccessReview" => {
+            json!({"allowed": true, "reason": "kube-testserver allows everything"})
+        }
+        "SelfSubjectRulesReview" => {
+            json!({"resourceRules": [{"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]}], "nonResourceRules": [{"verbs": ["*"], "nonResourceURLs": ["*"]}], "incomplete": false})
+        }
         "TokenReview" => json!({"authenticated": true, "user": {"username": "kube-testserver"}}),
-        _ => json!({"userInfo": {"username": "kube-testserver", "groups": ["system:masters", "system:authenticated"]}}),
+        _ => {
+            json!({"userInfo": {"username": "kube-testserver", "groups": ["system:masters", "system:authenticated"]}})
+        }
     };
     Ok(Reply::Json(201, obj))
 }
@@ -1023,7 +1484,11 @@ pub fn record(ctx: &Ctx, status: u16) -> RequestRecord {
         method: ctx.method.clone(),
         uri: ctx.uri.clone(),
         status,
-        mutating: write && resource && !review && !ctx.dry_run() && !(ctx.method == "DELETE" && delete_dry_run(ctx)),
+        mutating: write
+            && resource
+            && !review
+            && !ctx.dry_run()
+            && !(ctx.method == "DELETE" && delete_dry_run(ctx)),
         user_agent: ctx.user_agent.clone(),
     }
 }

@@ -34,7 +34,11 @@ pub fn spawn_followups(shared: &Arc<Shared>) {
 fn interesting(f: &Followup) -> bool {
     matches!(
         (f.group.as_str(), f.plural.as_str()),
-        ("apps", "deployments" | "statefulsets" | "daemonsets" | "replicasets") | ("batch", "jobs") | ("", "pods" | "secrets" | "persistentvolumeclaims")
+        (
+            "apps",
+            "deployments" | "statefulsets" | "daemonsets" | "replicasets"
+        ) | ("batch", "jobs")
+            | ("", "pods" | "secrets" | "persistentvolumeclaims")
     )
 }
 
@@ -44,7 +48,9 @@ fn i64_at(v: &Value, ptr: &str, default: i64) -> i64 {
 
 /// Writes a new status (as the controller manager would), only when it differs.
 fn set_status(state: &mut State, group: &str, plural: &str, obj: &Value, status: Value) {
-    let Some(rt) = state.find_type(group, plural) else { return };
+    let Some(rt) = state.find_type(group, plural) else {
+        return;
+    };
     let mut merged = obj.get("status").cloned().unwrap_or(json!({}));
     crate::patch::merge_patch(&mut merged, &status);
     if obj.get("status") == Some(&merged) {
@@ -56,14 +62,24 @@ fn set_status(state: &mut State, group: &str, plural: &str, obj: &Value, status:
 }
 
 fn reconcile(state: &mut State, f: &Followup) {
-    let Some(rt) = state.find_type(&f.group, &f.plural) else { return };
-    let Some(obj) = state.get(&rt, &f.namespace, &f.name).cloned() else { return };
+    let Some(rt) = state.find_type(&f.group, &f.plural) else {
+        return;
+    };
+    let Some(obj) = state.get(&rt, &f.namespace, &f.name).cloned() else {
+        return;
+    };
     match (f.group.as_str(), f.plural.as_str()) {
         ("apps", "deployments") => deployment(state, &obj),
         ("apps", "replicasets") => {
             let n = i64_at(&obj, "/spec/replicas", 1);
             let generation = i64_at(&obj, "/metadata/generation", 1);
-            set_status(state, "apps", "replicasets", &obj, json!({"replicas": n, "fullyLabeledReplicas": n, "readyReplicas": n, "availableReplicas": n, "observedGeneration": generation}));
+            set_status(
+                state,
+                "apps",
+                "replicasets",
+                &obj,
+                json!({"replicas": n, "fullyLabeledReplicas": n, "readyReplicas": n, "availableReplicas": n, "observedGeneration": generation}),
+            );
         }
         ("apps", "statefulsets") => {
             let n = i64_at(&obj, "/spec/replicas", 1);
@@ -78,7 +94,12 @@ fn reconcile(state: &mut State, f: &Followup) {
             );
         }
         ("apps", "daemonsets") => {
-            let nodes = state.objects.keys().filter(|(g, p, _, _)| g.is_empty() && p == "nodes").count().max(1) as i64;
+            let nodes = state
+                .objects
+                .keys()
+                .filter(|(g, p, _, _)| g.is_empty() && p == "nodes")
+                .count()
+                .max(1) as i64;
             let generation = i64_at(&obj, "/metadata/generation", 1);
             set_status(
                 state,
@@ -139,9 +160,21 @@ fn reconcile(state: &mut State, f: &Followup) {
             );
         }
         ("", "persistentvolumeclaims") => {
-            let capacity = obj.pointer("/spec/resources/requests/storage").cloned().unwrap_or(json!("1Gi"));
-            let modes = obj.pointer("/spec/accessModes").cloned().unwrap_or(json!(["ReadWriteOnce"]));
-            set_status(state, "", "persistentvolumeclaims", &obj, json!({"phase": "Bound", "capacity": {"storage": capacity}, "accessModes": modes}));
+            let capacity = obj
+                .pointer("/spec/resources/requests/storage")
+                .cloned()
+                .unwrap_or(json!("1Gi"));
+            let modes = obj
+                .pointer("/spec/accessModes")
+                .cloned()
+                .unwrap_or(json!(["ReadWriteOnce"]));
+            set_status(
+                state,
+                "",
+                "persistentvolumeclaims",
+                &obj,
+                json!({"phase": "Bound", "capacity": {"storage": capacity}, "accessModes": modes}),
+            );
         }
         ("", "secrets") => sa_token(state, &obj),
         _ => {}
@@ -151,21 +184,37 @@ fn reconcile(state: &mut State, f: &Followup) {
 /// Ensures the Deployment's current ReplicaSet exists (owned, same template plus `pod-template-hash`), scales older
 /// ones to zero, and writes an available status.
 fn deployment(state: &mut State, dep: &Value) {
-    let Some(rs_type) = state.find_type("apps", "replicasets") else { return };
-    let ns = dep["metadata"]["namespace"].as_str().unwrap_or_default().to_string();
-    let name = dep["metadata"]["name"].as_str().unwrap_or_default().to_string();
+    let Some(rs_type) = state.find_type("apps", "replicasets") else {
+        return;
+    };
+    let ns = dep["metadata"]["namespace"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let name = dep["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     let uid = dep["metadata"]["uid"].clone();
     let replicas = i64_at(dep, "/spec/replicas", 1);
     let generation = i64_at(dep, "/metadata/generation", 1);
     let template = dep.pointer("/spec/template").cloned().unwrap_or(json!({}));
     let hash = short_hash(&template);
     let rs_name = format!("{name}-{hash}");
-    let revision = dep.pointer("/metadata/annotations/deployment.kubernetes.io~1revision").and_then(Value::as_str).and_then(|r| r.parse::<i64>().ok()).unwrap_or(0);
+    let revision = dep
+        .pointer("/metadata/annotations/deployment.kubernetes.io~1revision")
+        .and_then(Value::as_str)
+        .and_then(|r| r.parse::<i64>().ok())
+        .unwrap_or(0);
 
     let owned: Vec<Value> = state
         .list(&rs_type, Some(&ns))
         .into_iter()
-        .filter(|rs| rs.pointer("/metadata/ownerReferences").and_then(Value::as_array).is_some_and(|r| r.iter().any(|o| o["uid"] == uid)))
+        .filter(|rs| {
+            rs.pointer("/metadata/ownerReferences")
+                .and_then(Value::as_array)
+                .is_some_and(|r| r.iter().any(|o| o["uid"] == uid))
+        })
         .cloned()
         .collect();
     let mut new_revision = revision;
@@ -179,7 +228,9 @@ fn deployment(state: &mut State, dep: &Value) {
             state.commit(&rs_type, scaled, "MODIFIED");
         }
     }
-    let current = owned.iter().find(|rs| rs["metadata"]["name"] == rs_name.as_str());
+    let current = owned
+        .iter()
+        .find(|rs| rs["metadata"]["name"] == rs_name.as_str());
     match current {
         Some(rs) if i64_at(rs, "/spec/replicas", -1) == replicas => {}
         Some(rs) => {
@@ -193,7 +244,10 @@ fn deployment(state: &mut State, dep: &Value) {
             rs_template["metadata"]["labels"]["pod-template-hash"] = json!(hash);
             let mut selector = dep.pointer("/spec/selector").cloned().unwrap_or(json!({}));
             selector["matchLabels"]["pod-template-hash"] = json!(hash);
-            let mut labels = template.pointer("/metadata/labels").cloned().unwrap_or(json!({}));
+            let mut labels = template
+                .pointer("/metadata/labels")
+                .cloned()
+                .unwrap_or(json!({}));
             labels["pod-template-hash"] = json!(hash);
             let rs = json!({
                 "apiVersion": "apps/v1",
@@ -210,15 +264,28 @@ fn deployment(state: &mut State, dep: &Value) {
             state.commit(&rs_type, rs, "ADDED");
         }
     }
-    let Some(dep_type) = state.find_type("apps", "deployments") else { return };
-    let mut dep = state.get(&dep_type, &ns, &name).cloned().unwrap_or_else(|| dep.clone());
+    let Some(dep_type) = state.find_type("apps", "deployments") else {
+        return;
+    };
+    let mut dep = state
+        .get(&dep_type, &ns, &name)
+        .cloned()
+        .unwrap_or_else(|| dep.clone());
     if new_revision != revision {
-        dep["metadata"]["annotations"]["deployment.kubernetes.io/revision"] = json!(new_revision.to_string());
+        dep["metadata"]["annotations"]["deployment.kubernetes.io/revision"] =
+            json!(new_revision.to_string());
         dep = state.commit(&dep_type, dep, "MODIFIED");
     }
     let now = now_rfc3339();
     let conditions = match dep.pointer("/status/conditions") {
-        Some(c) if dep.pointer("/status/observedGeneration").and_then(Value::as_i64) == Some(generation) => c.clone(),
+        Some(c)
+            if dep
+                .pointer("/status/observedGeneration")
+                .and_then(Value::as_i64)
+                == Some(generation) =>
+        {
+            c.clone()
+        }
         _ => json!([
             {"type": "Available", "status": "True", "lastUpdateTime": now, "lastTransitionTime": now, "reason": "MinimumReplicasAvailable", "message": "Deployment has minimum availability."},
             {"type": "Progressing", "status": "True", "lastUpdateTime": now, "lastTransitionTime": now, "reason": "NewReplicaSetAvailable", "message": format!("ReplicaSet \"{rs_name}\" has successfully progressed.")},
@@ -235,26 +302,51 @@ fn deployment(state: &mut State, dep: &Value) {
 
 /// Fills a `kubernetes.io/service-account-token` Secret once its ServiceAccount exists.
 fn sa_token(state: &mut State, secret: &Value) {
-    if secret["type"] != "kubernetes.io/service-account-token" || secret.pointer("/data/token").is_some() {
+    if secret["type"] != "kubernetes.io/service-account-token"
+        || secret.pointer("/data/token").is_some()
+    {
         return;
     }
-    let ns = secret["metadata"]["namespace"].as_str().unwrap_or_default().to_string();
-    let Some(sa_name) = secret.pointer("/metadata/annotations/kubernetes.io~1service-account.name").and_then(Value::as_str) else { return };
-    let Some(sa_type) = state.find_type("", "serviceaccounts") else { return };
-    let Some(sa) = state.get(&sa_type, &ns, sa_name).cloned() else {
-        // The real token controller waits for the ServiceAccount; retry via a no-op follow-up.
-        state.followups.push(Followup { group: String::new(), plural: "secrets".into(), namespace: ns, name: secret["metadata"]["name"].as_str().unwrap_or_default().into() });
+    let ns = secret["metadata"]["namespace"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let Some(sa_name) = secret
+        .pointer("/metadata/annotations/kubernetes.io~1service-account.name")
+        .and_then(Value::as_str)
+    else {
         return;
     };
-    let Some(secret_type) = state.find_type("", "secrets") else { return };
+    let Some(sa_type) = state.find_type("", "serviceaccounts") else {
+        return;
+    };
+    let Some(sa) = state.get(&sa_type, &ns, sa_name).cloned() else {
+        // The real token controller waits for the ServiceAccount; retry via a no-op follow-up.
+        state.followups.push(Followup {
+            group: String::new(),
+            plural: "secrets".into(),
+            namespace: ns,
+            name: secret["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .into(),
+        });
+        return;
+    };
+    let Some(secret_type) = state.find_type("", "secrets") else {
+        return;
+    };
     let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
     let mut new = secret.clone();
     if !new.get("data").is_some_and(Value::is_object) {
         new["data"] = json!({});
     }
     new["data"]["token"] = json!(b64(&service_account_token(&ns, sa_name)));
-    new["data"]["ca.crt"] = json!(b64("-----BEGIN CERTIFICATE-----\nkube-testserver has no CA\n-----END CERTIFICATE-----\n"));
+    new["data"]["ca.crt"] = json!(b64(
+        "-----BEGIN CERTIFICATE-----\nkube-testserver has no CA\n-----END CERTIFICATE-----\n"
+    ));
     new["data"]["namespace"] = json!(b64(&ns));
-    new["metadata"]["annotations"]["kubernetes.io/service-account.uid"] = sa["metadata"]["uid"].clone();
+    new["metadata"]["annotations"]["kubernetes.io/service-account.uid"] =
+        sa["metadata"]["uid"].clone();
     state.commit(&secret_type, new, "MODIFIED");
 }

@@ -14,7 +14,9 @@ pub type Path = Vec<String>;
 /// The field set covered by an object (what a manager owns when it sets all of it).
 pub fn fieldset(obj: &Value, custom: bool, skip_status: bool) -> Value {
     let mut out = Map::new();
-    let Some(m) = obj.as_object() else { return Value::Object(out) };
+    let Some(m) = obj.as_object() else {
+        return Value::Object(out);
+    };
     for (k, v) in m {
         match k.as_str() {
             "apiVersion" | "kind" => {}
@@ -61,7 +63,10 @@ fn fields_of(name: &str, v: &Value, custom: bool) -> Value {
 
 fn item_key(item: &Value, key: &str) -> String {
     let mut m = Map::new();
-    m.insert(key.to_string(), item.get(key).cloned().unwrap_or(Value::Null));
+    m.insert(
+        key.to_string(),
+        item.get(key).cloned().unwrap_or(Value::Null),
+    );
     format!("k:{}", Value::Object(m))
 }
 
@@ -104,7 +109,11 @@ pub fn from_leaves(paths: &[Path]) -> Value {
     for p in paths {
         let mut cur = &mut root;
         for seg in p {
-            cur = cur.as_object_mut().expect("object").entry(seg.clone()).or_insert_with(|| json!({}));
+            cur = cur
+                .as_object_mut()
+                .expect("object")
+                .entry(seg.clone())
+                .or_insert_with(|| json!({}));
         }
     }
     root
@@ -138,7 +147,10 @@ fn step<'a>(cur: &'a Value, seg: &str) -> Option<&'a Value> {
         cur.get(f)
     } else if let Some(k) = seg.strip_prefix("k:") {
         let key: Value = serde_json::from_str(k).ok()?;
-        cur.as_array()?.iter().find(|item| key.as_object().is_some_and(|km| km.iter().all(|(kk, kv)| item.get(kk) == Some(kv))))
+        cur.as_array()?.iter().find(|item| {
+            key.as_object()
+                .is_some_and(|km| km.iter().all(|(kk, kv)| item.get(kk) == Some(kv)))
+        })
     } else {
         None
     }
@@ -147,14 +159,21 @@ fn step<'a>(cur: &'a Value, seg: &str) -> Option<&'a Value> {
 /// Removes the field (or the list item, for a path ending in `.`) at `path`.
 fn remove_at(obj: &mut Value, path: &Path) {
     let segs: Vec<&String> = path.iter().filter(|s| *s != ".").collect();
-    let Some((last, parents)) = segs.split_last() else { return };
+    let Some((last, parents)) = segs.split_last() else {
+        return;
+    };
     let mut cur = obj;
     for seg in parents {
         let next = if let Some(f) = seg.strip_prefix("f:") {
             cur.get_mut(f)
         } else if let Some(k) = seg.strip_prefix("k:") {
             let key: Value = serde_json::from_str(k).unwrap_or(Value::Null);
-            cur.as_array_mut().and_then(|a| a.iter_mut().find(|item| key.as_object().is_some_and(|km| km.iter().all(|(kk, kv)| item.get(kk) == Some(kv)))))
+            cur.as_array_mut().and_then(|a| {
+                a.iter_mut().find(|item| {
+                    key.as_object()
+                        .is_some_and(|km| km.iter().all(|(kk, kv)| item.get(kk) == Some(kv)))
+                })
+            })
         } else {
             None
         };
@@ -170,17 +189,26 @@ fn remove_at(obj: &mut Value, path: &Path) {
     } else if let Some(k) = last.strip_prefix("k:") {
         let key: Value = serde_json::from_str(k).unwrap_or(Value::Null);
         if let Some(a) = cur.as_array_mut() {
-            a.retain(|item| !key.as_object().is_some_and(|km| km.iter().all(|(kk, kv)| item.get(kk) == Some(kv))));
+            a.retain(|item| {
+                !key.as_object()
+                    .is_some_and(|km| km.iter().all(|(kk, kv)| item.get(kk) == Some(kv)))
+            });
         }
     }
 }
 
 fn entries(obj: &Value) -> Vec<Value> {
-    obj.pointer("/metadata/managedFields").and_then(Value::as_array).cloned().unwrap_or_default()
+    obj.pointer("/metadata/managedFields")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default()
 }
 
 fn set_entries(obj: &mut Value, list: Vec<Value>) {
-    let meta = obj.as_object_mut().and_then(|o| o.get_mut("metadata")).and_then(Value::as_object_mut);
+    let meta = obj
+        .as_object_mut()
+        .and_then(|o| o.get_mut("metadata"))
+        .and_then(Value::as_object_mut);
     if let Some(meta) = meta {
         if list.is_empty() {
             meta.remove("managedFields");
@@ -191,16 +219,33 @@ fn set_entries(obj: &mut Value, list: Vec<Value>) {
 }
 
 fn entry_matches(e: &Value, manager: &str, operation: &str) -> bool {
-    e.get("manager").and_then(Value::as_str) == Some(manager) && e.get("operation").and_then(Value::as_str) == Some(operation)
+    e.get("manager").and_then(Value::as_str) == Some(manager)
+        && e.get("operation").and_then(Value::as_str) == Some(operation)
 }
 
 fn path_string(p: &Path) -> String {
-    p.iter().filter(|s| *s != ".").map(|s| if let Some(f) = s.strip_prefix("f:") { format!(".{f}") } else { format!("[{}]", &s[2..]) }).collect()
+    p.iter()
+        .filter(|s| *s != ".")
+        .map(|s| {
+            if let Some(f) = s.strip_prefix("f:") {
+                format!(".{f}")
+            } else {
+                format!("[{}]", &s[2..])
+            }
+        })
+        .collect()
 }
 
 /// Records ownership after a non-apply write (create, update, patch) by `manager`: it gains every field it
 /// changed; other managers lose those; sets are pruned to fields that still exist.
-pub fn record_update(old: Option<&Value>, new: &mut Value, manager: &str, api_version: &str, custom: bool, skip_status: bool) {
+pub fn record_update(
+    old: Option<&Value>,
+    new: &mut Value,
+    manager: &str,
+    api_version: &str,
+    custom: bool,
+    skip_status: bool,
+) {
     let new_set = fieldset(new, custom, skip_status);
     let changed: Vec<Path> = leaves(&new_set)
         .into_iter()
@@ -212,12 +257,18 @@ pub fn record_update(old: Option<&Value>, new: &mut Value, manager: &str, api_ve
     let mut list = entries(old.unwrap_or(new));
     for e in &mut list {
         if let Some(f) = e.get("fieldsV1") {
-            let kept: Vec<Path> = leaves(f).into_iter().filter(|p| !changed.contains(p)).collect();
+            let kept: Vec<Path> = leaves(f)
+                .into_iter()
+                .filter(|p| !changed.contains(p))
+                .collect();
             e["fieldsV1"] = from_leaves(&kept);
         }
     }
     if !changed.is_empty() {
-        match list.iter_mut().find(|e| entry_matches(e, manager, "Update")) {
+        match list
+            .iter_mut()
+            .find(|e| entry_matches(e, manager, "Update"))
+        {
             Some(e) => {
                 let mut all = leaves(&e["fieldsV1"]);
                 all.extend(changed.iter().cloned());
@@ -237,7 +288,10 @@ fn entry(manager: &str, operation: &str, api_version: &str, set: Value) -> Value
 /// Prunes every entry to fields that exist and drops empty entries.
 fn finish(obj: &mut Value, mut list: Vec<Value>, obj_set: &Value) {
     for e in &mut list {
-        let kept: Vec<Path> = leaves(&e["fieldsV1"]).into_iter().filter(|p| contains(obj_set, p)).collect();
+        let kept: Vec<Path> = leaves(&e["fieldsV1"])
+            .into_iter()
+            .filter(|p| contains(obj_set, p))
+            .collect();
         e["fieldsV1"] = from_leaves(&kept);
     }
     list.retain(|e| e["fieldsV1"].as_object().is_some_and(|m| !m.is_empty()));
@@ -246,14 +300,28 @@ fn finish(obj: &mut Value, mut list: Vec<Value>, obj_set: &Value) {
 
 /// Server-side apply of `applied` (the manager's whole intent) onto `live` (an existing object or a skeleton for
 /// a new one). Returns the new object or a 409 Conflict naming the conflicting fields.
-pub fn apply(live: &Value, applied: &Value, manager: &str, force: bool, custom: bool, skip_status: bool) -> Result<Value, ApiError> {
-    let api_version = applied.get("apiVersion").and_then(Value::as_str).unwrap_or_default().to_string();
+pub fn apply(
+    live: &Value,
+    applied: &Value,
+    manager: &str,
+    force: bool,
+    custom: bool,
+    skip_status: bool,
+) -> Result<Value, ApiError> {
+    let api_version = applied
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
     let mut applied = applied.clone();
     if skip_status && let Some(m) = applied.as_object_mut() {
         m.remove("status");
     }
     let applied_set = fieldset(&applied, custom, skip_status);
-    let applied_leaves: Vec<Path> = leaves(&applied_set).into_iter().filter(|p| p.last().is_some_and(|s| s != ".")).collect();
+    let applied_leaves: Vec<Path> = leaves(&applied_set)
+        .into_iter()
+        .filter(|p| p.last().is_some_and(|s| s != "."))
+        .collect();
     let mut list = entries(live);
 
     // Conflicts: fields another manager owns, set here to a different value.
@@ -274,12 +342,23 @@ pub fn apply(live: &Value, applied: &Value, manager: &str, force: bool, custom: 
             .iter()
             .map(|(m, p)| json!({"reason": "FieldManagerConflict", "message": format!("conflict with \"{m}\""), "field": path_string(p)}))
             .collect();
-        let lines: Vec<String> = conflicts.iter().map(|(m, p)| format!("- {m}: {}", path_string(p))).collect();
+        let lines: Vec<String> = conflicts
+            .iter()
+            .map(|(m, p)| format!("- {m}: {}", path_string(p)))
+            .collect();
         let n = conflicts.len();
         let mut e = ApiError::new(
             409,
             "Conflict",
-            format!("Apply failed with {n} conflict{}: {}", if n == 1 { "" } else { "s" }, conflicts.iter().map(|(m, p)| format!("conflict with \"{m}\": {}", path_string(p))).collect::<Vec<_>>().join("\n")),
+            format!(
+                "Apply failed with {n} conflict{}: {}",
+                if n == 1 { "" } else { "s" },
+                conflicts
+                    .iter()
+                    .map(|(m, p)| format!("conflict with \"{m}\": {}", path_string(p)))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            ),
         );
         let _ = lines;
         e.details = json!({"causes": causes});
@@ -290,7 +369,10 @@ pub fn apply(live: &Value, applied: &Value, manager: &str, force: bool, custom: 
             if entry_matches(e, manager, "Apply") {
                 continue;
             }
-            let kept: Vec<Path> = leaves(&e["fieldsV1"]).into_iter().filter(|p| !conflicts.iter().any(|(_, c)| c == p)).collect();
+            let kept: Vec<Path> = leaves(&e["fieldsV1"])
+                .into_iter()
+                .filter(|p| !conflicts.iter().any(|(_, c)| c == p))
+                .collect();
             e["fieldsV1"] = from_leaves(&kept);
         }
     }
@@ -300,8 +382,18 @@ pub fn apply(live: &Value, applied: &Value, manager: &str, force: bool, custom: 
     merge_applied(&mut result, &applied, "", custom);
 
     // Fields this manager applied before, no longer applies, and nobody else owns: removed.
-    let previous = list.iter().find(|e| entry_matches(e, manager, "Apply")).map(|e| leaves(&e["fieldsV1"])).unwrap_or_default();
-    let others: Vec<Value> = list.iter().filter(|e| !entry_matches(e, manager, "Apply")).map(|e| e["fieldsV1"].clone()).collect();
+    let mut previous = list
+        .iter()
+        .find(|e| entry_matches(e, manager, "Apply"))
+        .map(|e| leaves(&e["fieldsV1"]))
+        .unwrap_or_default();
+    // Whole list items first: their key fields must still be there to find them.
+    previous.sort_by_key(|p| p.last().is_none_or(|s| s != "."));
+    let others: Vec<Value> = list
+        .iter()
+        .filter(|e| !entry_matches(e, manager, "Apply"))
+        .map(|e| e["fieldsV1"].clone())
+        .collect();
     for p in previous {
         if contains(&applied_set, &p) || others.iter().any(|o| contains(o, &p)) {
             continue;
@@ -318,7 +410,10 @@ pub fn apply(live: &Value, applied: &Value, manager: &str, force: bool, custom: 
     }
 
     // Ownership: this manager's apply entry is exactly its applied set.
-    let old_apply = list.iter().find(|e| entry_matches(e, manager, "Apply")).cloned();
+    let old_apply = list
+        .iter()
+        .find(|e| entry_matches(e, manager, "Apply"))
+        .cloned();
     list.retain(|e| !entry_matches(e, manager, "Apply"));
     let mut new_entry = entry(manager, "Apply", &api_version, applied_set);
     if let Some(old) = old_apply
@@ -370,14 +465,30 @@ mod tests {
     #[test]
     fn apply_removes_dropped_fields() {
         let live = cm(json!({}));
-        let first = apply(&live, &cm(json!({"a": "1", "b": "2"})), "m", false, false, true).unwrap();
+        let first = apply(
+            &live,
+            &cm(json!({"a": "1", "b": "2"})),
+            "m",
+            false,
+            false,
+            true,
+        )
+        .unwrap();
         let second = apply(&first, &cm(json!({"a": "1"})), "m", false, false, true).unwrap();
         assert_eq!(second["data"], json!({"a": "1"}));
     }
 
     #[test]
     fn apply_conflicts_with_other_manager() {
-        let live = apply(&cm(json!({})), &cm(json!({"a": "1"})), "one", false, false, true).unwrap();
+        let live = apply(
+            &cm(json!({})),
+            &cm(json!({"a": "1"})),
+            "one",
+            false,
+            false,
+            true,
+        )
+        .unwrap();
         let err = apply(&live, &cm(json!({"a": "2"})), "two", false, false, true).unwrap_err();
         assert_eq!(err.code, 409);
         let forced = apply(&live, &cm(json!({"a": "2"})), "two", true, false, true).unwrap();
@@ -389,8 +500,27 @@ mod tests {
     #[test]
     fn containers_are_granular() {
         let d = |c: Value| json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "x"}, "spec": {"template": {"spec": {"containers": c}}}});
-        let live = apply(&d(json!([])), &d(json!([{"name": "a", "image": "1"}, {"name": "b", "image": "2"}])), "m", false, false, true).unwrap();
-        let after = apply(&live, &d(json!([{"name": "a", "image": "1"}])), "m", false, false, true).unwrap();
-        assert_eq!(after["spec"]["template"]["spec"]["containers"], json!([{"name": "a", "image": "1"}]));
+        let live = apply(
+            &d(json!([])),
+            &d(json!([{"name": "a", "image": "1"}, {"name": "b", "image": "2"}])),
+            "m",
+            false,
+            false,
+            true,
+        )
+        .unwrap();
+        let after = apply(
+            &live,
+            &d(json!([{"name": "a", "image": "1"}])),
+            "m",
+            false,
+            false,
+            true,
+        )
+        .unwrap();
+        assert_eq!(
+            after["spec"]["template"]["spec"]["containers"],
+            json!([{"name": "a", "image": "1"}])
+        );
     }
 }

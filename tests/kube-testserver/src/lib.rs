@@ -45,14 +45,22 @@ pub struct Builder {
 
 impl Default for Builder {
     fn default() -> Self {
-        Builder { version: "1.35.0".into(), port: 0, controller_delay: Duration::from_millis(100) }
+        Builder {
+            version: "1.35.0".into(),
+            port: 0,
+            controller_delay: Duration::from_millis(100),
+        }
     }
 }
 
 impl Builder {
     /// The Kubernetes version `/version` reports: `"1.31"` or `"1.31.4"`.
     pub fn version(mut self, version: &str) -> Self {
-        self.version = if version.matches('.').count() == 1 { format!("{version}.0") } else { version.trim_start_matches('v').to_string() };
+        self.version = if version.matches('.').count() == 1 {
+            format!("{version}.0")
+        } else {
+            version.trim_start_matches('v').to_string()
+        };
         self
     }
 
@@ -86,15 +94,30 @@ impl Builder {
         });
         let (stop_tx, stop_rx) = oneshot::channel();
         let thread_shared = Arc::clone(&shared);
-        let thread = std::thread::Builder::new().name(format!("kube-testserver-{}", addr.port())).spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(std_listener).expect("listener");
-                server::serve(listener, thread_shared, stop_rx).await;
-            });
-        })?;
-        let dir = tempfile::Builder::new().prefix("kube-testserver-").tempdir()?;
-        let server = KubeTestServer { shared, addr, stop: Some(stop_tx), thread: Some(thread), kubeconfig: dir.path().join("kubeconfig"), _dir: dir };
+        let thread = std::thread::Builder::new()
+            .name(format!("kube-testserver-{}", addr.port()))
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("tokio runtime");
+                rt.block_on(async move {
+                    let listener =
+                        tokio::net::TcpListener::from_std(std_listener).expect("listener");
+                    server::serve(listener, thread_shared, stop_rx).await;
+                });
+            })?;
+        let dir = tempfile::Builder::new()
+            .prefix("kube-testserver-")
+            .tempdir()?;
+        let server = KubeTestServer {
+            shared,
+            addr,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+            kubeconfig: dir.path().join("kubeconfig"),
+            _dir: dir,
+        };
         server.write_kubeconfig(&server.kubeconfig)?;
         Ok(server)
     }
@@ -170,22 +193,45 @@ impl KubeTestServer {
         let mut state = self.shared.lock();
         let av = obj["apiVersion"].as_str().unwrap_or_default().to_string();
         let kind = obj["kind"].as_str().unwrap_or_default().to_string();
-        let rt = state.type_for_kind(&av, &kind).unwrap_or_else(|| panic!("kube-testserver: {av} {kind} is not served"));
-        let ns = obj.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or("default").to_string();
-        let name = obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_string();
+        let rt = state
+            .type_for_kind(&av, &kind)
+            .unwrap_or_else(|| panic!("kube-testserver: {av} {kind} is not served"));
+        let ns = obj
+            .pointer("/metadata/namespace")
+            .and_then(Value::as_str)
+            .unwrap_or("default")
+            .to_string();
+        let name = obj
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
         if rt.namespaced {
             obj["metadata"]["namespace"] = json!(ns);
         }
         let existing = state.get(&rt, &ns, &name).cloned();
-        obj["metadata"]["uid"] = existing.as_ref().map(|e| e["metadata"]["uid"].clone()).unwrap_or_else(|| json!(util::new_uid()));
+        obj["metadata"]["uid"] = existing
+            .as_ref()
+            .map(|e| e["metadata"]["uid"].clone())
+            .unwrap_or_else(|| json!(util::new_uid()));
         obj["metadata"]["creationTimestamp"] = json!(util::now_rfc3339());
         if rt.kind == "CustomResourceDefinition"
             && let Some(t) = resources::from_crd(&obj)
         {
-            state.types.retain(|r| !(r.group == t.group && r.plural == t.plural && r.custom));
+            state
+                .types
+                .retain(|r| !(r.group == t.group && r.plural == t.plural && r.custom));
             state.types.push(t);
         }
-        let stored = state.commit(&rt, obj, if existing.is_some() { "MODIFIED" } else { "ADDED" });
+        let stored = state.commit(
+            &rt,
+            obj,
+            if existing.is_some() {
+                "MODIFIED"
+            } else {
+                "ADDED"
+            },
+        );
         drop(state);
         stored
     }
@@ -200,7 +246,12 @@ impl KubeTestServer {
     /// Number of non-dry-run POST/PUT/PATCH/DELETE requests to resources received so far (successful or not;
     /// access and token reviews excluded). A plan-only run must leave this at zero.
     pub fn mutating_requests(&self) -> usize {
-        self.shared.lock().requests.iter().filter(|r| r.mutating).count()
+        self.shared
+            .lock()
+            .requests
+            .iter()
+            .filter(|r| r.mutating)
+            .count()
     }
 
     /// Every request handled so far, in order.

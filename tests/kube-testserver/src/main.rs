@@ -8,13 +8,24 @@ fn main() {
     let mut kubeconfig = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
-        let mut value = |name: &str| args.next().unwrap_or_else(|| usage(&format!("`{name}` needs a value")));
+        let mut value = |name: &str| {
+            args.next()
+                .unwrap_or_else(|| usage(&format!("`{name}` needs a value")))
+        };
         match arg.as_str() {
-            "--port" => builder = builder.port(value("--port").parse().unwrap_or_else(|_| usage("`--port` must be a number"))),
+            "--port" => {
+                builder = builder.port(
+                    value("--port")
+                        .parse()
+                        .unwrap_or_else(|_| usage("`--port` must be a number")),
+                )
+            }
             "--kubeconfig" => kubeconfig = Some(value("--kubeconfig")),
             "--version" => builder = builder.version(&value("--version")),
             "-h" | "--help" => {
-                println!("usage: kube-testserver [--port PORT] [--kubeconfig PATH] [--version 1.35]");
+                println!(
+                    "usage: kube-testserver [--port PORT] [--kubeconfig PATH] [--version 1.35]"
+                );
                 return;
             }
             other => usage(&format!("unknown argument `{other}`")),
@@ -35,6 +46,8 @@ fn main() {
 }
 
 fn usage(problem: &str) -> ! {
-    eprintln!("kube-testserver: {problem}\nusage: kube-testserver [--port PORT] [--kubeconfig PATH] [--version 1.35]");
+    eprintln!(
+        "kube-testserver: {problem}\nusage: kube-testserver [--port PORT] [--kubeconfig PATH] [--version 1.35]"
+    );
     std::process::exit(2);
 }

@@ -12,7 +12,14 @@ pub fn merge_key(field: &str, items: &[Value], custom: bool) -> Option<&'static 
         return None;
     }
     let key = match field {
-        "containers" | "initContainers" | "ephemeralContainers" | "volumes" | "env" | "imagePullSecrets" | "resourceClaims" | "volumeDevices" => "name",
+        "containers"
+        | "initContainers"
+        | "ephemeralContainers"
+        | "volumes"
+        | "env"
+        | "imagePullSecrets"
+        | "resourceClaims"
+        | "volumeDevices" => "name",
         "volumeMounts" => "mountPath",
         "conditions" => "type",
         "hostAliases" => "ip",
@@ -27,7 +34,11 @@ pub fn merge_key(field: &str, items: &[Value], custom: bool) -> Option<&'static 
         _ => return None,
     };
     // Only lists whose items are maps can be merged by key.
-    if items.iter().all(Value::is_object) { Some(key) } else { None }
+    if items.iter().all(Value::is_object) {
+        Some(key)
+    } else {
+        None
+    }
 }
 
 /// RFC 7386 JSON merge patch.
@@ -92,7 +103,9 @@ pub fn strategic_merge_patch(target: &mut Value, patch: &Value) {
                 let key = merge_key(k, items, false).or_else(|| merge_key(k, live, false));
                 merge_list(live, items, key);
             }
-            (Some(existing @ Value::Object(_)), Value::Object(_)) => strategic_merge_patch(existing, v),
+            (Some(existing @ Value::Object(_)), Value::Object(_)) => {
+                strategic_merge_patch(existing, v)
+            }
             _ => {
                 let mut fresh = Value::Null;
                 strategic_merge_patch(&mut fresh, v);
@@ -104,8 +117,15 @@ pub fn strategic_merge_patch(target: &mut Value, patch: &Value) {
 }
 
 fn merge_list(live: &mut Vec<Value>, items: &[Value], key: Option<&str>) {
-    if items.iter().any(|i| i.get("$patch").and_then(Value::as_str) == Some("replace")) {
-        *live = items.iter().filter(|i| i.get("$patch").is_none()).cloned().collect();
+    if items
+        .iter()
+        .any(|i| i.get("$patch").and_then(Value::as_str) == Some("replace"))
+    {
+        *live = items
+            .iter()
+            .filter(|i| i.get("$patch").is_none())
+            .cloned()
+            .collect();
         return;
     }
     let Some(key) = key else {
@@ -146,27 +166,52 @@ fn strip_directives(v: &mut Value) {
 
 /// RFC 6902 JSON patch; errors name the failing operation.
 pub fn json_patch(target: &mut Value, ops: &Value) -> Result<(), String> {
-    let ops = ops.as_array().ok_or("json patch must be an array of operations")?;
+    let ops = ops
+        .as_array()
+        .ok_or("json patch must be an array of operations")?;
     for op in ops {
-        let kind = op.get("op").and_then(Value::as_str).ok_or("operation without `op`")?;
-        let path = op.get("path").and_then(Value::as_str).ok_or("operation without `path`")?;
+        let kind = op
+            .get("op")
+            .and_then(Value::as_str)
+            .ok_or("operation without `op`")?;
+        let path = op
+            .get("path")
+            .and_then(Value::as_str)
+            .ok_or("operation without `path`")?;
         match kind {
-            "add" => add(target, path, op.get("value").cloned().ok_or("add without value")?)?,
+            "add" => add(
+                target,
+                path,
+                op.get("value").cloned().ok_or("add without value")?,
+            )?,
             "remove" => {
                 remove(target, path)?;
             }
             "replace" => {
                 remove(target, path)?;
-                add(target, path, op.get("value").cloned().ok_or("replace without value")?)?;
+                add(
+                    target,
+                    path,
+                    op.get("value").cloned().ok_or("replace without value")?,
+                )?;
             }
             "move" => {
-                let from = op.get("from").and_then(Value::as_str).ok_or("move without from")?;
+                let from = op
+                    .get("from")
+                    .and_then(Value::as_str)
+                    .ok_or("move without from")?;
                 let v = remove(target, from)?;
                 add(target, path, v)?;
             }
             "copy" => {
-                let from = op.get("from").and_then(Value::as_str).ok_or("copy without from")?;
-                let v = target.pointer(from).cloned().ok_or_else(|| format!("copy: missing path {from}"))?;
+                let from = op
+                    .get("from")
+                    .and_then(Value::as_str)
+                    .ok_or("copy without from")?;
+                let v = target
+                    .pointer(from)
+                    .cloned()
+                    .ok_or_else(|| format!("copy: missing path {from}"))?;
                 add(target, path, v)?;
             }
             "test" => {
@@ -182,7 +227,9 @@ pub fn json_patch(target: &mut Value, ops: &Value) -> Result<(), String> {
 }
 
 fn split_pointer(path: &str) -> Result<(String, String), String> {
-    let idx = path.rfind('/').ok_or_else(|| format!("invalid path `{path}`"))?;
+    let idx = path
+        .rfind('/')
+        .ok_or_else(|| format!("invalid path `{path}`"))?;
     let last = path[idx + 1..].replace("~1", "/").replace("~0", "~");
     Ok((path[..idx].to_string(), last))
 }
@@ -202,7 +249,9 @@ fn add(target: &mut Value, path: &str, value: Value) -> Result<(), String> {
             if last == "-" {
                 a.push(value);
             } else {
-                let i: usize = last.parse().map_err(|_| format!("invalid index in `{path}`"))?;
+                let i: usize = last
+                    .parse()
+                    .map_err(|_| format!("invalid index in `{path}`"))?;
                 if i > a.len() {
                     return Err(format!("index out of range in `{path}`"));
                 }
@@ -210,22 +259,30 @@ fn add(target: &mut Value, path: &str, value: Value) -> Result<(), String> {
             }
             Ok(())
         }
-        _ => Err(format!("add operation does not apply: doc is missing path: \"{path}\"")),
+        _ => Err(format!(
+            "add operation does not apply: doc is missing path: \"{path}\""
+        )),
     }
 }
 
 fn remove(target: &mut Value, path: &str) -> Result<Value, String> {
     let (parent, last) = split_pointer(path)?;
     match target.pointer_mut(&parent) {
-        Some(Value::Object(m)) => m.remove(&last).ok_or_else(|| format!("remove operation does not apply: doc is missing path: \"{path}\"")),
+        Some(Value::Object(m)) => m.remove(&last).ok_or_else(|| {
+            format!("remove operation does not apply: doc is missing path: \"{path}\"")
+        }),
         Some(Value::Array(a)) => {
-            let i: usize = last.parse().map_err(|_| format!("invalid index in `{path}`"))?;
+            let i: usize = last
+                .parse()
+                .map_err(|_| format!("invalid index in `{path}`"))?;
             if i >= a.len() {
                 return Err(format!("index out of range in `{path}`"));
             }
             Ok(a.remove(i))
         }
-        _ => Err(format!("remove operation does not apply: doc is missing path: \"{path}\"")),
+        _ => Err(format!(
+            "remove operation does not apply: doc is missing path: \"{path}\""
+        )),
     }
 }
 
@@ -239,7 +296,10 @@ mod tests {
         let mut live = json!({"spec": {"containers": [{"name": "a", "image": "x"}, {"name": "b", "image": "y"}]}});
         let patch = json!({"spec": {"$setElementOrder/containers": [{"name": "a"}, {"name": "b"}], "containers": [{"name": "b", "image": "z"}, {"name": "a", "$patch": "delete"}]}});
         strategic_merge_patch(&mut live, &patch);
-        assert_eq!(live, json!({"spec": {"containers": [{"name": "b", "image": "z"}]}}));
+        assert_eq!(
+            live,
+            json!({"spec": {"containers": [{"name": "b", "image": "z"}]}})
+        );
     }
 
     #[test]

@@ -25,7 +25,8 @@ pub struct F {
     pub repeated: bool,
 }
 
-/// How a field is encoded.
+/// How a field is encoded (the generator may emit any of these; not all occur in the current roots).
+#[allow(dead_code)]
 pub enum K {
     Str,
     Bytes,
@@ -41,6 +42,7 @@ pub enum K {
 }
 
 /// Messages with a JSON form of their own.
+#[allow(dead_code)]
 #[derive(Clone, Copy)]
 pub enum S {
     Time,
@@ -53,13 +55,45 @@ pub enum S {
 
 /// Fields whose zero or false value is meaningful (Go pointers), kept when decoded.
 const KEEP_ZERO: &[&str] = &[
-    "replicas", "minReplicas", "automountServiceAccountToken", "immutable", "allowPrivilegeEscalation", "runAsNonRoot",
-    "privileged", "readOnlyRootFilesystem", "optional", "runAsUser", "runAsGroup", "fsGroup", "backoffLimit",
-    "parallelism", "completions", "activeDeadlineSeconds", "ttlSecondsAfterFinished", "terminationGracePeriodSeconds",
-    "revisionHistoryLimit", "progressDeadlineSeconds", "suspend", "defaultMode", "mode", "successfulJobsHistoryLimit",
-    "failedJobsHistoryLimit", "leaseDurationSeconds", "leaseTransitions", "enableServiceLinks", "expirationSeconds",
-    "allowVolumeExpansion", "shareProcessNamespace", "setHostnameAsFQDN", "hostUsers", "startingDeadlineSeconds",
-    "gracePeriodSeconds", "orphanDependents", "priority", "targetCPUUtilizationPercentage", "publishNotReadyAddresses",
+    "replicas",
+    "minReplicas",
+    "automountServiceAccountToken",
+    "immutable",
+    "allowPrivilegeEscalation",
+    "runAsNonRoot",
+    "privileged",
+    "readOnlyRootFilesystem",
+    "optional",
+    "runAsUser",
+    "runAsGroup",
+    "fsGroup",
+    "backoffLimit",
+    "parallelism",
+    "completions",
+    "activeDeadlineSeconds",
+    "ttlSecondsAfterFinished",
+    "terminationGracePeriodSeconds",
+    "revisionHistoryLimit",
+    "progressDeadlineSeconds",
+    "suspend",
+    "defaultMode",
+    "mode",
+    "successfulJobsHistoryLimit",
+    "failedJobsHistoryLimit",
+    "leaseDurationSeconds",
+    "leaseTransitions",
+    "enableServiceLinks",
+    "expirationSeconds",
+    "allowVolumeExpansion",
+    "shareProcessNamespace",
+    "setHostnameAsFQDN",
+    "hostUsers",
+    "startingDeadlineSeconds",
+    "gracePeriodSeconds",
+    "orphanDependents",
+    "priority",
+    "targetCPUUtilizationPercentage",
+    "publishNotReadyAddresses",
     "allocateLoadBalancerNodePorts",
 ];
 
@@ -83,7 +117,11 @@ impl<'a> Reader<'a> {
     }
 
     fn bytes(&mut self, n: usize) -> Result<&'a [u8], String> {
-        let end = self.pos.checked_add(n).filter(|e| *e <= self.buf.len()).ok_or("truncated field")?;
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|e| *e <= self.buf.len())
+            .ok_or("truncated field")?;
         let out = &self.buf[self.pos..end];
         self.pos = end;
         Ok(out)
@@ -112,13 +150,18 @@ impl<'a> Reader<'a> {
 
 /// Decodes a protobuf-encoded object (with the `k8s\0` envelope) to its JSON form.
 pub fn decode(body: &[u8]) -> Result<Value, String> {
-    let inner = body.strip_prefix(b"k8s\0").ok_or("missing the k8s protobuf envelope")?;
+    let inner = body
+        .strip_prefix(b"k8s\0")
+        .ok_or("missing the k8s protobuf envelope")?;
     let (mut api_version, mut kind, mut raw) = (String::new(), String::new(), &[][..]);
     let mut r = Reader { buf: inner, pos: 0 };
     while !r.done() {
         match r.field()? {
             (1, _, type_meta) => {
-                let mut t = Reader { buf: type_meta, pos: 0 };
+                let mut t = Reader {
+                    buf: type_meta,
+                    pos: 0,
+                };
                 while !t.done() {
                     match t.field()? {
                         (1, _, b) => api_version = String::from_utf8_lossy(b).into_owned(),
@@ -131,7 +174,10 @@ pub fn decode(body: &[u8]) -> Result<Value, String> {
             _ => {}
         }
     }
-    let &(_, _, index) = ROOTS.iter().find(|(av, k, _)| *av == api_version && *k == kind).ok_or_else(|| format!("no protobuf schema for {api_version} {kind}"))?;
+    let &(_, _, index) = ROOTS
+        .iter()
+        .find(|(av, k, _)| *av == api_version && *k == kind)
+        .ok_or_else(|| format!("no protobuf schema for {api_version} {kind}"))?;
     let mut obj = message(index, raw)?;
     let mut out = Map::new();
     out.insert("apiVersion".into(), json!(api_version));
@@ -148,10 +194,14 @@ fn message(index: usize, buf: &[u8]) -> Result<Value, String> {
     let mut r = Reader { buf, pos: 0 };
     while !r.done() {
         let (tag, varint, bytes) = r.field()?;
-        let Some(f) = msg.fields.iter().find(|f| f.tag == tag) else { continue };
+        let Some(f) = msg.fields.iter().find(|f| f.tag == tag) else {
+            continue;
+        };
         let values: Vec<Value> = match &f.kind {
             K::Str => vec![json!(String::from_utf8_lossy(bytes))],
-            K::Bytes => vec![json!(base64::engine::general_purpose::STANDARD.encode(bytes))],
+            K::Bytes => vec![json!(
+                base64::engine::general_purpose::STANDARD.encode(bytes)
+            )],
             K::Bool => vec![json!(varint != 0)],
             K::Int if bytes.is_empty() => vec![json!(varint as i64)],
             // Packed repeated integers.
@@ -163,8 +213,12 @@ fn message(index: usize, buf: &[u8]) -> Result<Value, String> {
                 }
                 v
             }
-            K::F64 => vec![json!(f64::from_le_bytes(bytes.try_into().map_err(|_| "bad double")?))],
-            K::Msg(i) => vec![message(*i, bytes)?],
+            K::F64 => vec![json!(f64::from_le_bytes(
+                bytes.try_into().map_err(|_| "bad double")?
+            ))],
+            K::Msg(i) => {
+                vec![message(*i, bytes).map_err(|e| format!("{}.{}: {e}", msg.name, f.json))?]
+            }
             K::Special(s) => vec![special(*s, bytes)?],
             K::MapStr | K::MapBytes | K::MapMsg(_) | K::MapSpecial(_) => {
                 let (k, v) = map_entry(&f.kind, bytes)?;
@@ -175,7 +229,11 @@ fn message(index: usize, buf: &[u8]) -> Result<Value, String> {
         };
         for v in values {
             if f.repeated {
-                out.entry(f.json.to_string()).or_insert_with(|| json!([])).as_array_mut().ok_or("repeated field clash")?.push(v);
+                out.entry(f.json.to_string())
+                    .or_insert_with(|| json!([]))
+                    .as_array_mut()
+                    .ok_or("repeated field clash")?
+                    .push(v);
             } else if keep(f.json, &v) {
                 out.insert(f.json.to_string(), v);
             }
@@ -266,6 +324,9 @@ mod tests {
         let unknown = [field(1, &type_meta), field(2, &secret)].concat();
         let body = [b"k8s\0".to_vec(), unknown].concat();
         let v = decode(&body).unwrap();
-        assert_eq!(v, json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s1", "namespace": "demo"}, "data": {"a": "aGVsbG8="}, "type": "Opaque"}));
+        assert_eq!(
+            v,
+            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s1", "namespace": "demo"}, "data": {"a": "aGVsbG8="}, "type": "Opaque"})
+        );
     }
 }

@@ -35,13 +35,23 @@ fn split_top(s: &str) -> Vec<String> {
         cur.push(c);
     }
     out.push(cur);
-    out.into_iter().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect()
+    out.into_iter()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect()
 }
 
 fn parse_set(rest: &str) -> Result<Vec<String>, String> {
     let rest = rest.trim();
-    let inner = rest.strip_prefix('(').and_then(|r| r.strip_suffix(')')).ok_or_else(|| format!("expected a parenthesised set, found `{rest}`"))?;
-    Ok(inner.split(',').map(|v| v.trim().to_string()).filter(|v| !v.is_empty()).collect())
+    let inner = rest
+        .strip_prefix('(')
+        .and_then(|r| r.strip_suffix(')'))
+        .ok_or_else(|| format!("expected a parenthesised set, found `{rest}`"))?;
+    Ok(inner
+        .split(',')
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+        .collect())
 }
 
 impl LabelSelector {
@@ -60,7 +70,10 @@ impl LabelSelector {
                 Requirement::NotIn(k.trim().into(), parse_set(rest)?)
             } else if let Some((k, rest)) = part.split_once(" in ") {
                 Requirement::In(k.trim().into(), parse_set(rest)?)
-            } else if part.chars().all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c)) {
+            } else if part
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c))
+            {
                 Requirement::Exists(part.clone())
             } else {
                 return Err(format!("unable to parse requirement: `{part}`"));
@@ -75,12 +88,30 @@ impl LabelSelector {
         let mut reqs = Vec::new();
         if let Some(m) = sel.get("matchLabels").and_then(Value::as_object) {
             for (k, v) in m {
-                reqs.push(Requirement::Eq(k.clone(), v.as_str().unwrap_or_default().to_string()));
+                reqs.push(Requirement::Eq(
+                    k.clone(),
+                    v.as_str().unwrap_or_default().to_string(),
+                ));
             }
         }
-        for e in sel.get("matchExpressions").and_then(Value::as_array).into_iter().flatten() {
-            let key = e.get("key").and_then(Value::as_str).unwrap_or_default().to_string();
-            let values: Vec<String> = e.get("values").and_then(Value::as_array).into_iter().flatten().filter_map(|v| v.as_str().map(str::to_string)).collect();
+        for e in sel
+            .get("matchExpressions")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let key = e
+                .get("key")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
+            let values: Vec<String> = e
+                .get("values")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect();
             match e.get("operator").and_then(Value::as_str) {
                 Some("In") => reqs.push(Requirement::In(key, values)),
                 Some("NotIn") => reqs.push(Requirement::NotIn(key, values)),
@@ -121,7 +152,9 @@ impl FieldSelector {
             } else if let Some((k, v)) = part.split_once('=') {
                 (k, true, v)
             } else {
-                return Err(format!("invalid selector: '{part}'; can't understand '{part}'"));
+                return Err(format!(
+                    "invalid selector: '{part}'; can't understand '{part}'"
+                ));
             };
             out.push((k.trim().to_string(), eq, v.trim().to_string()));
         }
@@ -151,7 +184,8 @@ mod tests {
 
     #[test]
     fn label_selector_operators() {
-        let obj = json!({"metadata": {"labels": {"owner": "helm", "name": "web", "status": "deployed"}}});
+        let obj =
+            json!({"metadata": {"labels": {"owner": "helm", "name": "web", "status": "deployed"}}});
         for (sel, want) in [
             ("owner=helm,name=web", true),
             ("owner==helm", true),
@@ -164,14 +198,26 @@ mod tests {
             ("missing notin (x)", true),
             ("", true),
         ] {
-            assert_eq!(LabelSelector::parse(sel).unwrap().matches(&obj), want, "{sel}");
+            assert_eq!(
+                LabelSelector::parse(sel).unwrap().matches(&obj),
+                want,
+                "{sel}"
+            );
         }
     }
 
     #[test]
     fn field_selector_paths() {
         let obj = json!({"metadata": {"name": "a", "namespace": "ns"}, "type": "kubernetes.io/dockerconfigjson"});
-        assert!(FieldSelector::parse("metadata.name=a,metadata.namespace==ns").unwrap().matches(&obj));
-        assert!(!FieldSelector::parse("type!=kubernetes.io/dockerconfigjson").unwrap().matches(&obj));
+        assert!(
+            FieldSelector::parse("metadata.name=a,metadata.namespace==ns")
+                .unwrap()
+                .matches(&obj)
+        );
+        assert!(
+            !FieldSelector::parse("type!=kubernetes.io/dockerconfigjson")
+                .unwrap()
+                .matches(&obj)
+        );
     }
 }

@@ -24,7 +24,10 @@ impl http_body::Body for Body {
     type Data = Bytes;
     type Error = Infallible;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         match self.get_mut() {
             Body::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             Body::Stream(rx) => rx.poll_recv(cx).map(|o| o.map(|b| Ok(Frame::data(b)))),
@@ -44,19 +47,37 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stop: oneshot
         let shared = Arc::clone(&shared);
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| handle(Arc::clone(&shared), req));
-            let _ = hyper::server::conn::http1::Builder::new().keep_alive(true).serve_connection(TokioIo::new(stream), service).await;
+            let _ = hyper::server::conn::http1::Builder::new()
+                .keep_alive(true)
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
         });
     }
 }
 
 async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
     let (parts, body) = req.into_parts();
-    let body = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
-    let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+    let body = body
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
+    let header = |name: &str| {
+        parts
+            .headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string()
+    };
     let ctx = Ctx {
         method: parts.method.as_str().to_string(),
         path: parts.uri.path().to_string(),
-        uri: parts.uri.path_and_query().map(|p| p.as_str().to_string()).unwrap_or_default(),
+        uri: parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str().to_string())
+            .unwrap_or_default(),
         query: api::parse_query(parts.uri.query().unwrap_or_default()),
         content_type: header("content-type"),
         accept: header("accept"),
@@ -66,13 +87,27 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
     let reply = api::route(&shared, &ctx);
     crate::controllers::spawn_followups(&shared);
     let (status, ctype, body) = match reply {
-        Ok(Reply::Json(code, v)) => (code, "application/json", Body::Full(Some(Bytes::from(serde_json::to_vec(&v).unwrap_or_default())))),
+        Ok(Reply::Json(code, v)) => (
+            code,
+            "application/json",
+            Body::Full(Some(Bytes::from(
+                serde_json::to_vec(&v).unwrap_or_default(),
+            ))),
+        ),
         Ok(Reply::Text(code, ctype, text)) => (code, ctype, Body::Full(Some(Bytes::from(text)))),
         Ok(Reply::Stream(rx)) => (200, "application/json", Body::Stream(rx)),
-        Err(e) => (e.code, "application/json", Body::Full(Some(Bytes::from(serde_json::to_vec(&e.to_status()).unwrap_or_default())))),
+        Err(e) => (
+            e.code,
+            "application/json",
+            Body::Full(Some(Bytes::from(
+                serde_json::to_vec(&e.to_status()).unwrap_or_default(),
+            ))),
+        ),
     };
     shared.lock().requests.push(api::record(&ctx, status));
-    let mut resp = Response::builder().status(status).header("content-type", ctype);
+    let mut resp = Response::builder()
+        .status(status)
+        .header("content-type", ctype);
     if matches!(body, Body::Stream(_)) {
         resp = resp.header("transfer-encoding", "chunked");
     }

@@ -110,21 +110,41 @@ impl State {
     }
 
     pub fn find_type(&self, group: &str, plural: &str) -> Option<ResourceType> {
-        self.types.iter().find(|t| t.group == group && t.plural == plural).cloned()
+        self.types
+            .iter()
+            .find(|t| t.group == group && t.plural == plural)
+            .cloned()
     }
 
     /// The type serving `plural` in `group/version` (the version must be served).
     pub fn find_served(&self, group: &str, version: &str, plural: &str) -> Option<ResourceType> {
-        self.types.iter().find(|t| t.group == group && t.plural == plural && t.versions.iter().any(|v| v == version)).cloned()
+        self.types
+            .iter()
+            .find(|t| {
+                t.group == group && t.plural == plural && t.versions.iter().any(|v| v == version)
+            })
+            .cloned()
     }
 
     pub fn type_for_kind(&self, api_version: &str, kind: &str) -> Option<ResourceType> {
         let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
-        self.types.iter().find(|t| t.group == group && t.kind == kind && t.versions.iter().any(|v| v == version)).cloned()
+        self.types
+            .iter()
+            .find(|t| t.group == group && t.kind == kind && t.versions.iter().any(|v| v == version))
+            .cloned()
     }
 
     pub fn key(rt: &ResourceType, namespace: &str, name: &str) -> Key {
-        (rt.group.clone(), rt.plural.clone(), if rt.namespaced { namespace.to_string() } else { String::new() }, name.to_string())
+        (
+            rt.group.clone(),
+            rt.plural.clone(),
+            if rt.namespaced {
+                namespace.to_string()
+            } else {
+                String::new()
+            },
+            name.to_string(),
+        )
     }
 
     pub fn get(&self, rt: &ResourceType, namespace: &str, name: &str) -> Option<&Value> {
@@ -132,14 +152,21 @@ impl State {
     }
 
     pub fn namespace_exists(&self, ns: &str) -> bool {
-        self.objects.contains_key(&(String::new(), "namespaces".into(), String::new(), ns.to_string()))
+        self.objects.contains_key(&(
+            String::new(),
+            "namespaces".into(),
+            String::new(),
+            ns.to_string(),
+        ))
     }
 
     /// Objects of a type, optionally in one namespace, in key order.
     pub fn list(&self, rt: &ResourceType, namespace: Option<&str>) -> Vec<&Value> {
         self.objects
             .iter()
-            .filter(|((g, p, ns, _), _)| *g == rt.group && *p == rt.plural && namespace.is_none_or(|n| n == ns))
+            .filter(|((g, p, ns, _), _)| {
+                *g == rt.group && *p == rt.plural && namespace.is_none_or(|n| n == ns)
+            })
             .map(|(_, v)| v)
             .collect()
     }
@@ -150,21 +177,43 @@ impl State {
         self.rv += 1;
         let rv = self.rv;
         obj["metadata"]["resourceVersion"] = json!(rv.to_string());
-        let ns = obj.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or_default().to_string();
-        let name = obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_string();
+        let ns = obj
+            .pointer("/metadata/namespace")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let name = obj
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
         let key = Self::key(rt, &ns, &name);
         if kind == "DELETED" {
             self.objects.remove(&key);
         } else {
             self.objects.insert(key, obj.clone());
         }
-        self.watchers.retain(|w| !w.wants(&rt.group, &rt.plural, &key_ns(rt, &ns), &obj) || w.send(kind, &obj));
-        self.history.push_back(Event { rv, group: rt.group.clone(), plural: rt.plural.clone(), namespace: key_ns(rt, &ns), kind, object: obj.clone() });
+        self.watchers.retain(|w| {
+            !w.wants(&rt.group, &rt.plural, &key_ns(rt, &ns), &obj) || w.send(kind, &obj)
+        });
+        self.history.push_back(Event {
+            rv,
+            group: rt.group.clone(),
+            plural: rt.plural.clone(),
+            namespace: key_ns(rt, &ns),
+            kind,
+            object: obj.clone(),
+        });
         if self.history.len() > HISTORY_LIMIT {
             self.history.pop_front();
         }
         if kind != "DELETED" {
-            self.followups.push(Followup { group: rt.group.clone(), plural: rt.plural.clone(), namespace: ns, name });
+            self.followups.push(Followup {
+                group: rt.group.clone(),
+                plural: rt.plural.clone(),
+                namespace: ns,
+                name,
+            });
         }
         obj
     }
@@ -172,9 +221,18 @@ impl State {
     /// Sends a BOOKMARK with the current resourceVersion to one watcher; false when it has gone.
     pub fn bookmark(&mut self, id: u64, initial_end: bool) -> bool {
         let rv = self.rv;
-        let Some(w) = self.watchers.iter().find(|w| w.id == id) else { return false };
-        let (group, version) = w.api_version.rsplit_once('/').map(|(g, v)| (g.to_string(), v.to_string())).unwrap_or((String::new(), w.api_version.clone()));
-        let kind = self.find_served(&group, &version, &w.plural).map(|t| t.kind).unwrap_or_default();
+        let Some(w) = self.watchers.iter().find(|w| w.id == id) else {
+            return false;
+        };
+        let (group, version) = w
+            .api_version
+            .rsplit_once('/')
+            .map(|(g, v)| (g.to_string(), v.to_string()))
+            .unwrap_or((String::new(), w.api_version.clone()));
+        let kind = self
+            .find_served(&group, &version, &w.plural)
+            .map(|t| t.kind)
+            .unwrap_or_default();
         let mut meta = json!({"resourceVersion": rv.to_string()});
         if initial_end {
             meta["annotations"] = json!({"k8s.io/initial-events-end": "true"});
@@ -188,5 +246,9 @@ impl State {
 }
 
 fn key_ns(rt: &ResourceType, ns: &str) -> String {
-    if rt.namespaced { ns.to_string() } else { String::new() }
+    if rt.namespaced {
+        ns.to_string()
+    } else {
+        String::new()
+    }
 }

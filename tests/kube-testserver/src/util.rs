@@ -6,14 +6,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Current time as RFC 3339 with second precision (`2026-11-29T06:33:00Z`), as Kubernetes writes `metav1.Time`.
 pub fn now_rfc3339() -> String {
-    let secs = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     rfc3339(secs as i64, None)
-}
-
-/// Current time with microseconds (`metav1.MicroTime`).
-pub fn now_rfc3339_micro() -> String {
-    let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-    rfc3339(d.as_secs() as i64, Some(d.subsec_micros()))
 }
 
 /// Formats seconds since the epoch (and optional microseconds) as RFC 3339 UTC.
@@ -21,7 +18,12 @@ pub fn rfc3339(secs: i64, micros: Option<u32>) -> String {
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);
     let (y, m, d) = civil_from_days(days);
-    let base = format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}", rem / 3600, rem % 3600 / 60, rem % 60);
+    let base = format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    );
     match micros {
         Some(us) => format!("{base}.{us:06}Z"),
         None => format!("{base}Z"),
@@ -47,10 +49,15 @@ static SEED: AtomicU64 = AtomicU64::new(0);
 /// A pseudo-random u64 (splitmix64 over a counter seeded from the clock); not for cryptography.
 pub fn random_u64() -> u64 {
     if SEED.load(Ordering::Relaxed) == 0 {
-        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1);
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1);
         let _ = SEED.compare_exchange(0, nanos | 1, Ordering::Relaxed, Ordering::Relaxed);
     }
-    let mut z = SEED.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed).wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = SEED
+        .fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed)
+        .wrapping_add(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
@@ -73,7 +80,9 @@ pub fn new_uid() -> String {
 /// `n` random characters from the alphabet Kubernetes uses for `generateName` suffixes.
 pub fn random_suffix(n: usize) -> String {
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-    (0..n).map(|_| ALPHABET[(random_u64() % ALPHABET.len() as u64) as usize] as char).collect()
+    (0..n)
+        .map(|_| ALPHABET[(random_u64() % ALPHABET.len() as u64) as usize] as char)
+        .collect()
 }
 
 /// A short stable hash (FNV-1a, as hex) of a JSON value; used for `pod-template-hash` and similar.
@@ -84,7 +93,9 @@ pub fn short_hash(v: &Value) -> String {
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
     let alphabet = b"bcdfghjklmnpqrstvwxz2456789";
-    (0..10).map(|i| alphabet[((h >> (i * 6)) % alphabet.len() as u64) as usize] as char).collect()
+    (0..10)
+        .map(|i| alphabet[((h >> (i * 6)) % alphabet.len() as u64) as usize] as char)
+        .collect()
 }
 
 /// An API error, rendered as a `Status` object.
@@ -98,7 +109,12 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(code: u16, reason: &'static str, message: impl Into<String>) -> Self {
-        ApiError { code, reason, message: message.into(), details: Value::Null }
+        ApiError {
+            code,
+            reason,
+            message: message.into(),
+            details: Value::Null,
+        }
     }
 
     fn with_details(mut self, group: &str, kind: &str, name: &str) -> Self {
@@ -112,12 +128,18 @@ impl ApiError {
 
     pub fn not_found(group: &str, plural: &str, name: &str) -> Self {
         let gr = qualified(group, plural);
-        ApiError::new(404, "NotFound", format!("{gr} \"{name}\" not found")).with_details(group, plural, name)
+        ApiError::new(404, "NotFound", format!("{gr} \"{name}\" not found"))
+            .with_details(group, plural, name)
     }
 
     pub fn already_exists(group: &str, plural: &str, name: &str) -> Self {
         let gr = qualified(group, plural);
-        ApiError::new(409, "AlreadyExists", format!("{gr} \"{name}\" already exists")).with_details(group, plural, name)
+        ApiError::new(
+            409,
+            "AlreadyExists",
+            format!("{gr} \"{name}\" already exists"),
+        )
+        .with_details(group, plural, name)
     }
 
     pub fn conflict(group: &str, plural: &str, name: &str) -> Self {
@@ -135,9 +157,21 @@ impl ApiError {
     /// 422 Invalid with one cause per `(field, message)`.
     pub fn invalid(group: &str, kind: &str, name: &str, causes: &[(String, String)]) -> Self {
         let msgs: Vec<String> = causes.iter().map(|(f, m)| format!("{f}: {m}")).collect();
-        let qkind = if group.is_empty() { kind.to_string() } else { format!("{kind}.{group}") };
-        let mut e = ApiError::new(422, "Invalid", format!("{qkind} \"{name}\" is invalid: {}", msgs.join(", "))).with_details(group, kind, name);
-        e.details["causes"] = causes.iter().map(|(f, m)| json!({"reason": "FieldValueInvalid", "message": m, "field": f})).collect();
+        let qkind = if group.is_empty() {
+            kind.to_string()
+        } else {
+            format!("{kind}.{group}")
+        };
+        let mut e = ApiError::new(
+            422,
+            "Invalid",
+            format!("{qkind} \"{name}\" is invalid: {}", msgs.join(", ")),
+        )
+        .with_details(group, kind, name);
+        e.details["causes"] = causes
+            .iter()
+            .map(|(f, m)| json!({"reason": "FieldValueInvalid", "message": m, "field": f}))
+            .collect();
         e
     }
 
@@ -150,7 +184,11 @@ impl ApiError {
     }
 
     pub fn unknown_resource() -> Self {
-        ApiError::new(404, "NotFound", "the server could not find the requested resource")
+        ApiError::new(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+        )
     }
 
     pub fn to_status(&self) -> Value {
@@ -173,13 +211,26 @@ impl ApiError {
 }
 
 fn qualified(group: &str, plural: &str) -> String {
-    if group.is_empty() { plural.to_string() } else { format!("{plural}.{group}") }
+    if group.is_empty() {
+        plural.to_string()
+    } else {
+        format!("{plural}.{group}")
+    }
 }
 
 /// Validates a DNS-1123 subdomain name (what most objects require); returns the problem if invalid.
 pub fn check_dns_subdomain(name: &str) -> Option<String> {
-    let ok_chars = name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.');
-    let ends_ok = name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric()) && name.chars().last().is_some_and(|c| c.is_ascii_alphanumeric());
+    let ok_chars = name
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.');
+    let ends_ok = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .last()
+            .is_some_and(|c| c.is_ascii_alphanumeric());
     if name.is_empty() || name.len() > 253 || !ok_chars || !ends_ok {
         Some(format!(
             "Invalid value: \"{name}\": a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')"
@@ -206,7 +257,10 @@ mod tests {
     #[test]
     fn formats_epoch_dates() {
         assert_eq!(rfc3339(0, None), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339(1_709_251_200, Some(5)), "2024-03-01T00:00:00.000005Z");
+        assert_eq!(
+            rfc3339(1_709_251_200, Some(5)),
+            "2024-03-01T00:00:00.000005Z"
+        );
     }
 
     #[test]
