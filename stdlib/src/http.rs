@@ -19,9 +19,19 @@ use crate::secret::Secret;
 use crate::value::{Secrets, check_keys, from_json, opt_bool, opt_int, to_json};
 
 /// Options every call takes.
-const CALL_OPTIONS: &[&str] = &["headers", "body", "bearer", "basic", "timeout", "fail", "safe"];
+const CALL_OPTIONS: &[&str] = &[
+    "headers", "body", "bearer", "basic", "timeout", "fail", "safe",
+];
 /// Options of `http::poll` on top of the GET options.
-const POLL_OPTIONS: &[&str] = &["headers", "bearer", "basic", "timeout", "interval", "ready", "request_timeout"];
+const POLL_OPTIONS: &[&str] = &[
+    "headers",
+    "bearer",
+    "basic",
+    "timeout",
+    "interval",
+    "ready",
+    "request_timeout",
+];
 
 /// Longest part of an error body shown in a message.
 const MAX_BODY_IN_ERROR: usize = 600;
@@ -132,7 +142,9 @@ fn build_request(method: reqwest::Method, url: &str, opts: &Map) -> Result<Reque
             Some((user, password))
         }
     };
-    let timeout = opt_int(opts, "timeout")?.unwrap_or(DEFAULT_TIMEOUT as i64).max(1) as u64;
+    let timeout = opt_int(opts, "timeout")?
+        .unwrap_or(DEFAULT_TIMEOUT as i64)
+        .max(1) as u64;
     Ok(Request {
         method,
         url: url.to_string(),
@@ -260,8 +272,17 @@ fn is_success(status: u16) -> bool {
 
 /// Runs one call with the rules of the namespace: GET (and `safe` POST) as reads, other POSTs as
 /// changes; `fail: true` turns a non-2xx answer into an error.
-fn call(ctx: &NativeCallContext, method: reqwest::Method, url: &str, opts: &Map) -> RhaiResult<Map> {
-    check_keys(&format!("http::{}", method.as_str().to_lowercase()), opts, CALL_OPTIONS)?;
+fn call(
+    ctx: &NativeCallContext,
+    method: reqwest::Method,
+    url: &str,
+    opts: &Map,
+) -> RhaiResult<Map> {
+    check_keys(
+        &format!("http::{}", method.as_str().to_lowercase()),
+        opts,
+        CALL_OPTIONS,
+    )?;
     let host = Host::of(ctx)?;
     let fail = opt_bool(opts, "fail")?.unwrap_or(false);
     let safe = opt_bool(opts, "safe")?.unwrap_or(false);
@@ -405,8 +426,13 @@ pub mod http_module {
                 )
                 .into());
             }
-            host.progress(&format!("waiting for {url} ({}s, {last})", elapsed.as_secs()));
-            host.sleep(interval.min(timeout.saturating_sub(elapsed)));
+            host.progress(&format!(
+                "waiting for {url} ({}s, {last})",
+                elapsed.as_secs()
+            ));
+            // The Sleep must be created inside the runtime: build it in the async block.
+            let pause = interval.min(timeout.saturating_sub(elapsed));
+            host.block_on(async move { tokio::time::sleep(pause).await });
         }
     }
 }
@@ -418,15 +444,24 @@ mod tests {
     #[test]
     fn builds_requests_with_secrets_revealed_only_inside() {
         let mut opts = Map::new();
-        opts.insert("bearer".into(), Dynamic::from(Secret::new("http-canary-token", "t")));
+        opts.insert(
+            "bearer".into(),
+            Dynamic::from(Secret::new("http-canary-token", "t")),
+        );
         let mut body = Map::new();
-        body.insert("password".into(), Dynamic::from(Secret::new("http-canary-pw", "t")));
+        body.insert(
+            "password".into(),
+            Dynamic::from(Secret::new("http-canary-pw", "t")),
+        );
         opts.insert("body".into(), body.into());
         let req = build_request(reqwest::Method::POST, "http://127.0.0.1:1/x", &opts).unwrap();
         assert_eq!(req.bearer.as_deref(), Some("http-canary-token"));
         let (bytes, ct) = req.body.unwrap();
         assert_eq!(ct, "application/json");
-        assert_eq!(String::from_utf8(bytes).unwrap(), r#"{"password":"http-canary-pw"}"#);
+        assert_eq!(
+            String::from_utf8(bytes).unwrap(),
+            r#"{"password":"http-canary-pw"}"#
+        );
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! ([`run::Run`]), and helpers that start the loopback servers each test needs on ephemeral
 //! ports (moto, the Kubernetes API test server, the OpenMetadata/Argo test server).
 
+pub mod api_server;
 pub mod run;
 
 pub use run::{Output, Run};
