@@ -794,6 +794,7 @@ fn type_checks(
 
 /// Server-populated fields set at creation (defaults the real API server fills synchronously).
 fn defaults_on_create(state: &mut State, t: &Target, obj: &mut Value) {
+    crate::defaults::apply(&t.rt.group, &t.rt.kind, obj);
     match (t.rt.group.as_str(), t.rt.kind.as_str()) {
         ("", "Namespace") => {
             let name = obj["metadata"]["name"].clone();
@@ -944,7 +945,11 @@ fn finish_create(
         return Ok(obj);
     }
     after_write(state, t, &obj, false);
-    Ok(state.commit(&t.rt, obj, "ADDED"))
+    let stored = state.commit(&t.rt, obj, "ADDED");
+    if t.rt.kind == "Namespace" {
+        state.seed_namespace(meta_str(&stored, "name").unwrap_or_default());
+    }
+    Ok(stored)
 }
 
 /// Side effects of writes on the type registry (CRDs) and of deletes on dependants.
@@ -1061,6 +1066,17 @@ fn finish_update(
                 }
             }
         }
+    }
+    if t.rt.kind == "Service"
+        && new.pointer("/spec/clusterIP").is_none()
+        && let Some(ip) = old.pointer("/spec/clusterIP").cloned()
+    {
+        new["spec"]["clusterIP"] = ip;
+    }
+    if t.rt.kind == "Service" {
+        defaults_on_create(state, t, &mut new);
+    } else {
+        crate::defaults::apply(&t.rt.group, &t.rt.kind, &mut new);
     }
     if t.rt.kind == "Namespace" {
         new["status"] = old["status"].clone();

@@ -72,6 +72,8 @@ fn reconcile(state: &mut State, f: &Followup) {
         ("apps", "deployments") => deployment(state, &obj),
         ("apps", "replicasets") => {
             let n = i64_at(&obj, "/spec/replicas", 1);
+            let names: Vec<Option<String>> = (0..n).map(|_| None).collect();
+            ensure_pods(state, "ReplicaSet", &obj, &names, json!({}), "Running");
             let generation = i64_at(&obj, "/metadata/generation", 1);
             set_status(
                 state,
@@ -85,6 +87,16 @@ fn reconcile(state: &mut State, f: &Followup) {
             let n = i64_at(&obj, "/spec/replicas", 1);
             let generation = i64_at(&obj, "/metadata/generation", 1);
             let revision = format!("{}-{}", f.name, short_hash(&obj["spec"]["template"]));
+            let names: Vec<Option<String>> =
+                (0..n).map(|i| Some(format!("{}-{i}", f.name))).collect();
+            ensure_pods(
+                state,
+                "StatefulSet",
+                &obj,
+                &names,
+                json!({"controller-revision-hash": revision}),
+                "Running",
+            );
             set_status(
                 state,
                 "apps",
@@ -115,6 +127,16 @@ fn reconcile(state: &mut State, f: &Followup) {
             }
             let now = now_rfc3339();
             let completions = i64_at(&obj, "/spec/completions", 1);
+            let names: Vec<Option<String>> = (0..completions).map(|_| None).collect();
+            let uid = obj["metadata"]["uid"].clone();
+            ensure_pods(
+                state,
+                "Job",
+                &obj,
+                &names,
+                json!({"batch.kubernetes.io/job-name": f.name, "job-name": f.name, "batch.kubernetes.io/controller-uid": uid, "controller-uid": uid}),
+                "Succeeded",
+            );
             set_status(
                 state,
                 "batch",
@@ -178,6 +200,103 @@ fn reconcile(state: &mut State, f: &Followup) {
         }
         ("", "secrets") => sa_token(state, &obj),
         _ => {}
+    }
+}
+
+/// Makes the pods owned by `owner` match `names` in number (a `None` name gets a random suffix), creating
+/// them already running (or succeeded) and ready, and deleting extras.
+fn ensure_pods(
+    state: &mut State,
+    owner_kind: &str,
+    owner: &Value,
+    names: &[Option<String>],
+    extra_labels: Value,
+    phase: &str,
+) {
+    let Some(pod_type) = state.find_type("", "pods") else {
+        return;
+    };
+    let ns = owner["metadata"]["namespace"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let owner_name = owner["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let uid = owner["metadata"]["uid"].clone();
+    let owned: Vec<Value> = state
+        .list(&pod_type, Some(&ns))
+        .into_iter()
+        .filter(|p| {
+            p.pointer("/metadata/ownerReferences")
+                .and_then(Value::as_array)
+                .is_some_and(|r| r.iter().any(|o| o["uid"] == uid))
+        })
+        .cloned()
+        .collect();
+    for extra in owned.iter().skip(names.len()) {
+        let mut gone = extra.clone();
+        gone["metadata"]["deletionTimestamp"] = json!(now_rfc3339());
+        state.commit(&pod_type, gone, "DELETED");
+    }
+    let node = state
+        .objects
+        .keys()
+        .find(|(g, p, _, _)| g.is_empty() && p == "nodes")
+        .map(|k| k.3.clone())
+        .unwrap_or_else(|| "kube-testserver".into());
+    let now = now_rfc3339();
+    for name in names.iter().skip(owned.len()) {
+        let name = name
+            .clone()
+            .unwrap_or_else(|| format!("{owner_name}-{}", crate::util::random_suffix(5)));
+        let mut labels = owner
+            .pointer("/spec/template/metadata/labels")
+            .cloned()
+            .unwrap_or(json!({}));
+        if let (Some(l), Some(extra)) = (labels.as_object_mut(), extra_labels.as_object()) {
+            l.extend(extra.clone());
+        }
+        if owner_kind == "StatefulSet" {
+            labels["statefulset.kubernetes.io/pod-name"] = json!(name);
+        }
+        let mut spec = owner
+            .pointer("/spec/template/spec")
+            .cloned()
+            .unwrap_or(json!({}));
+        spec["nodeName"] = json!(node);
+        let api_version = owner["apiVersion"].clone();
+        let ready = if phase == "Running" { "True" } else { "False" };
+        let statuses: Vec<Value> = spec["containers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|c| {
+                let state = if phase == "Running" { json!({"running": {"startedAt": now}}) } else { json!({"terminated": {"exitCode": 0, "reason": "Completed", "startedAt": now, "finishedAt": now}}) };
+                json!({"name": c["name"], "image": c["image"], "imageID": "", "ready": phase == "Running", "started": phase == "Running", "restartCount": 0, "state": state})
+            })
+            .collect();
+        let pod = json!({
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": name, "namespace": ns, "uid": crate::util::new_uid(), "creationTimestamp": now, "labels": labels,
+                "ownerReferences": [{"apiVersion": api_version, "kind": owner_kind, "name": owner_name, "uid": uid, "controller": true, "blockOwnerDeletion": true}],
+            },
+            "spec": spec,
+            "status": {
+                "phase": phase, "podIP": "10.244.0.10", "podIPs": [{"ip": "10.244.0.10"}], "hostIP": "10.0.0.1", "startTime": now, "qosClass": "BestEffort",
+                "conditions": [
+                    {"type": "PodScheduled", "status": "True", "lastTransitionTime": now},
+                    {"type": "Initialized", "status": "True", "lastTransitionTime": now},
+                    {"type": "ContainersReady", "status": ready, "lastTransitionTime": now},
+                    {"type": "Ready", "status": ready, "lastTransitionTime": now},
+                ],
+                "containerStatuses": statuses,
+            },
+        });
+        state.commit(&pod_type, pod, "ADDED");
     }
 }
 

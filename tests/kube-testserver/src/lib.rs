@@ -11,6 +11,7 @@
 
 mod api;
 mod controllers;
+mod defaults;
 mod fields;
 mod patch;
 mod protobuf;

@@ -105,8 +105,40 @@ impl State {
             let obj = crate::api::namespace_object(ns);
             let rt = s.find_type("", "namespaces").expect("namespaces type");
             s.commit(&rt, obj, "ADDED");
+            s.seed_namespace(ns);
         }
         s
+    }
+
+    /// What the controllers put in every new namespace: the `default` ServiceAccount and the
+    /// `kube-root-ca.crt` ConfigMap.
+    pub fn seed_namespace(&mut self, ns: &str) {
+        let now = crate::util::now_rfc3339();
+        let seeds = [
+            (
+                "serviceaccounts",
+                json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default", "namespace": ns}}),
+            ),
+            (
+                "configmaps",
+                json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "kube-root-ca.crt", "namespace": ns, "annotations": {"kubernetes.io/description": "Contains a CA bundle that can be used to verify the kube-apiserver when using internal endpoints such as the internal service IP or kubernetes.default.svc. No other usage is guaranteed across distributions of Kubernetes clusters."}}, "data": {"ca.crt": "-----BEGIN CERTIFICATE-----\nkube-testserver has no CA\n-----END CERTIFICATE-----\n"}}),
+            ),
+        ];
+        for (plural, mut obj) in seeds {
+            let Some(rt) = self.find_type("", plural) else {
+                continue;
+            };
+            let name = obj["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            if self.get(&rt, ns, &name).is_some() {
+                continue;
+            }
+            obj["metadata"]["uid"] = json!(crate::util::new_uid());
+            obj["metadata"]["creationTimestamp"] = json!(now);
+            self.commit(&rt, obj, "ADDED");
+        }
     }
 
     pub fn find_type(&self, group: &str, plural: &str) -> Option<ResourceType> {
