@@ -1,6 +1,668 @@
-//! The `helm` namespace: Helm releases through the real `helm` binary.
+//! The `helm` namespace: Helm releases through the real `helm` binary (3 or 4). Values go to a
+//! 0600 temporary file, never to argv; a plan compares the release's chart and values with the
+//! desired ones and installs nothing; an unchanged release is not upgraded again.
 
+mod cli;
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use rhai::Map;
 use rhai::plugin::*;
+use serde_json::{Value, json};
+
+use crate::diff;
+use crate::error::{ErrorKind, HostError, RhaiResult};
+use crate::host::Host;
+use crate::journal::{Action, Change, FieldChange};
+use crate::secret::{MASK, Secret, mask_text};
+use crate::value::{Secrets, check_keys, opt_bool, opt_str, to_json_with_secret_paths};
+use cli::Helm;
+
+/// A deployed release as `helm get metadata` describes it.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Release {
+    pub name: String,
+    pub namespace: String,
+    pub revision: i64,
+    pub status: String,
+    pub chart: String,
+    pub version: String,
+    pub app_version: String,
+}
+
+impl Release {
+    fn from_metadata(v: &Value) -> Release {
+        let s = |k: &str| {
+            v.get(k)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string()
+        };
+        Release {
+            name: s("name"),
+            namespace: s("namespace"),
+            revision: v.get("revision").and_then(Value::as_i64).unwrap_or(0),
+            status: s("status"),
+            chart: s("chart"),
+            version: s("version"),
+            app_version: s("appVersion"),
+        }
+    }
+
+    fn to_map(&self) -> Map {
+        let mut m = Map::new();
+        m.insert("name".into(), self.name.clone().into());
+        m.insert("namespace".into(), self.namespace.clone().into());
+        m.insert("revision".into(), self.revision.into());
+        m.insert("status".into(), self.status.clone().into());
+        m.insert("chart".into(), self.chart.clone().into());
+        m.insert("version".into(), self.version.clone().into());
+        m.insert("app_version".into(), self.app_version.clone().into());
+        m
+    }
+}
+
+/// The options shared by `upgrade_install` and `template`.
+struct Opts {
+    namespace: String,
+    version: Option<String>,
+    /// Values with secrets revealed (for the 0600 file), masked (for display), and secret paths.
+    values: Value,
+    values_masked: Value,
+    secret_paths: Vec<String>,
+}
+
+fn parse_opts(what: &str, opts: &Map, known: &[&str]) -> Result<Opts, HostError> {
+    check_keys(what, opts, known)?;
+    let values = opts
+        .get("values")
+        .cloned()
+        .unwrap_or_else(|| Map::new().into());
+    if !values.is_map() && !values.is_unit() {
+        return Err(HostError::input(format!(
+            "option `values` must be a map, not `{}`",
+            values.type_name()
+        )));
+    }
+    let (revealed, secret_paths) = to_json_with_secret_paths(&values, Secrets::Reveal)?;
+    let (masked, _) = to_json_with_secret_paths(&values, Secrets::Mask)?;
+    let norm = |v: Value| if v.is_null() { json!({}) } else { v };
+    Ok(Opts {
+        namespace: opt_str(opts, "namespace")?.unwrap_or_else(|| "default".into()),
+        version: opt_str(opts, "version")?,
+        values: norm(revealed),
+        values_masked: norm(masked),
+        secret_paths,
+    })
+}
+
+/// Writes values to a 0600 temporary file (deleted when dropped).
+fn values_file(values: &Value) -> Result<tempfile::NamedTempFile, HostError> {
+    let mut f = tempfile::Builder::new()
+        .prefix("collate-run-values-")
+        .suffix(".json")
+        .tempfile()
+        .map_err(|e| HostError::io(format!("cannot create a temporary values file: {e}")))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(f.path(), std::fs::Permissions::from_mode(0o600));
+    }
+    f.write_all(values.to_string().as_bytes())
+        .and_then(|_| f.flush())
+        .map_err(|e| HostError::io(format!("cannot write the temporary values file: {e}")))?;
+    Ok(f)
+}
+
+fn s(v: impl Into<String>) -> String {
+    v.into()
+}
+
+/// A chart given as a local path (a folder or a `.tgz`), resolved against the calling script.
+fn local_chart(host: &Host, ctx: &NativeCallContext, chart: &str) -> Option<PathBuf> {
+    if chart.starts_with("oci://") || chart.contains("://") {
+        return None;
+    }
+    let p = host.resolve_from(ctx, chart);
+    let explicit = chart.starts_with('.') || chart.starts_with('/');
+    (explicit || p.exists()).then_some(p)
+}
+
+/// The chart name and version the release will run (`None` where unknown before install).
+fn desired_chart(
+    host: &Host,
+    helm: &Helm,
+    chart_arg: &str,
+    local: Option<&Path>,
+    version: Option<&str>,
+) -> Result<(String, Option<String>), HostError> {
+    if let Some(dir) = local.filter(|p| p.is_dir()) {
+        let text = std::fs::read_to_string(dir.join("Chart.yaml")).map_err(|e| {
+            HostError::input(format!(
+                "`{}` is not a chart: cannot read Chart.yaml: {e}",
+                host.display_path(dir)
+            ))
+        })?;
+        let meta = crate::yaml::parse_one(&text, "Chart.yaml")?;
+        let g = |k: &str| meta.get(k).and_then(Value::as_str).map(str::to_string);
+        return Ok((g("name").unwrap_or_default(), g("version")));
+    }
+    let base = chart_arg
+        .rsplit('/')
+        .next()
+        .unwrap_or(chart_arg)
+        .trim_end_matches(".tgz")
+        .to_string();
+    if let Some(v) = version {
+        return Ok((base, Some(v.to_string())));
+    }
+    // A remote chart without a pinned version: ask helm which version it would install.
+    let mut args = vec![s("show"), s("chart"), chart_arg.to_string()];
+    if let Some(v) = version {
+        args.extend([s("--version"), v.to_string()]);
+    }
+    let h = helm.clone();
+    match host.read(&format!("helm show chart {chart_arg}"), async move {
+        h.run(args, false).await
+    }) {
+        Ok(out) => {
+            let meta = crate::yaml::parse_one(&out.stdout, "the chart metadata")?;
+            let g = |k: &str| meta.get(k).and_then(Value::as_str).map(str::to_string);
+            Ok((g("name").unwrap_or(base), g("version")))
+        }
+        // In plan mode the repository may be only planned: the version is then unknown.
+        Err(_) if host.is_plan() => Ok((base, None)),
+        Err(e) => Err(e),
+    }
+}
+
+fn release_args(sub: &str, release: &str, ns: &str) -> Vec<String> {
+    vec![
+        s("get"),
+        s(sub),
+        release.to_string(),
+        s("-n"),
+        ns.to_string(),
+        s("-o"),
+        s("json"),
+    ]
+}
+
+fn read_release(
+    host: &Host,
+    helm: &Helm,
+    release: &str,
+    ns: &str,
+) -> Result<Option<Release>, HostError> {
+    let h = helm.clone();
+    let args = release_args("metadata", release, ns);
+    let v = host.read(&format!("helm get metadata {release}"), async move {
+        h.json(args).await
+    })?;
+    Ok(v.as_ref().map(Release::from_metadata))
+}
+
+fn read_values(host: &Host, helm: &Helm, release: &str, ns: &str) -> Result<Value, HostError> {
+    let h = helm.clone();
+    let args = release_args("values", release, ns);
+    let v = host.read(&format!("helm get values {release}"), async move {
+        h.json(args).await
+    })?;
+    Ok(match v {
+        None | Some(Value::Null) => json!({}),
+        Some(v) => v,
+    })
+}
+
+/// Per-key differences of values (removed keys included); secret paths masked.
+pub(crate) fn values_diff(
+    desired: &Value,
+    live: &Value,
+    secret_paths: &[String],
+) -> Vec<FieldChange> {
+    let is_secret = |p: &str| {
+        secret_paths
+            .iter()
+            .any(|s| p == s || p.starts_with(&format!("{s}.")) || p.starts_with(&format!("{s}[")))
+    };
+    let mut fields = diff::diff(desired, Some(live), &is_secret);
+    for f in diff::diff(live, Some(desired), &|_| false) {
+        if f.before.is_none() {
+            fields.push(FieldChange {
+                path: f.path,
+                before: f.after,
+                after: None,
+            });
+        }
+    }
+    fields
+        .into_iter()
+        .map(|mut f| {
+            let m = |v: Option<Value>| {
+                v.map(|v| match v {
+                    Value::String(t) => Value::String(mask_text(&t)),
+                    other => other,
+                })
+            };
+            f.path = format!("values.{}", f.path);
+            f.before = m(f.before);
+            f.after = m(f.after);
+            f
+        })
+        .collect()
+}
+
+/// The error for a release stuck in `pending-*`, with the command that recovers it.
+fn stuck(rel: &Release) -> HostError {
+    let fix = if rel.status == "pending-install" || rel.revision <= 1 {
+        format!("helm uninstall {} -n {}", rel.name, rel.namespace)
+    } else {
+        format!(
+            "helm rollback {} {} -n {}",
+            rel.name,
+            rel.revision - 1,
+            rel.namespace
+        )
+    };
+    HostError::new(
+        ErrorKind::Conflict,
+        format!(
+            "helm release `{}` in `{}` is stuck in `{}` (revision {}): an earlier helm run was interrupted or is still running",
+            rel.name, rel.namespace, rel.status, rel.revision
+        ),
+    )
+    .with_hint(format!("if no other helm run is in progress (hold the run lock: `k8s::lock`), recover with `{fix}`, then run again"))
+}
+
+fn template_args(release: &str, chart: &str, o: &Opts, file: &Path) -> Vec<String> {
+    let mut args = vec![
+        s("template"),
+        release.to_string(),
+        chart.to_string(),
+        s("-n"),
+        o.namespace.clone(),
+        s("-f"),
+        file.display().to_string(),
+    ];
+    if let Some(v) = &o.version {
+        args.extend([s("--version"), v.clone()]);
+    }
+    args
+}
+
+/// Renders the chart with the values (validating them against its values.schema.json).
+fn render(
+    host: &Host,
+    helm: &Helm,
+    release: &str,
+    chart: &str,
+    o: &Opts,
+) -> Result<String, HostError> {
+    let file = values_file(&o.values)?;
+    let args = template_args(release, chart, o, file.path());
+    let h = helm.clone();
+    let out = host.read(&format!("helm template {release} {chart}"), async move {
+        h.run(args, false).await
+    });
+    match out {
+        Ok(o) => Ok(o.stdout),
+        Err(e) => {
+            let schema = e.message.contains("schema");
+            let mut err = HostError::new(ErrorKind::Input, e.message);
+            if schema {
+                err = err.with_hint("the values do not match the chart's values.schema.json; check the key names against the pinned chart version");
+            }
+            Err(err)
+        }
+    }
+}
+
+fn parse_timeout(opts: &Map) -> Result<Option<String>, HostError> {
+    match opts.get("timeout") {
+        None => Ok(None),
+        Some(t) if t.is_unit() => Ok(None),
+        Some(t) if t.is_int() => Ok(Some(format!("{}s", t.as_int().unwrap_or(300)))),
+        Some(t) if t.is_string() => Ok(Some(t.to_string())),
+        Some(t) => Err(HostError::input(format!(
+            "option `timeout` must be seconds or a string like \"10m\", not `{}`",
+            t.type_name()
+        ))),
+    }
+}
+
+const UPGRADE_KEYS: &[&str] = &[
+    "namespace",
+    "version",
+    "values",
+    "wait",
+    "timeout",
+    "atomic",
+    "create_namespace",
+    "disable_openapi_validation",
+];
+
+fn upgrade_install_impl(
+    ctx: &NativeCallContext,
+    release: &str,
+    chart: &str,
+    opts: &Map,
+) -> RhaiResult<Map> {
+    let o = parse_opts("helm::upgrade_install", opts, UPGRADE_KEYS)?;
+    let host = Host::of(ctx)?;
+    host.guard_remote(&format!("helm upgrade --install {release}"))?;
+    let helm = Helm::find(&host)?;
+    let local = local_chart(&host, ctx, chart);
+    if let Some(p) = local.as_ref().filter(|p| !p.exists()) {
+        return Err(
+            HostError::input(format!("chart `{}` does not exist", host.display_path(p))).into(),
+        );
+    }
+    let chart_ref = local
+        .as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| chart.to_string());
+    let live = read_release(&host, &helm, release, &o.namespace)?;
+    if let Some(rel) = live.as_ref().filter(|r| r.status.starts_with("pending-")) {
+        return Err(stuck(rel).into());
+    }
+    let (want_name, want_version) = desired_chart(
+        &host,
+        &helm,
+        &chart_ref,
+        local.as_deref(),
+        o.version.as_deref(),
+    )?;
+    let want_chart = format!(
+        "{want_name}-{}",
+        want_version.clone().unwrap_or_else(|| "(latest)".into())
+    );
+
+    let (action, fields) = match &live {
+        None => {
+            let mut f = vec![FieldChange {
+                path: s("chart"),
+                before: None,
+                after: Some(json!(want_chart)),
+            }];
+            f.extend(values_diff(&o.values_masked, &json!({}), &o.secret_paths));
+            (Action::Create, f)
+        }
+        Some(rel) => {
+            let mut f = Vec::new();
+            let live_chart = format!("{}-{}", rel.chart, rel.version);
+            if rel.chart != want_name || want_version.as_deref().is_some_and(|v| v != rel.version) {
+                f.push(FieldChange {
+                    path: s("chart"),
+                    before: Some(json!(live_chart)),
+                    after: Some(json!(want_chart)),
+                });
+            }
+            if rel.status != "deployed" {
+                f.push(FieldChange {
+                    path: s("status"),
+                    before: Some(json!(rel.status)),
+                    after: Some(json!("deployed")),
+                });
+            }
+            let live_values = read_values(&host, &helm, release, &o.namespace)?;
+            f.extend(values_diff(&o.values, &live_values, &o.secret_paths));
+            (
+                if f.is_empty() {
+                    Action::Unchanged
+                } else {
+                    Action::Update
+                },
+                f,
+            )
+        }
+    };
+
+    let result = if action == Action::Unchanged {
+        live.clone().expect("an unchanged release exists")
+    } else if host.is_plan() {
+        if local.is_some() {
+            render(&host, &helm, release, &chart_ref, &o)?;
+        }
+        Release {
+            name: release.to_string(),
+            namespace: o.namespace.clone(),
+            revision: live.as_ref().map(|r| r.revision + 1).unwrap_or(1),
+            status: s("deployed"),
+            chart: want_name.clone(),
+            version: want_version.clone().unwrap_or_default(),
+            app_version: live
+                .as_ref()
+                .map(|r| r.app_version.clone())
+                .unwrap_or_default(),
+        }
+    } else {
+        let file = values_file(&o.values)?;
+        let mut args = vec![
+            s("upgrade"),
+            s("--install"),
+            release.to_string(),
+            chart_ref.clone(),
+            s("-n"),
+            o.namespace.clone(),
+            s("-f"),
+            file.path().display().to_string(),
+            s("--reset-values"),
+        ];
+        if let Some(v) = &o.version {
+            args.extend([s("--version"), v.clone()]);
+        }
+        if opt_bool(opts, "wait")?.unwrap_or(false) {
+            args.push(s(helm.wait_flag()));
+        }
+        if let Some(t) = parse_timeout(opts)? {
+            args.extend([s("--timeout"), t]);
+        }
+        if opt_bool(opts, "atomic")?.unwrap_or(false) {
+            args.push(s(helm.atomic_flag()));
+        }
+        if opt_bool(opts, "create_namespace")?.unwrap_or(false) {
+            args.push(s("--create-namespace"));
+        }
+        if opt_bool(opts, "disable_openapi_validation")?.unwrap_or(false) {
+            args.push(s("--disable-openapi-validation"));
+        }
+        let h = helm.clone();
+        host.mutate(&format!("helm upgrade --install {release}"), async move {
+            h.run(args, true).await
+        })?;
+        drop(file);
+        read_release(&host, &helm, release, &o.namespace)?.ok_or_else(|| {
+            HostError::api(format!(
+                "helm release `{release}` is missing after `helm upgrade --install`"
+            ))
+        })?
+    };
+    let change = Change::new("helm.release", format!("{}/{release}", o.namespace), action)
+        .with_fields(fields);
+    let change = host.journal().record(change);
+    Ok(change.outcome(result.to_map().into()))
+}
 
 #[export_module]
-pub mod helm_module {}
+pub mod helm_module {
+    use super::*;
+
+    /// Adds the chart repository `name` (or updates its URL). `oci://` URLs need no repository:
+    /// give the `oci://` ref (or a local chart path) straight to `upgrade_install`.
+    /// Returns `#{changed, object: #{name, url}, diff}`.
+    ///
+    /// ```rhai
+    /// helm::ensure_repo("argo", "https://argoproj.github.io/argo-helm");
+    /// ```
+    #[rhai_fn(return_raw)]
+    pub fn ensure_repo(ctx: NativeCallContext, name: &str, url: &str) -> RhaiResult<Map> {
+        let host = Host::of(&ctx)?;
+        let mut obj = Map::new();
+        obj.insert("name".into(), name.into());
+        obj.insert("url".into(), url.into());
+        if url.starts_with("oci://") {
+            let c = host.journal().record(
+                Change::new("helm.repo", name, Action::Unchanged)
+                    .with_note("OCI registries need no repository"),
+            );
+            return Ok(c.outcome(obj.into()));
+        }
+        host.guard_remote(&format!("helm repo add {name}"))?;
+        let helm = Helm::find(&host)?;
+        let h = helm.clone();
+        let listed = host.read("helm repo list", async move {
+            match h
+                .run(vec![s("repo"), s("list"), s("-o"), s("json")], false)
+                .await
+            {
+                Ok(o) => Ok(serde_json::from_str::<Value>(o.stdout.trim()).unwrap_or(json!([]))),
+                Err(e) if e.message.contains("no repositories") => Ok(json!([])),
+                Err(e) => Err(e),
+            }
+        })?;
+        let current = listed
+            .as_array()
+            .and_then(|a| a.iter().find(|r| r["name"] == name))
+            .and_then(|r| r["url"].as_str().map(str::to_string));
+        let norm = |u: &str| u.trim_end_matches('/').to_string();
+        let action = match &current {
+            None => Action::Create,
+            Some(u) if norm(u) == norm(url) => Action::Unchanged,
+            Some(_) => Action::Update,
+        };
+        if action.is_change() && !host.is_plan() {
+            let args = vec![
+                s("repo"),
+                s("add"),
+                name.to_string(),
+                url.to_string(),
+                s("--force-update"),
+            ];
+            host.mutate(&format!("helm repo add {name}"), async move {
+                helm.run(args, false).await
+            })?;
+        }
+        let fields = if action.is_change() {
+            vec![FieldChange {
+                path: s("url"),
+                before: current.map(Value::String),
+                after: Some(json!(url)),
+            }]
+        } else {
+            Vec::new()
+        };
+        let c = host
+            .journal()
+            .record(Change::new("helm.repo", name, action).with_fields(fields));
+        Ok(c.outcome(obj.into()))
+    }
+
+    /// Installs or upgrades a release: `#{namespace, version, values, wait, timeout, atomic,
+    /// create_namespace, disable_openapi_validation}`. `chart` is `repo/chart`, an `oci://` ref or
+    /// a local chart folder (relative to the script). `values` may hold Secrets: they are written
+    /// to a 0600 temporary file, never to the command line. The release is compared first (chart
+    /// name and version, `helm get values`): an unchanged release is not upgraded (no new
+    /// revision); a plan shows the per-key differences (Secrets masked) and installs nothing.
+    /// A release stuck in `pending-*` fails with the command that recovers it.
+    /// Returns `#{changed, object: #{name, namespace, revision, status, chart, version, app_version}, diff}`.
+    ///
+    /// ```rhai
+    /// helm::upgrade_install("argo-workflows", "argo/argo-workflows", #{
+    ///     namespace: "argo-workflows", version: "0.45.23",
+    ///     values: yaml::parse(template::render_file("templates/argo-values.yaml.j2", config)),
+    ///     wait: true, timeout: "10m",
+    /// });
+    /// ```
+    #[rhai_fn(return_raw)]
+    pub fn upgrade_install(
+        ctx: NativeCallContext,
+        release: &str,
+        chart: &str,
+        opts: Map,
+    ) -> RhaiResult<Map> {
+        upgrade_install_impl(&ctx, release, chart, &opts)
+    }
+
+    /// Renders a chart with `#{namespace, version, values}` as `helm template` does, which also
+    /// validates the values against the chart's values.schema.json: a typo fails here, before
+    /// anything is installed. Returns the manifests as YAML text (a Secret when values held one).
+    ///
+    /// ```rhai
+    /// let manifests = helm::template("openmetadata", "open-metadata/openmetadata", #{
+    ///     namespace: "collate", version: "1.12.4", values: om_values,
+    /// });
+    /// ```
+    #[rhai_fn(return_raw)]
+    pub fn template(
+        ctx: NativeCallContext,
+        release: &str,
+        chart: &str,
+        opts: Map,
+    ) -> RhaiResult<Dynamic> {
+        let o = parse_opts("helm::template", &opts, &["namespace", "version", "values"])?;
+        let host = Host::of(&ctx)?;
+        host.guard_remote(&format!("helm template {release}"))?;
+        let helm = Helm::find(&host)?;
+        let chart_ref = local_chart(&host, &ctx, chart)
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| chart.to_string());
+        let text = render(&host, &helm, release, &chart_ref, &o)?;
+        Ok(if o.secret_paths.is_empty() {
+            text.into()
+        } else {
+            Dynamic::from(Secret::new(text, format!("helm template {release}")))
+        })
+    }
+
+    /// The release `#{name, namespace, revision, status, chart, version, app_version}`, or `()`
+    /// when it is not installed.
+    ///
+    /// ```rhai
+    /// let r = helm::status("openmetadata", "collate");
+    /// if r != () && r.status != "deployed" { throw `openmetadata is ${r.status}`; }
+    /// ```
+    #[rhai_fn(return_raw)]
+    pub fn status(ctx: NativeCallContext, release: &str, namespace: &str) -> RhaiResult<Dynamic> {
+        let host = Host::of(&ctx)?;
+        host.guard_remote(&format!("helm status {release}"))?;
+        let helm = Helm::find(&host)?;
+        Ok(read_release(&host, &helm, release, namespace)?
+            .map(|r| Dynamic::from(r.to_map()))
+            .unwrap_or(Dynamic::UNIT))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_diff_names_keys_masks_secrets_and_lists_removals() {
+        let desired = json!({"db": {"host": "h2", "password": "***"}, "replicas": 1});
+        let live = json!({"db": {"host": "h1", "password": "old"}, "replicas": 1.0, "extra": true});
+        let f = values_diff(&desired, &live, &["db.password".to_string()]);
+        let paths: Vec<&str> = f.iter().map(|x| x.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            ["values.db.host", "values.db.password", "values.extra"]
+        );
+        assert_eq!(f[1].before, Some(json!("***")));
+        assert_eq!(f[2].after, None);
+    }
+
+    #[test]
+    fn stuck_release_names_the_recovery() {
+        let r = Release {
+            name: "om".into(),
+            namespace: "collate".into(),
+            revision: 3,
+            status: "pending-upgrade".into(),
+            chart: "openmetadata".into(),
+            version: "1".into(),
+            app_version: String::new(),
+        };
+        let e = stuck(&r);
+        assert!(e.hint.unwrap().contains("helm rollback om 2 -n collate"));
+    }
+}

@@ -1,6 +1,686 @@
-//! The `k8s` namespace: Kubernetes through kube-rs.
+//! The `k8s` namespace: Kubernetes through kube-rs. Converge calls (`ensure_*`, `apply`) use
+//! server-side apply with the field manager `collate-run`, predicted by a server-side dry-run in
+//! plan mode; reads resolve kinds through discovery; `wait` watches; `lock` is a Lease.
 
+mod apply;
+mod client;
+mod converge;
+mod lock;
+mod wait;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
 use rhai::plugin::*;
+use rhai::{Array, Map};
+use serde_json::{Value, json};
+
+use crate::error::{HostError, RhaiResult};
+use crate::host::Host;
+use crate::journal::{Action, Change};
+use crate::secret::Secret;
+use crate::value::{Secrets, check_keys, opt_bool, to_json};
+use client::{Kube, Res};
+use converge::{Desired, converge, read_live, to_script};
+
+pub use lock::release_all as release_locks;
+
+fn setup(ctx: &NativeCallContext) -> RhaiResult<(Arc<Host>, Arc<Kube>)> {
+    let host = Host::of(ctx)?;
+    let kube = client::kube(&host)?;
+    Ok((host, kube))
+}
+
+fn resolve(host: &Host, kube: &Arc<Kube>, kind: &str) -> Result<Res, HostError> {
+    host.read(&format!("k8s: resolve kind {kind}"), kube.resolve(kind))
+}
+
+/// A map option converted to JSON (secrets revealed: it is sent to the API).
+fn opt_map(opts: &Map, key: &str) -> Result<Option<Value>, HostError> {
+    match opts.get(key) {
+        None => Ok(None),
+        Some(v) if v.is_unit() => Ok(None),
+        Some(v) if v.is_map() => Ok(Some(to_json(v, Secrets::Reveal)?)),
+        Some(v) => Err(HostError::input(format!(
+            "option `{key}` must be a map, not `{}`",
+            v.type_name()
+        ))),
+    }
+}
+
+/// `metadata` with name, namespace and the optional labels/annotations of `opts`.
+fn metadata(ns: &str, name: &str, opts: &Map) -> Result<Value, HostError> {
+    let mut m = json!({"name": name});
+    if !ns.is_empty() {
+        m["namespace"] = json!(ns);
+    }
+    for key in ["labels", "annotations"] {
+        if let Some(v) = opt_map(opts, key)? {
+            m[key] = v;
+        }
+    }
+    Ok(m)
+}
+
+fn well_known(kind: &str) -> Res {
+    client::well_known(kind, None).expect("a well-known kind")
+}
+
+/// Converges one object and returns `#{changed, object, diff}`.
+fn ensure(
+    host: &Host,
+    kube: &Arc<Kube>,
+    res: Res,
+    ns: &str,
+    name: &str,
+    body: Value,
+) -> RhaiResult<Map> {
+    if name.is_empty() {
+        return Err(HostError::input(format!("a {} needs a name", res.ar.kind)).into());
+    }
+    let d = Desired {
+        res,
+        namespace: ns.to_string(),
+        name: name.to_string(),
+        body,
+    };
+    let c = converge(host, kube, &d, true)?;
+    Ok(c.change.outcome(to_script(&c.object)))
+}
+
+/// Secret `data` from a map of strings or Secrets: base64 of each value (registered for masking).
+fn secret_data(
+    ns: &str,
+    name: &str,
+    data: &Map,
+    field: &str,
+    out: &mut serde_json::Map<String, Value>,
+) -> Result<(), HostError> {
+    for (k, v) in data {
+        let text = if let Some(s) = v.read_lock::<Secret>() {
+            s.expose().to_string()
+        } else if v.is_string() {
+            let t = v.to_string();
+            // Registered so the value is masked in any text that leaves the process.
+            Secret::new(t.clone(), format!("k8s secret {ns}/{name} key {k}"));
+            t
+        } else if v.is_blob() {
+            let b = v.clone().into_blob().unwrap_or_default();
+            out.insert(
+                k.to_string(),
+                Value::String(base64::engine::general_purpose::STANDARD.encode(b)),
+            );
+            continue;
+        } else {
+            return Err(HostError::input(format!(
+                "`{field}.{k}` of secret `{ns}/{name}` must be a string or a Secret, not `{}`",
+                v.type_name()
+            )));
+        };
+        out.insert(
+            k.to_string(),
+            Value::String(base64::engine::general_purpose::STANDARD.encode(text)),
+        );
+    }
+    Ok(())
+}
+
+fn map_arg(opts: &Map, key: &str) -> Result<Option<Map>, HostError> {
+    match opts.get(key) {
+        None => Ok(None),
+        Some(v) if v.is_unit() => Ok(None),
+        Some(v) => v
+            .read_lock::<Map>()
+            .map(|m| Some(m.clone()))
+            .ok_or_else(|| {
+                HostError::input(format!(
+                    "option `{key}` must be a map, not `{}`",
+                    v.type_name()
+                ))
+            }),
+    }
+}
+
+fn duration_arg(d: &Dynamic, what: &str) -> Result<Duration, HostError> {
+    if let Ok(i) = d.as_int() {
+        return u64::try_from(i)
+            .map(Duration::from_secs)
+            .map_err(|_| HostError::input(format!("{what} must not be negative")));
+    }
+    if d.is_string() {
+        return wait::parse_duration(&d.to_string());
+    }
+    Err(HostError::input(format!(
+        "{what} must be seconds or a string like \"5m\", not `{}`",
+        d.type_name()
+    )))
+}
+
+/// Input of `apply`: YAML text (one or many documents), a map, or an array of maps.
+fn documents(input: &Dynamic) -> Result<Vec<Value>, HostError> {
+    if input.is_string() {
+        return crate::yaml::parse_many(&input.to_string(), "the manifests");
+    }
+    if let Some(s) = input.read_lock::<Secret>() {
+        return crate::yaml::parse_many(s.expose(), "the manifests");
+    }
+    match to_json(input, Secrets::Reveal)? {
+        Value::Array(a) => Ok(a),
+        v @ Value::Object(_) => Ok(vec![v]),
+        _ => Err(HostError::input(format!(
+            "`k8s::apply` takes YAML text, a map or an array of maps, not `{}`",
+            input.type_name()
+        ))),
+    }
+}
+
+fn apply_impl(ctx: &NativeCallContext, input: Dynamic, opts: &Map) -> RhaiResult<Dynamic> {
+    check_keys("k8s::apply", opts, &["namespace", "force"])?;
+    let (host, kube) = setup(ctx)?;
+    let ns = crate::value::opt_str(opts, "namespace")?;
+    let force = opt_bool(opts, "force")?.unwrap_or(true);
+    let single = input.is_map();
+    let docs = documents(&input)?;
+    let results = apply::apply_all(&host, &kube, docs, ns.as_deref(), force)?;
+    if single {
+        return Ok(results
+            .first()
+            .map(|c| to_script(&c.object))
+            .unwrap_or(Dynamic::UNIT));
+    }
+    Ok(results
+        .iter()
+        .map(|c| to_script(&c.object))
+        .collect::<Array>()
+        .into())
+}
 
 #[export_module]
-pub mod k8s_module {}
+pub mod k8s_module {
+    use super::*;
+
+    /// The version of the cluster's API server: `#{major, minor, git_version, platform}`.
+    /// A cluster that cannot be reached fails with one error naming the context and the server.
+    ///
+    /// ```rhai
+    /// let v = k8s::server_version();
+    /// print(`cluster runs ${v.git_version}`);
+    /// ```
+    #[rhai_fn(return_raw)]
+    pub fn server_version(ctx: NativeCallContext) -> RhaiResult<Map> {
+        let (host, kube) = setup(&ctx)?;
+        let k = kube.clone();
+        let info = host.read("k8s: get /version", async move {
+            k.client
+                .apiserver_version()
+                .await
+                .map_err(|e| k.err("get the server version", e))
+        })?;
+        let mut m = Map::new();
+        m.insert("major".into(), info.major.into());
+        m.insert("minor".into(), info.minor.into());
+        m.insert("git_version".into(), info.git_version.into());
+        m.insert("platform".into(), info.platform.into());
+        m.insert("context".into(), kube.context.clone().into());
+        m.insert("server".into(), kube.server.clone().into());
+        Ok(m)
+    }
+
+    /// Creates the namespace unless it exists. Returns `#{changed, object, diff}`.
+    ///
+    /// ```rhai
+    /// k8s::ensure_namespace("collate");
+    /// ```
+    #[rhai_fn(return_raw)]
+    pub fn ensure_namespace(ctx: NativeCallContext, name: &str) -> RhaiResult<Map> {
+        ensure_namespace_with(ctx, name, Map::new())
+    }
+
+    /// Creates the namespace unless it exists, with `#{labels, annotations}` kept as given.
+    ///
+    /// ```rhai
+    /// k8s::ensure_namespace("collate", #{labels: #{team: "data"}});
+    /// ```
+    #[rhai_fn(name = "ensure_namespace", return_raw)]
+    pub fn ensure_namespace_with(ctx: NativeCallContext, name: &str, opts: Map) -> RhaiResult<Map> {
+        check_keys("k8s::ensure_namespace", &opts, &["labels", "annotations"])?;
+        let (host, kube) = setup(&ctx)?;
+        let body = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": metadata("", name, &opts)?});
+        ensure(&host, &kube, well_known("Namespace"), "", name, body)
+    }
+
+    /// Creates or updates a Secret in place: `#{type, data, string_data, labels, annotations}`.
+    /// `data` values are strings or Secrets (not base64: encoding is done here); the journal
+    /// names the keys that change, never their values. Keys this call set before and no longer
+    /// sets are removed (server-side apply); keys set by others are kept.
+    ///
+    /// ```rhai
+    /// k8s::ensure_secret("collate", "db-credentials", #{
+    ///     type: "Opaque",
+    ///     data: #{ password: secret::env("DB_PASSWORD") },
+    /// });
+    /// ```
+    #[rhai_fn(return_raw)]
+    pub fn ensure_secret(
+        ctx: NativeCallContext,
+        namespace: &str,
+        name: &str,
+        opts: Map,
+    ) -> RhaiResult<Map> {
+        check_keys(
+            "k8s::ensure_secret",
+            &opts,
+            &["type", "data", "string_data", "labels", "annotations"],
+        )?;
+        let (host, kube) = setup(&ctx)?;
+        let mut data = serde_json::Map::new();
+        for field in ["data", "string_data"] {
+            if let Some(m) = map_arg(&opts, field)? {
+                secret_data(namespace, name, &m, field, &mut data)?;
+            }
+        }
+        let kind = crate::value::opt_str(&opts, "type")?.unwrap_or_else(|| "Opaque".into());
+        let body = json!({"apiVersion": "v1", "kind": "Secret", "metadata": metadata(namespace, name, &opts)?,
+            "type": kind, "data": data});
+        ensure(&host, &kube, well_known("Secret"), namespace, name, body)
+    }
+
+    /// Creates or updates (in place, never delete-then-create) an image pull secret of type
+    /// `kubernetes.io/dockerconfigjson`. `docker_config` is the `.dockerconfigjson` document: a
+    /// Secret (as from `aws::ecr::docker_config`), JSON text, or a map.
+    ///
+    /// ```rhai
+    /// let cfg = aws::ecr::docker_config("123456789012.dkr.ecr.us-east-1.amazonaws.com");
+    /// k8s::ensure_docker_registry_secret("collate", "ecr-registry-creds", cfg);
+    /// ```
+    #[rhai_fn(return_raw)]
+    pub fn ensure_docker_registry_secret(
+        ctx: NativeCallContext,
+        namespace: &str,
+        name: &str,
+        docker_config: Dynamic,
+    ) -> RhaiResult<Map> {
+        let text: Dynamic = if docker_config.is::<Secret>() || docker_config.is_string() {
+            docker_config
+        } else if docker_config.is_map() {
+            Dynamic::from(Secret::new(
+                to_json(&docker_config, Secrets::Reveal)?.to_string(),
+                "docker config",
+            ))
+        } else {
+            return Err(HostError::input(format!(
+                "`docker_config` must be a Secret, JSON text or a map, not `{}`",
+                docker_config.type_name()
+            ))
+            .into());
+        };
+        let mut data = Map::new();
+        data.insert(".dockerconfigjson".into(), text);
+        let mut opts = Map::new();
+        opts.insert("type".into(), "kubernetes.io/dockerconfigjson".into());
+        opts.insert("data".into(), data.into());
+        ensure_secret(ctx, namespace, name, opts)
+    }
+
+    /// Creates a ServiceAccount or sets the given `#{annotations, labels}` on an existing one,
+    /// keeping annotations and labels set by others (like `kubectl annotate`).
+    ///
+    /// ```rhai
+    /// k8s::ensure_service_account("collate", "om-role", #{
+    ///     annotations: #{ "eks.amazonaws.com/role-arn": role.arn },
+    /// });
+    /// ```
+    #[rhai_fn(return_raw)]
+    pub fn ensure_service_account(
+        ctx: NativeCallContext,
+        namespace: &str,
+        name: &str,
+        opts: Map,
+    ) -> RhaiResult<Map> {
+        check_keys(
+            "k8s::ensure_service_account",
+            &opts,
+            &["labels", "annotations"],
+        )?;
+        let (host, kube) = setup(&ctx)?;
+        let body = json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": metadata(namespace, name, &opts)?});
+        ensure(
+            &host,
+            &kube,
+            well_known("ServiceAccount"),
+            namespace,
+            name,
+            body,
+        )
+    }
+
+    /// Creates a long-lived token Secret (`kubernetes.io/service-account-token`) for the
+    /// ServiceAccount `service_account`, and waits up to 30s for the token to be filled in.
+    /// `object.data.token` is a Secret.
+    ///
+    /// ```rhai
+    /// let t = k8s::ensure_sa_token_secret("collate", "om-role.service-account-token", "om-role");
+    /// ```
+    #[rhai_fn(return_raw)]
+    pub fn ensure_sa_token_secret(
+        ctx: NativeCallContext,
+        namespace: &str,
+        name: &str,
+        service_account: &str,
+    ) -> RhaiResult<Map> {
+        ensure_sa_token_secret_with(ctx, namespace, name, service_account, Map::new())
+    }
+
+    /// Like `ensure_sa_token_secret(ns, name, sa)`, with `#{wait: bool, timeout: seconds}`
+    /// (`wait: false` returns without waiting for the token).
+    ///
+    /// ```rhai
+    /// k8s::ensure_sa_token_secret("collate", "om-role.service-account-token", "om-role", #{wait: false});
+    /// ```
+    #[rhai_fn(name = "ensure_sa_token_secret", return_raw)]
+    pub fn ensure_sa_token_secret_with(
+        ctx: NativeCallContext,
+        namespace: &str,
+        name: &str,
+        service_account: &str,
+        opts: Map,
+    ) -> RhaiResult<Map> {
+        check_keys("k8s::ensure_sa_token_secret", &opts, &["wait", "timeout"])?;
+        let (host, kube) = setup(&ctx)?;
+        let body = json!({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/service-account-token",
+            "metadata": {"name": name, "namespace": namespace,
+                "annotations": {"kubernetes.io/service-account.name": service_account}}});
+        let res = well_known("Secret");
+        let mut out = ensure(&host, &kube, res.clone(), namespace, name, body)?;
+        let wait = opt_bool(&opts, "wait")?.unwrap_or(true);
+        if !wait || host.is_plan() {
+            return Ok(out);
+        }
+        let timeout = match opts.get("timeout") {
+            Some(t) if !t.is_unit() => duration_arg(t, "`timeout`")?,
+            _ => Duration::from_secs(30),
+        };
+        let started = std::time::Instant::now();
+        loop {
+            let live = read_live(&host, &kube, &res, namespace, name)?;
+            if let Some(l) = live.as_ref().filter(|l| {
+                l.pointer("/data/token")
+                    .and_then(Value::as_str)
+                    .is_some_and(|t| !t.is_empty())
+            }) {
+                out.insert("object".into(), to_script(l));
+                return Ok(out);
+            }
+            if started.elapsed() >= timeout {
+                return Err(HostError::new(crate::ErrorKind::Timeout, format!(
+                    "the token of secret `{namespace}/{name}` was not filled in within {}s",
+                    timeout.as_secs()))
+                    .with_hint(format!("does the service account `{namespace}/{service_account}` exist? create it first with `k8s::ensure_service_account`"))
+                    .into());
+            }
+            host.progress(&format!(
+                "waiting for the token of secret {namespace}/{name}"
+            ));
+            host.sleep(Duration::from_millis(300));
+        }
+    }
+
+    /// Server-side applies manifests (field manager `collate-run`, conflicts forced: the recipe
+    /// is the source of truth, like `kubectl apply --server-side --force-conflicts`). Takes YAML
+    /// text (many documents), a map, or an array of maps; CustomResourceDefinitions and Namespaces
+    /// go first. Each object is journaled with its diff; a field this tool applied before and no
+    /// longer sets is removed. Returns the live objects (an array; one object for a map input).
+    ///
+    /// ```rhai
+    /// let objs = k8s::apply(template::render_file("templates/om-argo-role.yaml.j2", #{ns: "collate"}));
+    /// ```
+    #[rhai_fn(return_raw)]
+    pub fn apply(ctx: NativeCallContext, manifests: Dynamic) -> RhaiResult<Dynamic> {
+        apply_impl(&ctx, manifests, &Map::new())
+    }
+
+    /// `apply` with `#{namespace, force}`: `namespace` for objects that name none (like
+    /// `kubectl apply -n`), `force: false` to fail on conflicts with other field managers.
+    ///
+    /// ```rhai
+    /// k8s::apply(yaml_text, #{namespace: "collate"});
+    /// ```
+    #[rhai_fn(name = "apply", return_raw)]
+    pub fn apply_with(
+        ctx: NativeCallContext,
+        manifests: Dynamic,
+        opts: Map,
+    ) -> RhaiResult<Dynamic> {
+        apply_impl(&ctx, manifests, &opts)
+    }
+
+    /// Reads one object; `()` when absent. `kind` is a kind or resource name, optionally with
+    /// its group: `Secret`, `secret`, `deployments.apps`, `Workflow`. Use `""` as namespace for
+    /// cluster-scoped kinds. A Secret's `data` values come back as Secrets (decoded).
+    ///
+    /// ```rhai
+    /// let s = k8s::get("Secret", "collate", "db-credentials");
+    /// if s != () { print(s.data.password); }   // ***
+    /// ```
+    #[rhai_fn(return_raw)]
+    pub fn get(
+        ctx: NativeCallContext,
+        kind: &str,
+        namespace: &str,
+        name: &str,
+    ) -> RhaiResult<Dynamic> {
+        let (host, kube) = setup(&ctx)?;
+        let res = resolve(&host, &kube, kind)?;
+        Ok(read_live(&host, &kube, &res, namespace, name)?
+            .map(|v| to_script(&v))
+            .unwrap_or(Dynamic::UNIT))
+    }
+
+    /// Lists objects of a kind in a namespace (`""`: all namespaces).
+    ///
+    /// ```rhai
+    /// for p in k8s::list("pods", "collate") { print(p.metadata.name); }
+    /// ```
+    #[rhai_fn(return_raw)]
+    pub fn list(ctx: NativeCallContext, kind: &str, namespace: &str) -> RhaiResult<Array> {
+        list_with(ctx, kind, namespace, Map::new())
+    }
+
+    /// Lists with `#{labels, fields}`: `labels` a map (all must match) or a selector string,
+    /// `fields` a field selector string.
+    ///
+    /// ```rhai
+    /// let pods = k8s::list("Pod", "collate", #{labels: #{"app.kubernetes.io/name": "openmetadata"}});
+    /// ```
+    #[rhai_fn(name = "list", return_raw)]
+    pub fn list_with(
+        ctx: NativeCallContext,
+        kind: &str,
+        namespace: &str,
+        opts: Map,
+    ) -> RhaiResult<Array> {
+        check_keys("k8s::list", &opts, &["labels", "fields"])?;
+        let (host, kube) = setup(&ctx)?;
+        let res = resolve(&host, &kube, kind)?;
+        let mut lp = kube::api::ListParams::default();
+        match opts.get("labels") {
+            None => {}
+            Some(l) if l.is_unit() => {}
+            Some(l) if l.is_string() => lp = lp.labels(&l.to_string()),
+            Some(l) => {
+                let m = l.read_lock::<Map>().ok_or_else(|| {
+                    HostError::input("option `labels` must be a map or a selector string")
+                })?;
+                let sel: Vec<String> = m.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                lp = lp.labels(&sel.join(","));
+            }
+        }
+        if let Some(f) = crate::value::opt_str(&opts, "fields")? {
+            lp = lp.fields(&f);
+        }
+        let api = if namespace.is_empty() || !res.namespaced {
+            kube.api_all(&res)
+        } else {
+            kube.api(&res, namespace)?
+        };
+        let what = format!(
+            "list {} in {}",
+            res.describe(),
+            if namespace.is_empty() {
+                "all namespaces"
+            } else {
+                namespace
+            }
+        );
+        let k = kube.clone();
+        let items = host.read(&format!("k8s: {what}"), async move {
+            api.list(&lp).await.map_err(|e| k.err(&what, e))
+        })?;
+        Ok(items
+            .items
+            .into_iter()
+            .map(|o| to_script(&serde_json::to_value(o).unwrap_or(Value::Null)))
+            .collect())
+    }
+
+    /// Deletes an object; nothing happens when it is already gone. Returns `#{changed, object, diff}`
+    /// (`changed` is `"deleted"` or `"unchanged"`). Does not wait for finalizers; use
+    /// `k8s::wait(kind, ns, name, "deleted", timeout)` for that.
+    ///
+    /// ```rhai
+    /// k8s::delete("Job", "collate", "reindex-once");
+    /// ```
+    #[rhai_fn(return_raw)]
+    pub fn delete(
+        ctx: NativeCallContext,
+        kind: &str,
+        namespace: &str,
+        name: &str,
+    ) -> RhaiResult<Map> {
+        let (host, kube) = setup(&ctx)?;
+        let res = resolve(&host, &kube, kind)?;
+        let live = read_live(&host, &kube, &res, namespace, name)?;
+        let shown = converge::place(&res, namespace, name);
+        let action = if live.is_some() {
+            Action::Delete
+        } else {
+            Action::Unchanged
+        };
+        if live.is_some() && !host.is_plan() {
+            let api = kube.api(&res, namespace)?;
+            let (k, what, n) = (
+                kube.clone(),
+                format!("delete {} {shown}", res.describe()),
+                name.to_string(),
+            );
+            host.mutate(&format!("k8s: {what}"), async move {
+                match api.delete(&n, &kube::api::DeleteParams::background()).await {
+                    Ok(_) => Ok(()),
+                    Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+                    Err(e) => Err(k.err(&what, e)),
+                }
+            })?;
+        }
+        let mut change = Change::new(format!("k8s.{}", res.ar.kind), shown, action);
+        if live.is_none() {
+            change = change.with_note("already absent");
+        }
+        let change = host.journal().record(change);
+        Ok(change.outcome(live.map(|l| to_script(&l)).unwrap_or(Dynamic::UNIT)))
+    }
+
+    /// Watches an object until `condition` holds or `timeout` (seconds, or `"5m"`) runs out.
+    /// Conditions: `"exists"`, `"deleted"`, a condition type (`"Available"`, `"Ready"`,
+    /// `"Complete"`, `"Established"`; for Deployments and StatefulSets `Available`/`Ready` also
+    /// need the rollout complete), `"Ready=False"`, or a field `"status.phase=Succeeded"`.
+    /// Progress is shown every 5s; a timeout error says what was last seen; a failed Job fails at
+    /// once. Returns the object (`()` after `"deleted"`). In plan mode it does not wait: it returns
+    /// the object if the condition already holds, else `()`.
+    ///
+    /// ```rhai
+    /// k8s::wait("deployments.apps", "collate", "openmetadata", "Available", "10m");
+    /// ```
+    #[rhai_fn(return_raw)]
+    pub fn wait(
+        ctx: NativeCallContext,
+        kind: &str,
+        namespace: &str,
+        name: &str,
+        condition: &str,
+        timeout: Dynamic,
+    ) -> RhaiResult<Dynamic> {
+        let cond = wait::Condition::parse(condition)?;
+        let timeout = duration_arg(&timeout, "the wait timeout")?;
+        let (host, kube) = setup(&ctx)?;
+        let res = resolve(&host, &kube, kind)?;
+        if host.is_plan() {
+            let live = read_live(&host, &kube, &res, namespace, name)?;
+            return Ok(match wait::satisfied(live.as_ref(), &cond) {
+                Ok(true) => live.map(|l| to_script(&l)).unwrap_or(Dynamic::UNIT),
+                _ => Dynamic::UNIT,
+            });
+        }
+        let obj = wait::wait(&host, &kube, &res, namespace, name, &cond, timeout)?;
+        Ok(obj.map(|o| to_script(&o)).unwrap_or(Dynamic::UNIT))
+    }
+
+    /// Takes the run lock `namespace/name`, a Lease held by `user@host:pid` for `ttl` seconds and
+    /// renewed in the background until `k8s::unlock` or the end of the run. Fails at once, naming
+    /// the holder, when another live run holds it; an expired lease is taken over. In plan mode it
+    /// only reads (and warns when another run holds it). Returns `#{held, holder, expires}`.
+    ///
+    /// ```rhai
+    /// k8s::lock("collate", "collate-run", 300);
+    /// ```
+    #[rhai_fn(return_raw)]
+    pub fn lock(ctx: NativeCallContext, namespace: &str, name: &str, ttl: i64) -> RhaiResult<Map> {
+        lock_with(ctx, namespace, name, ttl, Map::new())
+    }
+
+    /// `lock` that waits up to `#{wait: seconds}` (or `"10m"`) for another holder to release.
+    ///
+    /// ```rhai
+    /// k8s::lock("collate", "collate-run", 300, #{wait: "10m"});
+    /// ```
+    #[rhai_fn(name = "lock", return_raw)]
+    pub fn lock_with(
+        ctx: NativeCallContext,
+        namespace: &str,
+        name: &str,
+        ttl: i64,
+        opts: Map,
+    ) -> RhaiResult<Map> {
+        check_keys("k8s::lock", &opts, &["wait"])?;
+        let wait = match opts.get("wait") {
+            Some(w) if !w.is_unit() => duration_arg(w, "`wait`")?,
+            _ => Duration::ZERO,
+        };
+        let (host, kube) = setup(&ctx)?;
+        let o = lock::lock(&host, &kube, namespace, name, ttl, wait)?;
+        let mut m = Map::new();
+        m.insert("held".into(), o.held.into());
+        m.insert(
+            "holder".into(),
+            o.holder.map(Dynamic::from).unwrap_or(Dynamic::UNIT),
+        );
+        m.insert(
+            "expires".into(),
+            o.expires
+                .map(|e| Dynamic::from(e.to_string()))
+                .unwrap_or(Dynamic::UNIT),
+        );
+        Ok(m)
+    }
+
+    /// Releases the run lock if this run holds it; `true` when released.
+    ///
+    /// ```rhai
+    /// k8s::unlock("collate", "collate-run");
+    /// ```
+    #[rhai_fn(return_raw)]
+    pub fn unlock(ctx: NativeCallContext, namespace: &str, name: &str) -> RhaiResult<bool> {
+        let (host, kube) = setup(&ctx)?;
+        Ok(lock::unlock(&host, &kube, namespace, name)?)
+    }
+}

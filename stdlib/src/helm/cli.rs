@@ -1,0 +1,187 @@
+//! Running the `helm` binary: found through `HELM_BIN` or `PATH`, its major version detected once
+//! (flags differ between helm 3 and 4), stderr masked before it reaches an error.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use serde_json::Value;
+
+use crate::error::{ErrorKind, HostError};
+use crate::host::Host;
+use crate::secret::mask_text;
+
+/// A helm binary and its major version.
+#[derive(Debug, Clone)]
+pub(crate) struct Helm {
+    pub bin: PathBuf,
+    pub major: u32,
+    /// `--kube-context`, from `--context`.
+    pub context: Option<String>,
+}
+
+static VERSIONS: Mutex<Option<HashMap<PathBuf, u32>>> = Mutex::new(None);
+
+/// What a helm process printed.
+pub(crate) struct Out {
+    pub stdout: String,
+}
+
+/// A failed helm command: its masked stderr, and whether helm said "not found".
+pub(crate) fn failure(args: &[String], stderr: &str) -> HostError {
+    let shown: Vec<&str> = args.iter().take(3).map(String::as_str).collect();
+    let text = mask_text(stderr.trim());
+    let text = text.strip_prefix("Error: ").unwrap_or(&text);
+    let kind = if is_not_found(text) {
+        ErrorKind::NotFound
+    } else {
+        ErrorKind::Api
+    };
+    HostError::new(kind, format!("`helm {}` failed: {text}", shown.join(" ")))
+}
+
+pub(crate) fn is_not_found(text: &str) -> bool {
+    text.contains("release: not found") || text.ends_with("not found")
+}
+
+impl Helm {
+    /// The helm of this run: `HELM_BIN`, else `helm` on `PATH`.
+    pub fn find(host: &Host) -> Result<Helm, HostError> {
+        let bin = std::env::var_os("HELM_BIN")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("helm"));
+        let major = version_of(&bin)?;
+        Ok(Helm {
+            bin,
+            major,
+            context: host.settings().kube_context.clone(),
+        })
+    }
+
+    /// `--wait` for upgrade: helm 4 takes a strategy.
+    pub fn wait_flag(&self) -> &'static str {
+        if self.major >= 4 {
+            "--wait=watcher"
+        } else {
+            "--wait"
+        }
+    }
+
+    /// Roll back a failed upgrade: `--atomic` in helm 3, `--rollback-on-failure` in helm 4.
+    pub fn atomic_flag(&self) -> &'static str {
+        if self.major >= 4 {
+            "--rollback-on-failure"
+        } else {
+            "--atomic"
+        }
+    }
+
+    /// Runs helm with `args` (plus `--kube-context` when `cluster` is set); fails on a non-zero exit.
+    pub async fn run(&self, args: Vec<String>, cluster: bool) -> Result<Out, HostError> {
+        let mut all = args.clone();
+        if cluster {
+            if let Some(c) = &self.context {
+                all.push("--kube-context".into());
+                all.push(c.clone());
+            }
+        }
+        let out = tokio::process::Command::new(&self.bin)
+            .args(&all)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .await
+            .map_err(|e| not_runnable(&self.bin, &e))?;
+        if !out.status.success() {
+            return Err(failure(&args, &String::from_utf8_lossy(&out.stderr)));
+        }
+        Ok(Out {
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        })
+    }
+
+    /// Runs helm and parses its JSON output; `Ok(None)` when helm says the release is not found.
+    pub async fn json(&self, args: Vec<String>) -> Result<Option<Value>, HostError> {
+        match self.run(args.clone(), true).await {
+            Ok(out) => serde_json::from_str(out.stdout.trim())
+                .map(Some)
+                .map_err(|e| {
+                    HostError::api(format!(
+                        "`helm {}` printed something that is not JSON: {e}",
+                        args.join(" ")
+                    ))
+                }),
+            Err(e) if e.kind == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+fn not_runnable(bin: &Path, e: &std::io::Error) -> HostError {
+    HostError::config(format!("cannot run helm `{}`: {e}", bin.display()))
+        .with_hint("install helm 3 or 4 on PATH, or set HELM_BIN to its path")
+}
+
+/// The major version of a helm binary (`helm version --template {{.Version}}`), cached.
+fn version_of(bin: &Path) -> Result<u32, HostError> {
+    if let Some(v) = VERSIONS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .as_ref()
+        .and_then(|m| m.get(bin))
+    {
+        return Ok(*v);
+    }
+    let out = std::process::Command::new(bin)
+        .args(["version", "--template", "{{.Version}}"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| not_runnable(bin, &e))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let major = parse_major(&text).ok_or_else(|| {
+        HostError::config(format!(
+            "cannot tell the version of helm `{}` from `{}`",
+            bin.display(),
+            text.trim()
+        ))
+    })?;
+    if major < 3 {
+        return Err(HostError::config(format!(
+            "helm `{}` is version {}, collate-run needs helm 3 or 4",
+            bin.display(),
+            text.trim()
+        )));
+    }
+    VERSIONS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get_or_insert_with(HashMap::new)
+        .insert(bin.to_path_buf(), major);
+    Ok(major)
+}
+
+pub(crate) fn parse_major(v: &str) -> Option<u32> {
+    v.trim()
+        .trim_start_matches('v')
+        .split('.')
+        .next()?
+        .parse()
+        .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_and_failures() {
+        assert_eq!(parse_major("v3.18.0"), Some(3));
+        assert_eq!(parse_major("v4.1.4\n"), Some(4));
+        assert_eq!(parse_major("garbage"), None);
+        let e = failure(
+            &["status".into(), "x".into()],
+            "Error: release: not found\n",
+        );
+        assert_eq!(e.kind, ErrorKind::NotFound);
+        assert_eq!(e.message, "`helm status x` failed: release: not found");
+    }
+}

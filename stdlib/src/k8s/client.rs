@@ -1,0 +1,374 @@
+//! The connection to the cluster of a run: the kube client built from kube's kubeconfig inference
+//! (with `--context`), the context and server it points at (named in every connection error), and
+//! kind resolution through a table of well-known kinds and API discovery.
+
+use std::sync::{Arc, Mutex, Weak};
+
+use kube::Client;
+use kube::api::{Api, DynamicObject};
+use kube::config::{Config, KubeConfigOptions, Kubeconfig};
+use kube::core::{ApiResource, GroupVersionKind};
+use kube::discovery::{Discovery, Scope};
+
+use crate::error::{ErrorKind, HostError};
+use crate::host::Host;
+
+/// A resolved kind: where its objects live and whether they are namespaced.
+#[derive(Debug, Clone)]
+pub(crate) struct Res {
+    pub ar: ApiResource,
+    pub namespaced: bool,
+}
+
+impl Res {
+    /// `deployments.apps`, `secrets`: how kubectl names the resource.
+    pub fn describe(&self) -> String {
+        if self.ar.group.is_empty() {
+            self.ar.plural.clone()
+        } else {
+            format!("{}.{}", self.ar.plural, self.ar.group)
+        }
+    }
+}
+
+/// The cluster connection of one run.
+pub(crate) struct Kube {
+    pub client: Client,
+    /// The kubeconfig context name, or `in-cluster`.
+    pub context: String,
+    /// The API server URL.
+    pub server: String,
+    pub default_namespace: String,
+    discovery: tokio::sync::Mutex<Option<Arc<Discovery>>>,
+}
+
+/// Connections by host. A `Weak` keeps the host's allocation (not the host) alive, so a live
+/// entry's address is never reused by another host.
+static CONNECTIONS: Mutex<Vec<(Weak<Host>, Arc<Kube>)>> = Mutex::new(Vec::new());
+
+/// The cluster connection of `host`, built on first use.
+pub(crate) fn kube(host: &Arc<Host>) -> Result<Arc<Kube>, HostError> {
+    {
+        let mut conns = CONNECTIONS.lock().unwrap_or_else(|e| e.into_inner());
+        conns.retain(|(w, _)| w.strong_count() > 0);
+        if let Some((_, k)) = conns
+            .iter()
+            .find(|(w, _)| std::ptr::eq(w.as_ptr(), Arc::as_ptr(host)))
+        {
+            return Ok(k.clone());
+        }
+    }
+    let context = host.settings().kube_context.clone();
+    let kube = Arc::new(host.block_on(connect(context.as_deref()))?);
+    let _ = host.kube.set(kube.client.clone());
+    CONNECTIONS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push((Arc::downgrade(host), kube.clone()));
+    Ok(kube)
+}
+
+fn context_names() -> Vec<String> {
+    Kubeconfig::read()
+        .map(|k| k.contexts.into_iter().map(|c| c.name).collect())
+        .unwrap_or_default()
+}
+
+async fn connect(context: Option<&str>) -> Result<Kube, HostError> {
+    let options = KubeConfigOptions {
+        context: context.map(str::to_string),
+        ..Default::default()
+    };
+    let (mut config, name) = match Config::from_kubeconfig(&options).await {
+        Ok(config) => {
+            let name = match context {
+                Some(c) => c.to_string(),
+                None => Kubeconfig::read()
+                    .ok()
+                    .and_then(|k| k.current_context)
+                    .unwrap_or_else(|| "(current)".into()),
+            };
+            (config, name)
+        }
+        Err(e) if context.is_some() => {
+            let c = context.unwrap_or_default();
+            let names = context_names();
+            let mut err = HostError::config(format!("cannot use kubeconfig context `{c}`: {e}"));
+            err = match crate::suggest::closest(c, names.iter().map(String::as_str)) {
+                Some(s) => err.with_hint(format!("did you mean `{s}`?")),
+                None if names.is_empty() => {
+                    err.with_hint("set KUBECONFIG or run `aws eks update-kubeconfig`")
+                }
+                None => err.with_hint(format!("contexts in the kubeconfig: {}", names.join(", "))),
+            };
+            return Err(err);
+        }
+        Err(kubeconfig_err) => {
+            match Config::incluster() {
+                Ok(config) => (config, "in-cluster".to_string()),
+                Err(_) => {
+                    return Err(HostError::config(format!(
+                    "no Kubernetes configuration: {kubeconfig_err}, and not running in a cluster"
+                ))
+                .with_hint("set KUBECONFIG, run `aws eks update-kubeconfig`, or pass `--context`"));
+                }
+            }
+        }
+    };
+    config.apply_debug_overrides();
+    config.connect_timeout = Some(std::time::Duration::from_secs(10));
+    let server = config
+        .cluster_url
+        .to_string()
+        .trim_end_matches('/')
+        .to_string();
+    let default_namespace = config.default_namespace.clone();
+    let client = Client::try_from(config).map_err(|e| {
+        HostError::config(format!(
+            "cannot set up a client for the Kubernetes API `{server}` (context `{name}`): {}",
+            chain(&e)
+        ))
+    })?;
+    Ok(Kube {
+        client,
+        context: name,
+        server,
+        default_namespace,
+        discovery: tokio::sync::Mutex::new(None),
+    })
+}
+
+/// An error and its causes, `: `-separated.
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        let t = s.to_string();
+        if !out.contains(&t) {
+            out.push_str(": ");
+            out.push_str(&t);
+        }
+        src = s.source();
+    }
+    out
+}
+
+impl Kube {
+    /// A kube error as a host error; `what` says what was attempted (`get secrets collate/x`).
+    pub fn err(&self, what: &str, e: kube::Error) -> HostError {
+        match e {
+            kube::Error::Api(status) => {
+                let msg = if status.message.is_empty() { status.reason.clone() } else { status.message.clone() };
+                let kind = match status.code {
+                    404 => ErrorKind::NotFound,
+                    409 => ErrorKind::Conflict,
+                    401 | 403 => ErrorKind::Auth,
+                    400 | 422 => ErrorKind::Input,
+                    _ => ErrorKind::Api,
+                };
+                let err = HostError::new(kind, format!("{what}: {msg}"));
+                match status.code {
+                    401 | 403 => err.with_hint(format!(
+                        "the credentials of context `{}` are refused or lack permission; check `kubectl --context {} auth can-i ...`",
+                        self.context, self.context
+                    )),
+                    _ => err,
+                }
+            }
+            kube::Error::Auth(a) => HostError::new(
+                ErrorKind::Auth,
+                format!("{what}: cannot authenticate to `{}` (context `{}`): {}", self.server, self.context, chain(&a)),
+            )
+            .with_hint("refresh the credentials (e.g. `aws sso login`) or check the kubeconfig user"),
+            kube::Error::HyperError(_) | kube::Error::Service(_) | kube::Error::RustlsTls(_) => HostError::api(format!(
+                "cannot reach the Kubernetes API server `{}` (context `{}`): {}",
+                self.server,
+                self.context,
+                chain(&e)
+            ))
+            .with_hint(format!(
+                "is the cluster up and reachable from here? try `kubectl --context {} cluster-info`",
+                self.context
+            )),
+            other => HostError::api(format!("{what}: {}", chain(&other))),
+        }
+    }
+
+    /// A dynamic API for `res` in `ns` (ignored for cluster-scoped kinds).
+    pub fn api(&self, res: &Res, ns: &str) -> Result<Api<DynamicObject>, HostError> {
+        if res.namespaced {
+            if ns.is_empty() {
+                return Err(HostError::input(format!(
+                    "`{}` is namespaced: give a namespace",
+                    res.ar.kind
+                )));
+            }
+            Ok(Api::namespaced_with(self.client.clone(), ns, &res.ar))
+        } else {
+            Ok(Api::all_with(self.client.clone(), &res.ar))
+        }
+    }
+
+    /// An API over all namespaces (for `list` with an empty namespace).
+    pub fn api_all(&self, res: &Res) -> Api<DynamicObject> {
+        Api::all_with(self.client.clone(), &res.ar)
+    }
+
+    /// Runs (or reuses) API discovery; `refresh` forces a new run (after CRDs were applied).
+    pub async fn discovery(&self, refresh: bool) -> Result<Arc<Discovery>, HostError> {
+        let mut cell = self.discovery.lock().await;
+        if let Some(d) = cell.as_ref().filter(|_| !refresh) {
+            return Ok(d.clone());
+        }
+        let d = match Discovery::new(self.client.clone()).run_aggregated().await {
+            Ok(d) if d.groups().next().is_some() => d,
+            _ => Discovery::new(self.client.clone())
+                .run()
+                .await
+                .map_err(|e| self.err("discover the API resources", e))?,
+        };
+        let d = Arc::new(d);
+        *cell = Some(d.clone());
+        Ok(d)
+    }
+
+    /// Resolves what a script calls a kind: `Secret`, `secret`, `secrets`, `deployments.apps`,
+    /// `Deployment.apps`, `Workflow`, `workflows.argoproj.io`.
+    pub async fn resolve(&self, kind: &str) -> Result<Res, HostError> {
+        let (name, group) = match kind.split_once('.') {
+            Some((n, g)) => (n, Some(g)),
+            None => (kind, None),
+        };
+        if let Some(r) = well_known(name, group) {
+            return Ok(r);
+        }
+        for refresh in [false, true] {
+            let d = self.discovery(refresh).await?;
+            if let Some(r) = find_in(&d, name, group) {
+                return Ok(r);
+            }
+        }
+        let d = self.discovery(false).await?;
+        let kinds: Vec<String> = d
+            .groups()
+            .flat_map(|g| g.recommended_resources())
+            .map(|(ar, _)| ar.kind)
+            .collect();
+        let mut e = HostError::not_found(format!(
+            "unknown kind `{kind}`: the cluster `{}` does not serve it",
+            self.context
+        ));
+        if let Some(s) = crate::suggest::closest(name, kinds.iter().map(String::as_str)) {
+            e = e.with_hint(format!("did you mean `{s}`?"));
+        } else {
+            e = e.with_hint("is its CustomResourceDefinition installed? `k8s::apply` it first");
+        }
+        Err(e)
+    }
+
+    /// Resolves `apiVersion` + `kind` of a manifest. `Ok(None)` when the cluster does not serve it.
+    pub async fn resolve_gvk(
+        &self,
+        api_version: &str,
+        kind: &str,
+    ) -> Result<Option<Res>, HostError> {
+        let (group, version) = match api_version.split_once('/') {
+            Some((g, v)) => (g, v),
+            None => ("", api_version),
+        };
+        if let Some(r) = well_known(kind, Some(group)).filter(|r| r.ar.version == version) {
+            return Ok(Some(r));
+        }
+        let gvk = GroupVersionKind::gvk(group, version, kind);
+        for refresh in [false, true] {
+            let d = self.discovery(refresh).await?;
+            if let Some((ar, caps)) = d.resolve_gvk(&gvk) {
+                return Ok(Some(Res {
+                    ar,
+                    namespaced: caps.scope == Scope::Namespaced,
+                }));
+            }
+        }
+        Ok(None)
+    }
+}
+
+fn matches(ar: &ApiResource, name: &str, group: Option<&str>) -> bool {
+    let n = name.to_ascii_lowercase();
+    let kind = ar.kind.to_ascii_lowercase();
+    (n == kind || n == ar.plural || ar.plural == format!("{n}s") && n == kind)
+        && group.is_none_or(|g| g == ar.group || g.split('/').next() == Some(ar.group.as_str()))
+}
+
+fn find_in(d: &Discovery, name: &str, group: Option<&str>) -> Option<Res> {
+    // The core group first, so `Event` is `v1/Event`, as kubectl resolves it.
+    let mut groups: Vec<_> = d.groups().collect();
+    groups.sort_by_key(|g| !g.name().is_empty());
+    for g in groups {
+        for (ar, caps) in g.recommended_resources() {
+            if matches(&ar, name, group) {
+                return Some(Res {
+                    ar,
+                    namespaced: caps.scope == Scope::Namespaced,
+                });
+            }
+        }
+    }
+    None
+}
+
+macro_rules! known {
+    ($( $ty:ty => $ns:expr ),* $(,)?) => {
+        fn table() -> Vec<Res> {
+            vec![$( Res { ar: ApiResource::erase::<$ty>(&()), namespaced: $ns } ),*]
+        }
+    };
+}
+
+known! {
+    k8s_openapi::api::core::v1::Namespace => false,
+    k8s_openapi::api::core::v1::Secret => true,
+    k8s_openapi::api::core::v1::ServiceAccount => true,
+    k8s_openapi::api::core::v1::ConfigMap => true,
+    k8s_openapi::api::core::v1::Service => true,
+    k8s_openapi::api::core::v1::Pod => true,
+    k8s_openapi::api::core::v1::PersistentVolumeClaim => true,
+    k8s_openapi::api::apps::v1::Deployment => true,
+    k8s_openapi::api::apps::v1::StatefulSet => true,
+    k8s_openapi::api::apps::v1::DaemonSet => true,
+    k8s_openapi::api::apps::v1::ReplicaSet => true,
+    k8s_openapi::api::batch::v1::Job => true,
+    k8s_openapi::api::batch::v1::CronJob => true,
+    k8s_openapi::api::rbac::v1::Role => true,
+    k8s_openapi::api::rbac::v1::RoleBinding => true,
+    k8s_openapi::api::rbac::v1::ClusterRole => false,
+    k8s_openapi::api::rbac::v1::ClusterRoleBinding => false,
+    k8s_openapi::api::coordination::v1::Lease => true,
+    k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition => false,
+}
+
+/// Kinds every cluster serves, resolved without discovery.
+pub(crate) fn well_known(name: &str, group: Option<&str>) -> Option<Res> {
+    table().into_iter().find(|r| matches(&r.ar, name, group))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn well_known_kinds_resolve_by_kind_plural_and_group() {
+        for k in ["Secret", "secret", "secrets"] {
+            assert_eq!(well_known(k, None).unwrap().ar.kind, "Secret");
+        }
+        let d = well_known("deployments", Some("apps")).unwrap();
+        assert_eq!((d.ar.api_version.as_str(), d.namespaced), ("apps/v1", true));
+        assert!(well_known("Deployment", Some("extensions")).is_none());
+        assert!(!well_known("Namespace", Some("")).unwrap().namespaced);
+        assert_eq!(
+            well_known("lease", None).unwrap().ar.group,
+            "coordination.k8s.io"
+        );
+        assert!(well_known("Workflow", None).is_none());
+    }
+}

@@ -1,0 +1,351 @@
+//! Server-side apply as a converge step, shared by every `ensure_*` and by `apply`: read the live
+//! object, predict the result with a server-side dry-run (or locally when the namespace does not
+//! exist yet), diff, journal, and apply only when something differs.
+
+use std::sync::Arc;
+
+use base64::Engine as _;
+use kube::api::{Patch, PatchParams};
+use rhai::Dynamic;
+use serde_json::{Map as JsonMap, Value};
+
+use super::client::{Kube, Res};
+use crate::diff;
+use crate::error::{ErrorKind, HostError};
+use crate::host::Host;
+use crate::journal::{Action, Change, FieldChange};
+use crate::secret::{Secret, mask_text};
+
+/// The field manager of everything collate-run applies.
+pub(crate) const FIELD_MANAGER: &str = "collate-run";
+
+/// One object to converge: its kind, place and the full applied configuration (secrets revealed).
+pub(crate) struct Desired {
+    pub res: Res,
+    pub namespace: String,
+    pub name: String,
+    pub body: Value,
+}
+
+impl Desired {
+    /// `collate/db-credentials`, or `collate` for cluster-scoped objects.
+    pub fn display_name(&self) -> String {
+        if self.res.namespaced {
+            format!("{}/{}", self.namespace, self.name)
+        } else {
+            self.name.clone()
+        }
+    }
+    pub fn journal_kind(&self) -> String {
+        format!("k8s.{}", self.res.ar.kind)
+    }
+    fn is_secret(&self) -> bool {
+        self.res.ar.kind == "Secret" && self.res.ar.group.is_empty()
+    }
+}
+
+/// The result of converging one object.
+pub(crate) struct Converged {
+    pub change: Change,
+    /// The live object after apply, or the predicted one in plan mode.
+    pub object: Value,
+}
+
+/// Fields the server owns that never count as a difference.
+pub(crate) fn clean(mut v: Value) -> Value {
+    if let Some(o) = v.as_object_mut() {
+        o.remove("status");
+        if let Some(m) = o.get_mut("metadata").and_then(Value::as_object_mut) {
+            for k in [
+                "resourceVersion",
+                "managedFields",
+                "generation",
+                "creationTimestamp",
+                "uid",
+                "selfLink",
+            ] {
+                m.remove(k);
+            }
+        }
+    }
+    v
+}
+
+/// Lists of named items (`containers`, `env`, `ports`) become maps keyed by name, other lists of
+/// objects maps keyed by index, so a diff names `spec.template.spec.containers.app.image`.
+pub(crate) fn index_lists(v: &Value) -> Value {
+    match v {
+        Value::Object(o) => {
+            Value::Object(o.iter().map(|(k, v)| (k.clone(), index_lists(v))).collect())
+        }
+        Value::Array(a) if !a.is_empty() && a.iter().all(Value::is_object) => {
+            let names: Vec<Option<&str>> = a
+                .iter()
+                .map(|i| i.get("name").and_then(Value::as_str))
+                .collect();
+            let mut unique: Vec<&str> = names.iter().flatten().copied().collect();
+            unique.sort_unstable();
+            unique.dedup();
+            let by_name = unique.len() == a.len();
+            Value::Object(
+                a.iter()
+                    .enumerate()
+                    .map(|(i, item)| {
+                        let key = match (by_name, names[i]) {
+                            (true, Some(n)) => n.to_string(),
+                            _ => i.to_string(),
+                        };
+                        (key, index_lists(item))
+                    })
+                    .collect::<JsonMap<String, Value>>(),
+            )
+        }
+        other => other.clone(),
+    }
+}
+
+fn mask_field(mut f: FieldChange) -> FieldChange {
+    let m = |v: Option<Value>| {
+        v.map(|v| match v {
+            Value::String(s) => Value::String(mask_text(&s)),
+            other => other,
+        })
+    };
+    f.before = m(f.before);
+    f.after = m(f.after);
+    f
+}
+
+/// The fields that differ between `live` and `predicted` (both full objects from the server),
+/// including fields the apply removes.
+pub(crate) fn object_diff(live: &Value, predicted: &Value, secret: bool) -> Vec<FieldChange> {
+    let l = index_lists(&clean(live.clone()));
+    let p = index_lists(&clean(predicted.clone()));
+    let is_secret =
+        |path: &str| secret && (path.starts_with("data") || path.starts_with("stringData"));
+    let mut fields = diff::diff(&p, Some(&l), &is_secret);
+    for f in diff::diff(&l, Some(&p), &is_secret) {
+        if f.before.is_none() {
+            fields.push(FieldChange {
+                path: f.path,
+                before: f.after,
+                after: None,
+            });
+        }
+    }
+    fields.into_iter().map(mask_field).collect()
+}
+
+/// The fields of an object about to be created (what the script set).
+pub(crate) fn creation_diff(desired: &Value, secret: bool) -> Vec<FieldChange> {
+    let d = index_lists(&clean(desired.clone()));
+    let is_secret =
+        |path: &str| secret && (path.starts_with("data") || path.starts_with("stringData"));
+    diff::diff(&d, None, &is_secret)
+        .into_iter()
+        .map(mask_field)
+        .collect()
+}
+
+/// Reads one object; `None` when absent.
+pub(crate) fn read_live(
+    host: &Host,
+    kube: &Arc<Kube>,
+    res: &Res,
+    ns: &str,
+    name: &str,
+) -> Result<Option<Value>, HostError> {
+    let api = kube.api(res, ns)?;
+    let what = format!("get {} {}", res.describe(), place(res, ns, name));
+    let k = kube.clone();
+    host.read(&format!("k8s: {what}"), async move {
+        let obj = api.get_opt(name).await.map_err(|e| k.err(&what, e))?;
+        Ok(obj.map(|o| serde_json::to_value(o).unwrap_or(Value::Null)))
+    })
+}
+
+/// `ns/name` or `name`.
+pub(crate) fn place(res: &Res, ns: &str, name: &str) -> String {
+    if res.namespaced {
+        format!("{ns}/{name}")
+    } else {
+        name.to_string()
+    }
+}
+
+/// `true` when namespace `ns` exists.
+pub(crate) fn namespace_exists(host: &Host, kube: &Arc<Kube>, ns: &str) -> Result<bool, HostError> {
+    let res = super::client::well_known("Namespace", None).expect("namespaces are well known");
+    Ok(read_live(host, kube, &res, "", ns)?.is_some())
+}
+
+/// Server-side applies `d` (dry-run first), journals the change and returns the object.
+pub(crate) fn converge(
+    host: &Host,
+    kube: &Arc<Kube>,
+    d: &Desired,
+    force: bool,
+) -> Result<Converged, HostError> {
+    let live = read_live(host, kube, &d.res, &d.namespace, &d.name)?;
+    let api = kube.api(&d.res, &d.namespace)?;
+    let mut params = PatchParams::apply(FIELD_MANAGER);
+    params.force = force;
+    let shown = d.display_name();
+    let what = format!("apply {} {shown}", d.res.describe());
+
+    let dry = {
+        let (api, k, body, name, what) = (
+            api.clone(),
+            kube.clone(),
+            d.body.clone(),
+            d.name.clone(),
+            what.clone(),
+        );
+        let params = params.clone().dry_run();
+        host.read(&format!("k8s: dry-run {what}"), async move {
+            api.patch(&name, &params, &Patch::Apply(&body))
+                .await
+                .map(|o| serde_json::to_value(o).unwrap_or(Value::Null))
+                .map_err(|e| k.err(&format!("dry-run {what}"), e))
+        })
+    };
+    let mut note = None;
+    let predicted = match dry {
+        Ok(p) => Some(p),
+        Err(e)
+            if e.kind == ErrorKind::NotFound
+                && live.is_none()
+                && d.res.namespaced
+                && !namespace_exists(host, kube, &d.namespace)? =>
+        {
+            if !host.is_plan() {
+                return Err(HostError::not_found(format!(
+                    "cannot create {} `{shown}`: namespace `{}` does not exist",
+                    d.res.ar.kind, d.namespace
+                ))
+                .with_hint(format!(
+                    "create it first with `k8s::ensure_namespace(\"{}\")`",
+                    d.namespace
+                )));
+            }
+            note = Some(format!(
+                "namespace `{}` does not exist yet: will be created",
+                d.namespace
+            ));
+            None
+        }
+        Err(e) => return Err(e),
+    };
+
+    let secret = d.is_secret();
+    let (action, fields) = match (&live, &predicted) {
+        (None, _) => (Action::Create, creation_diff(&d.body, secret)),
+        (Some(l), Some(p)) => {
+            let f = object_diff(l, p, secret);
+            (
+                if f.is_empty() {
+                    Action::Unchanged
+                } else {
+                    Action::Update
+                },
+                f,
+            )
+        }
+        (Some(_), None) => unreachable!("a live object has a namespace"),
+    };
+
+    let object = if action.is_change() && !host.is_plan() {
+        let (k, body, name, what2) = (kube.clone(), d.body.clone(), d.name.clone(), what.clone());
+        host.mutate(&format!("k8s: {what}"), async move {
+            api.patch(&name, &params, &Patch::Apply(&body))
+                .await
+                .map(|o| serde_json::to_value(o).unwrap_or(Value::Null))
+                .map_err(|e| k.err(&what2, e))
+        })?
+    } else {
+        predicted.or(live).unwrap_or_else(|| d.body.clone())
+    };
+
+    let mut change = Change::new(d.journal_kind(), shown, action).with_fields(fields);
+    if let Some(n) = note {
+        change = change.with_note(n);
+    }
+    let change = host.journal().record(change);
+    Ok(Converged { change, object })
+}
+
+/// An object as scripts see it: no managed fields; a Secret's `data` decoded into Secret values.
+pub(crate) fn to_script(v: &Value) -> Dynamic {
+    let mut v = v.clone();
+    if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+        m.remove("managedFields");
+    }
+    let is_secret = v.get("kind").and_then(Value::as_str) == Some("Secret")
+        && v.get("apiVersion").and_then(Value::as_str) == Some("v1");
+    let data = if is_secret {
+        v.as_object_mut().and_then(|o| o.remove("data"))
+    } else {
+        None
+    };
+    let dynamic = crate::value::from_json(&v);
+    let Some(Value::Object(data)) = data else {
+        return dynamic;
+    };
+    let ns = v
+        .pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let name = v
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let mut decoded = rhai::Map::new();
+    for (k, val) in data {
+        let text = val
+            .as_str()
+            .and_then(|s| base64::engine::general_purpose::STANDARD.decode(s).ok())
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default();
+        decoded.insert(
+            k.as_str().into(),
+            Dynamic::from(Secret::new(text, format!("k8s secret {ns}/{name} key {k}"))),
+        );
+    }
+    let mut map = dynamic.try_cast::<rhai::Map>().unwrap_or_default();
+    map.insert("data".into(), decoded.into());
+    map.into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn lists_are_indexed_by_name() {
+        let v = json!({"containers": [{"name": "app", "image": "a:1"}], "args": ["x"], "ports": [{"port": 1}]});
+        let i = index_lists(&v);
+        assert_eq!(i["containers"]["app"]["image"], "a:1");
+        assert_eq!(i["args"], json!(["x"]));
+        assert_eq!(i["ports"]["0"]["port"], 1);
+    }
+
+    #[test]
+    fn object_diff_names_changed_and_removed_fields_and_masks_secret_data() {
+        let live = json!({"kind": "Secret", "metadata": {"name": "s", "resourceVersion": "1", "labels": {"a": "1", "b": "2"}},
+            "data": {"password": "b2xk", "user": "dQ=="}});
+        let pred = json!({"kind": "Secret", "metadata": {"name": "s", "resourceVersion": "2", "labels": {"a": "1"}},
+            "data": {"password": "bmV3", "user": "dQ=="}});
+        let f = object_diff(&live, &pred, true);
+        assert_eq!(f.len(), 2, "{f:?}");
+        assert_eq!(f[0].path, "data.password");
+        assert_eq!(f[0].after, Some(json!("***")));
+        assert_eq!(f[0].before, Some(json!("***")));
+        assert_eq!(f[1].path, "metadata.labels.b");
+        assert_eq!(
+            (f[1].before.clone(), f[1].after.clone()),
+            (Some(json!("2")), None)
+        );
+        assert!(object_diff(&live, &live, true).is_empty());
+    }
+}
