@@ -1,4 +1,5 @@
 //! The one integration test binary: every test runs the real `collate-run` against loopback
 //! servers. Modules are by area.
 
+mod bad_input;
 mod runtime;
