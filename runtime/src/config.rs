@@ -540,3 +540,66 @@ mod tests {
         assert!(db["password"].is::<Secret>());
     }
 }
+
+/// Property tests (the fuzzing of issue 8): loading never panics, whatever the input, and the
+/// merge rules hold for arbitrary keys and values.
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn yaml_file(text: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.yaml");
+        std::fs::write(&f, text).unwrap();
+        (dir, f)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+
+        #[test]
+        fn set_parsing_never_panics(s in "\\PC{0,40}") {
+            let _ = Config::load(&[], &[s]);
+        }
+
+        #[test]
+        fn yaml_loading_never_panics(text in "[a-z:\\- \\n\\[\\]{}'\"#&*!|>,0-9.]{0,160}") {
+            let (_d, f) = yaml_file(&text);
+            let _ = Config::load(&[f], &[]);
+        }
+
+        #[test]
+        fn set_value_is_found_at_its_path(
+            key in "[a-z]{1,6}(\\.[a-z]{1,6}){0,3}",
+            val in "[a-z0-9]{1,8}",
+        ) {
+            let c = Config::load(&[], &[format!("{key}={val}")]).unwrap();
+            let expected = parse_one(&val, "v").unwrap();
+            prop_assert_eq!(lookup(&c.value, &key), Some(&expected));
+        }
+
+        #[test]
+        fn later_files_win_and_keep_other_keys(
+            a in proptest::collection::btree_map("[a-z]{1,4}", "[a-z0-9]{1,6}", 0..6),
+            b in proptest::collection::btree_map("[a-z]{1,4}", "[a-z0-9]{1,6}", 0..6),
+        ) {
+            let to_yaml = |m: &std::collections::BTreeMap<String, String>| {
+                let mut s = String::from("root:\n");
+                for (k, v) in m { s.push_str(&format!("  {k}: \"{v}\"\n")); }
+                if m.is_empty() { s = "root: {}\n".into(); }
+                s
+            };
+            let (_da, fa) = yaml_file(&to_yaml(&a));
+            let (_db, fb) = yaml_file(&to_yaml(&b));
+            let c = Config::load(&[fa, fb], &[]).unwrap();
+            for (k, v) in &a {
+                let want = b.get(k).unwrap_or(v);
+                prop_assert_eq!(c.value["root"][k].as_str(), Some(want.as_str()));
+            }
+            for (k, v) in &b {
+                prop_assert_eq!(c.value["root"][k].as_str(), Some(v.as_str()));
+            }
+        }
+    }
+}

@@ -115,3 +115,39 @@ mod tests {
         assert_eq!(d[1].after, Some(json!("Opaque")));
     }
 }
+
+/// Property tests: diffing is reflexive and JSON conversion round-trips.
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i32>().prop_map(Value::from),
+            "[a-z]{0,6}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                proptest::collection::btree_map("[a-z]{1,4}", inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn an_object_does_not_differ_from_itself(v in json()) {
+            prop_assert!(diff(&v, Some(&v), &|_| false).is_empty());
+        }
+
+        #[test]
+        fn rhai_round_trip(v in json()) {
+            let back = crate::value::to_json(&crate::value::from_json(&v), crate::value::Secrets::Mask).unwrap();
+            prop_assert!(equal(&v, &back));
+        }
+    }
+}

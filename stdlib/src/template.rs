@@ -272,3 +272,25 @@ mod tests {
         assert_eq!(r.text, "k: '{{workflow.name}}'");
     }
 }
+
+/// Property tests (the fuzzing of issue 8): rendering never panics, whatever the template.
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 500, ..ProptestConfig::default() })]
+
+        #[test]
+        fn rendering_never_panics(src in "[a-z {}%#()|.'\"=<>!\\-\\n]{0,80}") {
+            let mut m = Map::new();
+            m.insert("a".into(), (1 as rhai::INT).into());
+            m.insert("s".into(), Dynamic::from(Secret::new("fuzz-secret-value", "t")));
+            if let Ok(r) = render_text("t", &src, &m.into()) {
+                // A rendered secret always marks the output secret.
+                prop_assert!(r.secret || !r.text.contains("fuzz-secret-value"));
+            }
+        }
+    }
+}

@@ -213,3 +213,29 @@ mod tests {
         assert!(parse_one("a: 1\n---\nb: 2\n", "t").is_err());
     }
 }
+
+/// Property tests: the position index and the parser never panic on arbitrary text.
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 500, ..ProptestConfig::default() })]
+
+        #[test]
+        fn never_panics(text in "[a-z:\\- \\n\\[\\]{}'\"#&*!|>,0-9]{0,120}") {
+            let _ = key_positions(&text);
+            let _ = parse_many(&text, "t");
+        }
+
+        #[test]
+        fn every_top_level_key_has_a_position(keys in proptest::collection::btree_set("[a-z]{1,6}", 1..6)) {
+            let text: String = keys.iter().map(|k| format!("{k}: 1\n")).collect();
+            let pos = key_positions(&text);
+            for (i, k) in keys.iter().enumerate() {
+                prop_assert_eq!(pos.get(k.as_str()).map(|p| p.line), Some(i + 1));
+            }
+        }
+    }
+}
