@@ -623,6 +623,22 @@ async fn server_side_apply_ownership() {
         "{err:?}"
     );
 
+    // generateName, and a dry-run delete (dryRun in the DeleteOptions body) that keeps the object.
+    let generated: ConfigMap =
+        serde_json::from_value(json!({"metadata": {"generateName": "gen-"}})).unwrap();
+    let generated = cms
+        .create(&PostParams::default(), &generated)
+        .await
+        .unwrap();
+    let name = generated.metadata.name.unwrap();
+    assert!(name.starts_with("gen-") && name.len() == 9, "{name}");
+    let before = server.mutating_requests();
+    cms.delete(&name, &DeleteParams::default().dry_run())
+        .await
+        .unwrap();
+    assert!(cms.get_opt(&name).await.unwrap().is_some());
+    assert_eq!(server.mutating_requests(), before);
+
     // Apply creates missing objects, also cluster-scoped ones; leases work.
     let leases: Api<Lease> = Api::namespaced(client(&server), "default");
     let lease = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": "lock"}, "spec": {"holderIdentity": "me", "leaseDurationSeconds": 15}});
