@@ -79,11 +79,9 @@ impl Helm {
     /// Runs helm with `args` (plus `--kube-context` when `cluster` is set); fails on a non-zero exit.
     pub async fn run(&self, args: Vec<String>, cluster: bool) -> Result<Out, HostError> {
         let mut all = args.clone();
-        if cluster {
-            if let Some(c) = &self.context {
-                all.push("--kube-context".into());
-                all.push(c.clone());
-            }
+        if let Some(c) = self.context.as_ref().filter(|_| cluster) {
+            all.push("--kube-context".into());
+            all.push(c.clone());
         }
         let out = tokio::process::Command::new(&self.bin)
             .args(&all)

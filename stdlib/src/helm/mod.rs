@@ -15,7 +15,7 @@ use crate::diff;
 use crate::error::{ErrorKind, HostError, RhaiResult};
 use crate::host::Host;
 use crate::journal::{Action, Change, FieldChange};
-use crate::secret::{MASK, Secret, mask_text};
+use crate::secret::{Secret, mask_text};
 use crate::value::{Secrets, check_keys, opt_bool, opt_str, to_json_with_secret_paths};
 use cli::Helm;
 

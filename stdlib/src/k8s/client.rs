@@ -296,7 +296,7 @@ impl Kube {
 fn matches(ar: &ApiResource, name: &str, group: Option<&str>) -> bool {
     let n = name.to_ascii_lowercase();
     let kind = ar.kind.to_ascii_lowercase();
-    (n == kind || n == ar.plural || ar.plural == format!("{n}s") && n == kind)
+    (n == kind || n == ar.plural)
         && group.is_none_or(|g| g == ar.group || g.split('/').next() == Some(ar.group.as_str()))
 }
 

@@ -153,7 +153,7 @@ pub(crate) fn satisfied(obj: Option<&Value>, cond: &Condition) -> Result<bool, S
             let ptr = format!("/{}", path.replace('.', "/"));
             match obj.pointer(&ptr) {
                 Some(Value::String(s)) => s == value,
-                Some(other) => other.to_string() == *value,
+                Some(other) => other.to_string().as_str() == value.as_str(),
                 None => false,
             }
         }
@@ -189,10 +189,8 @@ pub(crate) fn summary(obj: Option<&Value>) -> String {
                 c["type"].as_str().unwrap_or("?"),
                 c["status"].as_str().unwrap_or("?")
             );
-            if c["status"] != "True" {
-                if let Some(r) = c["reason"].as_str() {
-                    s.push_str(&format!(" ({r})"));
-                }
+            if let Some(r) = c["reason"].as_str().filter(|_| c["status"] != "True") {
+                s.push_str(&format!(" ({r})"));
             }
             s
         })
