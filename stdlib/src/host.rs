@@ -262,7 +262,8 @@ impl Host {
 
     /// Waits `d` (a bridge-aware sleep for polling loops).
     pub fn sleep(&self, d: Duration) {
-        self.block_on(tokio::time::sleep(d));
+        // The sleep future must be created inside the runtime: defer it into an async block.
+        self.block_on(async move { tokio::time::sleep(d).await });
     }
 }
 

@@ -67,8 +67,10 @@ impl serde::Serialize for Secret {
     }
 }
 
-/// Values shorter than this are not masked in free text (they would mask ordinary words).
-const MIN_MASK_LEN: usize = 4;
+/// Values shorter than this are not masked in free text: a Kubernetes Secret read back holds
+/// user names like `argo`, and masking every `argo` in every line would make output useless.
+/// Shorter secrets are still masked wherever they are shown as values (journal, print, JSON).
+const MIN_MASK_LEN: usize = 8;
 
 static REGISTRY: RwLock<Vec<Arc<str>>> = RwLock::new(Vec::new());
 
