@@ -208,7 +208,7 @@ fn wait_established(host: &Host, kube: &Arc<Kube>, res: &Res, name: &str) -> Res
         host.progress(&format!(
             "waiting for customresourcedefinition/{name} to be established"
         ));
-        host.sleep(Duration::from_millis(500));
+        super::pause(host, Duration::from_millis(500));
     }
     Err(HostError::new(
         crate::error::ErrorKind::Timeout,

@@ -206,7 +206,7 @@ pub(crate) fn lock(
                 host.progress(&format!(
                     "waiting for run lock `{k}` held by `{holder}` (expires in {left}s)"
                 ));
-                host.sleep(Duration::from_secs(1));
+                super::pause(host, Duration::from_secs(1));
                 continue;
             }
             (Some(_), None) => unreachable!(),

@@ -26,6 +26,11 @@ use converge::{Desired, converge, read_live, to_script};
 
 pub use lock::release_all as release_locks;
 
+/// Waits `d` inside the runtime (the timer is created there, so no reactor is needed outside).
+pub(crate) fn pause(host: &Host, d: Duration) {
+    host.block_on(async move { tokio::time::sleep(d).await });
+}
+
 fn setup(ctx: &NativeCallContext) -> RhaiResult<(Arc<Host>, Arc<Kube>)> {
     let host = Host::of(ctx)?;
     let kube = client::kube(&host)?;
@@ -422,7 +427,7 @@ pub mod k8s_module {
             host.progress(&format!(
                 "waiting for the token of secret {namespace}/{name}"
             ));
-            host.sleep(Duration::from_millis(300));
+            pause(&host, Duration::from_millis(300));
         }
     }
 

@@ -1,0 +1,227 @@
+//! The `helm` namespace with real helm 3 and helm 4 against the Kubernetes API test server:
+//! plan, install, no new revision when unchanged, a values change as revision 2, schema
+//! validation by `helm::template`, secrets in values never shown.
+
+use std::path::Path;
+
+use collate_run_tests::Run;
+use collate_run_tests::kube::{Cluster, chart, helm_binaries};
+use serde_json::Value;
+
+const CANARY: &str = "canary-helm-9d2b7e";
+
+fn script(greeting: &str) -> String {
+    format!(
+        r#"
+        let r = helm::upgrade_install("mini", "{chart}", #{{
+            namespace: "collate", create_namespace: true, disable_openapi_validation: true,
+            values: #{{ greeting: "{greeting}", password: secret::env("MINI_PASSWORD") }},
+        }});
+        print(`changed=${{r.changed}} revision=${{r.object.revision}} status=${{r.object.status}} chart=${{r.object.chart}}-${{r.object.version}}`);
+        "#,
+        chart = chart("collate-mini").display()
+    )
+}
+
+fn revisions(c: &Cluster) -> usize {
+    let h: Value =
+        serde_json::from_str(&c.helm(&["history", "mini", "-n", "collate", "-o", "json"])).unwrap();
+    h.as_array().unwrap().len()
+}
+
+fn lifecycle(bin: &Path) {
+    let c = Cluster::start().with_helm(bin);
+    let run = |greeting: &str| {
+        Run::script(&script(greeting))
+            .envs(c.env())
+            .env("MINI_PASSWORD", CANARY)
+    };
+
+    // Plan: a creation with the chart and the keys; nothing installed.
+    let out = run("hello").plan().json().succeeds();
+    out.never_shows(CANARY);
+    let ch = out.changes();
+    assert_eq!(ch.len(), 1, "{out}");
+    assert_eq!(
+        (
+            ch[0]["kind"].as_str(),
+            ch[0]["name"].as_str(),
+            ch[0]["action"].as_str()
+        ),
+        (Some("helm.release"), Some("collate/mini"), Some("create"))
+    );
+    let fields = ch[0]["fields"].as_array().unwrap();
+    assert!(
+        fields
+            .iter()
+            .any(|f| f["path"] == "chart" && f["after"] == "collate-mini-0.1.0"),
+        "{out}"
+    );
+    assert!(
+        fields
+            .iter()
+            .any(|f| f["path"] == "values.password" && f["after"] == "***"),
+        "{out}"
+    );
+    assert!(
+        c.get("v1", "ConfigMap", "collate", "mini-settings")
+            .is_none()
+    );
+
+    // Install: revision 1; the chart's objects exist with the secret value inside.
+    run("hello")
+        .succeeds()
+        .never_shows(CANARY)
+        .stdout_contains("changed=created revision=1 status=deployed chart=collate-mini-0.1.0");
+    assert_eq!(
+        c.get("v1", "ConfigMap", "collate", "mini-settings")
+            .unwrap()["data"]["greeting"],
+        "hello"
+    );
+    assert_eq!(revisions(&c), 1);
+
+    // Unchanged: no new revision, in plan and apply.
+    run("hello")
+        .plan()
+        .succeeds()
+        .stdout_contains("changed=unchanged revision=1");
+    run("hello")
+        .succeeds()
+        .stdout_contains("changed=unchanged revision=1");
+    assert_eq!(revisions(&c), 1);
+
+    // A values change: the plan names the key; apply makes revision 2.
+    let out = run("bonjour").plan().json().succeeds();
+    out.never_shows(CANARY);
+    let ch = &out.changes()[0];
+    assert_eq!(ch["action"], "update");
+    let fields = ch["fields"].as_array().unwrap();
+    assert_eq!(fields.len(), 1, "{ch}");
+    assert_eq!(fields[0]["path"], "values.greeting");
+    assert_eq!(
+        (fields[0]["before"].as_str(), fields[0]["after"].as_str()),
+        (Some("hello"), Some("bonjour"))
+    );
+    assert_eq!(revisions(&c), 1);
+    run("bonjour")
+        .succeeds()
+        .never_shows(CANARY)
+        .stdout_contains("changed=updated revision=2");
+    assert_eq!(revisions(&c), 2);
+    assert_eq!(
+        c.get("v1", "ConfigMap", "collate", "mini-settings")
+            .unwrap()["data"]["greeting"],
+        "bonjour"
+    );
+
+    // A changed secret value is a change, shown masked.
+    let out = Run::script(&script("bonjour"))
+        .envs(c.env())
+        .env("MINI_PASSWORD", "canary-helm-other-1")
+        .plan()
+        .json()
+        .succeeds();
+    out.never_shows("canary-helm-other-1").never_shows(CANARY);
+    let f = &out.changes()[0]["fields"][0];
+    assert_eq!(
+        (
+            f["path"].as_str(),
+            f["before"].as_str(),
+            f["after"].as_str()
+        ),
+        (Some("values.password"), Some("***"), Some("***"))
+    );
+
+    // status
+    Run::script(r#"let s = helm::status("mini", "collate"); print(`rev=${s.revision} ${s.status}`); print(`none=${helm::status("nope", "collate") == ()}`);"#)
+        .envs(c.env())
+        .succeeds()
+        .stdout_contains("rev=2 deployed")
+        .stdout_contains("none=true");
+}
+
+#[test]
+fn release_lifecycle_helm4() {
+    let Some(bin) = helm_binaries().into_iter().find(|b| b.ends_with("helm")) else {
+        eprintln!("skipped: .tools/bin/helm missing (scripts/test-deps.sh)");
+        return;
+    };
+    lifecycle(&bin);
+}
+
+#[test]
+fn release_lifecycle_helm3() {
+    let Some(bin) = helm_binaries().into_iter().find(|b| b.ends_with("helm3")) else {
+        eprintln!("skipped: .tools/bin/helm3 missing (scripts/test-deps.sh)");
+        return;
+    };
+    lifecycle(&bin);
+}
+
+#[test]
+fn template_enforces_the_values_schema_and_masks() {
+    let c = Cluster::start();
+    if c.helm_bin().is_none() {
+        return;
+    }
+    let chart = chart("collate-mini");
+    let ok = format!(
+        r#"let t = helm::template("mini", "{}", #{{namespace: "collate", values: #{{greeting: "hi"}}}}); print(t);"#,
+        chart.display()
+    );
+    Run::script(&ok)
+        .envs(c.env())
+        .succeeds()
+        .stdout_contains("greeting: \"hi\"");
+    let typo = format!(
+        r#"helm::template("mini", "{}", #{{values: #{{greting: "hi", password: secret::env("P")}}}});"#,
+        chart.display()
+    );
+    let out = Run::script(&typo)
+        .envs(c.env())
+        .env("P", CANARY)
+        .fails_with(1);
+    out.never_shows(CANARY).stderr_contains("greting");
+}
+
+#[test]
+fn ensure_repo_plan_and_apply() {
+    let c = Cluster::start();
+    if c.helm_bin().is_none() {
+        return;
+    }
+    // A loopback chart repository serving an empty index, so no network is needed.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        for mut s in listener.incoming().flatten() {
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let body = "apiVersion: v1\nentries: {}\n";
+            let _ = write!(
+                s,
+                "HTTP/1.1 200 OK\r\nContent-Type: text/yaml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    let script = format!(
+        r#"let r = helm::ensure_repo("local", "{url}"); print(`repo=${{r.changed}}`); print(`oci=${{helm::ensure_repo("reg", "oci://r.example/charts").changed}}`);"#
+    );
+    Run::script(&script)
+        .envs(c.env())
+        .plan()
+        .succeeds()
+        .stdout_contains("repo=created");
+    Run::script(&script)
+        .envs(c.env())
+        .succeeds()
+        .stdout_contains("repo=created")
+        .stdout_contains("oci=unchanged");
+    Run::script(&script)
+        .envs(c.env())
+        .succeeds()
+        .stdout_contains("repo=unchanged");
+    assert!(c.helm(&["repo", "list"]).contains("local"));
+}
