@@ -2,4 +2,6 @@
 //! servers. Modules are by area.
 
 mod bad_input;
+mod helm;
+mod k8s;
 mod runtime;

@@ -3,6 +3,7 @@
 //! ports (moto, the Kubernetes API test server, the OpenMetadata/Argo test server).
 
 pub mod api_server;
+pub mod kube;
 pub mod run;
 
 pub use run::{Output, Run};
