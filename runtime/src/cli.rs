@@ -174,6 +174,7 @@ pub enum Source {
 /// Everything a run needs, built once: the config, the tokio runtime, the host, the engine.
 pub struct Session {
     pub engine: Engine,
+    pub config: Arc<Config>,
     pub host: Arc<Host>,
     pub scope: Scope<'static>,
     pub lib_dirs: Vec<PathBuf>,
@@ -240,10 +241,12 @@ impl Session {
         let lib_dirs = engine::lib_dirs(script, &opts.lib);
         let config = Arc::new(config);
         let engine = engine::build(Some(&host), config.clone(), &lib_dirs);
+        let config_dynamic = config.to_dynamic();
         let mut scope = Scope::new();
-        scope.push_constant_dynamic("config", config.to_dynamic());
+        scope.push_constant_dynamic("config", config_dynamic);
         Ok(Session {
             engine,
+            config,
             host,
             scope,
             lib_dirs,
@@ -319,9 +322,27 @@ fn run(opts: &RunOpts, source: Source, mode: Mode) -> i32 {
         }
     };
     let result = {
+        let lock = (mode == Mode::Apply)
+            .then(|| run_lock_script(&session.config))
+            .flatten();
         let Session { engine, scope, .. } = &mut session;
-        engine.eval_ast_with_scope::<rhai::Dynamic>(scope, &ast)
+        match lock {
+            Some(lock) => engine
+                .eval_with_scope::<rhai::Dynamic>(scope, &lock)
+                .and_then(|_| engine.eval_ast_with_scope::<rhai::Dynamic>(scope, &ast)),
+            None => engine.eval_ast_with_scope::<rhai::Dynamic>(scope, &ast),
+        }
     };
+    // Whatever happened (success, error, SIGINT), give the run lock back.
+    collate_stdlib::k8s::release_locks(&session.host);
+    if engine::INTERRUPTED.load(std::sync::atomic::Ordering::Relaxed)
+        && session.format == Format::Human
+    {
+        report::err(
+            "interrupted: the run stopped between two calls; the changes listed above were made, \
+             the rest of the recipe was not run. Run it again to converge.",
+        );
+    }
     let code = match result {
         Ok(value) => {
             if let Source::Expr(_) = source {
@@ -387,4 +408,23 @@ impl From<HostError> for Diagnostic {
     fn from(e: HostError) -> Self {
         Diagnostic::from_host(&e)
     }
+}
+
+/// The run lock: when the config has `run_lock: {namespace, name, ttl, wait}`, an apply run takes
+/// that Kubernetes Lease before the recipe starts and gives it back when it ends, so two operators
+/// never apply at once. Returns the Rhai statement that takes it.
+fn run_lock_script(config: &Config) -> Option<String> {
+    let lock = config.value.get("run_lock")?;
+    let ns = lock.get("namespace")?.as_str().filter(|s| !s.is_empty())?;
+    let name = lock
+        .get("name")
+        .and_then(|v| v.as_str())
+        .unwrap_or("collate-run");
+    let ttl = lock.get("ttl").and_then(|v| v.as_i64()).unwrap_or(300);
+    let wait = lock.get("wait").and_then(|v| v.as_i64()).unwrap_or(0);
+    Some(format!(
+        "k8s::lock({}, {}, {ttl}, #{{wait: {wait}}});",
+        serde_json::Value::from(ns),
+        serde_json::Value::from(name)
+    ))
 }

@@ -333,7 +333,13 @@ fn parse_schema(schema: &Map) -> Result<Vec<Spec>, HostError> {
     Ok(specs)
 }
 
+/// Top-level keys the runtime itself reads (not part of any recipe's schema).
+pub const RUNTIME_KEYS: &[&str] = &["run_lock"];
+
 fn collect_leaves(v: &Value, path: &str, specs: &[Spec], out: &mut Vec<String>) {
+    if RUNTIME_KEYS.contains(&path) {
+        return;
+    }
     if !path.is_empty() {
         if let Some(spec) = specs.iter().find(|s| s.path == path) {
             if matches!(spec.ty.as_str(), "map" | "any" | "secret" | "list") || !v.is_object() {

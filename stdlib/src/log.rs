@@ -87,6 +87,49 @@ pub mod globals {
         )
     }
 
+    /// Runs independent closures at the same time (at most 8 at once) and returns their results
+    /// in order. Use it for steps that do not depend on each other — roles, secrets in different
+    /// namespaces — so a converged re-run costs about one round trip per dependency level. When
+    /// some fail, the others still finish and the first error (in list order) is raised.
+    ///
+    /// ```rhai
+    /// let arns = parallel([
+    ///     || aws::iam::ensure_role("collate-argo-controller-role", controller).arn,
+    ///     || aws::iam::ensure_role("collate-argo-server-role", server).arn,
+    /// ]);
+    /// ```
+    #[rhai_fn(return_raw)]
+    pub fn parallel(ctx: NativeCallContext, jobs: rhai::Array) -> RhaiResult<rhai::Array> {
+        crate::host::track(&ctx);
+        let fns: Vec<FnPtr> = jobs
+            .into_iter()
+            .map(|j| {
+                j.try_cast::<FnPtr>().ok_or_else(|| {
+                    crate::error::HostError::input("`parallel` takes an array of closures")
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        let ctx = &ctx;
+        let mut results: Vec<Option<RhaiResult<Dynamic>>> = (0..fns.len()).map(|_| None).collect();
+        for (chunk_fns, chunk_out) in fns.chunks(8).zip(results.chunks_mut(8)) {
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = chunk_fns
+                    .iter()
+                    .map(|f| scope.spawn(move || f.call_within_context::<Dynamic>(ctx, ())))
+                    .collect();
+                for (slot, h) in chunk_out.iter_mut().zip(handles) {
+                    *slot = Some(h.join().unwrap_or_else(|_| {
+                        Err(crate::error::HostError::input("a parallel job panicked").into())
+                    }));
+                }
+            });
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or(Ok(Dynamic::UNIT)))
+            .collect()
+    }
+
     /// The run's options from the command line: `#{plan, skip_preflight, allow_exec, verbosity}`.
     ///
     /// ```rhai

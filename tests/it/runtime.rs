@@ -274,3 +274,112 @@ fn completions_are_generated() {
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("--detailed-exitcode"));
 }
+
+#[test]
+fn detailed_exitcode_tells_whether_the_plan_has_changes() {
+    let cluster = collate_run_tests::kube::Cluster::start();
+    let script = "k8s::ensure_namespace(\"exitcode-demo\");";
+    // Plan on an empty world: changes → 2, and nothing was created.
+    let out = Run::script(script)
+        .envs(cluster.env())
+        .plan()
+        .arg("--detailed-exitcode")
+        .fails_with(2);
+    out.stdout_contains("+ k8s.Namespace exitcode-demo");
+    assert!(
+        cluster
+            .get("v1", "Namespace", "", "exitcode-demo")
+            .is_none()
+    );
+    // Apply (without the flag a change is still exit 0), then the plan has no changes → 0.
+    Run::script(script).envs(cluster.env()).succeeds();
+    assert!(
+        cluster
+            .get("v1", "Namespace", "", "exitcode-demo")
+            .is_some()
+    );
+    Run::script(script)
+        .envs(cluster.env())
+        .plan()
+        .arg("--detailed-exitcode")
+        .succeeds()
+        .stdout_contains("= k8s.Namespace exitcode-demo");
+}
+
+#[test]
+fn parallel_runs_closures_and_raises_the_first_error() {
+    let out = Run::eval("parallel([|| 1 + 1, || \"b\", || [3]])")
+        .json()
+        .succeeds();
+    assert_eq!(
+        out.json_lines()[0]["value"],
+        serde_json::json!([2, "b", [3]])
+    );
+    Run::script("parallel([|| 1, || throw \"job two failed\", || throw \"job three failed\"]);")
+        .fails_with(1)
+        .stderr_contains("job two failed");
+}
+
+#[test]
+fn parallel_journals_every_job() {
+    let cluster = collate_run_tests::kube::Cluster::start();
+    let script = "let ids = [];\nfor i in 0..12 { ids.push(i); }\nparallel(ids.map(|i| || k8s::ensure_namespace(`par-${i}`)));";
+    let out = Run::script(script).envs(cluster.env()).json().succeeds();
+    assert_eq!(out.summary()["create"], 12, "{out}");
+    for i in 0..12 {
+        assert!(
+            cluster
+                .get("v1", "Namespace", "", &format!("par-{i}"))
+                .is_some()
+        );
+    }
+    let again = Run::script(script).envs(cluster.env()).json().succeeds();
+    assert_eq!(again.summary()["unchanged"], 12, "{again}");
+}
+
+#[test]
+fn run_lock_from_config_is_taken_and_given_back() {
+    let cluster = collate_run_tests::kube::Cluster::start();
+    let lock = "run_lock: {namespace: default, name: deploy, ttl: 60}\n";
+    // The first run holds the lock while it waits (for a ConfigMap that never comes).
+    let slow = "try { k8s::wait(\"ConfigMap\", \"default\", \"never\", \"exists\", 4); } catch (e) { print(e.kind); }";
+    let first = {
+        let run = Run::script(slow).envs(cluster.env()).config_yaml(lock);
+        std::thread::spawn(move || run.run())
+    };
+    // Wait until the lease exists, then a second run is refused, naming the holder.
+    let mut held = false;
+    for _ in 0..100 {
+        if cluster
+            .get("coordination.k8s.io/v1", "Lease", "default", "deploy")
+            .is_some_and(|l| {
+                l["spec"]["holderIdentity"]
+                    .as_str()
+                    .is_some_and(|h| !h.is_empty())
+            })
+        {
+            held = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(held, "the first run did not take the lock");
+    let second = Run::script("print(\"should not run\");")
+        .envs(cluster.env())
+        .config_yaml(lock)
+        .fails_with(4);
+    second.stderr_contains("deploy");
+    assert!(!second.stdout.contains("should not run"), "{second}");
+    let first = first.join().unwrap();
+    assert_eq!(first.code, 0, "{first}");
+    // Given back at the end: a third run takes it at once; plan runs never lock.
+    Run::script("print(1);")
+        .envs(cluster.env())
+        .config_yaml(lock)
+        .succeeds();
+    Run::script("print(1);")
+        .envs(cluster.env())
+        .config_yaml(lock)
+        .plan()
+        .succeeds();
+}
