@@ -1,0 +1,475 @@
+//! The `aws::s3` namespace: the Argo artifact bucket of the guide, converged — region (with the
+//! us-east-1 LocationConstraint quirk), default encryption, public access block, versioning,
+//! tags — and a clear error when the name belongs to another account.
+
+use aws_sdk_s3::types::{
+    BucketLocationConstraint, BucketVersioningStatus, CreateBucketConfiguration,
+    PublicAccessBlockConfiguration, ServerSideEncryption, ServerSideEncryptionByDefault,
+    ServerSideEncryptionConfiguration, ServerSideEncryptionRule, Tag, Tagging,
+    VersioningConfiguration,
+};
+use rhai::plugin::*;
+use rhai::{Dynamic, Map};
+use serde_json::{Value, json};
+
+use crate::aws::{clients, has_code, identity, opt_tags, sdk_error, status};
+use crate::diff;
+use crate::error::{ErrorKind, HostError, RhaiResult};
+use crate::host::Host;
+use crate::journal::{Action, Change};
+use crate::value::{check_keys, from_json, opt_bool, opt_str};
+
+const OPTIONS: &[&str] = &["region", "encryption", "block_public", "versioning", "tags"];
+
+/// What the script asked of a bucket (only the fields it set are compared).
+struct Spec {
+    region: String,
+    encryption: Option<Value>,
+    block_public: Option<bool>,
+    versioning: Option<bool>,
+    tags: Option<Vec<(String, String)>>,
+}
+
+/// `encryption`: `true`/`"AES256"`, `"aws:kms"`, `"aws:kms:dsse"`, or `#{algorithm, kms_key,
+/// bucket_key}`; `false`/`()` leaves it alone (S3 always encrypts with SSE-S3 at least).
+fn encryption_spec(d: Option<&Dynamic>) -> Result<Option<Value>, HostError> {
+    let Some(d) = d.filter(|d| !d.is_unit()) else {
+        return Ok(None);
+    };
+    let algos = ["AES256", "aws:kms", "aws:kms:dsse"];
+    let check = |a: &str| -> Result<String, HostError> {
+        if algos.contains(&a) {
+            Ok(a.to_string())
+        } else {
+            Err(HostError::input(format!(
+                "encryption `{a}` is not one of {}",
+                algos.map(|a| format!("`{a}`")).join(", ")
+            )))
+        }
+    };
+    if let Ok(b) = d.as_bool() {
+        return Ok(b.then(|| json!({"algorithm": "AES256"})));
+    }
+    if d.is_string() {
+        return Ok(Some(json!({"algorithm": check(&d.to_string())?})));
+    }
+    if let Some(m) = d.read_lock::<Map>() {
+        check_keys(
+            "encryption of aws::s3::ensure_bucket",
+            &m,
+            &["algorithm", "kms_key", "bucket_key"],
+        )?;
+        let algorithm = opt_str(&m, "algorithm")?.unwrap_or_else(|| "aws:kms".into());
+        let mut v = json!({"algorithm": check(&algorithm)?});
+        if let Some(k) = opt_str(&m, "kms_key")? {
+            v["kms_key"] = json!(k);
+        }
+        if let Some(b) = opt_bool(&m, "bucket_key")? {
+            v["bucket_key"] = json!(b);
+        }
+        return Ok(Some(v));
+    }
+    Err(HostError::input(format!(
+        "option `encryption` must be a bool, an algorithm name or a map, not `{}`",
+        d.type_name()
+    )))
+}
+
+fn block_json(b: bool) -> Value {
+    json!({
+        "block_public_acls": b,
+        "ignore_public_acls": b,
+        "block_public_policy": b,
+        "restrict_public_buckets": b,
+    })
+}
+
+fn versioning_word(v: bool) -> &'static str {
+    if v { "Enabled" } else { "Suspended" }
+}
+
+fn desired_json(name: &str, spec: &Spec) -> Value {
+    let mut d = json!({"name": name, "region": spec.region});
+    if let Some(e) = &spec.encryption {
+        d["encryption"] = e.clone();
+    }
+    if let Some(b) = spec.block_public {
+        d["block_public"] = block_json(b);
+    }
+    if let Some(v) = spec.versioning {
+        d["versioning"] = json!(versioning_word(v));
+    }
+    if let Some(t) = &spec.tags {
+        d["tags"] = Value::Object(t.iter().map(|(k, v)| (k.clone(), json!(v))).collect());
+    }
+    d
+}
+
+/// The bucket as it is: `None` when absent. Errors when it belongs to someone else.
+fn read_bucket(
+    host: &Host,
+    c: &crate::aws::Clients,
+    account: &str,
+    name: &str,
+    spec: &Spec,
+) -> Result<Option<Value>, HostError> {
+    let op = "s3:HeadBucket";
+    host.read(&format!("{op} {name}"), async {
+        let s3 = c.s3(&spec.region);
+        let live_region = match s3.head_bucket().bucket(name).expected_bucket_owner(account).send().await {
+            Ok(out) => out.bucket_region().unwrap_or(&spec.region).to_string(),
+            Err(e) => {
+                let region_header = e
+                    .raw_response()
+                    .and_then(|r| r.headers().get("x-amz-bucket-region"))
+                    .map(str::to_string);
+                match status(&e) {
+                    Some(404) => return Ok(None),
+                    Some(403) => {
+                        return Err(HostError::new(
+                            ErrorKind::Conflict,
+                            format!("S3 bucket `{name}` exists but is owned by another account (or these credentials may not read it)"),
+                        )
+                        .with_hint("bucket names are global across all AWS accounts: choose another name, e.g. with the account id in it"));
+                    }
+                    Some(301) if region_header.is_some() => region_header.unwrap_or_default(),
+                    _ => return Err(sdk_error(op, name, e)),
+                }
+            }
+        };
+        if live_region != spec.region {
+            return Err(HostError::new(
+                ErrorKind::Conflict,
+                format!("S3 bucket `{name}` is in region `{live_region}`, not `{}`", spec.region),
+            )
+            .with_hint("a bucket's region cannot change: set `region` to where it is, or choose another name"));
+        }
+        let mut live = json!({"name": name, "region": live_region});
+        if spec.encryption.is_some() {
+            let op = "s3:GetBucketEncryption";
+            let enc = match s3.get_bucket_encryption().bucket(name).send().await {
+                Ok(out) => out
+                    .server_side_encryption_configuration()
+                    .and_then(|c| c.rules().first())
+                    .map(|r| {
+                        let by_default = r.apply_server_side_encryption_by_default();
+                        let mut v = json!({
+                            "algorithm": by_default.map(|d| d.sse_algorithm().as_str()),
+                        });
+                        if let Some(k) = by_default.and_then(|d| d.kms_master_key_id()) {
+                            v["kms_key"] = json!(k);
+                        }
+                        if let Some(b) = r.bucket_key_enabled() {
+                            v["bucket_key"] = json!(b);
+                        }
+                        v
+                    })
+                    .unwrap_or(Value::Null),
+                Err(e) if has_code(&e, "ServerSideEncryptionConfigurationNotFoundError") => Value::Null,
+                Err(e) => return Err(sdk_error(op, name, e)),
+            };
+            live["encryption"] = enc;
+        }
+        if spec.block_public.is_some() {
+            let op = "s3:GetPublicAccessBlock";
+            live["block_public"] = match s3.get_public_access_block().bucket(name).send().await {
+                Ok(out) => {
+                    let c = out.public_access_block_configuration();
+                    json!({
+                        "block_public_acls": c.and_then(|c| c.block_public_acls()).unwrap_or(false),
+                        "ignore_public_acls": c.and_then(|c| c.ignore_public_acls()).unwrap_or(false),
+                        "block_public_policy": c.and_then(|c| c.block_public_policy()).unwrap_or(false),
+                        "restrict_public_buckets": c.and_then(|c| c.restrict_public_buckets()).unwrap_or(false),
+                    })
+                }
+                Err(e) if has_code(&e, "NoSuchPublicAccessBlockConfiguration") => block_json(false),
+                Err(e) => return Err(sdk_error(op, name, e)),
+            };
+        }
+        if spec.versioning.is_some() {
+            let op = "s3:GetBucketVersioning";
+            let status = match s3.get_bucket_versioning().bucket(name).send().await {
+                Ok(out) => out.status().map(|s| s.as_str().to_string()),
+                // S3-compatible servers (moto) name the root element differently, which the SDK
+                // refuses; the status element is the same.
+                Err(e) if status(&e) == Some(200) => e
+                    .raw_response()
+                    .and_then(|r| r.body().bytes())
+                    .and_then(|b| std::str::from_utf8(b).ok())
+                    .and_then(|t| t.split("<Status>").nth(1))
+                    .and_then(|t| t.split("</Status>").next())
+                    .map(str::to_string),
+                Err(e) => return Err(sdk_error(op, name, e)),
+            };
+            // A bucket never versioned has no status; for "off" that is the same as Suspended.
+            live["versioning"] = json!(status.as_deref().unwrap_or("Suspended"));
+        }
+        if spec.tags.is_some() {
+            let op = "s3:GetBucketTagging";
+            live["tags"] = match s3.get_bucket_tagging().bucket(name).send().await {
+                Ok(out) => Value::Object(
+                    out.tag_set()
+                        .iter()
+                        .map(|t| (t.key().to_string(), json!(t.value())))
+                        .collect(),
+                ),
+                Err(e) if has_code(&e, "NoSuchTagSet") || has_code(&e, "NoSuchTagSetError") => json!({}),
+                Err(e) => return Err(sdk_error(op, name, e)),
+            };
+        }
+        Ok(Some(live))
+    })
+}
+
+fn ensure_bucket(ctx: &NativeCallContext, name: &str, opts: &Map) -> RhaiResult<Map> {
+    check_keys("aws::s3::ensure_bucket", opts, OPTIONS)?;
+    if name.len() < 3
+        || name.len() > 63
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+    {
+        return Err(HostError::input(format!(
+            "`{name}` is not a valid S3 bucket name (3 to 63 lowercase letters, digits, `-`, `.`)"
+        ))
+        .into());
+    }
+    let host = Host::of(ctx)?;
+    let c = clients(&host)?;
+    let spec = Spec {
+        region: opt_str(opts, "region")?.unwrap_or_else(|| c.region.clone()),
+        encryption: encryption_spec(opts.get("encryption"))?,
+        block_public: opt_bool(opts, "block_public")?,
+        versioning: opt_bool(opts, "versioning")?,
+        tags: opt_tags(opts, "tags")?,
+    };
+    let account = identity(&host, c)?.account;
+    let live = read_bucket(&host, c, &account, name, &spec)?;
+    let desired = desired_json(name, &spec);
+    let fields = diff::diff(&desired, live.as_ref(), &|_| false);
+    let action = match (&live, fields.is_empty()) {
+        (None, _) => Action::Create,
+        (Some(_), false) => Action::Update,
+        (Some(_), true) => Action::Unchanged,
+    };
+    let changed: Vec<&str> = fields
+        .iter()
+        .map(|f| f.path.split(['.', '[']).next().unwrap_or(""))
+        .collect();
+    if action.is_change() && !host.is_plan() {
+        apply(&host, c, name, &spec, live.as_ref(), &changed)?;
+    }
+    // The bucket as it is now (or would be): live merged with what was set.
+    let mut object = live.unwrap_or_else(|| json!({}));
+    if let (Some(Value::Object(o)), Value::Object(d)) = (Some(&mut object), &desired) {
+        for (k, v) in d {
+            if k == "tags" {
+                let tags = o.entry("tags").or_insert_with(|| json!({}));
+                for (tk, tv) in v.as_object().into_iter().flatten() {
+                    tags[tk] = tv.clone();
+                }
+            } else {
+                o.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    object["arn"] = json!(format!("arn:{}:s3:::{name}", identity(&host, c)?.partition));
+    let change = host
+        .journal()
+        .record(Change::new("aws.s3.bucket", name, action).with_fields(fields));
+    let mut out = change.outcome(from_json(&object));
+    out.insert(
+        "arn".into(),
+        object["arn"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+            .into(),
+    );
+    out.insert("region".into(), spec.region.clone().into());
+    Ok(out)
+}
+
+fn apply(
+    host: &Host,
+    c: &crate::aws::Clients,
+    name: &str,
+    spec: &Spec,
+    live: Option<&Value>,
+    changed: &[&str],
+) -> Result<(), HostError> {
+    let s3 = c.s3(&spec.region);
+    let creating = live.is_none();
+    if creating {
+        let op = "s3:CreateBucket";
+        // us-east-1 is the one region that must not be named as a LocationConstraint.
+        let conf = (spec.region != "us-east-1").then(|| {
+            CreateBucketConfiguration::builder()
+                .location_constraint(BucketLocationConstraint::from(spec.region.as_str()))
+                .build()
+        });
+        host.mutate(&format!("{op} {name}"), async {
+            match s3.create_bucket().bucket(name).set_create_bucket_configuration(conf).send().await {
+                Ok(_) => Ok(()),
+                Err(e) if has_code(&e, "BucketAlreadyOwnedByYou") => Ok(()),
+                Err(e) if has_code(&e, "BucketAlreadyExists") => Err(HostError::new(
+                    ErrorKind::Conflict,
+                    format!("S3 bucket name `{name}` is taken by another account"),
+                )
+                .with_hint("bucket names are global across all AWS accounts: choose another name, e.g. with the account id in it")),
+                Err(e) => Err(sdk_error(op, name, e)),
+            }
+        })?;
+    }
+    let wants = |field: &str| creating || changed.contains(&field);
+    if let Some(enc) = spec.encryption.as_ref().filter(|_| wants("encryption")) {
+        let op = "s3:PutBucketEncryption";
+        let by_default = ServerSideEncryptionByDefault::builder()
+            .sse_algorithm(ServerSideEncryption::from(
+                enc["algorithm"].as_str().unwrap_or("AES256"),
+            ))
+            .set_kms_master_key_id(enc["kms_key"].as_str().map(str::to_string))
+            .build()
+            .map_err(|e| HostError::input(format!("encryption of `{name}`: {e}")))?;
+        let rule = ServerSideEncryptionRule::builder()
+            .apply_server_side_encryption_by_default(by_default)
+            .set_bucket_key_enabled(enc["bucket_key"].as_bool())
+            .build();
+        let conf = ServerSideEncryptionConfiguration::builder()
+            .rules(rule)
+            .build()
+            .map_err(|e| HostError::input(format!("encryption of `{name}`: {e}")))?;
+        host.mutate(&format!("{op} {name}"), async {
+            s3.put_bucket_encryption()
+                .bucket(name)
+                .server_side_encryption_configuration(conf)
+                .send()
+                .await
+                .map_err(|e| sdk_error(op, name, e))
+        })?;
+    }
+    if let Some(b) = spec.block_public.filter(|_| wants("block_public")) {
+        let op = "s3:PutPublicAccessBlock";
+        let conf = PublicAccessBlockConfiguration::builder()
+            .block_public_acls(b)
+            .ignore_public_acls(b)
+            .block_public_policy(b)
+            .restrict_public_buckets(b)
+            .build();
+        host.mutate(&format!("{op} {name}"), async {
+            s3.put_public_access_block()
+                .bucket(name)
+                .public_access_block_configuration(conf)
+                .send()
+                .await
+                .map_err(|e| sdk_error(op, name, e))
+        })?;
+    }
+    if let Some(v) = spec
+        .versioning
+        .filter(|v| wants("versioning") && (*v || !creating))
+    {
+        let op = "s3:PutBucketVersioning";
+        let conf = VersioningConfiguration::builder()
+            .status(BucketVersioningStatus::from(versioning_word(v)))
+            .build();
+        host.mutate(&format!("{op} {name}"), async {
+            s3.put_bucket_versioning()
+                .bucket(name)
+                .versioning_configuration(conf)
+                .send()
+                .await
+                .map_err(|e| sdk_error(op, name, e))
+        })?;
+    }
+    if let Some(tags) = spec.tags.as_ref().filter(|_| wants("tags")) {
+        // PutBucketTagging replaces the whole set: keep the tags the script does not set.
+        let mut all: Vec<(String, String)> = live
+            .and_then(|l| l["tags"].as_object())
+            .into_iter()
+            .flatten()
+            .filter(|(k, _)| !tags.iter().any(|(t, _)| t == *k))
+            .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+            .collect();
+        all.extend(tags.iter().cloned());
+        let set = all
+            .iter()
+            .map(|(k, v)| Tag::builder().key(k).value(v).build())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| HostError::input(format!("tags of `{name}`: {e}")))?;
+        let tagging = Tagging::builder()
+            .set_tag_set(Some(set))
+            .build()
+            .map_err(|e| HostError::input(format!("tags of `{name}`: {e}")))?;
+        let op = "s3:PutBucketTagging";
+        host.mutate(&format!("{op} {name}"), async {
+            s3.put_bucket_tagging()
+                .bucket(name)
+                .tagging(tagging)
+                .send()
+                .await
+                .map_err(|e| sdk_error(op, name, e))
+        })?;
+    }
+    Ok(())
+}
+
+#[export_module]
+pub mod s3_module {
+    use super::*;
+
+    /// Ensures an S3 bucket: created when absent (in `region`, default the run's region; the
+    /// us-east-1 LocationConstraint quirk handled), then `encryption` (`true`/`"AES256"`,
+    /// `"aws:kms"`, `"aws:kms:dsse"` or `#{algorithm, kms_key, bucket_key}`), `block_public`
+    /// (all four public-access-block settings), `versioning` (bool) and `tags` (added or
+    /// changed; others kept) are set when they differ. A name owned by another account is a
+    /// `conflict` error. Returns `#{arn, region, changed, object, diff}`.
+    ///
+    /// ```rhai
+    /// let bucket = aws::s3::ensure_bucket(`collate-argo-artifacts-${aws::region()}`, #{
+    ///     encryption: "AES256",
+    ///     block_public: true,
+    /// });
+    /// print(bucket.changed);
+    /// ```
+    #[rhai_fn(return_raw)]
+    pub fn ensure_bucket(ctx: NativeCallContext, name: &str, opts: Map) -> RhaiResult<Map> {
+        super::ensure_bucket(&ctx, name, &opts)
+    }
+
+    /// `ensure_bucket` with no options: the bucket exists in the run's region.
+    ///
+    /// ```rhai
+    /// aws::s3::ensure_bucket("collate-argo-artifacts-eu-west-1");
+    /// ```
+    #[rhai_fn(name = "ensure_bucket", return_raw)]
+    pub fn ensure_bucket_plain(ctx: NativeCallContext, name: &str) -> RhaiResult<Map> {
+        super::ensure_bucket(&ctx, name, &Map::new())
+    }
+
+    /// `true` when the bucket exists and belongs to the account of the run; a bucket owned by
+    /// another account is a `conflict` error.
+    ///
+    /// ```rhai
+    /// if !aws::s3::bucket_exists("collate-argo-artifacts-eu-west-1") { print("missing"); }
+    /// ```
+    #[rhai_fn(return_raw)]
+    pub fn bucket_exists(ctx: NativeCallContext, name: &str) -> RhaiResult<bool> {
+        let host = Host::of(&ctx)?;
+        let c = clients(&host)?;
+        let account = identity(&host, c)?.account;
+        let spec = Spec {
+            region: c.region.clone(),
+            encryption: None,
+            block_public: None,
+            versioning: None,
+            tags: None,
+        };
+        match read_bucket(&host, c, &account, name, &spec) {
+            Ok(live) => Ok(live.is_some()),
+            // In another region still exists.
+            Err(e) if e.message.contains("is in region") => Ok(true),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
