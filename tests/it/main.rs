@@ -1,6 +1,7 @@
 //! The one integration test binary: every test runs the real `collate-run` against loopback
 //! servers. Modules are by area.
 
+mod aws;
 mod bad_input;
 mod helm;
 mod k8s;

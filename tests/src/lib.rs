@@ -4,6 +4,7 @@
 
 pub mod api_server;
 pub mod kube;
+pub mod moto;
 pub mod run;
 
 pub use run::{Output, Run};

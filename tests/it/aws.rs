@@ -1,0 +1,573 @@
+//! The `aws` namespaces against moto: every function in plan and apply mode, idempotence, a
+//! trust policy compared as JSON, plan mode leaving moto untouched, clear errors for missing
+//! credentials, region, cluster and foreign buckets, ECR passwords never shown, and the
+//! guide's AWS steps end to end through aws-sdk-rust with an endpoint override.
+
+use collate_run_tests::moto::{ACCOUNT, Moto, REGION};
+use collate_run_tests::{Output, Run};
+use serde_json::Value;
+
+const CLUSTER: &str = "collate-eks";
+const REGISTRY: &str = "118146679784.dkr.ecr.eu-west-1.amazonaws.com";
+const S3_FULL: &str = "arn:aws:iam::aws:policy/AmazonS3FullAccess";
+const S3_READ: &str = "arn:aws:iam::aws:policy/AmazonS3ReadOnlyAccess";
+
+fn run(moto: &Moto, script: &str) -> Run {
+    Run::script(script).envs(moto.env())
+}
+
+/// `(kind, name, action)` of each journal entry of a JSON run.
+fn actions(out: &Output) -> Vec<(String, String, String)> {
+    out.changes()
+        .iter()
+        .map(|c| {
+            let s = |k: &str| c[k].as_str().unwrap_or_default().to_string();
+            (s("kind"), s("name"), s("action"))
+        })
+        .collect()
+}
+
+fn host_path(issuer: &str) -> String {
+    issuer.trim_start_matches("https://").to_string()
+}
+
+#[test]
+fn account_region_and_cluster() {
+    let moto = Moto::start();
+    let issuer = moto.create_eks_cluster(CLUSTER);
+    let out = run(
+        &moto,
+        &format!(
+            r#"
+            print(`account=${{aws::account_id()}} region=${{aws::region()}}`);
+            let me = aws::sts::caller_identity();
+            print(`arn=${{me.arn}}`);
+            let c = aws::eks::describe_cluster("{CLUSTER}");
+            print(`name=${{c.name}} status=${{c.status}} issuer=${{c.identity.oidc.issuer}}`);
+            print(`oidc=${{aws::eks::oidc_issuer("{CLUSTER}")}}`);
+            "#
+        ),
+    )
+    .succeeds();
+    out.stdout_contains(&format!("account={ACCOUNT} region={REGION}"))
+        .stdout_contains(&format!("arn=arn:aws:sts::{ACCOUNT}:"))
+        .stdout_contains(&format!("name={CLUSTER} status=ACTIVE issuer={issuer}"))
+        .stdout_contains(&format!("oidc={issuer}"));
+    assert!(issuer.starts_with("https://oidc.eks.eu-west-1.amazonaws.com/id/"));
+
+    // `--region` overrides the environment; a missing cluster names itself and the region.
+    let out = run(&moto, r#"aws::eks::oidc_issuer("no-such-cluster");"#)
+        .arg("--region")
+        .arg("us-east-2")
+        .fails_with(4);
+    out.stderr_contains("EKS cluster `no-such-cluster` not found in region `us-east-2`");
+    // Not-found is catchable with its kind.
+    run(
+        &moto,
+        r#"try { aws::eks::describe_cluster("nope"); } catch (e) { print(`kind=${e.kind}`); }"#,
+    )
+    .succeeds()
+    .stdout_contains("kind=not_found");
+}
+
+#[test]
+fn missing_credentials_or_region_is_one_clear_error_before_any_change() {
+    let moto = Moto::start();
+    let script = r#"
+        aws::s3::ensure_bucket("collate-argo-artifacts-eu-west-1");
+        aws::iam::ensure_role("r", #{ trust: #{} });
+    "#;
+    let no_creds: Vec<(String, String)> = moto
+        .env()
+        .into_iter()
+        .filter(|(k, _)| !k.starts_with("AWS_ACCESS_KEY_ID") && !k.starts_with("AWS_SECRET"))
+        .collect();
+    let out = Run::script(script).envs(no_creds).fails_with(4);
+    out.stderr_contains("no AWS credentials found")
+        .stderr_contains("AWS_ACCESS_KEY_ID")
+        .stderr_contains("--profile");
+    assert!(!out.stdout.contains("aws.s3.bucket"), "{out}");
+
+    let no_region: Vec<(String, String)> = moto
+        .env()
+        .into_iter()
+        .filter(|(k, _)| !k.ends_with("REGION"))
+        .collect();
+    let out = Run::script(script).envs(no_region).fails_with(3);
+    out.stderr_contains("no AWS region is set")
+        .stderr_contains("--region");
+    assert!(moto.bucket_names().is_empty());
+    assert!(moto.role_names().is_empty());
+
+    // A named profile that does not exist and no other credentials: one error naming it.
+    let bare: Vec<(String, String)> = moto
+        .env()
+        .into_iter()
+        .filter(|(k, _)| !k.starts_with("AWS_ACCESS_KEY_ID") && !k.starts_with("AWS_SECRET"))
+        .collect();
+    Run::script(script)
+        .envs(bare)
+        .arg("--profile")
+        .arg("ecr-collate")
+        .fails_with(4)
+        .stderr_contains("profile `ecr-collate`");
+}
+
+#[test]
+fn oidc_provider_plan_apply_unchanged() {
+    let moto = Moto::start();
+    let issuer = moto.create_eks_cluster(CLUSTER);
+    let hp = host_path(&issuer);
+    let arn = format!("arn:aws:iam::{ACCOUNT}:oidc-provider/{hp}");
+    let script = format!(
+        r#"
+        let p = aws::iam::ensure_oidc_provider(aws::eks::oidc_issuer("{CLUSTER}"), #{{ thumbprints: [] }});
+        print(`arn=${{p.arn}} changed=${{p.changed}} ids=${{p.object.client_ids}}`);
+        let g = aws::iam::get_oidc_provider("{hp}");
+        print(`get=${{if g == () {{ "none" }} else {{ g.arn }}}}`);
+        "#
+    );
+    let out = run(&moto, &script).plan().json().succeeds();
+    assert_eq!(
+        actions(&out),
+        vec![("aws.iam.oidc_provider".into(), hp.clone(), "create".into())]
+    );
+    assert_eq!(out.changes()[0]["planned"], true);
+    out.stdout_contains(&format!("arn={arn} changed=created"))
+        .stdout_contains("get=none");
+    assert!(
+        moto.oidc_provider_arns().is_empty(),
+        "plan created a provider"
+    );
+
+    run(&moto, &script)
+        .succeeds()
+        .stdout_contains(&format!(
+            "arn={arn} changed=created ids=[\"sts.amazonaws.com\"]"
+        ))
+        .stdout_contains(&format!("get={arn}"));
+    assert_eq!(moto.oidc_provider_arns(), vec![arn.clone()]);
+    let client_ids = moto.python(&format!(
+        "out = c('iam').get_open_id_connect_provider(OpenIDConnectProviderArn='{arn}')['ClientIDList']"
+    ));
+    assert_eq!(client_ids, serde_json::json!(["sts.amazonaws.com"]));
+
+    let out = run(&moto, &script).json().succeeds();
+    assert_eq!(actions(&out)[0].2, "unchanged");
+    run(&moto, &script)
+        .plan()
+        .succeeds()
+        .stdout_contains("changed=unchanged");
+
+    // A thumbprint given explicitly that differs is an update.
+    let out = run(
+        &moto,
+        &format!(
+            r#"let p = aws::iam::ensure_oidc_provider("{issuer}", #{{ thumbprints: ["9E99A48A9960B14926BB7F3B02E22DA2B0AB7280"] }}); print(p.changed);"#
+        ),
+    )
+    .json()
+    .succeeds();
+    let change = &out.changes()[0];
+    assert_eq!(change["action"], "update");
+    assert_eq!(change["fields"][0]["path"], "thumbprints");
+    // A bad thumbprint is an input error.
+    run(
+        &moto,
+        &format!(r#"aws::iam::ensure_oidc_provider("{issuer}", #{{ thumbprints: ["abc"] }});"#),
+    )
+    .fails_with(1)
+    .stderr_contains("40 hex digits");
+}
+
+fn role_script(issuer: &str, sa: &str, extra: &str) -> String {
+    format!(
+        r#"
+        let r = aws::iam::ensure_role("collate-server-role", #{{
+            trust: aws::iam::irsa_trust("{issuer}", "collate", "{sa}"),
+            policies: ["{S3_FULL}"],
+            tags: #{{ "managed-by": "collate-run" }},
+            {extra}
+        }});
+        print(`arn=${{r.arn}} changed=${{r.changed}} policies=${{r.object.policies.len()}}`);
+        "#
+    )
+}
+
+#[test]
+fn role_plan_apply_unchanged_and_trust_update() {
+    let moto = Moto::start();
+    let issuer = moto.create_eks_cluster(CLUSTER);
+    let hp = host_path(&issuer);
+    let arn = format!("arn:aws:iam::{ACCOUNT}:role/collate-server-role");
+
+    let out = run(&moto, &role_script(&issuer, "openmetadata", ""))
+        .plan()
+        .json()
+        .succeeds();
+    assert_eq!(actions(&out)[0].2, "create");
+    out.stdout_contains(&format!("arn={arn} changed=created policies=1"));
+    assert!(moto.role_names().is_empty(), "plan created a role");
+
+    run(&moto, &role_script(&issuer, "openmetadata", ""))
+        .succeeds()
+        .stdout_contains(&format!("arn={arn} changed=created policies=1"));
+    let attached = moto.python(
+        "out = [p['PolicyArn'] for p in c('iam').list_attached_role_policies(RoleName='collate-server-role')['AttachedPolicies']]",
+    );
+    assert_eq!(attached, serde_json::json!([S3_FULL]));
+    let trust = moto.python(
+        "out = c('iam').get_role(RoleName='collate-server-role')['Role']['AssumeRolePolicyDocument']",
+    );
+    let cond = &trust["Statement"][0]["Condition"]["StringEquals"];
+    assert_eq!(
+        cond[format!("{hp}:sub")],
+        "system:serviceaccount:collate:openmetadata"
+    );
+    assert_eq!(cond[format!("{hp}:aud")], "sts.amazonaws.com");
+    assert_eq!(
+        trust["Statement"][0]["Principal"]["Federated"],
+        format!("arn:aws:iam::{ACCOUNT}:oidc-provider/{hp}")
+    );
+
+    // Second run: unchanged, in both modes.
+    let out = run(&moto, &role_script(&issuer, "openmetadata", ""))
+        .json()
+        .succeeds();
+    assert_eq!(actions(&out)[0].2, "unchanged");
+    out.stdout_contains("changed=unchanged");
+
+    // Another ServiceAccount: the trust policy is updated, with the field in the journal.
+    let out = run(&moto, &role_script(&issuer, "om-role", ""))
+        .plan()
+        .json()
+        .succeeds();
+    let change = &out.changes()[0];
+    assert_eq!(change["action"], "update");
+    let fields = change["fields"].as_array().unwrap();
+    assert_eq!(fields.len(), 1, "{change}");
+    assert!(
+        fields[0]["path"].as_str().unwrap().ends_with(":sub\"]"),
+        "{change}"
+    );
+    assert_eq!(
+        fields[0]["before"],
+        "system:serviceaccount:collate:openmetadata"
+    );
+    assert_eq!(fields[0]["after"], "system:serviceaccount:collate:om-role");
+    let trust_now = || {
+        moto.python("out = c('iam').get_role(RoleName='collate-server-role')['Role']['AssumeRolePolicyDocument']")
+            ["Statement"][0]["Condition"]["StringEquals"][format!("{hp}:sub")]
+            .clone()
+    };
+    assert_eq!(trust_now(), "system:serviceaccount:collate:openmetadata");
+    let out = run(&moto, &role_script(&issuer, "om-role", ""))
+        .json()
+        .succeeds();
+    assert_eq!(out.changes()[0]["action"], "update");
+    assert_eq!(trust_now(), "system:serviceaccount:collate:om-role");
+    run(&moto, &role_script(&issuer, "om-role", ""))
+        .succeeds()
+        .stdout_contains("changed=unchanged");
+
+    // Inline policies are put; `exclusive` detaches and deletes what the script does not list.
+    let inline = r#"inline: #{ artifacts: #{ Version: "2012-10-17", Statement: [#{ Effect: "Allow", Action: ["s3:GetObject", "s3:PutObject"], Resource: "arn:aws:s3:::collate-argo-artifacts-eu-west-1/*" }] } },"#;
+    moto.python(&format!(
+        "c('iam').attach_role_policy(RoleName='collate-server-role', PolicyArn='{S3_READ}')"
+    ));
+    let out = run(&moto, &role_script(&issuer, "om-role", inline))
+        .json()
+        .succeeds();
+    assert_eq!(out.changes()[0]["action"], "update");
+    let names = moto
+        .python("out = c('iam').list_role_policies(RoleName='collate-server-role')['PolicyNames']");
+    assert_eq!(names, serde_json::json!(["artifacts"]));
+    run(&moto, &role_script(&issuer, "om-role", inline))
+        .succeeds()
+        .stdout_contains("changed=unchanged policies=2");
+    let out = run(&moto, &role_script(&issuer, "om-role", "exclusive: true,"))
+        .plan()
+        .json()
+        .succeeds();
+    let paths: Vec<String> = out.changes()[0]["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["path"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        paths.contains(&format!("policies[\"{S3_READ}\"]")),
+        "{paths:?}"
+    );
+    assert!(paths.contains(&"inline.artifacts".to_string()), "{paths:?}");
+    run(&moto, &role_script(&issuer, "om-role", "exclusive: true,"))
+        .succeeds()
+        .stdout_contains("changed=updated policies=1");
+    let names = moto
+        .python("out = c('iam').list_role_policies(RoleName='collate-server-role')['PolicyNames']");
+    assert_eq!(names, serde_json::json!([]));
+
+    // get_role and role_arn.
+    run(
+        &moto,
+        r#"let r = aws::iam::get_role("collate-server-role");
+           print(`policies=${r.policies} tag=${r.tags["managed-by"]}`);
+           print(`none=${aws::iam::get_role("nope") == ()} arn=${aws::iam::role_arn("x")}`);"#,
+    )
+    .succeeds()
+    .stdout_contains(S3_FULL)
+    .stdout_contains("tag=collate-run")
+    .stdout_contains(&format!("none=true arn=arn:aws:iam::{ACCOUNT}:role/x"));
+
+    // Unknown options are refused with a suggestion.
+    run(
+        &moto,
+        r#"aws::iam::ensure_role("x", #{ trust: #{}, polices: [] });"#,
+    )
+    .fails_with(1)
+    .stderr_contains("did you mean `policies`");
+}
+
+#[test]
+fn trust_policy_compares_as_json_not_text() {
+    let moto = Moto::start();
+    let issuer = moto.create_eks_cluster(CLUSTER);
+    let hp = host_path(&issuer);
+    // The same policy written another way: keys reordered, whitespace, a one-element Action list.
+    moto.python(&format!(
+        r#"
+doc = '''{{ "Statement" : [ {{ "Condition": {{"StringEquals": {{"{hp}:aud": "sts.amazonaws.com", "{hp}:sub": "system:serviceaccount:collate:openmetadata"}}}},
+  "Action": ["sts:AssumeRoleWithWebIdentity"], "Principal": {{"Federated": "arn:aws:iam::{ACCOUNT}:oidc-provider/{hp}"}}, "Effect": "Allow" }} ],
+  "Version": "2012-10-17" }}'''
+c('iam').create_role(RoleName='collate-server-role', AssumeRolePolicyDocument=doc, Tags=[{{'Key': 'managed-by', 'Value': 'collate-run'}}])
+c('iam').attach_role_policy(RoleName='collate-server-role', PolicyArn='{S3_FULL}')
+"#
+    ));
+    let out = run(&moto, &role_script(&issuer, "openmetadata", ""))
+        .json()
+        .succeeds();
+    assert_eq!(actions(&out)[0].2, "unchanged", "{out}");
+}
+
+#[test]
+fn bucket_plan_apply_unchanged_update_and_regions() {
+    let moto = Moto::start();
+    let name = "collate-argo-artifacts-eu-west-1";
+    let script = |tags: &str| {
+        format!(
+            r#"let b = aws::s3::ensure_bucket("{name}", #{{ encryption: "AES256", block_public: true, versioning: true, tags: #{{ {tags} }} }});
+               print(`changed=${{b.changed}} arn=${{b.arn}} region=${{b.region}} enc=${{b.object.encryption.algorithm}}`);"#
+        )
+    };
+    let out = run(&moto, &script("team: \"data\""))
+        .plan()
+        .json()
+        .succeeds();
+    assert_eq!(
+        actions(&out),
+        vec![("aws.s3.bucket".into(), name.into(), "create".into())]
+    );
+    out.stdout_contains(&format!(
+        "changed=created arn=arn:aws:s3:::{name} region={REGION}"
+    ));
+    assert!(moto.bucket_names().is_empty(), "plan created a bucket");
+
+    run(&moto, &script("team: \"data\""))
+        .succeeds()
+        .stdout_contains("changed=created");
+    assert_eq!(moto.bucket_names(), vec![name.to_string()]);
+    let state = moto.python(&format!(
+        "s3 = c('s3')\n\
+         out = {{'loc': s3.get_bucket_location(Bucket='{name}')['LocationConstraint'],\n\
+                 'enc': s3.get_bucket_encryption(Bucket='{name}')['ServerSideEncryptionConfiguration']['Rules'][0]['ApplyServerSideEncryptionByDefault']['SSEAlgorithm'],\n\
+                 'pab': s3.get_public_access_block(Bucket='{name}')['PublicAccessBlockConfiguration'],\n\
+                 'ver': s3.get_bucket_versioning(Bucket='{name}').get('Status'),\n\
+                 'tags': s3.get_bucket_tagging(Bucket='{name}')['TagSet']}}"
+    ));
+    assert_eq!(state["loc"], REGION);
+    assert_eq!(state["enc"], "AES256");
+    assert_eq!(state["pab"]["BlockPublicAcls"], true);
+    assert_eq!(state["pab"]["RestrictPublicBuckets"], true);
+    assert_eq!(state["ver"], "Enabled");
+    assert_eq!(
+        state["tags"],
+        serde_json::json!([{"Key": "team", "Value": "data"}])
+    );
+
+    let out = run(&moto, &script("team: \"data\"")).json().succeeds();
+    assert_eq!(actions(&out)[0].2, "unchanged");
+
+    // A tag change updates only the tags, keeping tags set by others.
+    moto.python(&format!(
+        "c('s3').put_bucket_tagging(Bucket='{name}', Tagging={{'TagSet': [{{'Key': 'team', 'Value': 'data'}}, {{'Key': 'owner', 'Value': 'ops'}}]}})"
+    ));
+    let out = run(&moto, &script("team: \"platform\"")).json().succeeds();
+    let change = &out.changes()[0];
+    assert_eq!(change["action"], "update");
+    assert_eq!(change["fields"][0]["path"], "tags.team");
+    assert_eq!(change["fields"][0]["before"], "data");
+    let tags = moto.python(&format!(
+        "out = sorted([t['Key'] + '=' + t['Value'] for t in c('s3').get_bucket_tagging(Bucket='{name}')['TagSet']])"
+    ));
+    assert_eq!(tags, serde_json::json!(["owner=ops", "team=platform"]));
+
+    // us-east-1 takes no LocationConstraint.
+    run(
+        &moto,
+        r#"let b = aws::s3::ensure_bucket("collate-argo-artifacts-us-east-1", #{ region: "us-east-1" }); print(b.changed);"#,
+    )
+    .succeeds()
+    .stdout_contains("created");
+    let loc = moto.python(
+        "out = c('s3', 'us-east-1').get_bucket_location(Bucket='collate-argo-artifacts-us-east-1')['LocationConstraint']",
+    );
+    assert!(loc.is_null() || loc == "us-east-1", "{loc}");
+    run(
+        &moto,
+        r#"aws::s3::ensure_bucket("collate-argo-artifacts-us-east-1", #{ region: "us-east-1" }); print(aws::s3::bucket_exists("nope-bucket"));"#,
+    )
+    .succeeds()
+    .stdout_contains("false");
+
+    // Bad input.
+    run(&moto, r#"aws::s3::ensure_bucket("Bad_Name");"#)
+        .fails_with(1)
+        .stderr_contains("not a valid S3 bucket name");
+    run(
+        &moto,
+        &format!(r#"aws::s3::ensure_bucket("{name}", #{{ encryption: "rot13" }});"#),
+    )
+    .fails_with(1)
+    .stderr_contains("`AES256`");
+}
+
+#[test]
+fn ecr_docker_config_never_shows_the_password() {
+    let moto = Moto::start();
+    let password = moto.ecr_password("118146679784");
+    let auth = {
+        // base64("AWS:" + password), as the document's `auth` holds it.
+        let v = moto.python(&format!(
+            "import base64\nout = base64.b64encode(b'AWS:{password}').decode()"
+        ));
+        v.as_str().unwrap().to_string()
+    };
+    let script = format!(
+        r#"
+        let s = aws::ecr::docker_config("{REGISTRY}");
+        print(s);
+        print(`interpolated ${{s}} type=${{type_of(s)}}`);
+        log::info(`log ${{s}}`);
+        let t = aws::ecr::docker_config("118146679784/eu-west-1");
+        print(#{{ doc: t }});
+        throw `failing with ${{s}}`;
+        "#
+    );
+    for r in [
+        run(&moto, &script),
+        run(&moto, &script).json(),
+        run(&moto, &script).plan(),
+    ] {
+        let out = r.fails_with(1);
+        out.stdout_contains("type=Secret")
+            .never_shows(&password)
+            .never_shows(&auth);
+        assert!(out.stdout.contains("***"), "{out}");
+    }
+    run(&moto, r#"aws::ecr::docker_config("docker.io");"#)
+        .fails_with(1)
+        .stderr_contains("is not an ECR registry");
+}
+
+/// The guide's AWS steps, in order, through aws-sdk-rust with an endpoint override: describe
+/// the cluster, OIDC provider, artifact bucket, the four IRSA roles with their policies.
+const GUIDE: &str = r#"
+let account = aws::account_id();
+let region = aws::region();
+let issuer = aws::eks::oidc_issuer("collate-eks");
+let provider = aws::iam::ensure_oidc_provider(issuer, #{ thumbprints: [] });
+let bucket = aws::s3::ensure_bucket(`collate-argo-artifacts-${region}`, #{ block_public: true });
+let roles = [
+    ["collate-argo-controller-role", "argo-workflows", "argo-workflows-controller-sa", "arn:aws:iam::aws:policy/AmazonS3FullAccess"],
+    ["collate-argo-server-role", "argo-workflows", "argo-workflows-server-sa", "arn:aws:iam::aws:policy/AmazonS3ReadOnlyAccess"],
+    ["collate-server-role", "collate", "openmetadata", "arn:aws:iam::aws:policy/AmazonS3FullAccess"],
+    ["collate-ingestion-role", "collate", "om-role", "arn:aws:iam::aws:policy/AmazonS3FullAccess"],
+];
+for r in roles {
+    let role = aws::iam::ensure_role(r[0], #{
+        trust: aws::iam::irsa_trust(issuer, r[1], r[2]),
+        policies: [r[3]],
+    });
+    print(`${r[0]} ${role.changed} ${role.arn}`);
+}
+"#;
+
+#[test]
+fn guide_aws_steps_conform_on_moto() {
+    let moto = Moto::start();
+    let issuer = moto.create_eks_cluster(CLUSTER);
+    let hp = host_path(&issuer);
+
+    let out = run(&moto, GUIDE).plan().json().succeeds();
+    let kinds: Vec<(String, String)> = actions(&out).into_iter().map(|(k, _, a)| (k, a)).collect();
+    assert_eq!(kinds.len(), 6, "{out}");
+    assert!(kinds.iter().all(|(_, a)| a == "create"), "{kinds:?}");
+    assert_eq!(out.summary()["type"], "summary");
+    out.stdout_contains(&format!(
+        "collate-server-role created arn:aws:iam::{ACCOUNT}:role/collate-server-role"
+    ));
+    assert!(
+        moto.role_names().is_empty()
+            && moto.bucket_names().is_empty()
+            && moto.oidc_provider_arns().is_empty()
+    );
+
+    run(&moto, GUIDE)
+        .succeeds()
+        .stdout_contains("+ aws.iam.role collate-ingestion-role");
+    let mut roles = moto.role_names();
+    roles.sort();
+    assert_eq!(
+        roles,
+        vec![
+            "collate-argo-controller-role",
+            "collate-argo-server-role",
+            "collate-ingestion-role",
+            "collate-server-role"
+        ]
+    );
+    let check = moto.python(&format!(
+        r#"
+iam = c('iam')
+out = {{}}
+for r in ['collate-argo-controller-role', 'collate-argo-server-role', 'collate-server-role', 'collate-ingestion-role']:
+    doc = iam.get_role(RoleName=r)['Role']['AssumeRolePolicyDocument']
+    out[r] = [doc['Statement'][0]['Condition']['StringEquals']['{hp}:sub'],
+              [p['PolicyArn'] for p in iam.list_attached_role_policies(RoleName=r)['AttachedPolicies']]]
+"#
+    ));
+    assert_eq!(
+        check["collate-argo-server-role"],
+        serde_json::json!([
+            "system:serviceaccount:argo-workflows:argo-workflows-server-sa",
+            [S3_READ]
+        ])
+    );
+    assert_eq!(
+        check["collate-ingestion-role"],
+        serde_json::json!(["system:serviceaccount:collate:om-role", [S3_FULL]])
+    );
+    assert_eq!(
+        moto.bucket_names(),
+        vec!["collate-argo-artifacts-eu-west-1"]
+    );
+
+    let out = run(&moto, GUIDE).json().succeeds();
+    let all: Vec<String> = actions(&out).into_iter().map(|(_, _, a)| a).collect();
+    assert_eq!(all, vec!["unchanged"; 6]);
+    assert!(
+        out.changes()
+            .iter()
+            .all(|c| c["fields"].is_null() || c["fields"] == Value::Array(vec![]))
+    );
+}
