@@ -97,3 +97,20 @@ if [[ $MOTO == 1 ]]; then
     echo "moto:    $("$VENV/bin/python" -c 'import moto; print(moto.__version__)')"
     if [[ -x $VENV/bin/aws ]]; then echo "awscli:  $("$VENV/bin/aws" --version 2>&1)"; fi
 fi
+
+# --- PostgreSQL and MariaDB (preflight tests; Debian packages) -------------------
+# tests/src/postgres.rs finds initdb/pg_ctl under /usr/lib/postgresql/*/bin (or $PG_BIN);
+# tests/src/mariadb.rs uses /usr/sbin/mariadbd. Installed only when missing; needs root.
+if ! compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || [[ ! -x /usr/sbin/mariadbd ]]; then
+    if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
+        echo "test-deps: installing postgresql and mariadb-server (apt)"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq
+        apt-get install -y -qq --no-install-recommends postgresql mariadb-server ssl-cert >/dev/null
+    else
+        echo "test-deps: PostgreSQL/MariaDB missing: run 'apt-get install postgresql mariadb-server' as root" >&2
+    fi
+fi
+pg_bin="$(compgen -G '/usr/lib/postgresql/*/bin' | sort -V | tail -n1 || true)"
+echo "postgres: $([[ -n $pg_bin ]] && "$pg_bin/postgres" --version || echo missing)"
+echo "mariadb: $([[ -x /usr/sbin/mariadbd ]] && /usr/sbin/mariadbd --version || echo missing)"

@@ -3,6 +3,8 @@
 //! for the run mode, the journal and the async bridge.
 
 pub mod aws;
+pub mod checks;
+pub mod db;
 pub mod diff;
 pub mod error;
 pub mod helm;
@@ -40,4 +42,6 @@ pub fn register(engine: &mut Engine) {
     engine.register_static_module("aws", aws::module().into());
     engine.register_static_module("k8s", exported_module!(k8s::k8s_module).into());
     engine.register_static_module("helm", exported_module!(helm::helm_module).into());
+    engine.register_static_module("db", exported_module!(db::db_module).into());
+    engine.register_static_module("checks", exported_module!(checks::checks_module).into());
 }

@@ -3,6 +3,7 @@
 
 mod aws;
 mod bad_input;
+mod preflight;
 mod helm;
 mod k8s;
 mod runtime;

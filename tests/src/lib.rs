@@ -3,7 +3,10 @@
 //! ports (moto, the Kubernetes API test server, the OpenMetadata/Argo test server).
 
 pub mod api_server;
+pub mod json_server;
 pub mod kube;
+pub mod mariadb;
+pub mod postgres;
 pub mod moto;
 pub mod run;
 
