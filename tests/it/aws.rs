@@ -571,3 +571,39 @@ for r in ['collate-argo-controller-role', 'collate-argo-server-role', 'collate-s
             .all(|c| c["fields"].is_null() || c["fields"] == Value::Array(vec![]))
     );
 }
+
+#[test]
+fn doctor_irsa_finds_a_broken_trust() {
+    let moto = Moto::start();
+    moto.create_eks_cluster(CLUSTER);
+    run(&moto, GUIDE).succeeds();
+    let doctor = || {
+        Run::recipe("maintenance/doctor-irsa.rhai")
+            .config(collate_run_tests::run::root().join("recipes/customer.example.yaml"))
+            .set("cluster_name", CLUSTER)
+            .envs(moto.env())
+    };
+    let out = doctor().succeeds();
+    out.stdout_contains("IRSA chain is consistent")
+        .stderr_contains("annotations not checked");
+    // The header and 4 checks for each of the 4 roles; no problem rows.
+    assert_eq!(out.stdout.matches("  ok  ").count(), 1 + 4 * 4, "{out}");
+    assert!(!out.stdout.contains("  x  "), "{out}");
+
+    // The server role trusts another ServiceAccount and lost its policy.
+    moto.python(&format!(
+        "c('iam').detach_role_policy(RoleName='collate-server-role', PolicyArn='{S3_FULL}')"
+    ));
+    run(
+        &moto,
+        &format!(
+            r#"aws::iam::ensure_role("collate-server-role", #{{ trust: aws::iam::irsa_trust(aws::eks::oidc_issuer("{CLUSTER}"), "collate", "someone-else") }});"#
+        ),
+    )
+    .succeeds();
+    let out = doctor().fails_with(5);
+    out.stdout_contains("trust sub")
+        .stdout_contains("system:serviceaccount:collate:someone-else; fix: expected system:serviceaccount:collate:openmetadata")
+        .stdout_contains("AmazonS3FullAccess not attached")
+        .stderr_contains("2 IRSA problem(s) found");
+}
