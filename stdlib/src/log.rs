@@ -10,11 +10,7 @@ use crate::journal::Level;
 
 fn emit(ctx: &NativeCallContext, level: Level, message: &Dynamic) -> RhaiResult<()> {
     let host = Host::of(ctx)?;
-    let text = match message.read_lock::<crate::secret::Secret>() {
-        Some(_) => crate::secret::MASK.to_string(),
-        None => message.to_string(),
-    };
-    host.journal().log(level, &text);
+    host.journal().log(level, &crate::value::display(message));
     Ok(())
 }
 
@@ -23,13 +19,13 @@ fn emit(ctx: &NativeCallContext, level: Level, message: &Dynamic) -> RhaiResult<
 pub mod log_module {
     use super::*;
 
-    /// Logs at debug level (shown with `-v`).
+    /// Logs a detail shown only with `-v` (`debug` is a reserved word in Rhai).
     ///
     /// ```rhai
-    /// log::debug(`issuer is ${issuer}`);
+    /// log::verbose(`issuer is ${issuer}`);
     /// ```
     #[rhai_fn(return_raw)]
-    pub fn debug(ctx: NativeCallContext, message: Dynamic) -> RhaiResult<()> {
+    pub fn verbose(ctx: NativeCallContext, message: Dynamic) -> RhaiResult<()> {
         emit(&ctx, Level::Debug, &message)
     }
 
@@ -128,6 +124,20 @@ pub mod globals {
             .into_iter()
             .map(|r| r.unwrap_or(Ok(Dynamic::UNIT)))
             .collect()
+    }
+
+    /// Joins the items of an array into one string, with `sep` between them (Secrets show `***`).
+    ///
+    /// ```rhai
+    /// ["a", "b", 3].join(", ")   // "a, b, 3"
+    /// ```
+    #[rhai_fn(global, name = "join", pure)]
+    pub fn join(items: &mut rhai::Array, sep: &str) -> String {
+        items
+            .iter()
+            .map(crate::value::display)
+            .collect::<Vec<_>>()
+            .join(sep)
     }
 
     /// The run's options from the command line: `#{plan, skip_preflight, allow_exec, verbosity}`.

@@ -130,6 +130,15 @@ pub fn from_json(v: &Value) -> Dynamic {
     }
 }
 
+/// A value as text for messages: strings as they are, Secrets as `***`, others as Rhai shows them.
+pub fn display(d: &Dynamic) -> String {
+    if d.is::<Secret>() {
+        MASK.to_string()
+    } else {
+        d.to_string()
+    }
+}
+
 /// Reads an optional string option from an options map.
 pub fn opt_str(opts: &Map, key: &str) -> Result<Option<String>, HostError> {
     match opts.get(key) {

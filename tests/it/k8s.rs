@@ -418,7 +418,9 @@ fn lock_contention_expiry_and_unlock() {
     let c = Cluster::start();
     run(&c, r#"k8s::ensure_namespace("collate");"#).succeeds();
     // Two runs at once: exactly one gets the lock; the other names the holder.
-    let script = r#"let l = k8s::lock("collate", "collate-run", 30); print(`held=${l.held} by ${l.holder}`);"#;
+    // Each run keeps the lock for two seconds (waiting for a ConfigMap that never comes).
+    let script = r#"let l = k8s::lock("collate", "collate-run", 30); print(`held=${l.held} by ${l.holder}`);
+        try { k8s::wait("ConfigMap", "collate", "never", "exists", 2); } catch (e) { }"#;
     let (a, b) = std::thread::scope(|s| {
         let a = s.spawn(|| run(&c, script).run());
         let b = s.spawn(|| run(&c, script).run());
@@ -429,22 +431,32 @@ fn lock_contention_expiry_and_unlock() {
     let (winner, loser) = if a.code == 0 { (a, b) } else { (b, a) };
     winner.stdout_contains("held=true by ");
     loser.stderr_contains("run lock `collate/collate-run` is held by `");
-    let lease = c
-        .get("coordination.k8s.io/v1", "Lease", "collate", "collate-run")
-        .unwrap();
-    let holder = lease["spec"]["holderIdentity"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    assert!(holder.contains('@') && holder.contains(':'), "{holder}");
+    // The run gave its lock back when it ended: the lease is gone.
+    assert!(
+        c.get("coordination.k8s.io/v1", "Lease", "collate", "collate-run")
+            .is_none(),
+        "the lock outlived its run"
+    );
 
     // A plan does not take the lock; it warns.
     run(&c, script)
         .plan()
         .succeeds()
         .stdout_contains("held=false");
-    // An expired lease is taken over by a waiting run.
-    run(&c, r#"k8s::lock("collate", "short", 5);"#).succeeds();
+    // A lease held by someone else (who died without giving it back) blocks until it expires.
+    let foreign = |renew: &str, secs: i64| {
+        format!(
+            r#"k8s::apply(#{{apiVersion: "coordination.k8s.io/v1", kind: "Lease",
+                metadata: #{{name: "short", namespace: "collate"}},
+                spec: #{{holderIdentity: "someone@elsewhere:1", leaseDurationSeconds: {secs},
+                        renewTime: "{renew}", acquireTime: "{renew}"}}}});"#
+        )
+    };
+    run(&c, &foreign("2099-01-01T00:00:00.000000Z", 3600)).succeeds();
+    run(&c, r#"k8s::lock("collate", "short", 30);"#)
+        .fails_with(4)
+        .stderr_contains("someone@elsewhere:1");
+    run(&c, &foreign("2020-01-01T00:00:00.000000Z", 5)).succeeds();
     run(
         &c,
         r#"let l = k8s::lock("collate", "short", 30, #{wait: 20}); print(`took=${l.held}`);"#,

@@ -3,7 +3,8 @@
 
 mod aws;
 mod bad_input;
-mod preflight;
 mod helm;
 mod k8s;
+mod preflight;
+mod recipes;
 mod runtime;

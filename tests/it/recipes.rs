@@ -31,7 +31,7 @@ fn local_overrides(api: &ApiServer) -> String {
     format!(
         r#"
 account_id: "{ACCOUNT}"
-steps: {{prereqs: false}}
+steps: {{prereqs: false, preflight: false}}
 charts:
   argo_workflows: {{repo_url: "", chart: "{argo}"}}
   openmetadata: {{repo_url: "", chart: "{om}"}}
@@ -379,7 +379,7 @@ fn reindex_logs_in_with_basic_auth() {
 fn every_recipe_passes_check() {
     let dir = root().join("recipes");
     let mut recipes = Vec::new();
-    for sub in ["", "maintenance"] {
+    for sub in ["", "maintenance", "lib"] {
         for entry in std::fs::read_dir(dir.join(sub)).unwrap() {
             let p = entry.unwrap().path();
             if p.extension().is_some_and(|e| e == "rhai") {
@@ -387,9 +387,8 @@ fn every_recipe_passes_check() {
             }
         }
     }
-    assert!(recipes.len() >= 7, "{recipes:?}");
-    // A reachable cluster config (check makes no call, but building the client reads it).
-    let kube = Cluster::start();
+    assert!(recipes.len() >= 12, "{recipes:?}");
+    // No cluster and no AWS endpoint: `check` makes no remote call, so it needs neither.
     for p in recipes {
         let out = Run::check(&p)
             .config(example())
@@ -397,20 +396,113 @@ fn every_recipe_passes_check() {
                 "account_id: \"{ACCOUNT}\"\nopenmetadata: {{url: \"http://localhost:8585\"}}\n"
             ))
             .envs(secrets_env())
-            .envs(kube.env())
             .run();
-        // Until the aws namespace lands, recipes that call it stop at an unknown function.
-        if out.code != 0 && out.stderr.contains("unknown function `aws::") {
-            eprintln!("{}: aws namespace not there yet", p.display());
-            continue;
-        }
         assert_eq!(
             out.code,
             0,
-            "{} fails `collate-run check`: {out:?}",
+            "{} fails `collate-run check`: {out}",
             p.display()
         );
     }
+}
+
+#[test]
+fn full_with_the_aws_prerequisites_on_moto() {
+    let Some(w) = World::start() else {
+        eprintln!("skipped: helm not installed (scripts/test-deps.sh)");
+        return;
+    };
+    let moto = collate_run_tests::moto::Moto::start();
+    let issuer = moto.create_eks_cluster("acme-eks");
+    let issuer_host = issuer.trim_start_matches("https://").to_string();
+    let run = |plan: bool| {
+        let mut r = w
+            .recipe("full.rhai")
+            .config_yaml(
+                "steps: {prereqs: true, preflight: false, reindex: false}\naccount_id: \"\"\n",
+            )
+            .envs(moto.env());
+        if plan {
+            r = r.plan();
+        }
+        r.succeeds()
+    };
+    // The plan creates nothing on AWS either.
+    let plan = run(true);
+    assert!(
+        changed(&plan)
+            .iter()
+            .any(|c| c == "create aws.iam.role collate-server-role"),
+        "{plan}"
+    );
+    assert!(moto.role_names().is_empty() && moto.bucket_names().is_empty());
+    run(false);
+    // The guide's AWS objects, one by one.
+    assert_eq!(moto.oidc_provider_arns().len(), 1);
+    assert!(moto.oidc_provider_arns()[0].ends_with(&format!("oidc-provider/{issuer_host}")));
+    assert!(
+        moto.bucket_names()
+            .contains(&"collate-argo-artifacts-eu-west-1".to_string())
+    );
+    for (role, ns, sa, policy) in [
+        (
+            "collate-argo-controller-role",
+            "argo-workflows",
+            "argo-workflows-controller-sa",
+            "AmazonS3FullAccess",
+        ),
+        (
+            "collate-argo-server-role",
+            "argo-workflows",
+            "argo-workflows-server-sa",
+            "AmazonS3ReadOnlyAccess",
+        ),
+        (
+            "collate-server-role",
+            "collate",
+            "openmetadata",
+            "AmazonS3FullAccess",
+        ),
+        (
+            "collate-ingestion-role",
+            "collate",
+            "om-role",
+            "AmazonS3FullAccess",
+        ),
+    ] {
+        let r = moto.python(&format!(
+            "iam = c('iam')\nr = iam.get_role(RoleName='{role}')['Role']\n\
+             p = [a['PolicyArn'] for a in iam.list_attached_role_policies(RoleName='{role}')['AttachedPolicies']]\n\
+             out = {{'trust': r['AssumeRolePolicyDocument'], 'policies': p}}"
+        ));
+        let cond = &r["trust"]["Statement"][0]["Condition"]["StringEquals"];
+        assert_eq!(
+            cond[format!("{issuer_host}:sub")],
+            format!("system:serviceaccount:{ns}:{sa}"),
+            "{role}: {r}"
+        );
+        assert_eq!(
+            cond[format!("{issuer_host}:aud")],
+            "sts.amazonaws.com",
+            "{role}"
+        );
+        assert_eq!(
+            r["policies"],
+            json!([format!("arn:aws:iam::aws:policy/{policy}")]),
+            "{role}"
+        );
+    }
+    // The ECR pull secret in the namespace that pulls, with the registry of the config.
+    let pull = w.get("v1", "Secret", "collate", "ecr-registry-creds");
+    assert_eq!(pull["type"], "kubernetes.io/dockerconfigjson");
+    let auths = unbase64(pull["data"][".dockerconfigjson"].as_str().unwrap());
+    assert!(
+        auths.contains("118146679784.dkr.ecr.eu-west-1.amazonaws.com"),
+        "{auths}"
+    );
+    // And a second run changes nothing, on AWS or Kubernetes.
+    let again = run(true);
+    assert!(changed(&again).is_empty(), "{:#?}", changed(&again));
 }
 
 /// Standard base64 decoding (Secret data read straight from the test server).

@@ -6,8 +6,8 @@ pub mod api_server;
 pub mod json_server;
 pub mod kube;
 pub mod mariadb;
-pub mod postgres;
 pub mod moto;
+pub mod postgres;
 pub mod run;
 
 pub use run::{Output, Run};

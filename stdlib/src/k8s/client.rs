@@ -48,6 +48,8 @@ static CONNECTIONS: Mutex<Vec<(Weak<Host>, Arc<Kube>)>> = Mutex::new(Vec::new())
 
 /// The cluster connection of `host`, built on first use.
 pub(crate) fn kube(host: &Arc<Host>) -> Result<Arc<Kube>, HostError> {
+    // `collate-run check` stops before the first remote call: do not even read the kubeconfig.
+    host.guard_remote("k8s: connect")?;
     {
         let mut conns = CONNECTIONS.lock().unwrap_or_else(|e| e.into_inner());
         conns.retain(|(w, _)| w.strong_count() > 0);
