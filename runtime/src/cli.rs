@@ -183,20 +183,24 @@ pub struct Session {
 }
 
 impl Session {
-    pub fn new(opts: &RunOpts, script: Option<&Path>, mode: Mode) -> Result<Session, Diagnostic> {
+    pub fn new(
+        opts: &RunOpts,
+        script: Option<&Path>,
+        mode: Mode,
+    ) -> Result<Session, Box<Diagnostic>> {
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-        let config =
-            Config::load(&opts.config, &opts.set).map_err(|e| Diagnostic::from_host(&e))?;
+        let config = Config::load(&opts.config, &opts.set)
+            .map_err(|e| Box::new(Diagnostic::from_host(&e)))?;
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
             .map_err(|e| {
-                Diagnostic::new(
+                Box::new(Diagnostic::new(
                     "io",
                     format!("cannot start the async runtime: {e}"),
                     exit::SCRIPT,
-                )
+                ))
             })?;
         rt.spawn(async {
             if tokio::signal::ctrl_c().await.is_ok() {
@@ -262,15 +266,19 @@ impl Session {
         }
     }
 
-    pub fn compile_file(&self, path: &Path) -> Result<AST, Diagnostic> {
+    pub fn compile_file(&self, path: &Path) -> Result<AST, Box<Diagnostic>> {
         let shown = collate_stdlib::host::display_path(path);
         let text = std::fs::read_to_string(path).map_err(|e| {
-            Diagnostic::new("io", format!("cannot read `{shown}`: {e}"), exit::SCRIPT)
+            Box::new(Diagnostic::new(
+                "io",
+                format!("cannot read `{shown}`: {e}"),
+                exit::SCRIPT,
+            ))
         })?;
         let mut ast = self
             .engine
             .compile_with_scope(&self.scope, &text)
-            .map_err(|e| Diagnostic::from_parse(&e, &path.display().to_string()))?;
+            .map_err(|e| Box::new(Diagnostic::from_parse(&e, &path.display().to_string())))?;
         ast.set_source(path.display().to_string());
         Ok(ast)
     }
@@ -312,7 +320,7 @@ fn run(opts: &RunOpts, source: Source, mode: Mode) -> i32 {
             .engine
             .compile_expression_with_scope(&session.scope, e)
             .or_else(|_| session.engine.compile_with_scope(&session.scope, e))
-            .map_err(|err| Diagnostic::from_parse(&err, "<expression>")),
+            .map_err(|err| Box::new(Diagnostic::from_parse(&err, "<expression>"))),
     };
     let ast = match ast {
         Ok(a) => a,
@@ -345,10 +353,10 @@ fn run(opts: &RunOpts, source: Source, mode: Mode) -> i32 {
     }
     let code = match result {
         Ok(value) => {
-            if let Source::Expr(_) = source {
-                if !value.is_unit() {
-                    print_value(session.format, &value);
-                }
+            if let Source::Expr(_) = source
+                && !value.is_unit()
+            {
+                print_value(session.format, &value);
             }
             exit::OK
         }

@@ -340,12 +340,11 @@ fn collect_leaves(v: &Value, path: &str, specs: &[Spec], out: &mut Vec<String>) 
     if RUNTIME_KEYS.contains(&path) {
         return;
     }
-    if !path.is_empty() {
-        if let Some(spec) = specs.iter().find(|s| s.path == path) {
-            if matches!(spec.ty.as_str(), "map" | "any" | "secret" | "list") || !v.is_object() {
-                return;
-            }
-        }
+    if !path.is_empty()
+        && let Some(spec) = specs.iter().find(|s| s.path == path)
+        && (matches!(spec.ty.as_str(), "map" | "any" | "secret" | "list") || !v.is_object())
+    {
+        return;
     }
     match v {
         Value::Object(o) if !o.is_empty() => {

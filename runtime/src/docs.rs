@@ -33,11 +33,11 @@ pub fn generate() -> Vec<(String, String)> {
 pub fn write(out: &Path) -> i32 {
     for (name, text) in generate() {
         let path = out.join(&name);
-        if let Some(dir) = path.parent() {
-            if let Err(e) = std::fs::create_dir_all(dir) {
-                eprintln!("error: cannot create `{}`: {e}", dir.display());
-                return exit::SCRIPT;
-            }
+        if let Some(dir) = path.parent()
+            && let Err(e) = std::fs::create_dir_all(dir)
+        {
+            eprintln!("error: cannot create `{}`: {e}", dir.display());
+            return exit::SCRIPT;
         }
         if let Err(e) = std::fs::write(&path, text) {
             eprintln!("error: cannot write `{}`: {e}", path.display());

@@ -110,10 +110,10 @@ fn check_case(dir: &Path) -> Option<String> {
             problems.push(format!("stderr lacks {s:?}"));
         }
     }
-    if let Some(at) = &e.at {
-        if !out.stderr.contains(&format!("{at}\n")) {
-            problems.push(format!("stderr does not point at {at}"));
-        }
+    if let Some(at) = &e.at
+        && !out.stderr.contains(&format!("{at}\n"))
+    {
+        problems.push(format!("stderr does not point at {at}"));
     }
     for s in &e.never {
         if out.stdout.contains(s.as_str()) || out.stderr.contains(s.as_str()) {
