@@ -523,3 +523,112 @@ fn unbase64(text: &str) -> String {
     }
     String::from_utf8(out).expect("utf-8")
 }
+
+#[test]
+fn refresh_ecr_updates_the_pull_secret_in_place() {
+    let Some(w) = World::start() else {
+        eprintln!("skipped: helm not installed (scripts/test-deps.sh)");
+        return;
+    };
+    let refresh = |password: &str| {
+        Run::recipe("maintenance/refresh-ecr.rhai")
+            .config(example())
+            .config_yaml(
+                "ecr: {password: {env: ECR_PASSWORD}, namespaces: [collate, argo-workflows]}\n",
+            )
+            .envs(w.kube.env())
+            .env("ECR_PASSWORD", password)
+            .json()
+            .succeeds()
+    };
+    let first = refresh("ecr-token-canary-one");
+    first.never_shows("ecr-token-canary-one");
+    let before = w.get("v1", "Secret", "collate", "ecr-registry-creds");
+    assert!(
+        w.kube
+            .get("v1", "Secret", "argo-workflows", "ecr-registry-creds")
+            .is_some()
+    );
+    // A new token (the old one expired after 12 hours): updated, not deleted and re-created.
+    w.kube.server.clear_requests();
+    let second = refresh("ecr-token-canary-two");
+    second.never_shows("ecr-token-canary-two");
+    let actions: Vec<String> = second
+        .changes()
+        .iter()
+        .map(|c| {
+            format!(
+                "{} {}",
+                c["action"].as_str().unwrap_or(""),
+                c["name"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    assert!(
+        actions.contains(&"update collate/ecr-registry-creds".to_string()),
+        "{actions:?}"
+    );
+    let after = w.get("v1", "Secret", "collate", "ecr-registry-creds");
+    assert_eq!(
+        before["metadata"]["uid"], after["metadata"]["uid"],
+        "the secret was re-created"
+    );
+    assert!(
+        unbase64(after["data"][".dockerconfigjson"].as_str().unwrap())
+            .contains("ecr-token-canary-two")
+    );
+    let deletes: Vec<_> = w
+        .kube
+        .server
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "DELETE")
+        .collect();
+    assert!(deletes.is_empty(), "refresh deleted something: {deletes:?}");
+    // The same token again: nothing changes.
+    let third = refresh("ecr-token-canary-two");
+    assert_eq!(third.summary()["update"], 0, "{third}");
+}
+
+#[test]
+fn rotate_db_password_updates_the_secret_and_restarts_the_server_once() {
+    let Some(w) = World::start() else {
+        eprintln!("skipped: helm not installed (scripts/test-deps.sh)");
+        return;
+    };
+    w.recipe("full.rhai")
+        .config_yaml("steps: {reindex: false}\n")
+        .succeeds();
+    let rotate = |password: &str, plan: bool| {
+        let mut r = Run::recipe("maintenance/rotate-db-password.rhai")
+            .config(example())
+            .envs(w.kube.env())
+            .env("COLLATE_DB_PASSWORD", password)
+            .json();
+        if plan {
+            r = r.plan();
+        }
+        r.succeeds()
+    };
+    let generation = |w: &World| {
+        w.get("apps/v1", "Deployment", "collate", "openmetadata")["metadata"]["generation"].clone()
+    };
+    let gen0 = generation(&w);
+    // The plan shows the change (masked) and restarts nothing.
+    let plan = rotate("db-rotated-canary-2", true);
+    plan.never_shows("db-rotated-canary-2");
+    plan.stdout_contains("would restart deployment/openmetadata");
+    assert_eq!(generation(&w), gen0);
+    // Apply: the secret holds the new password and the server's pods roll.
+    rotate("db-rotated-canary-2", false).never_shows("db-rotated-canary-2");
+    let secret = w.get("v1", "Secret", "collate", "db-credentials");
+    assert_eq!(
+        unbase64(secret["data"]["password"].as_str().unwrap()),
+        "db-rotated-canary-2"
+    );
+    assert_ne!(generation(&w), gen0, "the server was not restarted");
+    // The same password again: no restart.
+    let gen1 = generation(&w);
+    rotate("db-rotated-canary-2", false).stdout_contains("no restart");
+    assert_eq!(generation(&w), gen1);
+}

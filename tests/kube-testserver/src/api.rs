@@ -1235,7 +1235,10 @@ fn server_side_apply(
     if meta_str(&applied, "name").is_none() {
         applied["metadata"]["name"] = json!(name);
     }
-    validate(t, &mut applied, Some(name))?;
+    // Like the real server, an applied configuration is validated once merged with the live
+    // object (a partial config — only an annotation — is fine for an existing object); here it is
+    // only normalised (stringData folded, defaults) before the merge.
+    let _ = validate(t, &mut applied, Some(name));
     require_namespace(state, t)?;
     if let Some(m) = applied["metadata"].as_object_mut() {
         for f in ["uid", "creationTimestamp", "generation", "managedFields"] {
@@ -1250,7 +1253,7 @@ fn server_side_apply(
             if t.rt.namespaced {
                 skeleton["metadata"]["namespace"] = json!(t.ns());
             }
-            let merged = fields::apply(
+            let mut merged = fields::apply(
                 &skeleton,
                 &applied,
                 &manager,
@@ -1258,6 +1261,7 @@ fn server_side_apply(
                 t.rt.custom,
                 skip_status,
             )?;
+            validate(t, &mut merged, Some(name))?;
             let created = finish_create(state, t, merged, &manager, ctx.dry_run())?;
             Ok(Reply::Json(201, with_version(&created, &t.api_version())))
         }

@@ -771,3 +771,45 @@ fn nodes_version_and_starts_fast() {
     });
     assert_eq!(server.mutating_requests(), 0);
 }
+
+/// Like the real server, an applied configuration is validated after the merge with the live
+/// object: a partial config (only a pod-template annotation) is fine for an existing Deployment,
+/// while the same config cannot create one.
+#[tokio::test]
+async fn partial_apply_is_validated_after_the_merge() {
+    use k8s_openapi::api::apps::v1::Deployment;
+    let server = KubeTestServer::start();
+    let deployments: Api<Deployment> = Api::namespaced(client(&server), "default");
+    let pp = PatchParams::apply("collate-run");
+    let partial = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+        "spec": {"template": {"metadata": {"annotations": {"restarted": "1"}}}}});
+    let err = deployments
+        .patch("web", &pp, &Patch::Apply(partial.clone()))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, kube::Error::Api(ref s) if s.code == 422),
+        "{err:?}"
+    );
+    let full = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+        "spec": {"selector": {"matchLabels": {"app": "web"}},
+                 "template": {"metadata": {"labels": {"app": "web"}},
+                              "spec": {"containers": [{"name": "web", "image": "nginx"}]}}}});
+    deployments
+        .patch("web", &PatchParams::apply("helm"), &Patch::Apply(full))
+        .await
+        .unwrap();
+    let patched = deployments
+        .patch("web", &pp, &Patch::Apply(partial))
+        .await
+        .unwrap();
+    let template = patched.spec.unwrap().template;
+    assert_eq!(
+        template.metadata.unwrap().annotations.unwrap()["restarted"],
+        "1"
+    );
+    assert_eq!(
+        template.spec.unwrap().containers[0].image.as_deref(),
+        Some("nginx")
+    );
+}
