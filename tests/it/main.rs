@@ -7,4 +7,5 @@ mod helm;
 mod k8s;
 mod preflight;
 mod recipes;
+mod reliability;
 mod runtime;

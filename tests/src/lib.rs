@@ -3,6 +3,7 @@
 //! ports (moto, the Kubernetes API test server, the OpenMetadata/Argo test server).
 
 pub mod api_server;
+pub mod fault_proxy;
 pub mod json_server;
 pub mod kube;
 pub mod mariadb;

@@ -125,12 +125,23 @@ async fn connect(context: Option<&str>) -> Result<Kube, HostError> {
         .trim_end_matches('/')
         .to_string();
     let default_namespace = config.default_namespace.clone();
-    let client = Client::try_from(config).map_err(|e| {
+    // kube's own retry covers 429/503/504 only, up to 15 times; ours (below) also covers 500/502
+    // and connection errors, with fewer, jittered attempts.
+    config.default_retry = false;
+    let builder = kube::client::ClientBuilder::try_from(config).map_err(|e| {
         HostError::config(format!(
             "cannot set up a client for the Kubernetes API `{server}` (context `{name}`): {}",
             chain(&e)
         ))
     })?;
+    let client = builder
+        .with_layer(
+            &tower::ServiceBuilder::new()
+                .layer(tower::retry::RetryLayer::new(retry::Policy::default()))
+                .layer(tower::buffer::BufferLayer::new(64))
+                .into_inner(),
+        )
+        .build();
     Ok(Kube {
         client,
         context: name,
@@ -138,6 +149,196 @@ async fn connect(context: Option<&str>) -> Result<Kube, HostError> {
         default_namespace,
         discovery: tokio::sync::Mutex::new(None),
     })
+}
+
+/// Retries of Kubernetes API requests: throttling (429), server errors (500, 502, 503, 504) and
+/// connection errors (refused, reset, closed early, timed out) are retried up to
+/// [`retry::MAX_ATTEMPTS`] attempts in all, with exponential backoff and jitter (or the server's
+/// `Retry-After`, capped). Every method is retried: reads and server-side applies are idempotent,
+/// and every create the stdlib sends is named, so a create that did happen before its answer was
+/// lost comes back as `409 AlreadyExists`, never as a second object. 4xx answers other than 429 are
+/// final at once.
+pub(crate) mod retry {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::Duration;
+
+    use http::{Request, Response};
+    use kube::client::Body;
+    use tower::BoxError;
+
+    /// Attempts per request, the first included.
+    pub const MAX_ATTEMPTS: u32 = 8;
+    /// The first backoff; each next one doubles, up to [`MAX_DELAY`].
+    const BASE_DELAY: Duration = Duration::from_millis(100);
+    const MAX_DELAY: Duration = Duration::from_secs(4);
+    /// A server's `Retry-After` is honoured up to this.
+    const MAX_RETRY_AFTER: Duration = Duration::from_secs(10);
+
+    static SEED: AtomicU64 = AtomicU64::new(0);
+
+    /// The retry state of one request (tower clones the policy per request).
+    #[derive(Clone)]
+    pub struct Policy {
+        attempt: u32,
+        rng: u64,
+    }
+
+    impl Default for Policy {
+        fn default() -> Self {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0);
+            Policy {
+                attempt: 1,
+                rng: nanos ^ SEED.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed),
+            }
+        }
+    }
+
+    /// Statuses worth another attempt.
+    pub fn is_transient_status(code: u16) -> bool {
+        matches!(code, 429 | 500 | 502 | 503 | 504)
+    }
+
+    /// Transport errors worth another attempt: anything at the socket level (refused, reset,
+    /// closed before the answer, timed out). Not: TLS, auth-plugin or URL errors.
+    pub fn is_transient_error(e: &(dyn std::error::Error + 'static)) -> bool {
+        let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+        while let Some(err) = cur {
+            if let Some(io) = err.downcast_ref::<std::io::Error>() {
+                use std::io::ErrorKind::*;
+                if matches!(
+                    io.kind(),
+                    ConnectionRefused
+                        | ConnectionReset
+                        | ConnectionAborted
+                        | BrokenPipe
+                        | UnexpectedEof
+                        | TimedOut
+                        | NotConnected
+                ) {
+                    return true;
+                }
+            }
+            let text = err.to_string().to_ascii_lowercase();
+            if text.contains("connection closed before message completed")
+                || text.contains("connection reset")
+                || text.contains("error trying to connect")
+                || text.contains("incomplete message")
+                || text.contains("channel closed")
+            {
+                return true;
+            }
+            cur = err.source();
+        }
+        false
+    }
+
+    impl Policy {
+        /// The wait before attempt `self.attempt + 1`: half the exponential delay plus a random
+        /// part up to the other half ("equal jitter"), so clients that failed together spread out.
+        fn backoff(&mut self) -> Duration {
+            let exp = BASE_DELAY
+                .saturating_mul(1 << (self.attempt - 1).min(16))
+                .min(MAX_DELAY);
+            self.rng ^= self.rng << 13;
+            self.rng ^= self.rng >> 7;
+            self.rng ^= self.rng << 17;
+            let half = exp / 2;
+            half + half.mul_f64((self.rng >> 11) as f64 / (1u64 << 53) as f64)
+        }
+    }
+
+    fn retry_after<B>(res: &Response<B>) -> Option<Duration> {
+        let secs: u64 = res
+            .headers()
+            .get(http::header::RETRY_AFTER)?
+            .to_str()
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
+        Some(Duration::from_secs(secs).min(MAX_RETRY_AFTER))
+    }
+
+    impl<B> tower::retry::Policy<Request<Body>, Response<B>, BoxError> for Policy {
+        type Future = tokio::time::Sleep;
+
+        fn retry(
+            &mut self,
+            _req: &mut Request<Body>,
+            result: &mut Result<Response<B>, BoxError>,
+        ) -> Option<Self::Future> {
+            if self.attempt >= MAX_ATTEMPTS {
+                return None;
+            }
+            let server_wait = match result {
+                Ok(res) if is_transient_status(res.status().as_u16()) => retry_after(res),
+                Ok(_) => return None,
+                Err(e) if is_transient_error(e.as_ref()) => None,
+                Err(_) => return None,
+            };
+            let wait = server_wait.unwrap_or_else(|| self.backoff());
+            self.attempt += 1;
+            Some(tokio::time::sleep(wait))
+        }
+
+        fn clone_request(&mut self, req: &Request<Body>) -> Option<Request<Body>> {
+            let body = req.body().try_clone()?;
+            let mut out = Request::builder()
+                .method(req.method().clone())
+                .uri(req.uri().clone())
+                .version(req.version())
+                .body(body)
+                .ok()?;
+            *out.headers_mut() = req.headers().clone();
+            *out.extensions_mut() = req.extensions().clone();
+            Some(out)
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn backoff_grows_is_jittered_and_capped() {
+            let mut p = Policy::default();
+            let mut total = Duration::ZERO;
+            for attempt in 1..MAX_ATTEMPTS {
+                p.attempt = attempt;
+                let exp = BASE_DELAY.saturating_mul(1 << (attempt - 1)).min(MAX_DELAY);
+                let d = p.backoff();
+                assert!(
+                    d >= exp / 2 && d <= exp,
+                    "attempt {attempt}: {d:?} vs {exp:?}"
+                );
+                total += d;
+            }
+            assert!(total <= Duration::from_secs(11), "{total:?}");
+            let mut a = Policy::default();
+            let mut b = Policy::default();
+            a.attempt = 5;
+            b.attempt = 5;
+            let (x, y): (Vec<_>, Vec<_>) = (0..8).map(|_| (a.backoff(), b.backoff())).unzip();
+            assert_ne!(x, y, "two clients back off in lockstep");
+        }
+
+        #[test]
+        fn only_throttling_server_and_socket_errors_are_transient() {
+            for c in [429, 500, 502, 503, 504] {
+                assert!(is_transient_status(c));
+            }
+            for c in [400, 401, 403, 404, 409, 422] {
+                assert!(!is_transient_status(c));
+            }
+            let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+            assert!(is_transient_error(&reset));
+            let denied = std::io::Error::from(std::io::ErrorKind::PermissionDenied);
+            assert!(!is_transient_error(&denied));
+        }
+    }
 }
 
 /// An error and its causes, `: `-separated.
@@ -168,7 +369,18 @@ impl Kube {
                     400 | 422 => ErrorKind::Input,
                     _ => ErrorKind::Api,
                 };
-                let err = HostError::new(kind, format!("{what}: {msg}"));
+                let mut err = HostError::new(kind, format!("{what}: {msg} (HTTP {})", status.code));
+                if retry::is_transient_status(status.code) {
+                    err.message = format!(
+                        "{what}: {msg} (HTTP {}, still failing after {} attempts)",
+                        status.code,
+                        retry::MAX_ATTEMPTS
+                    );
+                    err = err.with_hint(format!(
+                        "the API server `{}` kept answering {}; retried with backoff, then gave up. Re-run when it is healthy: the recipe converges from where it stopped",
+                        self.server, status.code
+                    ));
+                }
                 match status.code {
                     401 | 403 => err.with_hint(format!(
                         "the credentials of context `{}` are refused or lack permission; check `kubectl --context {} auth can-i ...`",
@@ -183,9 +395,10 @@ impl Kube {
             )
             .with_hint("refresh the credentials (e.g. `aws sso login`) or check the kubeconfig user"),
             kube::Error::HyperError(_) | kube::Error::Service(_) | kube::Error::RustlsTls(_) => HostError::api(format!(
-                "cannot reach the Kubernetes API server `{}` (context `{}`): {}",
+                "{what}: cannot reach the Kubernetes API server `{}` (context `{}`{}): {}",
                 self.server,
                 self.context,
+                if retry::is_transient_error(&e) { format!(", {} attempts", retry::MAX_ATTEMPTS) } else { String::new() },
                 chain(&e)
             ))
             .with_hint(format!(
