@@ -58,8 +58,12 @@ pub fn normalize(doc: &Value) -> Value {
 fn norm(v: &Value, key: Option<&str>, in_condition: bool) -> Value {
     match v {
         Value::Object(o) => {
+            // Keys in sorted order, so a statement's text (its sort key below) does not depend
+            // on the order IAM returned its keys in.
+            let mut keys: Vec<(&String, &Value)> = o.iter().collect();
+            keys.sort_by(|a, b| a.0.cmp(b.0));
             let mut out = Map::new();
-            for (k, v) in o {
+            for (k, v) in keys {
                 let in_cond = in_condition || k == "Condition";
                 let mut nv = norm(v, Some(k), in_cond);
                 if k == "Statement" && nv.is_object() {
@@ -232,5 +236,114 @@ mod tests {
         let b = json!({"Statement": {"Action": ["s3:List*", "s3:Get*"],
             "Condition": {"Bool": {"aws:SecureTransport": ["false"]}}}});
         assert!(same(&a, &b));
+    }
+}
+
+/// Property tests (bounded fuzzing) of the trust-policy comparison: the forms IAM hands back
+/// (URL-encoded, keys and statements reordered, one-element lists as scalars) compare equal, a
+/// changed `sub` condition never does, and no input text makes the parser panic.
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    fn url_encode(s: &str) -> String {
+        s.bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                    (b as char).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect()
+    }
+
+    fn trust(issuer: &str, subs: &[String], extra: bool) -> Value {
+        let mut statements: Vec<Value> = subs
+            .iter()
+            .map(|sub| {
+                json!({
+                    "Effect": "Allow",
+                    "Principal": {"Federated": format!("arn:aws:iam::123456789012:oidc-provider/{issuer}")},
+                    "Action": "sts:AssumeRoleWithWebIdentity",
+                    "Condition": {"StringEquals": {
+                        format!("{issuer}:sub"): sub,
+                        format!("{issuer}:aud"): "sts.amazonaws.com",
+                    }},
+                })
+            })
+            .collect();
+        if extra {
+            statements.push(
+                json!({"Effect": "Deny", "Principal": {"AWS": "*"}, "Action": ["sts:AssumeRole"]}),
+            );
+        }
+        json!({"Version": "2012-10-17", "Statement": statements})
+    }
+
+    /// The same document as IAM may return it: statements reversed, keys in reverse order,
+    /// one-element lists for scalars, URL-encoded.
+    fn as_iam_returns_it(doc: &Value) -> String {
+        fn reshape(v: &Value, key: Option<&str>) -> Value {
+            match v {
+                Value::Object(o) => {
+                    let mut m = Map::new();
+                    for (k, v) in o.iter().rev() {
+                        m.insert(k.clone(), reshape(v, Some(k)));
+                    }
+                    Value::Object(m)
+                }
+                Value::Array(a) => Value::Array(a.iter().rev().map(|i| reshape(i, None)).collect()),
+                Value::String(s) if key == Some("Action") => json!([s]),
+                other => other.clone(),
+            }
+        }
+        url_encode(&reshape(doc, None).to_string())
+    }
+
+    fn name() -> impl Strategy<Value = String> {
+        "[a-z][a-z0-9-]{0,20}"
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+        #[test]
+        fn what_iam_returns_is_the_same_document(
+            id in "[A-Z0-9]{8,32}",
+            subs in proptest::collection::vec((name(), name()), 1..4),
+            extra in any::<bool>(),
+        ) {
+            let issuer = format!("oidc.eks.eu-west-1.amazonaws.com/id/{id}");
+            let subs: Vec<String> = subs.iter().map(|(ns, sa)| format!("system:serviceaccount:{ns}:{sa}")).collect();
+            let want = trust(&issuer, &subs, extra);
+            let live = parse_document(&as_iam_returns_it(&want)).expect("parses");
+            prop_assert!(same(&want, &live), "{want}\nvs\n{live}");
+            prop_assert!(same(&live, &want));
+            prop_assert!(same(&want, &want));
+        }
+
+        #[test]
+        fn another_service_account_is_a_difference(
+            id in "[A-Z0-9]{8,32}",
+            ns in name(), sa in name(), other in name(),
+        ) {
+            prop_assume!(sa != other);
+            let issuer = format!("oidc.eks.eu-west-1.amazonaws.com/id/{id}");
+            let a = trust(&issuer, &[format!("system:serviceaccount:{ns}:{sa}")], false);
+            let b = trust(&issuer, &[format!("system:serviceaccount:{ns}:{other}")], false);
+            prop_assert!(!same(&a, &b));
+            let live = parse_document(&as_iam_returns_it(&b)).expect("parses");
+            prop_assert!(!same(&a, &live));
+        }
+
+        #[test]
+        fn no_text_makes_the_parser_panic(text in ".{0,200}") {
+            if let Ok(v) = parse_document(&text) {
+                let _ = same(&v, &v);
+                let _ = for_diff(&v);
+            }
+        }
     }
 }
