@@ -1050,3 +1050,127 @@ fn sigint_says_what_was_done_and_what_was_not() {
     );
     assert_eq!(w.lock_holder(), None, "the run lock is released");
 }
+
+// ---------------------------------------------------------------------------------------------
+// 5. Sandbox
+
+/// No host function runs an arbitrary program: the generated reference (every function the
+/// engine registers) has none that executes, spawns or opens a shell.
+#[test]
+fn no_host_function_runs_an_arbitrary_program() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(binary())
+        .args(["docs", "--out"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut names = Vec::new();
+    for e in std::fs::read_dir(dir.path().join("definitions"))
+        .unwrap()
+        .flatten()
+    {
+        let text = std::fs::read_to_string(e.path()).unwrap();
+        let module = e
+            .file_name()
+            .to_string_lossy()
+            .trim_end_matches(".d.rhai")
+            .to_string();
+        for line in text.lines() {
+            if let Some(rest) = line.trim_start().strip_prefix("fn ") {
+                let name = rest.split('(').next().unwrap_or("").trim().to_string();
+                names.push(format!("{module}::{name}"));
+            }
+        }
+    }
+    assert!(
+        names.len() > 50,
+        "the reference lists the functions: {names:?}"
+    );
+    let forbidden = [
+        "exec",
+        "shell",
+        "spawn",
+        "system",
+        "command",
+        "popen",
+        "process",
+        "run_program",
+    ];
+    let bad: Vec<&String> = names
+        .iter()
+        .filter(|n| {
+            let f = n.rsplit("::").next().unwrap_or("").to_ascii_lowercase();
+            forbidden.iter().any(|w| f.contains(w))
+        })
+        .collect();
+    eprintln!(
+        "sandbox: {} functions in the reference, {} that run programs",
+        names.len(),
+        bad.len()
+    );
+    assert!(
+        bad.is_empty(),
+        "host functions that look like they run programs: {bad:?}"
+    );
+}
+
+/// The only program the full recipe runs is HELM_BIN: with PATH holding nothing but stubs that
+/// record being run (sh, bash, kubectl, aws, curl, python3, docker, git, env), none is run.
+#[test]
+fn helm_bin_is_the_only_program_the_full_recipe_runs() {
+    let Some(w) = World::start() else {
+        eprintln!("skipped: helm not installed (scripts/test-deps.sh)");
+        return;
+    };
+    let stubs = w.dir.path().join("stubs");
+    std::fs::create_dir(&stubs).unwrap();
+    let log = w.dir.path().join("programs.log");
+    let write_exe = |p: &Path, text: String| {
+        std::fs::write(p, text).unwrap();
+        let mut perm = std::fs::metadata(p).unwrap().permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o755);
+        std::fs::set_permissions(p, perm).unwrap();
+    };
+    for name in [
+        "sh", "bash", "kubectl", "aws", "curl", "python3", "python", "docker", "git", "env", "helm",
+    ] {
+        write_exe(
+            &stubs.join(name),
+            format!(
+                "#!/bin/sh\necho \"{name} $*\" >> '{}'\nexit 1\n",
+                log.display()
+            ),
+        );
+    }
+    let helm = w.dir.path().join("plain-helm");
+    write_exe(
+        &helm,
+        format!(
+            "#!/bin/sh\necho \"HELM_BIN $1\" >> '{}'\nexec '{}' \"$@\"\n",
+            log.display(),
+            tool("helm").unwrap().display()
+        ),
+    );
+    w.recipe("full.rhai")
+        .env("PATH", &stubs.display().to_string())
+        .env("HELM_BIN", &helm.display().to_string())
+        .succeeds();
+    let ran = std::fs::read_to_string(&log).unwrap_or_default();
+    let others: Vec<&str> = ran
+        .lines()
+        .filter(|l| !l.starts_with("HELM_BIN "))
+        .collect();
+    assert!(
+        ran.lines().any(|l| l.starts_with("HELM_BIN ")),
+        "helm ran: {ran}"
+    );
+    assert!(
+        others.is_empty(),
+        "programs other than HELM_BIN were run: {others:?}"
+    );
+}
