@@ -453,10 +453,8 @@ fn secrets_never_leak_in_any_mode_or_recipe() {
         }
         let out = r.succeeds();
         runs += 1;
-        if !plan {
-            if let Some(t) = w.sa_token() {
-                w.api.configure(|o| o.argo_token = t);
-            }
+        if !plan && let Some(t) = w.sa_token() {
+            w.api.configure(|o| o.argo_token = t);
         }
         outputs.push((label.into(), out));
     }

@@ -489,7 +489,7 @@ mod tests {
 
     #[test]
     fn chunked_bodies_end_at_the_zero_chunk() {
-        assert_eq!(chunked_end(b"3\r\nabc\r\n0\r\n\r\nGET"), Some(15));
+        assert_eq!(chunked_end(b"3\r\nabc\r\n0\r\n\r\nGET"), Some(13));
         assert_eq!(chunked_end(b"3\r\nabc\r\n"), None);
     }
 }
