@@ -1,64 +1,686 @@
-#!/usr/bin/env python3
-"""collate-run benchmarks: each scenario runs A and B alternately, several times, and reports
-medians and the ratio B/A, so machine noise hits both sides alike. Results go to
-bench/results.md (machine, date, medians, ratios)."""
+"""collate-run benchmarks (not tests). Each scenario runs A and B alternately, several times, and
+reports medians and the ratio B/A, so machine noise hits both sides alike. Results go to
+bench/results.md (machine, date, medians, ratios, peak memory, the end-state comparison).
+
+Scenarios:
+  deploy   the guide as a bash script (bench/guide.sh: aws CLI, kubectl, helm) vs `collate-run
+           recipes/full.rhai` (reindex skipped), each on a fresh world (moto reset and re-seeded, a new
+           Kubernetes API test server, new helm homes); the end states are compared
+  rerun    the same two on the world they converged (no changes)
+  plan     `collate-run recipes/full.rhai --plan` on a converged world
+  startup  `collate-run -e '1+1'` vs `aws --version`
+  scale    bench/scale.rhai, N namespaces x (Secret, SA, Role, RoleBinding), N = 10, 100, 1000,
+           sequential vs parallel([...]): create and converged re-run, wall time and peak memory
+
+Runs under .venv-test/bin/python (boto3 for seeding moto and reading the end state): bench/run.sh.
+"""
 
 import argparse
+import base64
 import datetime
+import json
 import os
 import platform
+import shutil
+import socket
 import statistics
 import subprocess
 import sys
+import tempfile
+import threading
 import time
+import urllib.parse
+import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN = os.path.join(ROOT, "target", "release", "collate-run")
+PROFILE = os.environ.get("BENCH_PROFILE", "release")
+BIN = os.path.join(ROOT, "target", PROFILE, "collate-run")
+KUBE_SERVER = os.path.join(ROOT, "target", PROFILE, "kube-testserver")
 VENV = os.path.join(ROOT, ".venv-test", "bin")
+TOOLS = os.path.join(ROOT, ".tools", "bin")
+CHARTS = os.path.join(ROOT, "tests", "fixtures", "charts")
+EXAMPLE = os.path.join(ROOT, "recipes", "customer.example.yaml")
+FULL = os.path.join(ROOT, "recipes", "full.rhai")
+SCALE = os.path.join(ROOT, "bench", "scale.rhai")
+GUIDE = os.path.join(ROOT, "bench", "guide.sh")
+PROXY = os.path.join(ROOT, "bench", "latency_proxy.py")
+GNU_TIME = "/usr/bin/time"
+ACCOUNT = "123456789012"
+SECRETS_ENV = {
+    "COLLATE_DB_PASSWORD": "bench-db-password",
+    "COLLATE_ES_PASSWORD": "bench-es-password",
+    "ARGO_DB_PASSWORD": "bench-argo-password",
+    "COLLATE_ADMIN_TOKEN": "bench-admin-token",
+}
 
 
-def timed(cmd, env=None, cwd=None):
-    """Wall time of one run of cmd, in seconds; fails loudly when the command fails."""
-    start = time.perf_counter()
-    p = subprocess.run(cmd, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    elapsed = time.perf_counter() - start
-    if p.returncode != 0:
-        sys.exit(f"bench: {' '.join(cmd)} failed ({p.returncode}): {p.stderr.decode()[-2000:]}")
-    return elapsed
+# --- processes ---------------------------------------------------------------------------------
 
 
-def alternate(a, b, runs):
-    """Runs a() and b() alternately `runs` times each; returns their time lists."""
-    ta, tb = [], []
-    for _ in range(runs):
-        ta.append(a())
-        tb.append(b())
-    return ta, tb
+class Failed(Exception):
+    pass
+
+
+def own_hwm(pid, out, stop, wrapped):
+    """Polls VmHWM (the peak RSS) of process pid itself (of its first child when `wrapped`, i.e.
+    run under GNU time), the process's own children excluded, until stop is set."""
+    if wrapped:
+        child = None
+        while child is None and not stop.is_set():
+            try:
+                with open(f"/proc/{pid}/task/{pid}/children") as f:
+                    kids = f.read().split()
+                child = int(kids[0]) if kids else None
+            except OSError:
+                return
+            if child is None:
+                stop.wait(0.0005)
+        if child is None:
+            return
+        pid = child
+    path = f"/proc/{pid}/status"
+    while not stop.is_set():
+        try:
+            with open(path) as f:
+                for line in f:
+                    if line.startswith("VmHWM:"):
+                        out[0] = max(out[0], int(line.split()[1]) * 1024)
+                        break
+        except (OSError, ValueError):
+            return
+        stop.wait(0.005)
+
+
+def run(cmd, env=None, cwd=ROOT, ok=(0,), own=None, mem=True):
+    """Runs cmd once: (wall seconds, peak RSS in bytes of the child and its reaped descendants,
+    exit code, stderr). The RSS comes from wait4's rusage of this one child. With own=[0], also
+    polls the child's own VmHWM into own[0] (what the child itself used, without e.g. helm)."""
+    rss_file = None
+    if mem and os.access(GNU_TIME, os.X_OK):
+        # ru_maxrss of a child forked from this (large) Python process starts at Python's own RSS
+        # (exec keeps the old mm's high-water mark), so measure through GNU time, a small parent.
+        fd, rss_file = tempfile.mkstemp(prefix="bench-rss-")
+        os.close(fd)
+        cmd = [GNU_TIME, "-f", "%M", "-o", rss_file, *cmd]
+    with open(os.devnull, "wb") as null, tempfile.TemporaryFile() as err:
+        start = time.perf_counter()
+        p = subprocess.Popen(cmd, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=null, stderr=err)
+        poller = None
+        if own is not None:
+            stop = threading.Event()
+            poller = threading.Thread(target=own_hwm, args=(p.pid, own, stop, rss_file is not None), daemon=True)
+            poller.start()
+        _, status, usage = os.wait4(p.pid, 0)
+        elapsed = time.perf_counter() - start
+        if poller:
+            stop.set()
+            poller.join()
+        p.returncode = code = os.waitstatus_to_exitcode(status)
+        err.seek(0)
+        text = err.read().decode(errors="replace")
+    peak = None
+    if rss_file:
+        with open(rss_file) as f:
+            lines = [l for l in f.read().split() if l.isdigit()]
+        os.remove(rss_file)
+        peak = int(lines[-1]) * 1024 if lines else None
+    if code not in ok:
+        raise Failed(f"`{' '.join(cmd)}` exited {code}:\n{text[-3000:]}")
+    return elapsed, peak, code, text
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(pred, what, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if pred():
+                return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise Failed(f"timed out waiting for {what}")
+
+
+class KubeServer:
+    """A Kubernetes API test server on 127.0.0.1 with its kubeconfig."""
+
+    def __init__(self, folder):
+        self.kubeconfig = os.path.join(folder, "kubeconfig")
+        if os.path.exists(self.kubeconfig):
+            os.remove(self.kubeconfig)
+        self.log = open(os.path.join(folder, "kube.log"), "wb")
+        self.proc = subprocess.Popen(
+            [KUBE_SERVER, "--port", "0", "--kubeconfig", self.kubeconfig],
+            stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        )
+        wait_for(lambda: os.path.getsize(self.kubeconfig) > 0, "the kube test server")
+        with open(self.kubeconfig) as f:
+            self.url = next(l.split("server:", 1)[1].strip() for l in f if "server:" in l)
+
+    def get(self, path):
+        with urllib.request.urlopen(self.url + path, timeout=10) as r:
+            return json.load(r)
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
+
+
+class Moto:
+    """moto server (with AWS managed IAM policies); reset() empties it, seed() adds the EKS cluster."""
+
+    def __init__(self, folder):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = open(os.path.join(folder, "moto.log"), "wb")
+        env = dict(os.environ, MOTO_IAM_LOAD_MANAGED_POLICIES="true")
+        self.proc = subprocess.Popen(
+            [os.path.join(VENV, "moto_server"), "-H", "127.0.0.1", "-p", str(self.port)],
+            stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+        )
+        wait_for(lambda: urllib.request.urlopen(self.url + "/moto-api/", timeout=2).status == 200, "moto")
+
+    def client(self, service):
+        import boto3
+
+        return boto3.client(
+            service, endpoint_url=self.url, region_name="eu-west-1",
+            aws_access_key_id="bench", aws_secret_access_key="bench",
+        )
+
+    def reset(self):
+        req = urllib.request.Request(self.url + "/moto-api/reset", method="POST", data=b"")
+        urllib.request.urlopen(req, timeout=30).read()
+
+    def seed(self):
+        self.client("eks").create_cluster(
+            name="acme-eks", roleArn=f"arn:aws:iam::{ACCOUNT}:role/eks",
+            resourcesVpcConfig={"subnetIds": []},
+        )
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
+
+
+class World:
+    """AWS (moto) + Kubernetes (test server) + helm homes + a scratch folder. fresh() starts over."""
+
+    def __init__(self, name, aws=True):
+        self.dir = tempfile.mkdtemp(prefix=f"bench-{name}-")
+        self.moto = Moto(self.dir) if aws else None
+        self.kube = None
+        self.fresh()
+
+    def fresh(self):
+        if self.kube:
+            self.kube.stop()
+        for sub in ("helm", "work"):
+            shutil.rmtree(os.path.join(self.dir, sub), ignore_errors=True)
+        if self.moto:
+            self.moto.reset()
+            self.moto.seed()
+            # moto loads the ~1,000 AWS managed policies on the first IAM call after a reset (~0.6 s):
+            # pay it here, outside the timings, rather than in whichever side calls IAM first.
+            self.moto.client("iam").list_policies(Scope="AWS", MaxItems=1)
+        self.kube = KubeServer(self.dir)
+        local = os.path.join(self.dir, "local.yaml")
+        with open(local, "w") as f:
+            f.write(
+                "steps: {reindex: false, preflight: false}\n"
+                "charts:\n"
+                f"  argo_workflows: {{repo_url: \"\", chart: \"{CHARTS}/argo-workflows\"}}\n"
+                f"  openmetadata: {{repo_url: \"\", chart: \"{CHARTS}/openmetadata\"}}\n"
+                "  timeout: 60s\n"
+            )
+        self.local = local
+
+    def env(self):
+        e = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "KUBE", "HELM_"))}
+        e.update(SECRETS_ENV)
+        e.update(
+            KUBECONFIG=self.kube.kubeconfig,
+            HELM_BIN=os.path.join(TOOLS, "helm"),
+            HELM_CACHE_HOME=os.path.join(self.dir, "helm", "cache"),
+            HELM_CONFIG_HOME=os.path.join(self.dir, "helm", "config"),
+            HELM_DATA_HOME=os.path.join(self.dir, "helm", "data"),
+            CHARTS=CHARTS,
+            WORK=os.path.join(self.dir, "work"),
+            PATH=TOOLS + os.pathsep + e.get("PATH", ""),
+        )
+        if self.moto:
+            e.update(
+                AWS_ENDPOINT_URL=self.moto.url, AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench",
+                AWS_REGION="eu-west-1", AWS_DEFAULT_REGION="eu-west-1", AWS_EC2_METADATA_DISABLED="true",
+                AWS_CONFIG_FILE=os.path.join(self.dir, "aws-config"),
+                AWS_SHARED_CREDENTIALS_FILE=os.path.join(self.dir, "aws-credentials"),
+            )
+        return e
+
+    def full(self, *extra):
+        return [BIN, FULL, "--config", EXAMPLE, "--config", self.local, "--skip-preflight", *extra]
+
+    def stop(self):
+        if self.kube:
+            self.kube.stop()
+        if self.moto:
+            self.moto.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+# --- end state ---------------------------------------------------------------------------------
+
+K8S_KINDS = [
+    ("/api/v1", "secrets"), ("/api/v1", "serviceaccounts"), ("/api/v1", "configmaps"),
+    ("/api/v1", "services"), ("/apis/apps/v1", "deployments"),
+    ("/apis/rbac.authorization.k8s.io/v1", "roles"), ("/apis/rbac.authorization.k8s.io/v1", "rolebindings"),
+]
+DROP_META = {"uid", "resourceVersion", "creationTimestamp", "managedFields", "generation", "selfLink"}
+DROP_ANNOTATIONS = {
+    "kubectl.kubernetes.io/last-applied-configuration", "deployment.kubernetes.io/revision",
+    "kubernetes.io/service-account.uid",
+}
+
+
+def k8s_object(o):
+    meta = {k: v for k, v in o.get("metadata", {}).items() if k not in DROP_META}
+    ann = {k: v for k, v in (meta.get("annotations") or {}).items() if k not in DROP_ANNOTATIONS}
+    if ann:
+        meta["annotations"] = ann
+    else:
+        meta.pop("annotations", None)
+    if not meta.get("labels"):
+        meta.pop("labels", None)
+    out = {k: v for k, v in o.items() if k not in ("metadata", "status", "apiVersion", "kind")}
+    out["metadata"] = meta
+    if o.get("kind") == "Secret" or "data" in out and o.get("type"):
+        data = {}
+        for k, v in (out.get("data") or {}).items():
+            text = base64.b64decode(v).decode(errors="replace")
+            if k == ".dockerconfigjson":
+                text = json.loads(text)
+            data[k] = text
+        if out.get("type") == "kubernetes.io/service-account-token":
+            data = {k: "(issued by the server)" for k in data}
+        out["data"] = data
+    return out
+
+
+def snapshot(world):
+    """The end state that matters, normalised: IAM, OIDC providers, buckets, Kubernetes objects
+    in the two namespaces, helm releases with their values."""
+    s = {}
+    iam = world.moto.client("iam")
+    roles = {}
+    for r in iam.list_roles()["Roles"]:
+        n = r["RoleName"]
+        trust = r["AssumeRolePolicyDocument"]
+        if isinstance(trust, str):
+            trust = json.loads(urllib.parse.unquote(trust))
+        inline = {
+            p: iam.get_role_policy(RoleName=n, PolicyName=p)["PolicyDocument"]
+            for p in iam.list_role_policies(RoleName=n)["PolicyNames"]
+        }
+        roles[n] = {
+            "path": r.get("Path"),
+            "trust": trust,
+            "attached": sorted(p["PolicyArn"] for p in iam.list_attached_role_policies(RoleName=n)["AttachedPolicies"]),
+            "inline": inline,
+            "tags": {t["Key"]: t["Value"] for t in iam.list_role_tags(RoleName=n).get("Tags", [])},
+        }
+    s["iam roles"] = roles
+    providers = {}
+    for p in iam.list_open_id_connect_providers()["OpenIDConnectProviderList"]:
+        d = iam.get_open_id_connect_provider(OpenIDConnectProviderArn=p["Arn"])
+        providers[p["Arn"]] = {
+            "url": d.get("Url"), "client_ids": sorted(d.get("ClientIDList", [])),
+            "thumbprints": d.get("ThumbprintList", []), "tags": d.get("Tags", []),
+        }
+    s["oidc providers"] = providers
+    s3 = world.moto.client("s3")
+    buckets = {}
+    for b in s3.list_buckets()["Buckets"]:
+        n = b["Name"]
+        info = {}
+        try:
+            info["encryption"] = s3.get_bucket_encryption(Bucket=n)["ServerSideEncryptionConfiguration"]["Rules"]
+        except Exception as e:  # noqa: BLE001 - absent configuration
+            info["encryption"] = type(e).__name__
+        try:
+            info["public_access_block"] = s3.get_public_access_block(Bucket=n)["PublicAccessBlockConfiguration"]
+        except Exception as e:  # noqa: BLE001
+            info["public_access_block"] = type(e).__name__
+        info["location"] = s3.get_bucket_location(Bucket=n).get("LocationConstraint")
+        info["versioning"] = s3.get_bucket_versioning(Bucket=n).get("Status")
+        buckets[n] = info
+    s["s3 buckets"] = buckets
+    kube = world.kube
+    s["namespaces"] = sorted(i["metadata"]["name"] for i in kube.get("/api/v1/namespaces")["items"])
+    objects = {}
+    for ns in ("argo-workflows", "collate"):
+        for prefix, plural in K8S_KINDS:
+            for o in kube.get(f"{prefix}/namespaces/{ns}/{plural}")["items"]:
+                if o.get("type") == "helm.sh/release.v1":
+                    continue  # helm's own revision records: compared as releases below
+                objects[f"{plural}/{ns}/{o['metadata']['name']}"] = k8s_object(o)
+    s["kubernetes objects"] = objects
+    env = world.env()
+    helm = os.path.join(TOOLS, "helm")
+    rel = json.loads(subprocess.check_output([helm, "list", "-A", "-o", "json"], env=env))
+    releases = {}
+    for r in rel:
+        values = json.loads(
+            subprocess.check_output([helm, "get", "values", r["name"], "-n", r["namespace"], "-o", "json"], env=env)
+        )
+        releases[f"{r['namespace']}/{r['name']}"] = {
+            "chart": r["chart"], "app_version": r["app_version"], "status": r["status"], "values": values,
+        }
+    s["helm releases"] = releases
+    # The cluster's OIDC issuer id is random per moto world: name it by its role.
+    issuer = world.moto.client("eks").describe_cluster(name="acme-eks")["cluster"]["identity"]["oidc"]["issuer"]
+    text = json.dumps(s).replace(issuer.replace("https://", ""), "<OIDC_ISSUER>")
+    return json.loads(text)
+
+
+def differences(a, b, path=""):
+    """Paths where a and b differ, with both sides."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for k in sorted(set(a) | set(b), key=str):
+            p = f"{path}.{k}" if path else str(k)
+            if k not in a:
+                out.append((p, "(absent)", b[k]))
+            elif k not in b:
+                out.append((p, a[k], "(absent)"))
+            else:
+                out.extend(differences(a[k], b[k], p))
+        return out
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        out = []
+        for i, (x, y) in enumerate(zip(a, b)):
+            out.extend(differences(x, y, f"{path}[{i}]"))
+        return out
+    return [] if a == b else [(path, a, b)]
+
+
+def summary(s):
+    k = s["kubernetes objects"]
+    return (
+        f"{len(s['iam roles'])} IAM roles, {len(s['oidc providers'])} OIDC provider(s), "
+        f"{len(s['s3 buckets'])} bucket(s), namespaces {', '.join(s['namespaces'])}; "
+        f"{len(k)} Kubernetes objects in argo-workflows and collate "
+        f"({sum(1 for n in k if n.startswith('secrets/'))} secrets, "
+        f"{sum(1 for n in k if n.startswith('serviceaccounts/'))} service accounts, "
+        f"{sum(1 for n in k if n.startswith('roles/'))} role(s), "
+        f"{sum(1 for n in k if n.startswith('rolebindings/'))} role binding(s), "
+        f"{sum(1 for n in k if n.startswith('deployments/'))} deployments); "
+        f"helm releases {', '.join(sorted(s['helm releases']))}"
+    )
+
+
+# --- scenarios ---------------------------------------------------------------------------------
 
 
 def fmt(seconds):
+    if seconds is None:
+        return "-"
     return f"{seconds * 1000:.1f} ms" if seconds < 1 else f"{seconds:.2f} s"
 
 
-def scenario_startup(runs):
-    """Start-up: `collate-run -e '1+1'` vs `aws --version` (the cost of one CLI process)."""
-    aws = os.path.join(VENV, "aws")
-    a = lambda: timed([BIN, "-e", "1+1"])
-    b = lambda: timed([aws, "--version"])
-    ta, tb = alternate(a, b, runs)
-    ma, mb = statistics.median(ta), statistics.median(tb)
+def mb(b):
+    return "-" if b is None else f"{b / 1e6:.1f} MB"
+
+
+def med(xs):
+    return statistics.median(xs) if xs else None
+
+
+def row(name, a, b, ta, tb, ma=None, mb_=None, note="", own=None):
+    ra, rb = med(ta), med(tb)
     return {
-        "name": "start-up",
-        "a": "collate-run -e '1+1'",
-        "b": "aws --version",
-        "median_a": ma,
-        "median_b": mb,
-        "ratio": mb / ma,
-        "runs": runs,
+        "name": name, "a": a, "b": b, "median_a": ra, "median_b": rb,
+        "min_a": min(ta) if ta else None, "max_a": max(ta) if ta else None,
+        "min_b": min(tb) if tb else None, "max_b": max(tb) if tb else None,
+        "ratio": (rb / ra) if ra and rb else None, "runs": max(len(ta), len(tb)),
+        "rss_a": max(ma) if ma else None, "rss_b": max(mb_) if mb_ else None, "note": note,
+        "own_a": own or None,
     }
 
 
-SCENARIOS = {"startup": scenario_startup}
+def scenario_startup(ctx):
+    runs = ctx.runs(21)
+    a, b = [BIN, "-e", "1+1"], [os.path.join(VENV, "aws"), "--version"]
+    ta, tb, t0 = [], [], []
+    for _ in range(runs):
+        ta.append(run(a, mem=False)[0])
+        tb.append(run(b, mem=False)[0])
+        t0.append(run(["/bin/true"], mem=False)[0])
+    ctx.spawn = med(t0)
+    # Memory from separate runs (GNU time would add its own fork/exec to the timings).
+    ma = [run(a)[1] for _ in range(3)]
+    mb_ = [run(b)[1] for _ in range(3)]
+    return [row("start-up", "collate-run -e '1+1'", "aws --version", ta, tb, ma, mb_)]
+
+
+GUIDE_TIMES = {}
+
+
+def guide_env(world, phase):
+    """The world's environment, with guide.sh writing its per-command times to a fresh file."""
+    env = world.env()
+    fd, path = tempfile.mkstemp(prefix=f"bench-guide-{phase}-")
+    os.close(fd)
+    GUIDE_TIMES.setdefault(phase, []).append(path)
+    env["GUIDE_TIMES"] = path
+    return env
+
+
+def guide_breakdown():
+    """Per phase and tool: median over the runs of (number of commands, seconds in them)."""
+    out = {}
+    for phase, paths in GUIDE_TIMES.items():
+        per_run = []
+        for path in paths:
+            tools = {}
+            with open(path) as f:
+                for line in f:
+                    tool, start, end = line.split()
+                    n, t = tools.get(tool, (0, 0.0))
+                    tools[tool] = (n + 1, t + float(end) - float(start))
+            os.remove(path)
+            per_run.append(tools)
+        names = sorted({t for r in per_run for t in r})
+        out[phase] = {
+            t: (int(med([r.get(t, (0, 0))[0] for r in per_run])), med([r.get(t, (0, 0.0))[1] for r in per_run]))
+            for t in names
+        }
+    return out
+
+
+def helm_share(world):
+    """One diagnostic (untimed) fresh deploy and converged re-run of collate-run with HELM_BIN
+    pointing at a wrapper that logs each helm command: how many helm processes, and their time."""
+    wrapper = os.path.join(world.dir, "helm-logged")
+    log = os.path.join(world.dir, "helm.log")
+    with open(wrapper, "w") as f:
+        f.write(f'#!/bin/bash\ns=$EPOCHREALTIME\n"{os.path.join(TOOLS, "helm")}" "$@"\nrc=$?\n'
+                f'echo "$1 $s $EPOCHREALTIME" >>"{log}"\nexit $rc\n')
+    os.chmod(wrapper, 0o755)
+    out = {}
+    world.fresh()
+    for phase in ("deploy", "rerun"):
+        if os.path.exists(log):
+            os.remove(log)
+        env = world.env()
+        env["HELM_BIN"] = wrapper
+        total = run(world.full(), env=env)[0]
+        cmds = {}
+        with open(log) as f:
+            for line in f:
+                sub, a, b = line.split()
+                n, t = cmds.get(sub, (0, 0.0))
+                cmds[sub] = (n + 1, t + float(b) - float(a))
+        out[phase] = (total, cmds)
+    return out
+
+
+def scenario_deploy(ctx):
+    """Fresh deploy, converged re-run, plan on a converged world; end states compared."""
+    runs = ctx.runs(5)
+    wa, wb = ctx.world("a"), ctx.world("b")
+    ta, tb, ma, mb_ = [], [], [], []
+    own = [0]
+    for i in range(runs):
+        wa.fresh()
+        t, m, _, _ = run(wa.full(), env=wa.env(), own=own)
+        ta.append(t), ma.append(m)
+        wb.fresh()
+        t, m, _, _ = run(["bash", GUIDE], env=guide_env(wb, "deploy"))
+        tb.append(t), mb_.append(m)
+    rows = [row(
+        "full deploy (fresh world)", "collate-run recipes/full.rhai", "bench/guide.sh (aws, kubectl, helm)",
+        ta, tb, ma, mb_, own=own[0],
+    )]
+    # The end states: compare the snapshots, and let collate-run plan against the script's world.
+    sa, sb = snapshot(wa), snapshot(wb)
+    diffs = differences(sa, sb)
+    _, _, code, _ = run(wa.full("--plan", "--detailed-exitcode"), env=wb.env(), ok=(0, 2))
+    ctx.end_state = {"summary_a": summary(sa), "summary_b": summary(sb), "diffs": diffs, "plan_on_b": code}
+    # Converged re-runs, on the worlds each side converged.
+    runs = ctx.runs(5)
+    ta, tb, ma, mb_ = [], [], [], []
+    own = [0]
+    for _ in range(runs):
+        t, m, _, _ = run(wa.full(), env=wa.env(), own=own)
+        ta.append(t), ma.append(m)
+        t, m, _, _ = run(["bash", GUIDE], env=guide_env(wb, "rerun"))
+        tb.append(t), mb_.append(m)
+    rows.append(row(
+        "converged re-run (no changes)", "collate-run recipes/full.rhai", "bench/guide.sh", ta, tb, ma, mb_,
+        own=own[0],
+    ))
+    # --plan on a converged world (collate-run only; the script has no plan).
+    tp, mp = [], []
+    own = [0]
+    for _ in range(runs):
+        t, m, code, _ = run(wa.full("--plan", "--detailed-exitcode"), env=wa.env(), ok=(0, 2), own=own)
+        if code != 0:
+            raise Failed("--plan on the converged world reports changes")
+        tp.append(t), mp.append(m)
+    rows.append(row("--plan on a converged world", "collate-run recipes/full.rhai --plan", "-", tp, [], mp, None,
+                    own=own[0]))
+    ctx.guide_tools = guide_breakdown()
+    ctx.helm_share = helm_share(wa)
+    # Where a converged run spends its time: one run with timestamps on stderr (-v).
+    return rows
+
+
+class Latency:
+    """bench/latency_proxy.py in front of the world's Kubernetes API test server; env() points
+    KUBECONFIG at it. `ms` = 0: no proxy."""
+
+    def __init__(self, world, ms):
+        self.world, self.ms, self.proc = world, ms, None
+        self.kubeconfig = world.kube.kubeconfig
+        if ms:
+            port = world.kube.url.rsplit(":", 1)[1]
+            self.proc = subprocess.Popen(
+                [os.path.join(VENV, "python"), PROXY, port, str(ms)],
+                stdout=subprocess.PIPE, stdin=subprocess.DEVNULL,
+            )
+            listen = self.proc.stdout.readline().decode().strip()
+            self.kubeconfig = os.path.join(world.dir, "kubeconfig-latency")
+            with open(world.kube.kubeconfig) as f:
+                text = f.read().replace(world.kube.url, f"http://127.0.0.1:{listen}")
+            with open(self.kubeconfig, "w") as f:
+                f.write(text)
+
+    def env(self):
+        e = self.world.env()
+        e["KUBECONFIG"] = self.kubeconfig
+        return e
+
+    def stop(self):
+        if self.proc:
+            self.proc.terminate()
+            self.proc.wait()
+
+
+def scenario_scale(ctx):
+    world = ctx.world("scale", aws=False)
+    out = []
+    plans = [(0, n) for n in ctx.sizes] + [(ctx.latency, n) for n in ctx.sizes if n <= 100 and ctx.latency]
+    for latency, n in plans:
+        runs = ctx.runs(3 if n <= 100 and not latency else 1)
+        res = {m: {"create": [], "rerun": [], "rss_create": [], "rss_rerun": []} for m in ("sequential", "parallel")}
+        for _ in range(runs):
+            for mode in ("sequential", "parallel"):
+                world.fresh()
+                lat = Latency(world, latency)
+                try:
+                    cmd = [BIN, SCALE, "--set", f"n={n}", "--set", f"mode={mode}"]
+                    t, m, _, _ = run(cmd, env=lat.env())
+                    res[mode]["create"].append(t), res[mode]["rss_create"].append(m)
+                    t, m, _, _ = run(cmd, env=lat.env())
+                    res[mode]["rerun"].append(t), res[mode]["rss_rerun"].append(m)
+                finally:
+                    lat.stop()
+        for mode, r in res.items():
+            out.append({
+                "n": n, "mode": mode, "runs": runs, "latency": latency,
+                "create": med(r["create"]), "rerun": med(r["rerun"]),
+                "rss_create": max(r["rss_create"]), "rss_rerun": max(r["rss_rerun"]),
+            })
+            print(f"  N={n} {mode} (+{latency} ms/request): create {fmt(out[-1]['create'])}, "
+                  f"re-run {fmt(out[-1]['rerun'])}, peak {mb(out[-1]['rss_create'])}", flush=True)
+    ctx.scale = out
+    return []
+
+
+SCENARIOS = {"startup": scenario_startup, "deploy": scenario_deploy, "scale": scenario_scale}
+
+
+class Context:
+    def __init__(self, args):
+        self.args = args
+        self.sizes = args.sizes
+        self.latency = args.latency
+        self.worlds = {}
+        self.end_state = None
+        self.scale = None
+        self.spawn = None
+        self.guide_tools = None
+
+    def runs(self, default):
+        return self.args.runs or default
+
+    def world(self, name, aws=True):
+        if name not in self.worlds:
+            self.worlds[name] = World(name, aws=aws)
+        return self.worlds[name]
+
+    def close(self):
+        for w in self.worlds.values():
+            w.stop()
+
+
+# --- report ------------------------------------------------------------------------------------
 
 
 def machine():
@@ -71,37 +693,195 @@ def machine():
                     break
     except OSError:
         pass
-    return f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores, {cpu}"
+    mem = ""
+    try:
+        with open("/proc/meminfo") as f:
+            kb = int(f.readline().split()[1])
+            mem = f", {kb / 1e6:.1f} GB RAM"
+    except (OSError, ValueError, IndexError):
+        pass
+    return f"{platform.system()} {platform.release()} {platform.machine()}, {os.cpu_count()} cores, {cpu}{mem}"
+
+
+def versions():
+    out = []
+    for cmd in ([os.path.join(VENV, "aws"), "--version"], [os.path.join(TOOLS, "kubectl"), "version", "--client"],
+                [os.path.join(TOOLS, "helm"), "version", "--short"], [BIN, "--version"]):
+        try:
+            p = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+            out.append((p.stdout or p.stderr).strip().splitlines()[0])
+        except (OSError, subprocess.TimeoutExpired, IndexError):
+            pass
+    return "; ".join(out)
+
+
+def verdict(ok):
+    return "**met**" if ok else "**missed**"
+
+
+def write(path, ctx, rows, elapsed):
+    by = {r["name"]: r for r in rows}
+    L = []
+    w = L.append
+    w("# Benchmark results\n")
+    w(f"- date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC")
+    w(f"- machine: {machine()}")
+    w(f"- tools: {versions()}")
+    w(f"- binaries: `target/{PROFILE}` (cargo `--release`)")
+    w("- method: A and B alternate; medians of the runs (min-max in brackets); ratio = median B / median A "
+      "(higher: collate-run faster). Peak memory: maximum RSS from `/usr/bin/time -f %M` around the one child (for the bash "
+      "script: its largest process; for collate-run that includes the helm processes it runs, and \"own\" is "
+      "collate-run's own VmHWM, polled from /proc). Every server listens on 127.0.0.1.")
+    w(f"- command: `bench/run.sh` (whole run: {elapsed / 60:.1f} min)\n")
+    w("| scenario | A | median A | B | median B | B / A | runs | peak mem A | peak mem B |")
+    w("|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        rng = lambda lo, hi: f" ({fmt(lo)}-{fmt(hi)})" if lo is not None and r["runs"] > 1 else ""
+        ratio = f"{r['ratio']:.1f}x" if r["ratio"] else "-"
+        w(f"| {r['name']} | `{r['a']}` | {fmt(r['median_a'])}{rng(r['min_a'], r['max_a'])} | "
+          + (f"`{r['b']}`" if r["b"] != "-" else "-")
+          + f" | {fmt(r['median_b'])}{rng(r['min_b'], r['max_b'])} | {ratio} | {r['runs']} | "
+          f"{mb(r['rss_a'])}{' (own ' + mb(r['own_a']) + ')' if r['own_a'] else ''} | {mb(r['rss_b'])} |")
+    w("")
+    if ctx.end_state:
+        e = ctx.end_state
+        w("## End states (full deploy)\n")
+        w("The two worlds after a fresh deploy, read back with boto3, the Kubernetes API and `helm get values`, "
+          "normalised (server-set metadata, `status`, kubectl's last-applied annotation and helm's revision "
+          "secrets dropped; Secret data decoded; service-account token values are issued by the server and not "
+          "compared):\n")
+        w(f"- collate-run: {e['summary_a']}")
+        w(f"- guide.sh: {e['summary_b']}")
+        if e["diffs"]:
+            w(f"- **{len(e['diffs'])} difference(s)** (path: collate-run / guide.sh):")
+            for p, a, b in e["diffs"][:40]:
+                w(f"  - `{p}`: `{json.dumps(a)[:200]}` / `{json.dumps(b)[:200]}`")
+        else:
+            w("- **identical**: same IAM roles (trust policies, attached policies, no inline policies), OIDC "
+              "provider, bucket (encryption, public access block), namespaces, secrets, service accounts and "
+              "annotations, Role/RoleBinding, helm releases with the same values.")
+        w(f"- `collate-run recipes/full.rhai --plan --detailed-exitcode` against the script's world: exit "
+          f"{e['plan_on_b']} ({'no changes' if e['plan_on_b'] == 0 else 'changes'}).\n")
+    if ctx.guide_tools:
+        w("## Where the bash script spends its time\n")
+        w("Median per run, from `GUIDE_TIMES` (guide.sh times each command):\n")
+        w("| phase | aws | kubectl | helm |")
+        w("|---|---|---|---|")
+        for phase, tools in ctx.guide_tools.items():
+            cell = lambda t: f"{tools[t][0]} commands, {fmt(tools[t][1])}" if t in tools else "-"
+            w(f"| {phase} | {cell('aws')} | {cell('kubectl')} | {cell('helm')} |")
+        w("")
+    if getattr(ctx, "helm_share", None):
+        w("collate-run's own helm processes (one untimed diagnostic run with a logging `HELM_BIN` wrapper):\n")
+        for phase, (total, cmds) in ctx.helm_share.items():
+            n = sum(c[0] for c in cmds.values())
+            t = sum(c[1] for c in cmds.values())
+            parts = ", ".join(f"`helm {k}` x{c[0]} {fmt(c[1])}" for k, c in sorted(cmds.items()))
+            w(f"- {phase}: {n} helm processes, {fmt(t)} of the run's {fmt(total)} ({parts})")
+        w("")
+    if ctx.spawn:
+        w(f"Process spawn baseline of this harness (`/bin/true`, median): {fmt(ctx.spawn)}.\n")
+    if ctx.scale:
+        w("## Scale: bench/scale.rhai (N namespaces, each with a Secret, ServiceAccount, Role, RoleBinding)\n")
+        w("Fresh Kubernetes API test server per create run; the re-run is the same command on the converged "
+          "server. `parallel` runs two dependency levels (namespaces, then the 4N objects) through "
+          "`parallel([...])`. The loopback server answers in well under a millisecond and shares the 2 cores "
+          f"with collate-run, so the second pass puts bench/latency_proxy.py in front of it (+{ctx.latency:g} ms "
+          "on every request, like a cluster in another network) to show what the concurrency saves. Peak "
+          "memory: GNU time's maximum RSS of collate-run.\n")
+        w("| added latency | N | objects | mode | create | converged re-run | re-run per object | peak mem create | "
+          "peak mem re-run | runs |")
+        w("|---|---|---|---|---|---|---|---|---|---|")
+        for x in ctx.scale:
+            w(f"| {x['latency']:g} ms | {x['n']} | {5 * x['n']} | {x['mode']} | {fmt(x['create'])} | "
+              f"{fmt(x['rerun'])} | {x['rerun'] / (5 * x['n']) * 1e3:.2f} ms | {mb(x['rss_create'])} | "
+              f"{mb(x['rss_rerun'])} | {x['runs']} |")
+        w("")
+        growth = []
+        for mode in ("sequential", "parallel"):
+            pts = [x for x in ctx.scale if x["mode"] == mode and x["latency"] == 0]
+            if len(pts) >= 2:
+                a, b = pts[0], pts[-1]
+                growth.append(
+                    f"{mode}: N x{b['n'] // a['n']} -> create time x{b['create'] / a['create']:.1f}, re-run time "
+                    f"x{b['rerun'] / a['rerun']:.1f}, peak memory {mb(a['rss_create'])} -> {mb(b['rss_create'])}"
+                )
+        if growth:
+            w("Growth from the smallest to the largest N (no added latency): " + "; ".join(growth) + ".\n")
+        lat = {(x["n"], x["mode"]): x for x in ctx.scale if x["latency"]}
+        speedups = [
+            f"N = {n}: re-run x{lat[(n, 'sequential')]['rerun'] / lat[(n, 'parallel')]['rerun']:.1f} faster "
+            f"({fmt(lat[(n, 'sequential')]['rerun'])} -> {fmt(lat[(n, 'parallel')]['rerun'])}), create "
+            f"x{lat[(n, 'sequential')]['create'] / lat[(n, 'parallel')]['create']:.1f}"
+            for n in sorted({k[0] for k in lat}) if (n, "parallel") in lat and (n, "sequential") in lat
+        ]
+        if speedups:
+            w(f"Effect of `parallel([...])` with +{ctx.latency:g} ms per request: " + "; ".join(speedups) + ".\n")
+    # Targets.
+    w("## Targets (issue 7)\n")
+    w("| target | figure | |")
+    w("|---|---|---|")
+    d = by.get("full deploy (fresh world)")
+    if d:
+        w(f"| full deploy >= 10x faster than the bash script | {d['ratio']:.1f}x ({fmt(d['median_a'])} vs "
+          f"{fmt(d['median_b'])}) | {verdict(d['ratio'] >= 10)} |")
+    r = by.get("converged re-run (no changes)")
+    if r:
+        w(f"| converged re-run < 1 s | {fmt(r['median_a'])} | {verdict(r['median_a'] < 1)} |")
+    p = by.get("--plan on a converged world")
+    if p:
+        w(f"| (`--plan` on a converged world, same bound) | {fmt(p['median_a'])} | {verdict(p['median_a'] < 1)} |")
+    s = by.get("start-up")
+    if s:
+        w(f"| start-up < 10 ms | {fmt(s['median_a'])} (of which ~{fmt(ctx.spawn)} is this harness's spawn) | "
+          f"{verdict(s['median_a'] < 0.010)} |")
+    if ctx.scale:
+        big = [x for x in ctx.scale if x["n"] == max(y["n"] for y in ctx.scale) and x["latency"] == 0]
+        peak = max(max(x["rss_create"], x["rss_rerun"]) for x in big)
+        each = ", ".join(f"{x['mode']} {mb(max(x['rss_create'], x['rss_rerun']))}" for x in big)
+        w(f"| peak memory < 50 MB for N = {big[0]['n']} | {mb(peak)} ({each}) | {verdict(peak < 50e6)} |")
+    w("")
+    notes = os.path.join(ROOT, "bench", "notes.md")
+    if os.path.exists(notes):
+        with open(notes) as f:
+            w(f.read().rstrip() + "\n")
+    with open(path, "w") as f:
+        f.write("\n".join(L))
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("scenarios", nargs="*", help=f"some of: {', '.join(SCENARIOS)} (default: all)")
-    ap.add_argument("--runs", type=int, default=21)
+    ap.add_argument("--runs", type=int, default=0, help="runs per side (default: per scenario)")
+    ap.add_argument("--sizes", type=lambda s: [int(x) for x in s.split(",")], default=[10, 100, 1000],
+                    help="scale sizes, comma-separated (default 10,100,1000)")
+    ap.add_argument("--latency", type=float, default=10,
+                    help="ms added to every Kubernetes request in the scale scenario's second pass (0: none)")
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results.md"))
     args = ap.parse_args()
     names = args.scenarios or list(SCENARIOS)
     unknown = [n for n in names if n not in SCENARIOS]
     if unknown:
         ap.error(f"unknown scenario(s) {unknown}; known: {', '.join(SCENARIOS)}")
-    results = []
-    for name in names:
-        print(f"bench: {name} ...", flush=True)
-        r = SCENARIOS[name](args.runs)
-        print(f"  {r['a']}: {fmt(r['median_a'])}   {r['b']}: {fmt(r['median_b'])}   ratio {r['ratio']:.1f}x")
-        results.append(r)
-    with open(args.out, "w") as f:
-        f.write("# Benchmark results\n\n")
-        f.write(f"- date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC\n")
-        f.write(f"- machine: {machine()}\n")
-        f.write("- method: A and B alternate, medians of the runs; ratio = B / A (higher: collate-run faster)\n")
-        f.write("- command: `bench/run.sh`\n\n")
-        f.write("| scenario | A | median A | B | median B | B / A | runs |\n|---|---|---|---|---|---|---|\n")
-        for r in results:
-            f.write(
-                f"| {r['name']} | `{r['a']}` | {fmt(r['median_a'])} | `{r['b']}` | {fmt(r['median_b'])} "
-                f"| {r['ratio']:.1f}x | {r['runs']} |\n"
-            )
+    start = time.perf_counter()
+    ctx = Context(args)
+    rows = []
+    try:
+        for name in names:
+            print(f"bench: {name} ...", flush=True)
+            for r in SCENARIOS[name](ctx):
+                ratio = f"   ratio {r['ratio']:.1f}x" if r["ratio"] else ""
+                print(f"  {r['a']}: {fmt(r['median_a'])}   {r['b']}: {fmt(r['median_b'])}{ratio}", flush=True)
+                rows.append(r)
+        if ctx.end_state:
+            n = len(ctx.end_state["diffs"])
+            print(f"  end states: {'identical' if n == 0 else f'{n} difference(s)'}; "
+                  f"plan on the script's world exits {ctx.end_state['plan_on_b']}")
+    except Failed as e:
+        sys.exit(f"bench: {e}")
+    finally:
+        ctx.close()
+    write(args.out, ctx, rows, time.perf_counter() - start)
     print(f"bench: wrote {os.path.relpath(args.out, ROOT)}")
 
 

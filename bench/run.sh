@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Benchmarks of collate-run (not tests): builds the release binary, installs the benchmark tools
-# (awscli, helm, kubectl: scripts/test-deps.sh --bench), runs every scenario alternating A/B and
-# writes medians and ratios to bench/results.md.
-# Usage: bench/run.sh [SCENARIO...]   (default: all; see bench/bench.py --help)
+# Benchmarks of collate-run (not tests): installs the benchmark tools (awscli, moto, helm, kubectl:
+# scripts/test-deps.sh --bench), builds the release binaries (collate-run, the Kubernetes API test
+# server), and runs every scenario alternating A/B, against loopback servers only (moto, the test
+# server, helm with the fixture charts); writes medians, ratios and peak memory to bench/results.md.
+# Usage: bench/run.sh [SCENARIO...] [--runs N] [--sizes 10,100,1000]   (see bench/bench.py --help)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 scripts/test-deps.sh --bench >/dev/null
-cargo build --release --quiet -p collate-run -p kube-testserver
-exec python3 bench/bench.py "$@"
+cargo build --release --quiet -p collate-run -p kube-testserver -p collate-run-tests --bins
+exec .venv-test/bin/python bench/bench.py "$@"
