@@ -98,7 +98,10 @@ impl Config {
         let value = if raw.is_empty() {
             Value::String(String::new())
         } else {
-            parse_one(raw, &format!("`--set {key}`")).map_err(|e| HostError::config(e.message))?
+            // Read as YAML (`true`, `5`, `[a, b]`); what YAML refuses — a git sha like `88e56720`
+            // overflows as a float — is taken as the string it is, like helm's --set.
+            parse_one(raw, &format!("`--set {key}`"))
+                .unwrap_or_else(|_| Value::String(raw.to_string()))
         };
         let mut node = &mut self.value;
         let parts: Vec<&str> = key.split('.').collect();
@@ -580,7 +583,7 @@ mod fuzz {
             val in "[a-z0-9]{1,8}",
         ) {
             let c = Config::load(&[], &[format!("{key}={val}")]).unwrap();
-            let expected = parse_one(&val, "v").unwrap();
+            let expected = parse_one(&val, "v").unwrap_or_else(|_| Value::String(val.clone()));
             prop_assert_eq!(lookup(&c.value, &key), Some(&expected));
         }
 
