@@ -4,10 +4,10 @@
 
 use std::path::PathBuf;
 
+use collate_run_tests::Run;
 use collate_run_tests::api_server::{ApiOptions, ApiServer};
 use collate_run_tests::kube::Cluster;
 use collate_run_tests::run::root;
-use collate_run_tests::{Output, Run};
 use serde_json::{Value, json};
 
 const ACCOUNT: &str = "123456789012";
@@ -75,21 +75,6 @@ impl World {
     }
 }
 
-fn changed(out: &Output) -> Vec<String> {
-    out.changes()
-        .iter()
-        .filter(|c| c["action"] != "unchanged")
-        .map(|c| {
-            format!(
-                "{} {} {}",
-                c["action"].as_str().unwrap_or(""),
-                c["kind"].as_str().unwrap_or(""),
-                c["name"].as_str().unwrap_or("")
-            )
-        })
-        .collect()
-}
-
 #[test]
 fn full_plans_converges_and_reruns_without_changes() {
     let Some(w) = World::start() else {
@@ -99,7 +84,7 @@ fn full_plans_converges_and_reruns_without_changes() {
 
     // A plan on an empty world lists every creation and changes nothing.
     let plan = w.recipe("full.rhai").plan().succeeds();
-    let planned = changed(&plan);
+    let planned = plan.changed();
     for want in [
         "argo-workflows/argo-db-credentials",
         "collate/om-role",
@@ -268,7 +253,7 @@ fn full_plans_converges_and_reruns_without_changes() {
 
     // A second run changes nothing, does not re-index, and lists workflows with the om-role token.
     let again = w.recipe("full.rhai").succeeds();
-    assert_eq!(changed(&again), Vec::<String>::new());
+    assert_eq!(again.changed(), Vec::<String>::new());
     assert_eq!(w.api.triggers(), 1);
     assert!(
         w.api
@@ -283,7 +268,7 @@ fn full_plans_converges_and_reruns_without_changes() {
         .set("images.server.tag", "om-1.12.4-cl-1.12.4")
         .plan()
         .succeeds();
-    let bumped = changed(&bump);
+    let bumped = bump.changed();
     assert_eq!(bumped.len(), 1, "{bumped:#?}");
     assert!(bumped[0].contains("openmetadata"), "{bumped:#?}");
 }
@@ -430,7 +415,7 @@ fn full_with_the_aws_prerequisites_on_moto() {
     // The plan creates nothing on AWS either.
     let plan = run(true);
     assert!(
-        changed(&plan)
+        plan.changed()
             .iter()
             .any(|c| c == "create aws.iam.role collate-server-role"),
         "{plan}"
@@ -502,7 +487,7 @@ fn full_with_the_aws_prerequisites_on_moto() {
     );
     // And a second run changes nothing, on AWS or Kubernetes.
     let again = run(true);
-    assert!(changed(&again).is_empty(), "{:#?}", changed(&again));
+    assert!(again.changed().is_empty(), "{:#?}", again.changed());
 }
 
 /// Standard base64 decoding (Secret data read straight from the test server).

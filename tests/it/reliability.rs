@@ -394,21 +394,6 @@ run_lock: {{namespace: default, name: collate-run, ttl: 5, wait: 20}}
     }
 }
 
-fn changed(out: &Output) -> Vec<String> {
-    out.changes()
-        .iter()
-        .filter(|c| c["action"] != "unchanged")
-        .map(|c| {
-            format!(
-                "{} {} {}",
-                c["action"].as_str().unwrap_or(""),
-                c["kind"].as_str().unwrap_or(""),
-                c["name"].as_str().unwrap_or("")
-            )
-        })
-        .collect()
-}
-
 /// Differences between two snapshots, for assertion messages.
 fn diff(a: &BTreeMap<String, Value>, b: &BTreeMap<String, Value>) -> Vec<String> {
     let mut out = Vec::new();
@@ -625,7 +610,7 @@ fn transient_faults_are_retried_until_the_recipe_converges() {
     w.api.configure(|o| o.argo_token = t);
     let again = w.recipe("full.rhai").json().succeeds();
     assert_eq!(
-        changed(&again),
+        again.changed(),
         Vec::<String>::new(),
         "the re-run under faults changes nothing"
     );
@@ -644,7 +629,7 @@ fn transient_faults_are_retried_until_the_recipe_converges() {
         k.injected >= 10 && a.injected >= 5,
         "too few faults to prove anything: {k:?} {a:?}"
     );
-    assert!(!changed(&first).is_empty());
+    assert!(!first.changed().is_empty());
     // The same end state as without faults.
     let faulted = w.snapshot();
     let Some(clean) = World::start() else { return };
@@ -941,10 +926,10 @@ fn kill_points(
             let third = w.recipe("full.rhai").json().run();
             let d = diff(want, &w.snapshot());
             let revisions = w.helm_revisions();
-            if third.code != 0 || !changed(&third).is_empty() {
+            if third.code != 0 || !third.changed().is_empty() {
                 t.problems.push(format!(
                     "SIG{signal} after event {n}: a third run is not a no-op: {:?}\n{third}",
-                    changed(&third)
+                    third.changed()
                 ));
             } else if !d.is_empty() {
                 t.problems.push(format!(

@@ -268,6 +268,22 @@ impl Output {
             .collect()
     }
 
+    /// The changes of a JSON run that are not `unchanged`, as `"ACTION KIND NAME"` lines.
+    pub fn changed(&self) -> Vec<String> {
+        self.changes()
+            .iter()
+            .filter(|c| c["action"] != "unchanged")
+            .map(|c| {
+                format!(
+                    "{} {} {}",
+                    c["action"].as_str().unwrap_or(""),
+                    c["kind"].as_str().unwrap_or(""),
+                    c["name"].as_str().unwrap_or("")
+                )
+            })
+            .collect()
+    }
+
     /// The final `summary` event of a JSON run.
     pub fn summary(&self) -> Value {
         self.json_lines()
