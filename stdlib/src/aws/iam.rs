@@ -842,51 +842,41 @@ fn converge_policies(
     inline: &[(String, Option<Value>)],
 ) -> Result<(), HostError> {
     for p in spec.policies.iter().filter(|p| !attached.contains(p)) {
-        let op = "iam:AttachRolePolicy";
-        host.mutate(&format!("{op} {name} {p}"), async {
-            c.iam
-                .attach_role_policy()
-                .role_name(name)
-                .policy_arn(p)
-                .send()
-                .await
-                .map_err(|e| {
-                    let err = sdk_error(op, &format!("{name}` / `{p}"), e);
-                    if err.kind == ErrorKind::NotFound {
-                        err.with_hint("check the policy ARN (AWS managed ones look like `arn:aws:iam::aws:policy/AmazonS3FullAccess`)")
-                    } else {
-                        err
-                    }
-                })
+        let send = c
+            .iam
+            .attach_role_policy()
+            .role_name(name)
+            .policy_arn(p)
+            .send();
+        role_policy_call(host, "iam:AttachRolePolicy", name, p, send).map_err(|err| {
+            if err.kind == ErrorKind::NotFound {
+                err.with_hint("check the policy ARN (AWS managed ones look like `arn:aws:iam::aws:policy/AmazonS3FullAccess`)")
+            } else {
+                err
+            }
         })?;
     }
     if spec.exclusive {
         for p in attached.iter().filter(|p| !spec.policies.contains(p)) {
-            let op = "iam:DetachRolePolicy";
-            host.mutate(&format!("{op} {name} {p}"), async {
-                c.iam
-                    .detach_role_policy()
-                    .role_name(name)
-                    .policy_arn(p)
-                    .send()
-                    .await
-                    .map_err(|e| sdk_error(op, &format!("{name}` / `{p}"), e))
-            })?;
+            let send = c
+                .iam
+                .detach_role_policy()
+                .role_name(name)
+                .policy_arn(p)
+                .send();
+            role_policy_call(host, "iam:DetachRolePolicy", name, p, send)?;
         }
         for (n, _) in inline
             .iter()
             .filter(|(n, _)| !spec.inline.iter().any(|(m, _)| m == n))
         {
-            let op = "iam:DeleteRolePolicy";
-            host.mutate(&format!("{op} {name} {n}"), async {
-                c.iam
-                    .delete_role_policy()
-                    .role_name(name)
-                    .policy_name(n)
-                    .send()
-                    .await
-                    .map_err(|e| sdk_error(op, &format!("{name}` / `{n}"), e))
-            })?;
+            let send = c
+                .iam
+                .delete_role_policy()
+                .role_name(name)
+                .policy_name(n)
+                .send();
+            role_policy_call(host, "iam:DeleteRolePolicy", name, n, send)?;
         }
     }
     for (n, d) in &spec.inline {
@@ -896,20 +886,41 @@ fn converge_policies(
         if same {
             continue;
         }
-        let op = "iam:PutRolePolicy";
         let text = serde_json::to_string(d).unwrap_or_default();
-        host.mutate(&format!("{op} {name} {n}"), async {
-            c.iam
-                .put_role_policy()
-                .role_name(name)
-                .policy_name(n)
-                .policy_document(&text)
-                .send()
-                .await
-                .map_err(|e| sdk_error(op, &format!("{name}` / `{n}"), e))
-        })?;
+        let send = c
+            .iam
+            .put_role_policy()
+            .role_name(name)
+            .policy_name(n)
+            .policy_document(&text)
+            .send();
+        role_policy_call(host, "iam:PutRolePolicy", name, n, send)?;
     }
     Ok(())
+}
+
+/// Runs one change to a policy of role `role` (`policy`: an attached ARN or an inline name) as
+/// a mutation; a failure names the operation, the role and the policy.
+fn role_policy_call<O, E>(
+    host: &Host,
+    op: &str,
+    role: &str,
+    policy: &str,
+    send: impl Future<
+        Output = Result<
+            O,
+            aws_sdk_iam::error::SdkError<E, aws_sdk_iam::config::http::HttpResponse>,
+        >,
+    >,
+) -> Result<(), HostError>
+where
+    E: aws_sdk_iam::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    host.mutate(&format!("{op} {role} {policy}"), async {
+        send.await
+            .map(|_| ())
+            .map_err(|e| sdk_error(op, &format!("{role}` / `{policy}"), e))
+    })
 }
 
 /// A trust policy naming an OIDC provider created moments ago can be refused for a few
