@@ -34,6 +34,8 @@ pub enum ErrorKind {
     Precondition,
     /// `collate-run check` stops at the first remote call: not an error for the user.
     CheckStop,
+    /// The run was interrupted (SIGINT) before this call.
+    Interrupted,
 }
 
 impl ErrorKind {
@@ -51,6 +53,7 @@ impl ErrorKind {
             ErrorKind::Denied => "denied",
             ErrorKind::Precondition => "precondition",
             ErrorKind::CheckStop => "check_stop",
+            ErrorKind::Interrupted => "interrupted",
         }
     }
 
@@ -68,6 +71,7 @@ impl ErrorKind {
             "denied" => ErrorKind::Denied,
             "precondition" => ErrorKind::Precondition,
             "check_stop" => ErrorKind::CheckStop,
+            "interrupted" => ErrorKind::Interrupted,
             _ => return None,
         })
     }
@@ -164,7 +168,66 @@ impl From<HostError> for Box<EvalAltResult> {
 /// The result type of host functions at the Rhai boundary.
 pub type RhaiResult<T> = Result<T, Box<EvalAltResult>>;
 
+/// An error and its sources, `: `-joined without repeats ("error sending request: connection
+/// refused"); never the `Debug` form.
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}
+
+/// The innermost cause of an error as one line, without the OS error number
+/// (`Connection refused`).
+pub(crate) fn root_cause(e: &dyn std::error::Error) -> String {
+    let mut cause = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        cause = s.to_string();
+        source = s.source();
+    }
+    let line = cause.lines().next().unwrap_or_default();
+    line.split(" (os error ")
+        .next()
+        .unwrap_or(line)
+        .trim()
+        .to_string()
+}
+
 /// Shorthand for `Err(HostError::input(..).into())`.
 pub fn input_err<T>(message: impl Into<String>) -> RhaiResult<T> {
     Err(HostError::input(message).into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{error_chain, root_cause};
+
+    #[derive(Debug)]
+    struct Outer(std::io::Error);
+    impl std::fmt::Display for Outer {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("dispatch failure")
+        }
+    }
+    impl std::error::Error for Outer {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn chains_and_root_causes_are_one_line_without_debug_or_os_codes() {
+        let e = Outer(std::io::Error::from_raw_os_error(111));
+        assert_eq!(root_cause(&e), "Connection refused");
+        assert!(error_chain(&e).starts_with("dispatch failure: Connection refused"));
+        assert!(!error_chain(&e).contains("Outer"));
+    }
 }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use rhai::plugin::*;
 use rhai::{FnPtr, Map};
 
-use crate::error::{ErrorKind, HostError, RhaiResult};
+use crate::error::{ErrorKind, HostError, RhaiResult, error_chain};
 use crate::host::Host;
 use crate::secret::Secret;
 use crate::value::{Secrets, check_keys, from_json, opt_bool, opt_int, to_json};
@@ -217,21 +217,6 @@ async fn send(req: Request) -> Result<Response, HostError> {
         body,
         headers,
     })
-}
-
-/// The error and its sources, joined ("error sending request: connection refused").
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = s.source();
-    }
-    out
 }
 
 /// The error thrown for a non-2xx answer when the caller asked `fail: true`.

@@ -3,6 +3,7 @@
 //! credentials, region, cluster and foreign buckets, ECR passwords never shown, and the
 //! guide's AWS steps end to end through aws-sdk-rust with an endpoint override.
 
+use collate_run_tests::fault_proxy::{Fault, FaultProxy, Faults};
 use collate_run_tests::moto::{ACCOUNT, Moto, REGION};
 use collate_run_tests::{Output, Run};
 use serde_json::Value;
@@ -178,6 +179,90 @@ fn oidc_provider_plan_apply_unchanged() {
     )
     .fails_with(1)
     .stderr_contains("40 hex digits");
+}
+
+/// Credentials moto accepts, as canaries: no error may show them.
+const KEY_CANARY: &str = "AKIACANARY0123456789";
+const SECRET_CANARY: &str = "canary/secret+Access0123456789abcdefghij";
+
+fn canary_credentials() -> [(&'static str, &'static str); 2] {
+    [
+        ("AWS_ACCESS_KEY_ID", KEY_CANARY),
+        ("AWS_SECRET_ACCESS_KEY", SECRET_CANARY),
+    ]
+}
+
+/// An IAM (query protocol) error document.
+fn iam_error(code: &str, message: &str) -> String {
+    format!(
+        "<ErrorResponse xmlns=\"https://iam.amazonaws.com/doc/2010-05-08/\"><Error><Type>Sender</Type>\
+         <Code>{code}</Code><Message>{message}</Message></Error><RequestId>r-1</RequestId></ErrorResponse>"
+    )
+}
+
+#[test]
+fn aws_errors_name_operation_resource_and_http_status_never_a_credential() {
+    let moto = Moto::start();
+    let script = r#"aws::iam::ensure_role("collate-om", #{ trust: #{ Version: "2012-10-17", Statement: [] } });"#;
+    // IAM only goes through the proxy (`AWS_ENDPOINT_URL_IAM`); STS and S3 reach moto directly.
+    let proxy = FaultProxy::start(
+        &moto.endpoint(),
+        Faults::always(Fault::Status(403)).body(&iam_error(
+            "AccessDenied",
+            "User: arn:aws:iam::123456789012:user/ci is not authorized to perform: iam:GetRole",
+        )),
+    );
+    let out = run(&moto, script)
+        .envs(canary_credentials())
+        .env("AWS_ENDPOINT_URL_IAM", &proxy.url())
+        .fails_with(4);
+    out.stderr_contains(
+        "`iam:GetRole` on `collate-om` failed: AccessDenied (HTTP 403): User: arn:aws:iam::123456789012:user/ci is not authorized",
+    )
+    .stderr_contains("aws sts get-caller-identity")
+    .never_shows(KEY_CANARY)
+    .never_shows(SECRET_CANARY);
+    assert_eq!(proxy.stats().injected, 1, "a 403 is final at once");
+
+    // A 500 on every attempt: retried (5 attempts in all), then the status is named.
+    proxy.set(Faults::always(Fault::Status(500)).body(&iam_error(
+        "ServiceFailure",
+        "Request processing has failed due to some unknown error",
+    )));
+    let out = run(&moto, script)
+        .envs(canary_credentials())
+        .env("AWS_ENDPOINT_URL_IAM", &proxy.url())
+        .fails_with(4);
+    out.stderr_contains("`iam:GetRole` on `collate-om` failed: ServiceFailure (HTTP 500)")
+        .stderr_contains("retried")
+        .never_shows(KEY_CANARY)
+        .never_shows(SECRET_CANARY);
+    let stats = proxy.stats();
+    assert_eq!(stats.by_fault.get("500"), Some(&5), "5 attempts: {stats:?}");
+    assert!(moto.role_names().is_empty());
+
+    // An endpoint nobody listens on: one line with the endpoint and the cause, no SDK dump.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let endpoint = format!("http://127.0.0.1:{closed}");
+    let out = run(&moto, "aws::account_id();")
+        .envs(canary_credentials())
+        .env("AWS_ENDPOINT_URL", &endpoint)
+        .fails_with(4);
+    let first = out.stderr.lines().next().unwrap_or_default();
+    assert_eq!(
+        first,
+        format!(
+            "error: `sts:GetCallerIdentity` on `the caller` failed: cannot reach AWS at `{endpoint}`: Connection refused"
+        ),
+        "{out}"
+    );
+    for dump in ["DispatchFailure", "ConnectorError", "os error", "hyper"] {
+        out.never_shows(dump);
+    }
+    out.never_shows(KEY_CANARY).never_shows(SECRET_CANARY);
 }
 
 fn role_script(issuer: &str, sa: &str, extra: &str) -> String {

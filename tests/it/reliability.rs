@@ -698,9 +698,10 @@ fn a_permanent_aws_error_names_the_resource_and_the_status() {
     let out = w.recipe("full.rhai").run();
     assert_ne!(out.code, 0, "{out}");
     eprintln!("permanent aws error (exit {}):\n{}", out.code, out.stderr);
-    // The AWS stdlib names the service error code (AccessDenied for a 403), not the number.
-    out.stderr_contains("collate-argo-artifacts-eu-west-1")
-        .stderr_contains("AccessDenied");
+    // The AWS stdlib names the operation, the bucket, the service error code and the status.
+    out.stderr_contains(
+        "`s3:CreateBucket` on `collate-argo-artifacts-eu-west-1` failed: AccessDenied (HTTP 403)",
+    );
     out.stdout_contains("✗ prereqs");
     assert!(w.moto.bucket_names().is_empty());
     let applied: Vec<String> = w

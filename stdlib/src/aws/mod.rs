@@ -17,11 +17,11 @@ use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_credential_types::provider::ProvideCredentials;
-use aws_sdk_sts::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_sts::error::{ProvideErrorMetadata, SdkError};
 use rhai::Module;
 use rhai::plugin::*;
 
-use crate::error::{ErrorKind, HostError};
+use crate::error::{ErrorKind, HostError, error_chain, root_cause};
 use crate::host::{Host, Settings};
 
 /// The AWS clients of a run, built once from aws-config's chain.
@@ -88,6 +88,12 @@ pub(crate) async fn load(settings: &Settings, profile: Option<&str>) -> Result<C
         HostError::config("no AWS region is set")
             .with_hint("set `AWS_REGION`, pass `--region`, or set `region` in the AWS profile")
     })?;
+    if profile.is_none() {
+        let noted = (config.endpoint_url().map(str::to_string), region.clone());
+        if let Ok(mut e) = ENDPOINT.write() {
+            *e = Some(noted);
+        }
+    }
     Ok(Clients {
         region,
         sts: aws_sdk_sts::Client::new(&config),
@@ -106,7 +112,7 @@ async fn sdk_config(settings: &Settings, profile: Option<&str>) -> Result<SdkCon
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
         .retry_config(
             RetryConfig::adaptive()
-                .with_max_attempts(5)
+                .with_max_attempts(MAX_ATTEMPTS)
                 .with_initial_backoff(Duration::from_millis(500)),
         )
         .timeout_config(
@@ -137,10 +143,7 @@ async fn sdk_config(settings: &Settings, profile: Option<&str>) -> Result<SdkCon
         use aws_credential_types::provider::error::CredentialsError;
         let message = match &e {
             CredentialsError::CredentialsNotLoaded(_) => format!("no AWS credentials found{from}"),
-            _ => format!(
-                "cannot load AWS credentials{from}: {}",
-                DisplayErrorContext(&e)
-            ),
+            _ => format!("cannot load AWS credentials{from}: {}", error_chain(&e)),
         };
         return Err(HostError::new(ErrorKind::Auth, message).with_hint(hint));
     }
@@ -193,8 +196,35 @@ pub(crate) fn status<E>(e: &SdkError<E, aws_sdk_sts::config::http::HttpResponse>
     e.raw_response().map(|r| r.status().as_u16())
 }
 
-/// Turns an SDK error into a [`HostError`] naming the operation (`iam:CreateRole`) and the
-/// resource; the kind says whether it was credentials, a missing object, a conflict or the API.
+/// The attempts the SDK makes for a retryable error (5xx, throttling, I/O).
+const MAX_ATTEMPTS: u32 = 5;
+
+/// The endpoint override and the region of the run's clients, noted when they are built, for
+/// "cannot reach AWS" errors (the SDK does not say which URL it could not reach).
+static ENDPOINT: std::sync::RwLock<Option<(Option<String>, String)>> = std::sync::RwLock::new(None);
+
+/// Where requests of `service` (`sts`, `iam`, `s3` ...) go: `AWS_ENDPOINT_URL_<SERVICE>`, else
+/// the endpoint override of the run, else AWS's public endpoint.
+fn endpoint_of(service: &str) -> String {
+    let own = std::env::var(format!("AWS_ENDPOINT_URL_{}", service.to_ascii_uppercase()));
+    if let Some(url) = own.ok().filter(|u| !u.is_empty()) {
+        return url;
+    }
+    let (url, region) = ENDPOINT
+        .read()
+        .ok()
+        .and_then(|e| e.clone())
+        .unwrap_or_default();
+    match url {
+        Some(url) => url,
+        None if service == "iam" || region.is_empty() => format!("https://{service}.amazonaws.com"),
+        None => format!("https://{service}.{region}.amazonaws.com"),
+    }
+}
+
+/// Turns an SDK error into a [`HostError`] naming the operation (`iam:CreateRole`), the
+/// resource and the HTTP status; the kind says whether it was credentials, a missing object, a
+/// conflict or the API. One line, never the SDK's debug form, never a credential.
 pub(crate) fn sdk_error<E>(
     op: &str,
     resource: &str,
@@ -203,22 +233,21 @@ pub(crate) fn sdk_error<E>(
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
+    let failed = format!("`{op}` on `{resource}` failed");
+    let service = op.split(':').next().unwrap_or(op);
+    let network_hint = "check the network path to AWS (proxy, VPN, `AWS_ENDPOINT_URL`)";
     match &e {
         SdkError::ServiceError(se) => {
-            let code = se.err().code().unwrap_or("unknown");
+            let code = se.err().code();
             let http = se.raw().status().as_u16();
             // A signature mismatch echoes the string to sign: do not repeat it.
             let message = match code {
-                "SignatureDoesNotMatch" | "InvalidSignatureException" => {
-                    "the request signature does not match (wrong secret access key?)".to_string()
+                Some("SignatureDoesNotMatch" | "InvalidSignatureException") => {
+                    Some("the request signature does not match (wrong secret access key?)")
                 }
-                _ => se
-                    .err()
-                    .message()
-                    .map(str::to_string)
-                    .unwrap_or_else(|| format!("HTTP {http}")),
+                _ => se.err().message().filter(|m| !m.trim().is_empty()),
             };
-            let kind = match code {
+            let kind = match code.unwrap_or_default() {
                 "AccessDenied"
                 | "AccessDeniedException"
                 | "UnauthorizedOperation"
@@ -239,13 +268,20 @@ where
                 | "ConcurrentModification"
                 | "OperationAborted"
                 | "ResourceInUseException" => ErrorKind::Conflict,
-                _ if http == 403 => ErrorKind::Auth,
+                _ if http == 401 || http == 403 => ErrorKind::Auth,
                 _ if http == 404 => ErrorKind::NotFound,
                 _ => ErrorKind::Api,
             };
+            let status = match code {
+                Some(code) => format!("{code} (HTTP {http})"),
+                None => format!("HTTP {http}"),
+            };
             let err = HostError::new(
                 kind,
-                format!("`{op}` on `{resource}` failed: {code}: {message}"),
+                match message {
+                    Some(m) => format!("{failed}: {status}: {m}"),
+                    None => format!("{failed}: {status}"),
+                },
             );
             match kind {
                 ErrorKind::Auth => err.with_hint(
@@ -253,23 +289,35 @@ where
                      check them with `aws sts get-caller-identity` and the IAM policy",
                 ),
                 ErrorKind::Conflict => err.with_hint("another change is in progress; run again"),
+                _ if http >= 500 || http == 429 || code.is_some_and(|c| c.contains("Throttl")) => {
+                    err.with_hint(format!(
+                        "AWS kept answering {http}; the call was retried with backoff ({MAX_ATTEMPTS} attempts at most), \
+                         then given up. Re-run when it is healthy: the recipe converges from where it stopped"
+                    ))
+                }
                 _ => err,
             }
         }
         SdkError::TimeoutError(_) => HostError::new(
             ErrorKind::Timeout,
-            format!("`{op}` on `{resource}` timed out"),
+            format!(
+                "{failed}: no answer from AWS at `{}` in time",
+                endpoint_of(service)
+            ),
         )
-        .with_hint("check the network path to AWS (proxy, VPN, `AWS_ENDPOINT_URL`)"),
+        .with_hint(network_hint),
         SdkError::DispatchFailure(_) => HostError::api(format!(
-            "`{op}` on `{resource}` failed: cannot reach AWS: {}",
-            DisplayErrorContext(&e)
+            "{failed}: cannot reach AWS at `{}`: {}",
+            endpoint_of(service),
+            root_cause(&e)
         ))
-        .with_hint("check the network path to AWS (proxy, VPN, `AWS_ENDPOINT_URL`)"),
-        _ => HostError::api(format!(
-            "`{op}` on `{resource}` failed: {}",
-            DisplayErrorContext(&e)
+        .with_hint(network_hint),
+        SdkError::ResponseError(r) => HostError::api(format!(
+            "{failed}: unreadable answer (HTTP {}): {}",
+            r.raw().status().as_u16(),
+            root_cause(&e)
         )),
+        _ => HostError::api(format!("{failed}: {}", error_chain(&e))),
     }
 }
 
