@@ -83,7 +83,8 @@ fn missing_credentials_or_region_is_one_clear_error_before_any_change() {
         .into_iter()
         .filter(|(k, _)| !k.starts_with("AWS_ACCESS_KEY_ID") && !k.starts_with("AWS_SECRET"))
         .collect();
-    let out = Run::script(script).envs(no_creds).fails_with(4);
+    // A configuration problem, like a missing region: exit 3.
+    let out = Run::script(script).envs(no_creds).fails_with(3);
     out.stderr_contains("no AWS credentials found")
         .stderr_contains("AWS_ACCESS_KEY_ID")
         .stderr_contains("--profile");
@@ -110,7 +111,7 @@ fn missing_credentials_or_region_is_one_clear_error_before_any_change() {
         .envs(bare)
         .arg("--profile")
         .arg("ecr-collate")
-        .fails_with(4)
+        .fails_with(3)
         .stderr_contains("profile `ecr-collate`");
 }
 

@@ -134,18 +134,28 @@ async fn sdk_config(settings: &Settings, profile: Option<&str>) -> Result<SdkCon
     };
     let hint = "set `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY`, or `AWS_PROFILE` / `--profile` \
                 (for an SSO profile run `aws sso login --profile NAME` first)";
+    // No credentials at all (or a profile that is not set up) is a configuration problem, like a
+    // missing region: exit 3. Credentials that exist but cannot be loaded (an SSO session to log
+    // in again, a failing credential process) are an auth error: exit 4.
     let Some(provider) = config.credentials_provider() else {
-        return Err(
-            HostError::new(ErrorKind::Auth, format!("no AWS credentials{from}")).with_hint(hint),
-        );
+        return Err(HostError::config(format!("no AWS credentials{from}")).with_hint(hint));
     };
     if let Err(e) = provider.provide_credentials().await {
         use aws_credential_types::provider::error::CredentialsError;
-        let message = match &e {
-            CredentialsError::CredentialsNotLoaded(_) => format!("no AWS credentials found{from}"),
-            _ => format!("cannot load AWS credentials{from}: {}", error_chain(&e)),
+        let err = match &e {
+            CredentialsError::CredentialsNotLoaded(_) => {
+                HostError::config(format!("no AWS credentials found{from}"))
+            }
+            CredentialsError::InvalidConfiguration(_) => HostError::config(format!(
+                "the AWS credential configuration{from} is invalid: {}",
+                error_chain(&e)
+            )),
+            _ => HostError::new(
+                ErrorKind::Auth,
+                format!("cannot load AWS credentials{from}: {}", error_chain(&e)),
+            ),
         };
-        return Err(HostError::new(ErrorKind::Auth, message).with_hint(hint));
+        return Err(err.with_hint(hint));
     }
     Ok(config)
 }
