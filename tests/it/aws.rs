@@ -5,6 +5,7 @@
 
 use collate_run_tests::fault_proxy::{Fault, FaultProxy, Faults};
 use collate_run_tests::moto::{ACCOUNT, Moto, REGION};
+use collate_run_tests::tls_server::TlsServer;
 use collate_run_tests::{Output, Run};
 use serde_json::Value;
 
@@ -180,6 +181,83 @@ fn oidc_provider_plan_apply_unchanged() {
     )
     .fails_with(1)
     .stderr_contains("40 hex digits");
+}
+
+/// The thumbprints moto holds for the OIDC provider `arn`.
+fn thumbprints_on_moto(moto: &Moto, arn: &str) -> Value {
+    moto.python(&format!(
+        "out = c('iam').get_open_id_connect_provider(OpenIDConnectProviderArn='{arn}')['ThumbprintList']"
+    ))
+}
+
+#[test]
+fn oidc_provider_thumbprint_comes_from_the_issuer_tls_chain() {
+    let moto = Moto::start();
+    let tls = TlsServer::start();
+    // An issuer with a port and an IP address as its host.
+    let issuer = format!("{}/id/C0FFEE", tls.url());
+    let arn = format!(
+        "arn:aws:iam::{ACCOUNT}:oidc-provider/{}",
+        host_path(&issuer)
+    );
+    let script = format!(
+        r#"let p = aws::iam::ensure_oidc_provider("{issuer}"); print(`changed=${{p.changed}} thumbprints=${{p.object.thumbprints}}`);"#
+    );
+    let root_ca = TlsServer::root_ca_file().display().to_string();
+    // Computed here from the fixture's DER, not by the code under test.
+    let expected = TlsServer::last_presented_sha1();
+
+    // Without `SSL_CERT_FILE` the system roots do not know the test CA: a clear error before
+    // anything is created.
+    let out = run(&moto, &script).fails_with(4);
+    out.stderr_contains(&format!(
+        "cannot take the thumbprint of OIDC issuer `{issuer}`: its TLS certificate chain is not trusted"
+    ))
+    .stderr_contains("thumbprints: [")
+    .stderr_contains("SSL_CERT_FILE");
+    assert!(tls.connections() >= 1, "the issuer was not contacted");
+    assert_eq!(tls.handshakes(), 0, "a handshake with an untrusted chain");
+    assert!(moto.oidc_provider_arns().is_empty(), "created anyway");
+
+    // Trusting the root: created with the SHA-1 of the last certificate presented.
+    run(&moto, &script)
+        .env("SSL_CERT_FILE", &root_ca)
+        .succeeds()
+        .stdout_contains(&format!("changed=created thumbprints=[\"{expected}\"]"));
+    assert_eq!(tls.handshakes(), 1);
+    assert_eq!(moto.oidc_provider_arns(), vec![arn.clone()]);
+    assert_eq!(
+        thumbprints_on_moto(&moto, &arn),
+        serde_json::json!([expected])
+    );
+
+    // Present: unchanged, without asking the issuer again.
+    let out = run(&moto, &script).json().succeeds();
+    assert_eq!(actions(&out)[0].2, "unchanged");
+    assert_eq!(tls.handshakes(), 1);
+
+    // An issuer that cannot be reached at all: created without a thumbprint, with a note.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let unreachable = format!("https://127.0.0.1:{closed}/id/C0FFEE");
+    let out = run(
+        &moto,
+        &format!(r#"aws::iam::ensure_oidc_provider("{unreachable}");"#),
+    )
+    .json()
+    .succeeds();
+    let change = &out.changes()[0];
+    assert_eq!(change["action"], "create", "{out}");
+    assert!(
+        change["note"]
+            .as_str()
+            .is_some_and(|n| n.contains("no thumbprint") && n.contains("cannot connect")),
+        "{change}"
+    );
+    let arn = format!("arn:aws:iam::{ACCOUNT}:oidc-provider/127.0.0.1:{closed}/id/C0FFEE");
+    assert_eq!(thumbprints_on_moto(&moto, &arn), serde_json::json!([]));
 }
 
 /// Credentials moto accepts, as canaries: no error may show them.

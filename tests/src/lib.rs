@@ -1,6 +1,7 @@
 //! The integration-test harness of collate-run: a builder that runs the real binary
 //! ([`run::Run`]), and helpers that start the loopback servers each test needs on ephemeral
-//! ports (moto, the Kubernetes API test server, the OpenMetadata/Argo test server).
+//! ports (moto, the Kubernetes API test server, the OpenMetadata/Argo test server, a TLS server
+//! standing in for an OIDC issuer).
 
 pub mod api_server;
 pub mod fault_proxy;
@@ -10,5 +11,6 @@ pub mod mariadb;
 pub mod moto;
 pub mod postgres;
 pub mod run;
+pub mod tls_server;
 
 pub use run::{Output, Run};

@@ -28,7 +28,12 @@ pub fn issuer_host_path(issuer: &str) -> Result<String, HostError> {
         .strip_prefix("https://")
         .unwrap_or(issuer.trim())
         .trim_end_matches('/');
-    if rest.is_empty() || rest.contains("://") || rest.contains(char::is_whitespace) {
+    let authority = rest.split('/').next().unwrap_or(rest);
+    if rest.is_empty()
+        || rest.contains("://")
+        || rest.contains(char::is_whitespace)
+        || super::thumbprint::host_port(authority).is_err()
+    {
         return Err(
             HostError::input(format!("`{issuer}` is not an OIDC issuer URL"))
                 .with_hint("pass the issuer from `aws::eks::oidc_issuer(cluster)`"),
@@ -170,6 +175,37 @@ fn provider_object(
     })
 }
 
+/// The thumbprint of the issuer's TLS chain for a new provider; none, with a note saying why,
+/// when the issuer cannot be reached (AWS does not need one for EKS issuers). A chain the roots
+/// do not verify is an error: a thumbprint taken from it would pin whoever answered.
+fn issuer_thumbprints(host: &Host, hp: &str) -> Result<(Vec<String>, Option<String>), HostError> {
+    use super::thumbprint::{Failure, of_issuer};
+    let authority = hp.split('/').next().unwrap_or(hp);
+    let target = hp.to_string();
+    let computed = host.read(&format!("tls {authority}"), async move {
+        Ok(tokio::task::spawn_blocking(move || of_issuer(&target))
+            .await
+            .unwrap_or_else(|e| Err(Failure::Unreachable(e.to_string()))))
+    })?;
+    match computed {
+        Ok(t) => Ok((vec![t], None)),
+        Err(Failure::Unreachable(why)) => Ok((
+            Vec::new(),
+            Some(format!(
+                "no thumbprint ({why}); AWS does not need one for EKS issuers"
+            )),
+        )),
+        Err(Failure::Untrusted(why)) => Err(HostError::api(format!(
+            "cannot take the thumbprint of OIDC issuer `https://{hp}`: its TLS certificate chain is not trusted: {why}"
+        ))
+        .with_hint(
+            "if the issuer is right, pass its thumbprint (SHA-1 of the last certificate of its chain) explicitly: \
+             `aws::iam::ensure_oidc_provider(issuer, #{ thumbprints: [\"...\"] })`, \
+             or add its CA to the trusted roots (`SSL_CERT_FILE`)",
+        )),
+    }
+}
+
 fn ensure_oidc_provider(ctx: &NativeCallContext, issuer: &str, opts: &Map) -> RhaiResult<Map> {
     check_keys(
         "aws::iam::ensure_oidc_provider",
@@ -255,23 +291,9 @@ fn ensure_oidc_provider(ctx: &NativeCallContext, issuer: &str, opts: &Map) -> Rh
             let th = match thumbprints.clone() {
                 Some(t) => t,
                 None => {
-                    let host_only = hp.split('/').next().unwrap_or(&hp).to_string();
-                    let computed = host.read(&format!("tls {host_only}"), async move {
-                        Ok(tokio::task::spawn_blocking(move || {
-                            super::thumbprint::of_host(&host_only)
-                        })
-                        .await
-                        .unwrap_or_else(|e| Err(e.to_string())))
-                    })?;
-                    match computed {
-                        Ok(t) => vec![t],
-                        Err(why) => {
-                            note = Some(format!(
-                                "no thumbprint ({why}); AWS does not need one for EKS issuers"
-                            ));
-                            Vec::new()
-                        }
-                    }
+                    let (t, why) = issuer_thumbprints(&host, &hp)?;
+                    note = why;
+                    t
                 }
             };
             let op = "iam:CreateOpenIDConnectProvider";
@@ -973,9 +995,10 @@ pub mod iam_module {
     /// Ensures the IAM OIDC provider of an EKS issuer exists (what the guide's
     /// `eksctl utils associate-iam-oidc-provider` does): present → unchanged; absent → created
     /// with client id `sts.amazonaws.com` and the issuer's thumbprint (SHA-1 of the last
-    /// certificate of its TLS chain; when the issuer cannot be reached none is set, which AWS
-    /// accepts for EKS). Returns `#{arn, changed, object, diff}`; in plan mode `arn` is the
-    /// predictable `arn:aws:iam::ACCOUNT:oidc-provider/HOST/PATH`.
+    /// certificate of its TLS chain, verified with the system's roots or `SSL_CERT_FILE`; when
+    /// the issuer cannot be reached none is set, which AWS accepts for EKS; a chain that does
+    /// not verify is an error: pass `thumbprints` then). Returns `#{arn, changed, object,
+    /// diff}`; in plan mode `arn` is the predictable `arn:aws:iam::ACCOUNT:oidc-provider/HOST/PATH`.
     ///
     /// ```rhai
     /// let provider = aws::iam::ensure_oidc_provider(aws::eks::oidc_issuer(config.cluster_name));
