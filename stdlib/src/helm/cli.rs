@@ -1,5 +1,7 @@
-//! Running the `helm` binary: found through `HELM_BIN` or `PATH`, its major version detected once
-//! (flags differ between helm 3 and 4), stderr masked before it reaches an error.
+//! Running the `helm` binary: found through `HELM_BIN` or `PATH`; its major version is detected
+//! only when a flag that differs between helm 3 and 4 is needed (`--atomic`), once per process.
+//! Values reach helm on stdin (`-f -`), never through argv or a file; stderr is masked before it
+//! reaches an error.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -11,11 +13,10 @@ use crate::error::{ErrorKind, HostError};
 use crate::host::Host;
 use crate::secret::mask_text;
 
-/// A helm binary and its major version.
+/// A helm binary.
 #[derive(Debug, Clone)]
 pub(crate) struct Helm {
     pub bin: PathBuf,
-    pub major: u32,
     /// `--kube-context`, from `--context`.
     pub context: Option<String>,
 }
@@ -37,7 +38,11 @@ pub(crate) fn failure(args: &[String], stderr: &str) -> HostError {
     } else {
         ErrorKind::Api
     };
-    HostError::new(kind, format!("`helm {}` failed: {text}", shown.join(" ")))
+    let err = HostError::new(kind, format!("`helm {}` failed: {text}", shown.join(" ")));
+    if text.contains("unknown command") || text.contains("unknown flag") {
+        return err.with_hint("collate-run needs helm 3 or 4: check `helm version` (or HELM_BIN)");
+    }
+    err
 }
 
 pub(crate) fn is_not_found(text: &str) -> bool {
@@ -50,45 +55,73 @@ impl Helm {
         let bin = std::env::var_os("HELM_BIN")
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from("helm"));
-        let major = version_of(&bin)?;
         Ok(Helm {
             bin,
-            major,
             context: host.settings().kube_context.clone(),
         })
     }
 
-    /// `--wait` for upgrade: helm 4 takes a strategy.
-    pub fn wait_flag(&self) -> &'static str {
-        if self.major >= 4 {
-            "--wait=watcher"
-        } else {
-            "--wait"
-        }
-    }
-
-    /// Roll back a failed upgrade: `--atomic` in helm 3, `--rollback-on-failure` in helm 4.
-    pub fn atomic_flag(&self) -> &'static str {
-        if self.major >= 4 {
+    /// Roll back a failed upgrade: `--atomic` in helm 3, `--rollback-on-failure` in helm 4
+    /// (where `--atomic` is deprecated). (`--wait` is the same flag in both.)
+    pub async fn atomic_flag(&self) -> Result<&'static str, HostError> {
+        let bin = self.bin.clone();
+        let major = tokio::task::spawn_blocking(move || version_of(&bin))
+            .await
+            .map_err(|e| HostError::api(format!("helm version check failed: {e}")))??;
+        Ok(if major >= 4 {
             "--rollback-on-failure"
         } else {
             "--atomic"
-        }
+        })
     }
 
     /// Runs helm with `args` (plus `--kube-context` when `cluster` is set); fails on a non-zero exit.
     pub async fn run(&self, args: Vec<String>, cluster: bool) -> Result<Out, HostError> {
+        self.run_with_input(args, cluster, None).await
+    }
+
+    /// Like `run`, with `input` written to helm's stdin (for `-f -`: values never touch argv or
+    /// the disk, so a killed run leaves nothing behind).
+    pub async fn run_with_input(
+        &self,
+        args: Vec<String>,
+        cluster: bool,
+        input: Option<Vec<u8>>,
+    ) -> Result<Out, HostError> {
+        use std::process::Stdio;
+        use tokio::io::AsyncWriteExt as _;
+
         let mut all = args.clone();
         if let Some(c) = self.context.as_ref().filter(|_| cluster) {
             all.push("--kube-context".into());
             all.push(c.clone());
         }
-        let out = tokio::process::Command::new(&self.bin)
+        let mut child = tokio::process::Command::new(&self.bin)
             .args(&all)
-            .stdin(std::process::Stdio::null())
-            .output()
+            .stdin(if input.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| not_runnable(&self.bin, &e))?;
+        // Written concurrently with reading the output, so a large input cannot deadlock.
+        let writer = match (input, child.stdin.take()) {
+            (Some(bytes), Some(mut stdin)) => Some(tokio::spawn(async move {
+                // helm may exit before reading everything (a bad flag): its stderr says why.
+                let _ = stdin.write_all(&bytes).await;
+            })),
+            _ => None,
+        };
+        let out = child
+            .wait_with_output()
             .await
             .map_err(|e| not_runnable(&self.bin, &e))?;
+        if let Some(w) = writer {
+            let _ = w.await;
+        }
         if !out.status.success() {
             return Err(failure(&args, &String::from_utf8_lossy(&out.stderr)));
         }
@@ -119,7 +152,8 @@ fn not_runnable(bin: &Path, e: &std::io::Error) -> HostError {
         .with_hint("install helm 3 or 4 on PATH, or set HELM_BIN to its path")
 }
 
-/// The major version of a helm binary (`helm version --template {{.Version}}`), cached.
+/// The major version of a helm binary (`helm version --template {{.Version}}`), cached; refuses
+/// helm 2 and older.
 fn version_of(bin: &Path) -> Result<u32, HostError> {
     if let Some(v) = VERSIONS
         .lock()

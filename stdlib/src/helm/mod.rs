@@ -1,10 +1,10 @@
-//! The `helm` namespace: Helm releases through the real `helm` binary (3 or 4). Values go to a
-//! 0600 temporary file, never to argv; a plan compares the release's chart and values with the
+//! The `helm` namespace: Helm releases through the real `helm` binary (3 or 4). Values go to
+//! helm's stdin (`-f -`), never to argv or a file; a release is read with `helm get metadata` and
+//! `helm get values` side by side; a plan compares the release's chart and values with the
 //! desired ones and installs nothing; an unchanged release is not upgraded again.
 
 mod cli;
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use rhai::Map;
@@ -50,6 +50,25 @@ impl Release {
         }
     }
 
+    /// From the release document `helm upgrade -o json` prints.
+    fn from_release(v: &Value) -> Release {
+        let s = |p: &str| {
+            v.pointer(p)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string()
+        };
+        Release {
+            name: s("/name"),
+            namespace: s("/namespace"),
+            revision: v.get("version").and_then(Value::as_i64).unwrap_or(0),
+            status: s("/info/status"),
+            chart: s("/chart/metadata/name"),
+            version: s("/chart/metadata/version"),
+            app_version: s("/chart/metadata/appVersion"),
+        }
+    }
+
     fn to_map(&self) -> Map {
         let mut m = Map::new();
         m.insert("name".into(), self.name.clone().into());
@@ -67,7 +86,7 @@ impl Release {
 struct Opts {
     namespace: String,
     version: Option<String>,
-    /// Values with secrets revealed (for the 0600 file), masked (for display), and secret paths.
+    /// Values with secrets revealed (for helm's stdin), masked (for display), and secret paths.
     values: Value,
     values_masked: Value,
     secret_paths: Vec<String>,
@@ -97,22 +116,9 @@ fn parse_opts(what: &str, opts: &Map, known: &[&str]) -> Result<Opts, HostError>
     })
 }
 
-/// Writes values to a 0600 temporary file (deleted when dropped).
-fn values_file(values: &Value) -> Result<tempfile::NamedTempFile, HostError> {
-    let mut f = tempfile::Builder::new()
-        .prefix("collate-run-values-")
-        .suffix(".json")
-        .tempfile()
-        .map_err(|e| HostError::io(format!("cannot create a temporary values file: {e}")))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let _ = std::fs::set_permissions(f.path(), std::fs::Permissions::from_mode(0o600));
-    }
-    f.write_all(values.to_string().as_bytes())
-        .and_then(|_| f.flush())
-        .map_err(|e| HostError::io(format!("cannot write the temporary values file: {e}")))?;
-    Ok(f)
+/// The values as helm reads them from stdin (`-f -`).
+fn values_input(values: &Value) -> Option<Vec<u8>> {
+    Some(values.to_string().into_bytes())
 }
 
 fn s(v: impl Into<String>) -> String {
@@ -203,16 +209,30 @@ fn read_release(
     Ok(v.as_ref().map(Release::from_metadata))
 }
 
-fn read_values(host: &Host, helm: &Helm, release: &str, ns: &str) -> Result<Value, HostError> {
+/// The release and its user-supplied values, read by two helm processes side by side (`None`
+/// when the release is not installed).
+fn read_release_and_values(
+    host: &Host,
+    helm: &Helm,
+    release: &str,
+    ns: &str,
+) -> Result<Option<(Release, Value)>, HostError> {
     let h = helm.clone();
-    let args = release_args("values", release, ns);
-    let v = host.read(&format!("helm get values {release}"), async move {
-        h.json(args).await
+    let (meta, values) = (
+        release_args("metadata", release, ns),
+        release_args("values", release, ns),
+    );
+    let (meta, values) = host.read(&format!("helm get metadata/values {release}"), async move {
+        let (m, v) = futures::join!(h.json(meta), h.json(values));
+        Ok((m?, v?))
     })?;
-    Ok(match v {
-        None | Some(Value::Null) => json!({}),
-        Some(v) => v,
-    })
+    Ok(meta.map(|m| {
+        let values = match values {
+            None | Some(Value::Null) => json!({}),
+            Some(v) => v,
+        };
+        (Release::from_metadata(&m), values)
+    }))
 }
 
 /// Per-key differences of values (removed keys included); secret paths masked.
@@ -275,7 +295,7 @@ fn stuck(rel: &Release) -> HostError {
     .with_hint(format!("if no other helm run is in progress (hold the run lock: `k8s::lock`), recover with `{fix}`, then run again"))
 }
 
-fn template_args(release: &str, chart: &str, o: &Opts, file: &Path) -> Vec<String> {
+fn template_args(release: &str, chart: &str, o: &Opts) -> Vec<String> {
     let mut args = vec![
         s("template"),
         release.to_string(),
@@ -283,7 +303,7 @@ fn template_args(release: &str, chart: &str, o: &Opts, file: &Path) -> Vec<Strin
         s("-n"),
         o.namespace.clone(),
         s("-f"),
-        file.display().to_string(),
+        s("-"),
     ];
     if let Some(v) = &o.version {
         args.extend([s("--version"), v.clone()]);
@@ -299,11 +319,11 @@ fn render(
     chart: &str,
     o: &Opts,
 ) -> Result<String, HostError> {
-    let file = values_file(&o.values)?;
-    let args = template_args(release, chart, o, file.path());
+    let args = template_args(release, chart, o);
     let h = helm.clone();
+    let input = values_input(&o.values);
     let out = host.read(&format!("helm template {release} {chart}"), async move {
-        h.run(args, false).await
+        h.run_with_input(args, false, input).await
     });
     match out {
         Ok(o) => Ok(o.stdout),
@@ -362,7 +382,11 @@ fn upgrade_install_impl(
         .as_ref()
         .map(|p| p.display().to_string())
         .unwrap_or_else(|| chart.to_string());
-    let live = read_release(&host, &helm, release, &o.namespace)?;
+    let read = read_release_and_values(&host, &helm, release, &o.namespace)?;
+    let (live, live_values) = match read {
+        Some((r, v)) => (Some(r), v),
+        None => (None, json!({})),
+    };
     if let Some(rel) = live.as_ref().filter(|r| r.status.starts_with("pending-")) {
         return Err(stuck(rel).into());
     }
@@ -405,7 +429,6 @@ fn upgrade_install_impl(
                     after: Some(json!("deployed")),
                 });
             }
-            let live_values = read_values(&host, &helm, release, &o.namespace)?;
             f.extend(values_diff(&o.values, &live_values, &o.secret_paths));
             (
                 if f.is_empty() {
@@ -437,7 +460,6 @@ fn upgrade_install_impl(
                 .unwrap_or_default(),
         }
     } else {
-        let file = values_file(&o.values)?;
         let mut args = vec![
             s("upgrade"),
             s("--install"),
@@ -446,21 +468,21 @@ fn upgrade_install_impl(
             s("-n"),
             o.namespace.clone(),
             s("-f"),
-            file.path().display().to_string(),
+            s("-"),
             s("--reset-values"),
+            s("-o"),
+            s("json"),
         ];
         if let Some(v) = &o.version {
             args.extend([s("--version"), v.clone()]);
         }
         if opt_bool(opts, "wait")?.unwrap_or(false) {
-            args.push(s(helm.wait_flag()));
+            args.push(s("--wait"));
         }
         if let Some(t) = parse_timeout(opts)? {
             args.extend([s("--timeout"), t]);
         }
-        if opt_bool(opts, "atomic")?.unwrap_or(false) {
-            args.push(s(helm.atomic_flag()));
-        }
+        let atomic = opt_bool(opts, "atomic")?.unwrap_or(false);
         if opt_bool(opts, "create_namespace")?.unwrap_or(false) {
             args.push(s("--create-namespace"));
         }
@@ -468,15 +490,19 @@ fn upgrade_install_impl(
             args.push(s("--disable-openapi-validation"));
         }
         let h = helm.clone();
-        host.mutate(&format!("helm upgrade --install {release}"), async move {
-            h.run(args, true).await
+        let input = values_input(&o.values);
+        let out = host.mutate(&format!("helm upgrade --install {release}"), async move {
+            if atomic {
+                args.push(s(h.atomic_flag().await?));
+            }
+            h.run_with_input(args, true, input).await
         })?;
-        drop(file);
-        read_release(&host, &helm, release, &o.namespace)?.ok_or_else(|| {
+        let doc: Value = serde_json::from_str(out.stdout.trim()).map_err(|e| {
             HostError::api(format!(
-                "helm release `{release}` is missing after `helm upgrade --install`"
+                "`helm upgrade --install {release}` printed something that is not JSON: {e}"
             ))
-        })?
+        })?;
+        Release::from_release(&doc)
     };
     let change = Change::new("helm.release", format!("{}/{release}", o.namespace), action)
         .with_fields(fields);
@@ -560,8 +586,8 @@ pub mod helm_module {
 
     /// Installs or upgrades a release: `#{namespace, version, values, wait, timeout, atomic,
     /// create_namespace, disable_openapi_validation}`. `chart` is `repo/chart`, an `oci://` ref or
-    /// a local chart folder (relative to the script). `values` may hold Secrets: they are written
-    /// to a 0600 temporary file, never to the command line. The release is compared first (chart
+    /// a local chart folder (relative to the script). `values` may hold Secrets: they reach helm
+    /// on its stdin, never the command line or a file. The release is compared first (chart
     /// name and version, `helm get values`): an unchanged release is not upgraded (no new
     /// revision); a plan shows the per-key differences (Secrets masked) and installs nothing.
     /// A release stuck in `pending-*` fails with the command that recovers it.
