@@ -186,14 +186,15 @@ pub(crate) fn converge(
     d: &Desired,
     force: bool,
 ) -> Result<Converged, HostError> {
-    let live = read_live(host, kube, &d.res, &d.namespace, &d.name)?;
     let api = kube.api(&d.res, &d.namespace)?;
     let mut params = PatchParams::apply(FIELD_MANAGER);
     params.force = force;
     let shown = d.display_name();
     let what = format!("apply {} {shown}", d.res.describe());
 
-    let dry = {
+    // The live object and the server's prediction (a dry-run apply) are independent: read them
+    // side by side, one round trip instead of two.
+    let (live, dry) = {
         let (api, k, body, name, what) = (
             api.clone(),
             kube.clone(),
@@ -201,13 +202,22 @@ pub(crate) fn converge(
             d.name.clone(),
             what.clone(),
         );
+        let get_what = format!("get {} {shown}", d.res.describe());
         let params = params.clone().dry_run();
-        host.read(&format!("k8s: dry-run {what}"), async move {
-            api.patch(&name, &params, &Patch::Apply(&body))
-                .await
-                .map(|o| serde_json::to_value(o).unwrap_or(Value::Null))
-                .map_err(|e| k.err(&format!("dry-run {what}"), e))
-        })
+        host.read(&format!("k8s: get + dry-run {what}"), async move {
+            let get = async {
+                let obj = api.get_opt(&name).await.map_err(|e| k.err(&get_what, e))?;
+                Ok::<_, HostError>(obj.map(|o| serde_json::to_value(o).unwrap_or(Value::Null)))
+            };
+            let dry = async {
+                api.patch(&name, &params, &Patch::Apply(&body))
+                    .await
+                    .map(|o| serde_json::to_value(o).unwrap_or(Value::Null))
+                    .map_err(|e| k.err(&format!("dry-run {what}"), e))
+            };
+            let (live, dry) = futures::join!(get, dry);
+            Ok((live?, dry))
+        })?
     };
     let mut note = None;
     let predicted = match dry {

@@ -407,6 +407,9 @@ pub mod k8s_module {
             _ => Duration::from_secs(30),
         };
         let started = std::time::Instant::now();
+        // The token controller fills the secret within milliseconds on a healthy cluster:
+        // poll soon, then back off (25 ms doubling to 1 s).
+        let mut delay = Duration::from_millis(25);
         loop {
             let live = read_live(&host, &kube, &res, namespace, name)?;
             if let Some(l) = live.as_ref().filter(|l| {
@@ -427,7 +430,8 @@ pub mod k8s_module {
             host.progress(&format!(
                 "waiting for the token of secret {namespace}/{name}"
             ));
-            pause(&host, Duration::from_millis(300));
+            pause(&host, delay);
+            delay = (delay * 2).min(Duration::from_secs(1));
         }
     }
 
