@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 
 use collate_stdlib::Host;
 use collate_stdlib::journal::Level;
@@ -27,8 +27,9 @@ impl Limits {
     pub const MODULES: usize = 256;
 }
 
-/// Set by the SIGINT handler; the engine stops at its next operation.
-pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+/// Set by the SIGINT handler; the engine stops at its next operation and no new remote call
+/// starts.
+pub use collate_stdlib::host::INTERRUPTED;
 
 /// The `lib/` folders searched for imports: `--lib` first, then a `lib/` next to the main
 /// script or in one of its two parent folders (so `recipes/maintenance/x.rhai` finds

@@ -30,6 +30,7 @@ pub fn for_kind(kind: ErrorKind) -> i32 {
         | ErrorKind::Auth => API,
         ErrorKind::Precondition => PRECONDITION,
         ErrorKind::CheckStop => OK,
+        ErrorKind::Interrupted => INTERRUPTED,
         _ => SCRIPT,
     }
 }

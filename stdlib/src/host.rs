@@ -68,12 +68,19 @@ impl Default for Settings {
 }
 
 /// The per-run context shared by all host functions.
+/// Set by the runtime's SIGINT handler: the engine stops at its next operation, and no new
+/// remote call starts (calls in flight finish).
+pub static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 pub struct Host {
     settings: Settings,
     journal: Journal,
     rt: tokio::runtime::Handle,
     remote_reads: AtomicU64,
     remote_writes: AtomicU64,
+    /// Set when the run is over (the runtime's clean-up, e.g. giving the run lock back), so
+    /// those calls still go through after an interrupt.
+    closing: std::sync::atomic::AtomicBool,
     /// Lazily built clients, one per remote system; each namespace owns its own cell.
     pub(crate) aws: tokio::sync::OnceCell<crate::aws::Clients>,
     pub(crate) kube: tokio::sync::OnceCell<kube::Client>,
@@ -95,6 +102,7 @@ impl Host {
             rt,
             remote_reads: AtomicU64::new(0),
             remote_writes: AtomicU64::new(0),
+            closing: std::sync::atomic::AtomicBool::new(false),
             aws: tokio::sync::OnceCell::new(),
             kube: tokio::sync::OnceCell::new(),
         })
@@ -206,7 +214,19 @@ impl Host {
         }
     }
 
+    /// Marks the run as over: calls made from now on (the clean-up) ignore an interrupt.
+    pub fn close(&self) {
+        self.closing.store(true, Ordering::Relaxed);
+    }
+
     fn check_stop(&self, what: &str) -> Result<(), HostError> {
+        if INTERRUPTED.load(Ordering::Relaxed) && !self.closing.load(Ordering::Relaxed) {
+            // Other calls may be in flight (`parallel`): they finish, no new one starts.
+            return Err(HostError::new(
+                ErrorKind::Interrupted,
+                format!("interrupted before `{what}`"),
+            ));
+        }
         if self.settings.mode == Mode::Check {
             return Err(HostError::new(
                 ErrorKind::CheckStop,
@@ -297,4 +317,10 @@ pub fn track(ctx: &NativeCallContext) {
 /// The call site recorded last by [`track`]: (source, position).
 pub fn last_call_site() -> Option<(String, rhai::Position)> {
     CALL_SITE.with(|c| c.borrow().clone())
+}
+
+/// Sets this thread's call site: `parallel` hands the site of a failed job (recorded on its
+/// worker thread) to the thread that raises the error.
+pub(crate) fn set_call_site(site: Option<(String, rhai::Position)>) {
+    CALL_SITE.with(|c| *c.borrow_mut() = site);
 }

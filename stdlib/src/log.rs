@@ -106,24 +106,53 @@ pub mod globals {
             })
             .collect::<Result<_, _>>()?;
         let ctx = &ctx;
-        let mut results: Vec<Option<RhaiResult<Dynamic>>> = (0..fns.len()).map(|_| None).collect();
-        for (chunk_fns, chunk_out) in fns.chunks(8).zip(results.chunks_mut(8)) {
-            std::thread::scope(|scope| {
-                let handles: Vec<_> = chunk_fns
-                    .iter()
-                    .map(|f| scope.spawn(move || f.call_within_context::<Dynamic>(ctx, ())))
-                    .collect();
-                for (slot, h) in chunk_out.iter_mut().zip(handles) {
-                    *slot = Some(h.join().unwrap_or_else(|_| {
-                        Err(crate::error::HostError::input("a parallel job panicked").into())
-                    }));
+        // A pool of at most 8 workers takes the jobs in order: a slow job holds one worker, not
+        // a whole batch.
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        type Slot = Option<(RhaiResult<Dynamic>, Option<(String, rhai::Position)>)>;
+        let results: Vec<std::sync::Mutex<Slot>> = (0..fns.len())
+            .map(|_| std::sync::Mutex::new(None))
+            .collect();
+        let workers = fns.len().min(8);
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..workers)
+                .map(|_| {
+                    scope.spawn(|| {
+                        loop {
+                            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            let Some(f) = fns.get(i) else { break };
+                            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                                f.call_within_context::<Dynamic>(ctx, ())
+                            }))
+                            .unwrap_or_else(|_| {
+                                Err(crate::error::HostError::input("a parallel job panicked")
+                                    .into())
+                            });
+                            // Where a failed job's host call was made (a thread-local).
+                            let site = r.is_err().then(crate::host::last_call_site).flatten();
+                            *results[i].lock().unwrap_or_else(|e| e.into_inner()) = Some((r, site));
+                        }
+                    })
+                })
+                .collect();
+            for h in handles {
+                let _ = h.join();
+            }
+        });
+        let mut out = rhai::Array::with_capacity(results.len());
+        for slot in results {
+            match slot.into_inner().unwrap_or_else(|e| e.into_inner()) {
+                Some((Ok(v), _)) => out.push(v),
+                Some((Err(e), site)) => {
+                    if site.is_some() {
+                        crate::host::set_call_site(site);
+                    }
+                    return Err(e);
                 }
-            });
+                None => out.push(Dynamic::UNIT),
+            }
         }
-        results
-            .into_iter()
-            .map(|r| r.unwrap_or(Ok(Dynamic::UNIT)))
-            .collect()
+        Ok(out)
     }
 
     /// Joins the items of an array into one string, with `sep` between them (Secrets show `***`).

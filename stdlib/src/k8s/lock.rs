@@ -311,6 +311,7 @@ pub fn release_all(host: &Arc<Host>) {
     if keys.is_empty() {
         return;
     }
+    host.close();
     let Ok(kube) = super::client::kube(host) else {
         return;
     };
