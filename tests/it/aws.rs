@@ -1,7 +1,9 @@
 //! The `aws` namespaces against moto: every function in plan and apply mode, idempotence, a
-//! trust policy compared as JSON, plan mode leaving moto untouched, clear errors for missing
-//! credentials, region, cluster and foreign buckets, ECR passwords never shown, and the
-//! guide's AWS steps end to end through aws-sdk-rust with an endpoint override.
+//! trust policy compared as JSON, plan mode leaving moto untouched, the OIDC thumbprint taken
+//! from a test issuer's TLS chain, clear errors (with the operation, the resource and the HTTP
+//! status, never a credential) for missing credentials, region, cluster, foreign buckets,
+//! untrusted issuers, refused and failing calls and unreachable endpoints, ECR passwords never
+//! shown, and the guide's AWS steps end to end through aws-sdk-rust with an endpoint override.
 
 use collate_run_tests::fault_proxy::{Fault, FaultProxy, Faults};
 use collate_run_tests::moto::{ACCOUNT, Moto, REGION};
@@ -603,6 +605,67 @@ fn bucket_plan_apply_unchanged_update_and_regions() {
     )
     .fails_with(1)
     .stderr_contains("`AES256`");
+}
+
+#[test]
+fn a_bucket_of_another_account_is_a_clear_error_and_nothing_is_created() {
+    let moto = Moto::start();
+    let name = "collate-argo-artifacts-taken";
+    let script = format!(
+        r#"aws::s3::ensure_bucket("{name}", #{{ encryption: "AES256", block_public: true }});"#
+    );
+    // S3 answers HeadBucket 403 for a bucket of another account (only S3 goes through the proxy).
+    let proxy = FaultProxy::start(
+        &moto.endpoint(),
+        Faults::always(Fault::Status(403))
+            .only(&format!("HEAD /{name}"))
+            .body(""),
+    );
+    for plan in [true, false] {
+        let mut r = run(&moto, &script).env("AWS_ENDPOINT_URL_S3", &proxy.url());
+        if plan {
+            r = r.plan();
+        }
+        r.fails_with(4)
+            .stderr_contains(&format!(
+                "S3 bucket `{name}` exists but is owned by another account, or these credentials may not read it (`s3:HeadBucket`: HTTP 403)"
+            ))
+            .stderr_contains("bucket names are global");
+    }
+    run(
+        &moto,
+        &format!(r#"try {{ aws::s3::bucket_exists("{name}"); }} catch (e) {{ print(`kind=${{e.kind}}`); }}"#),
+    )
+    .env("AWS_ENDPOINT_URL_S3", &proxy.url())
+    .succeeds()
+    .stdout_contains("kind=conflict");
+    assert_eq!(proxy.stats().injected, 3);
+    assert!(moto.bucket_names().is_empty());
+
+    // The name is free to read but CreateBucket says another account took it first.
+    proxy.set(
+        Faults::always(Fault::Status(409))
+            .only(&format!("PUT /{name}"))
+            .body(&format!(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>BucketAlreadyExists</Code>\
+                 <Message>The requested bucket name is not available.</Message><BucketName>{name}</BucketName></Error>"
+            )),
+    );
+    run(&moto, &script)
+        .env("AWS_ENDPOINT_URL_S3", &proxy.url())
+        .fails_with(4)
+        .stderr_contains(&format!(
+            "S3 bucket name `{name}` is taken by another account (`s3:CreateBucket`: BucketAlreadyExists, HTTP 409)"
+        ))
+        .stderr_contains("choose another name");
+    // One CreateBucket (`PUT /NAME/`) faulted, nothing after it.
+    let stats = proxy.stats();
+    assert_eq!(stats.injected, 4, "{stats:?}");
+    assert!(
+        stats.faulted[3].starts_with(&format!("PUT /{name}")),
+        "{stats:?}"
+    );
+    assert!(moto.bucket_names().is_empty());
 }
 
 #[test]

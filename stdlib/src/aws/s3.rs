@@ -128,7 +128,7 @@ fn read_bucket(
                     Some(403) => {
                         return Err(HostError::new(
                             ErrorKind::Conflict,
-                            format!("S3 bucket `{name}` exists but is owned by another account (or these credentials may not read it)"),
+                            format!("S3 bucket `{name}` exists but is owned by another account, or these credentials may not read it (`{op}`: HTTP 403)"),
                         )
                         .with_hint("bucket names are global across all AWS accounts: choose another name, e.g. with the account id in it"));
                     }
@@ -314,7 +314,10 @@ fn apply(
                 Err(e) if has_code(&e, "BucketAlreadyOwnedByYou") => Ok(()),
                 Err(e) if has_code(&e, "BucketAlreadyExists") => Err(HostError::new(
                     ErrorKind::Conflict,
-                    format!("S3 bucket name `{name}` is taken by another account"),
+                    format!(
+                        "S3 bucket name `{name}` is taken by another account (`{op}`: BucketAlreadyExists, HTTP {})",
+                        status(&e).unwrap_or(409)
+                    ),
                 )
                 .with_hint("bucket names are global across all AWS accounts: choose another name, e.g. with the account id in it")),
                 Err(e) => Err(sdk_error(op, name, e)),
