@@ -352,21 +352,6 @@ fn io_cause<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a std::io:
     None
 }
 
-/// The full text of an error and its causes.
-fn chain_text(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(err) = cur {
-        let s = err.to_string();
-        if !out.contains(&s) {
-            out.push_str(": ");
-            out.push_str(&s);
-        }
-        cur = err.source();
-    }
-    out
-}
-
 // ---------------------------------------------------------------------------------------------
 // PostgreSQL
 
@@ -393,7 +378,7 @@ fn pg_error(target: &Target, e: &tokio_postgres::Error) -> HostError {
             code.code()
         ));
     }
-    let text = chain_text(e);
+    let text = crate::error::error_chain(e);
     if text.contains("server does not support TLS") {
         return tls_unsupported(target);
     }
@@ -504,7 +489,7 @@ fn mysql_error(target: &Target, e: &mysql_async::Error) -> HostError {
             timed_out(target)
         }
         Error::Io(IoError::Io(io)) => {
-            let text = chain_text(io);
+            let text = crate::error::error_chain(io);
             if text.contains("certificate") || text.contains("TLS") {
                 tls_failed(target, &text)
             } else {
@@ -514,7 +499,7 @@ fn mysql_error(target: &Target, e: &mysql_async::Error) -> HostError {
         other => HostError::api(format!(
             "cannot connect to MySQL at `{}`: {}",
             target.shown(),
-            chain_text(other)
+            crate::error::error_chain(other)
         )),
     }
 }

@@ -293,10 +293,12 @@ fn aws_errors_name_operation_resource_and_http_status_never_a_credential() {
             "User: arn:aws:iam::123456789012:user/ci is not authorized to perform: iam:GetRole",
         )),
     );
-    let out = run(&moto, script)
-        .envs(canary_credentials())
-        .env("AWS_ENDPOINT_URL_IAM", &proxy.url())
-        .fails_with(4);
+    let through_proxy = || {
+        run(&moto, script)
+            .envs(canary_credentials())
+            .env("AWS_ENDPOINT_URL_IAM", &proxy.url())
+    };
+    let out = through_proxy().fails_with(4);
     out.stderr_contains(
         "`iam:GetRole` on `collate-om` failed: AccessDenied (HTTP 403): User: arn:aws:iam::123456789012:user/ci is not authorized",
     )
@@ -310,10 +312,7 @@ fn aws_errors_name_operation_resource_and_http_status_never_a_credential() {
         "ServiceFailure",
         "Request processing has failed due to some unknown error",
     )));
-    let out = run(&moto, script)
-        .envs(canary_credentials())
-        .env("AWS_ENDPOINT_URL_IAM", &proxy.url())
-        .fails_with(4);
+    let out = through_proxy().fails_with(4);
     out.stderr_contains("`iam:GetRole` on `collate-om` failed: ServiceFailure (HTTP 500)")
         .stderr_contains("retried")
         .never_shows(KEY_CANARY)
