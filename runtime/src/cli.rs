@@ -329,10 +329,20 @@ fn run(opts: &RunOpts, source: Source, mode: Mode) -> i32 {
             return d.exit_code;
         }
     };
+    // The run lock is checked in every mode, before the script runs.
+    let run_lock = match session.config.run_lock() {
+        Ok(l) => l,
+        Err(e) => {
+            let d = Diagnostic::from_host(&e);
+            session.report(&d);
+            return d.exit_code;
+        }
+    };
     let result = {
-        let lock = (mode == Mode::Apply)
-            .then(|| run_lock_script(&session.config))
-            .flatten();
+        let lock = run_lock
+            .as_ref()
+            .filter(|_| mode == Mode::Apply)
+            .map(run_lock_script);
         let Session { engine, scope, .. } = &mut session;
         match lock {
             Some(lock) => engine
@@ -421,18 +431,12 @@ impl From<HostError> for Diagnostic {
 /// The run lock: when the config has `run_lock: {namespace, name, ttl, wait}`, an apply run takes
 /// that Kubernetes Lease before the recipe starts and gives it back when it ends, so two operators
 /// never apply at once. Returns the Rhai statement that takes it.
-fn run_lock_script(config: &Config) -> Option<String> {
-    let lock = config.value.get("run_lock")?;
-    let ns = lock.get("namespace")?.as_str().filter(|s| !s.is_empty())?;
-    let name = lock
-        .get("name")
-        .and_then(|v| v.as_str())
-        .unwrap_or("collate-run");
-    let ttl = lock.get("ttl").and_then(|v| v.as_i64()).unwrap_or(300);
-    let wait = lock.get("wait").and_then(|v| v.as_i64()).unwrap_or(0);
-    Some(format!(
-        "k8s::lock({}, {}, {ttl}, #{{wait: {wait}}});",
-        serde_json::Value::from(ns),
-        serde_json::Value::from(name)
-    ))
+fn run_lock_script(lock: &crate::config::RunLock) -> String {
+    format!(
+        "k8s::lock({}, {}, {}, #{{wait: {}}});",
+        serde_json::Value::from(lock.namespace.as_str()),
+        serde_json::Value::from(lock.name.as_str()),
+        lock.ttl,
+        lock.wait
+    )
 }

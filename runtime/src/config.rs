@@ -29,6 +29,15 @@ impl std::fmt::Display for Origin {
     }
 }
 
+/// The run lock of `run_lock:` in the config.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunLock {
+    pub namespace: String,
+    pub name: String,
+    pub ttl: i64,
+    pub wait: i64,
+}
+
 /// The merged customer config.
 #[derive(Debug, Clone, Default)]
 pub struct Config {
@@ -171,6 +180,62 @@ impl Config {
         .with_hint(format!(
             "add `{key}` to the customer config, or pass `--set {key}=...`"
         ))
+    }
+
+    /// The run lock the config asks for (`run_lock: {namespace, name, ttl, wait}`), checked
+    /// before anything runs: a wrong type, a too short ttl or an unknown key is a config error
+    /// pointing at the key, never a silently skipped lock.
+    pub fn run_lock(&self) -> Result<Option<RunLock>, HostError> {
+        let Some(lock) = self.value.get("run_lock").filter(|v| !v.is_null()) else {
+            return Ok(None);
+        };
+        let at = |key: &str| {
+            self.origin(&format!("run_lock.{key}"))
+                .map(|o| format!("\n    --> {o}"))
+                .unwrap_or_default()
+        };
+        let fail = |key: &str, msg: String| {
+            HostError::config(format!("{msg}{}", at(key))).with_hint(
+                "run_lock is `{namespace: <ns>, name: collate-run, ttl: 300, wait: 0}` (ttl and wait in seconds)",
+            )
+        };
+        let Some(map) = lock.as_object() else {
+            return Err(fail("", "config key `run_lock` must be a map".into()));
+        };
+        if let Some(k) = map
+            .keys()
+            .find(|k| !["namespace", "name", "ttl", "wait"].contains(&k.as_str()))
+        {
+            return Err(fail(k, format!("unknown config key `run_lock.{k}`")));
+        }
+        let text = |key: &str, default: Option<&str>| -> Result<String, HostError> {
+            match map.get(key) {
+                Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
+                None if default.is_some() => Ok(default.unwrap_or_default().to_string()),
+                None => Err(fail(key, format!("missing config key `run_lock.{key}`"))),
+                Some(_) => Err(fail(
+                    key,
+                    format!("config key `run_lock.{key}` must be a non-empty string"),
+                )),
+            }
+        };
+        let int = |key: &str, default: i64, min: i64| -> Result<i64, HostError> {
+            match map.get(key) {
+                None => Ok(default),
+                Some(v) => v.as_i64().filter(|n| *n >= min).ok_or_else(|| {
+                    fail(
+                        key,
+                        format!("config key `run_lock.{key}` must be a whole number of seconds, at least {min}, not `{v}`"),
+                    )
+                }),
+            }
+        };
+        Ok(Some(RunLock {
+            namespace: text("namespace", None)?,
+            name: text("name", Some("collate-run"))?,
+            ttl: int("ttl", 300, 5)?,
+            wait: int("wait", 0, 0)?,
+        }))
     }
 
     /// `require(config, keys)`: every key must be present and not null.
