@@ -29,8 +29,11 @@ fn revisions(c: &Cluster) -> usize {
     h.as_array().unwrap().len()
 }
 
-fn lifecycle(bin: &Path) {
-    let c = Cluster::start().with_helm(bin);
+fn lifecycle(bin: &Path, driver: Option<&str>) {
+    let mut c = Cluster::start().with_helm(bin);
+    if let Some(d) = driver {
+        c = c.with_helm_driver(d);
+    }
     let run = |greeting: &str| {
         Run::script(&script(greeting))
             .envs(c.env())
@@ -138,6 +141,27 @@ fn lifecycle(bin: &Path) {
         .succeeds()
         .stdout_contains("rev=2 deployed")
         .stdout_contains("none=true");
+    // collate-run reads the release (from helm's records through the API with the default
+    // driver, through `helm get` with another) as helm itself reports it.
+    let ours = Run::script(r#"print(json::to_string(helm::status("mini", "collate")));"#)
+        .envs(c.env())
+        .succeeds();
+    let ours: Value = serde_json::from_str(ours.stdout.lines().next().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("{e}: {ours}"));
+    let helms: Value =
+        serde_json::from_str(&c.helm(&["get", "metadata", "mini", "-n", "collate", "-o", "json"]))
+            .unwrap();
+    for (a, b) in [
+        ("name", "name"),
+        ("namespace", "namespace"),
+        ("revision", "revision"),
+        ("status", "status"),
+        ("chart", "chart"),
+        ("version", "version"),
+        ("app_version", "appVersion"),
+    ] {
+        assert_eq!(ours[a], helms[b], "{a}: {ours} vs {helms}");
+    }
 }
 
 #[test]
@@ -146,7 +170,17 @@ fn release_lifecycle_helm4() {
         eprintln!("skipped: .tools/bin/helm missing (scripts/test-deps.sh)");
         return;
     };
-    lifecycle(&bin);
+    lifecycle(&bin, None);
+}
+
+/// Another storage driver: collate-run reads releases through `helm get`, not the API.
+#[test]
+fn release_lifecycle_helm4_configmap_driver() {
+    let Some(bin) = helm_binaries().into_iter().find(|b| b.ends_with("helm")) else {
+        eprintln!("skipped: .tools/bin/helm missing (scripts/test-deps.sh)");
+        return;
+    };
+    lifecycle(&bin, Some("configmap"));
 }
 
 #[test]
@@ -155,7 +189,7 @@ fn release_lifecycle_helm3() {
         eprintln!("skipped: .tools/bin/helm3 missing (scripts/test-deps.sh)");
         return;
     };
-    lifecycle(&bin);
+    lifecycle(&bin, None);
 }
 
 #[test]

@@ -13,6 +13,8 @@ pub struct Cluster {
     pub server: KubeTestServer,
     dir: tempfile::TempDir,
     helm: Option<PathBuf>,
+    /// `HELM_DRIVER` for helm and collate-run (helm's default, Secrets, when `None`).
+    helm_driver: Option<String>,
 }
 
 /// The helm binaries the tests run with: `.tools/bin/helm` (v4) and `.tools/bin/helm3`.
@@ -30,7 +32,14 @@ impl Cluster {
             server: KubeTestServer::start(),
             dir: tempfile::tempdir().expect("temp dir"),
             helm: crate::run::tool("helm"),
+            helm_driver: None,
         }
+    }
+
+    /// Sets `HELM_DRIVER` (e.g. `configmap`) for helm and collate-run.
+    pub fn with_helm_driver(mut self, driver: &str) -> Cluster {
+        self.helm_driver = Some(driver.to_string());
+        self
     }
 
     /// Uses this helm binary (for `HELM_BIN` and [`Cluster::helm`]).
@@ -67,6 +76,9 @@ impl Cluster {
         ];
         if let Some(h) = &self.helm {
             env.push(("HELM_BIN".to_string(), h.display().to_string()));
+        }
+        if let Some(d) = &self.helm_driver {
+            env.push(("HELM_DRIVER".to_string(), d.clone()));
         }
         env
     }

@@ -1,11 +1,15 @@
 //! The `helm` namespace: Helm releases through the real `helm` binary (3 or 4). Values go to
-//! helm's stdin (`-f -`), never to argv or a file; a release is read with `helm get metadata` and
-//! `helm get values` side by side; a plan compares the release's chart and values with the
-//! desired ones and installs nothing; an unchanged release is not upgraded again.
+//! helm's stdin (`-f -`), never to argv or a file. A release is read from helm's own release
+//! records through the Kubernetes API (one call; see `storage`), or with `helm get metadata` and
+//! `helm get values` side by side when `HELM_DRIVER` names another storage; a plan compares the
+//! release's chart and values with the desired ones and installs nothing; an unchanged release is
+//! not upgraded again.
 
 mod cli;
+mod storage;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use rhai::Map;
 use rhai::plugin::*;
@@ -196,27 +200,35 @@ fn release_args(sub: &str, release: &str, ns: &str) -> Vec<String> {
 }
 
 fn read_release(
-    host: &Host,
+    host: &Arc<Host>,
     helm: &Helm,
     release: &str,
     ns: &str,
 ) -> Result<Option<Release>, HostError> {
-    let h = helm.clone();
-    let args = release_args("metadata", release, ns);
-    let v = host.read(&format!("helm get metadata {release}"), async move {
-        h.json(args).await
-    })?;
-    Ok(v.as_ref().map(Release::from_metadata))
+    Ok(read_release_and_values(host, helm, release, ns)?.map(|(r, _)| r))
 }
 
-/// The release and its user-supplied values, read by two helm processes side by side (`None`
-/// when the release is not installed).
+/// The release and its user-supplied values (`None` when the release is not installed): from
+/// helm's release records through the Kubernetes API (one call), or, with another storage
+/// driver, from `helm get metadata` and `helm get values` run side by side.
 fn read_release_and_values(
-    host: &Host,
+    host: &Arc<Host>,
     helm: &Helm,
     release: &str,
     ns: &str,
 ) -> Result<Option<(Release, Value)>, HostError> {
+    let user_values = |v: Option<Value>| match v {
+        None | Some(Value::Null) => json!({}),
+        Some(v) => v,
+    };
+    if storage::uses_secrets() {
+        return Ok(storage::latest(host, ns, release)?.map(|doc| {
+            (
+                Release::from_release(&doc),
+                user_values(doc.get("config").cloned()),
+            )
+        }));
+    }
     let h = helm.clone();
     let (meta, values) = (
         release_args("metadata", release, ns),
@@ -226,13 +238,7 @@ fn read_release_and_values(
         let (m, v) = futures::join!(h.json(meta), h.json(values));
         Ok((m?, v?))
     })?;
-    Ok(meta.map(|m| {
-        let values = match values {
-            None | Some(Value::Null) => json!({}),
-            Some(v) => v,
-        };
-        (Release::from_metadata(&m), values)
-    }))
+    Ok(meta.map(|m| (Release::from_metadata(&m), user_values(values))))
 }
 
 /// Per-key differences of values (removed keys included); secret paths masked.

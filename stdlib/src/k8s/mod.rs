@@ -3,7 +3,7 @@
 //! plan mode; reads resolve kinds through discovery; `wait` watches; `lock` is a Lease.
 
 mod apply;
-mod client;
+pub(crate) mod client;
 mod converge;
 mod lock;
 mod wait;
