@@ -11,7 +11,9 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
+
+use crate::loopback::Loopback;
 
 /// How the server behaves.
 #[derive(Debug, Clone)]
@@ -83,10 +85,8 @@ struct Shared {
 
 /// A running test server; stops when dropped.
 pub struct ApiServer {
-    url: String,
     shared: Arc<Shared>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    server: Loopback,
 }
 
 impl ApiServer {
@@ -104,46 +104,16 @@ impl ApiServer {
                 ..State::default()
             }),
         });
-        let std_listener = std::net::TcpListener::bind(("127.0.0.1", port))?;
-        std_listener.set_nonblocking(true)?;
-        let addr = std_listener.local_addr()?;
-        let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
         let inner = shared.clone();
-        let thread = std::thread::Builder::new()
-            .name("om-argo-testserver".into())
-            .spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("test server runtime");
-                rt.block_on(async move {
-                    let listener = TcpListener::from_std(std_listener).expect("listener");
-                    loop {
-                        tokio::select! {
-                            _ = &mut stop_rx => break,
-                            accepted = listener.accept() => {
-                                if let Ok((stream, _)) = accepted {
-                                    let shared = inner.clone();
-                                    tokio::spawn(async move {
-                                        let _ = serve(stream, shared).await;
-                                    });
-                                }
-                            }
-                        }
-                    }
-                });
-            })?;
-        Ok(ApiServer {
-            url: format!("http://{addr}"),
-            shared,
-            stop: Some(stop_tx),
-            thread: Some(thread),
-        })
+        let server = Loopback::serve("om-argo-testserver", port, move |stream| {
+            serve(stream, inner.clone())
+        })?;
+        Ok(ApiServer { shared, server })
     }
 
     /// `http://127.0.0.1:PORT`.
     pub fn url(&self) -> &str {
-        &self.url
+        self.server.url()
     }
 
     /// Changes the behaviour of later requests.
@@ -183,17 +153,6 @@ impl ApiServer {
     /// Every request so far.
     pub fn seen(&self) -> Vec<Seen> {
         self.shared.state.lock().unwrap().seen.clone()
-    }
-}
-
-impl Drop for ApiServer {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 

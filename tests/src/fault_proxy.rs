@@ -20,7 +20,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
+
+use crate::loopback::Loopback;
 
 /// What the proxy does to a faulted request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,10 +121,8 @@ struct Shared {
 
 /// A running proxy; stops when dropped.
 pub struct FaultProxy {
-    port: u16,
     shared: Arc<Shared>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    server: Loopback,
 }
 
 /// splitmix64: small, seedable, good enough to pick faults.
@@ -151,48 +151,19 @@ impl FaultProxy {
             faults: Mutex::new(faults),
             stats: Mutex::new(Stats::default()),
         });
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1");
-        listener.set_nonblocking(true).expect("nonblocking");
-        let port = listener.local_addr().expect("local addr").port();
-        let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
         let inner = shared.clone();
-        let thread = std::thread::Builder::new()
-            .name("fault-proxy".into())
-            .spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("proxy runtime");
-                rt.block_on(async move {
-                    let listener = TcpListener::from_std(listener).expect("listener");
-                    loop {
-                        tokio::select! {
-                            _ = &mut stop_rx => break,
-                            conn = listener.accept() => {
-                                if let Ok((stream, _)) = conn {
-                                    tokio::spawn(serve(inner.clone(), stream));
-                                }
-                            }
-                        }
-                    }
-                });
-            })
-            .expect("spawn the proxy thread");
-        FaultProxy {
-            port,
-            shared,
-            stop: Some(stop_tx),
-            thread: Some(thread),
-        }
+        let server = Loopback::serve("fault-proxy", 0, move |stream| serve(inner.clone(), stream))
+            .expect("start the fault proxy on 127.0.0.1");
+        FaultProxy { shared, server }
     }
 
     /// `http://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        self.server.url().to_string()
     }
 
     pub fn port(&self) -> u16 {
-        self.port
+        self.server.port()
     }
 
     /// Changes the faults from now on (the RNG is re-seeded).
@@ -203,17 +174,6 @@ impl FaultProxy {
 
     pub fn stats(&self) -> Stats {
         self.shared.stats.lock().unwrap().clone()
-    }
-}
-
-impl Drop for FaultProxy {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 

@@ -3,10 +3,11 @@
 //! `ip-ranges.json`. A route may require an `Authorization` header. Records what it saw.
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
+
+use crate::loopback::Loopback;
 
 /// What the server saw: (path, `Authorization` header) per request.
 type Seen = Arc<Mutex<Vec<(String, Option<String>)>>>;
@@ -19,9 +20,9 @@ struct Route {
     body: Value,
 }
 
-/// A running server; it stops serving when dropped (its thread ends with the process).
+/// A running server; it stops accepting connections when dropped.
 pub struct JsonServer {
-    url: String,
+    server: Loopback,
     routes: Arc<Mutex<Vec<Route>>>,
     seen: Seen,
 }
@@ -29,34 +30,28 @@ pub struct JsonServer {
 impl JsonServer {
     /// Starts on 127.0.0.1 and an ephemeral port, with no routes (every path answers 404).
     pub fn start() -> JsonServer {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let url = format!("http://{}", listener.local_addr().expect("addr"));
         let routes: Arc<Mutex<Vec<Route>>> = Arc::default();
         let seen: Seen = Arc::default();
         let (r, s) = (routes.clone(), seen.clone());
-        std::thread::spawn(move || {
-            for stream in listener.incoming().flatten() {
-                let (r, s) = (r.clone(), s.clone());
-                std::thread::spawn(move || {
-                    let _ = serve(stream, &r, &s);
-                });
-            }
-        });
-        JsonServer { url, routes, seen }
+        let server = Loopback::serve_blocking("json-server", 0, move |stream| {
+            let _ = serve(stream, &r, &s);
+        })
+        .expect("start the JSON server on 127.0.0.1");
+        JsonServer {
+            server,
+            routes,
+            seen,
+        }
     }
 
     /// `http://127.0.0.1:PORT`.
     pub fn url(&self) -> &str {
-        &self.url
+        self.server.url()
     }
 
     /// The port.
     pub fn port(&self) -> u16 {
-        self.url
-            .rsplit(':')
-            .next()
-            .and_then(|p| p.parse().ok())
-            .unwrap_or(0)
+        self.server.port()
     }
 
     /// Answers `GET path` with `body` (200), for any or no credentials.

@@ -7,6 +7,7 @@ pub mod api_server;
 pub mod fault_proxy;
 pub mod json_server;
 pub mod kube;
+pub mod loopback;
 pub mod mariadb;
 pub mod moto;
 pub mod postgres;

@@ -11,15 +11,17 @@
 //! ```
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use sha1::{Digest, Sha1};
+
+use crate::loopback::Loopback;
 
 /// The fixture folder.
 fn fixtures() -> PathBuf {
@@ -40,10 +42,8 @@ struct Counters {
 
 /// A running TLS server; stops when dropped.
 pub struct TlsServer {
-    port: u16,
-    stop: Arc<AtomicBool>,
+    server: Loopback,
     counters: Arc<Counters>,
-    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl TlsServer {
@@ -62,40 +62,23 @@ impl TlsServer {
             .with_single_cert(chain, key)
             .expect("the fixture chain and key");
         let config = Arc::new(config);
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1");
-        let port = listener.local_addr().expect("local addr").port();
-        let stop = Arc::new(AtomicBool::new(false));
         let counters = Arc::new(Counters::default());
-        let (stop_in, counters_in) = (stop.clone(), counters.clone());
-        let thread = std::thread::Builder::new()
-            .name("tls-server".into())
-            .spawn(move || {
-                for conn in listener.incoming() {
-                    if stop_in.load(Ordering::SeqCst) {
-                        break;
-                    }
-                    let Ok(tcp) = conn else { continue };
-                    counters_in.connections.fetch_add(1, Ordering::SeqCst);
-                    let (config, counters) = (config.clone(), counters_in.clone());
-                    std::thread::spawn(move || serve(config, tcp, &counters));
-                }
-            })
-            .expect("spawn the TLS server thread");
-        TlsServer {
-            port,
-            stop,
-            counters,
-            thread: Some(thread),
-        }
+        let counters_in = counters.clone();
+        let server = Loopback::serve_blocking("tls-server", 0, move |tcp| {
+            counters_in.connections.fetch_add(1, Ordering::SeqCst);
+            serve(config.clone(), tcp, &counters_in);
+        })
+        .expect("start the TLS server on 127.0.0.1");
+        TlsServer { server, counters }
     }
 
     /// `https://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
-        format!("https://127.0.0.1:{}", self.port)
+        format!("https://{}", self.server.addr())
     }
 
     pub fn port(&self) -> u16 {
-        self.port
+        self.server.port()
     }
 
     /// TCP connections accepted so far.
@@ -149,17 +132,6 @@ fn serve(config: Arc<rustls::ServerConfig>, mut tcp: TcpStream, counters: &Count
         tls.write_all(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
     conn.send_close_notify();
     let _ = conn.complete_io(&mut tcp);
-}
-
-impl Drop for TlsServer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        // Wake the accept loop so it sees the flag.
-        let _ = TcpStream::connect(("127.0.0.1", self.port));
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
 }
 
 #[cfg(test)]
