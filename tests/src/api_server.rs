@@ -78,6 +78,21 @@ struct State {
     clock: i64,
 }
 
+impl State {
+    /// Starts a `running` re-index run, a second after the previous one.
+    fn start_run(&mut self, recreate_index: bool, stuck: bool) {
+        self.clock += 1000;
+        self.runs.push(RunRecord {
+            id: self.runs.len() as u64 + 1,
+            start_time: self.clock,
+            polls: 0,
+            status: "running".into(),
+            recreate_index,
+            stuck,
+        });
+    }
+}
+
 struct Shared {
     opts: Mutex<ApiOptions>,
     state: Mutex<State>,
@@ -128,18 +143,7 @@ impl ApiServer {
 
     /// Starts a run that stays `running` (to test "refuse while a run is active").
     pub fn start_active_run(&self) {
-        let mut st = self.shared.state.lock().unwrap();
-        let id = st.runs.len() as u64 + 1;
-        st.clock += 1000;
-        let start_time = st.clock;
-        st.runs.push(RunRecord {
-            id,
-            start_time,
-            polls: 0,
-            status: "running".into(),
-            recreate_index: true,
-            stuck: true,
-        });
+        self.shared.state.lock().unwrap().start_run(true, true);
     }
 
     /// How many re-index runs were triggered through the API.
@@ -303,17 +307,7 @@ fn route(req: &Request, shared: &Shared) -> (u16, Value) {
                 );
             }
             let body: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
-            let id = st.runs.len() as u64 + 1;
-            st.clock += 1000;
-            let start_time = st.clock;
-            st.runs.push(RunRecord {
-                id,
-                start_time,
-                polls: 0,
-                status: "running".into(),
-                recreate_index: body["recreateIndex"].as_bool().unwrap_or(false),
-                stuck: false,
-            });
+            st.start_run(body["recreateIndex"].as_bool().unwrap_or(false), false);
             (
                 200,
                 json!({"message": "Application SearchIndexingApplication triggered"}),

@@ -201,6 +201,21 @@ impl Request {
     }
 }
 
+/// Appends what the client sends next to `buf`; `None` at EOF, on an error or after 30 s of
+/// silence.
+async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<()> {
+    let mut chunk = [0u8; 8192];
+    let n = tokio::time::timeout(Duration::from_secs(30), stream.read(&mut chunk))
+        .await
+        .ok()?
+        .ok()?;
+    if n == 0 {
+        return None;
+    }
+    buf.extend_from_slice(&chunk[..n]);
+    Some(())
+}
+
 /// Reads one request; `None` at EOF, on a malformed request, or after 30 s of silence.
 async fn read_request(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Request> {
     let head_end = loop {
@@ -210,15 +225,7 @@ async fn read_request(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Reque
         if buf.len() > 1 << 20 {
             return None;
         }
-        let mut chunk = [0u8; 8192];
-        let n = tokio::time::timeout(Duration::from_secs(30), stream.read(&mut chunk))
-            .await
-            .ok()?
-            .ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&chunk[..n]);
+        read_more(stream, buf).await?;
     };
     let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
     let mut lines = head.split("\r\n");
@@ -243,15 +250,7 @@ async fn read_request(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Reque
                 req.body = buf.drain(..end).collect();
                 break;
             }
-            let mut chunk = [0u8; 8192];
-            let n = tokio::time::timeout(Duration::from_secs(30), stream.read(&mut chunk))
-                .await
-                .ok()?
-                .ok()?;
-            if n == 0 {
-                return None;
-            }
-            buf.extend_from_slice(&chunk[..n]);
+            read_more(stream, buf).await?;
         }
     } else {
         let len: usize = req
@@ -259,15 +258,7 @@ async fn read_request(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Reque
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
         while buf.len() < len {
-            let mut chunk = [0u8; 8192];
-            let n = tokio::time::timeout(Duration::from_secs(30), stream.read(&mut chunk))
-                .await
-                .ok()?
-                .ok()?;
-            if n == 0 {
-                return None;
-            }
-            buf.extend_from_slice(&chunk[..n]);
+            read_more(stream, buf).await?;
         }
         req.body = buf.drain(..len).collect();
     }
