@@ -312,6 +312,33 @@ impl Target {
     fn ns(&self) -> &str {
         self.namespace.as_deref().unwrap_or_default()
     }
+
+    /// `NotFound` for the object `name` of this resource.
+    fn not_found(&self, name: &str) -> ApiError {
+        ApiError::not_found(&self.rt.group, &self.rt.plural, name)
+    }
+
+    /// The stored object `name` of this resource (in its namespace), or `NotFound`.
+    fn stored<'a>(&self, state: &'a State, name: &str) -> Result<&'a Value, ApiError> {
+        state
+            .get(&self.rt, self.ns(), name)
+            .ok_or_else(|| self.not_found(name))
+    }
+
+    /// `Conflict` when `sent` carries a resourceVersion other than the stored object's.
+    fn check_resource_version(
+        &self,
+        name: &str,
+        sent: &Value,
+        old: &Value,
+    ) -> Result<(), ApiError> {
+        if let Some(rv) = meta_str(sent, "resourceVersion").filter(|rv| !rv.is_empty())
+            && Some(rv) != meta_str(old, "resourceVersion")
+        {
+            return Err(ApiError::conflict(&self.rt.group, &self.rt.plural, name));
+        }
+        Ok(())
+    }
 }
 
 fn resolve(state: &State, group: &str, version: &str, rest: &[&str]) -> Result<Target, ApiError> {
@@ -376,14 +403,14 @@ fn resource_request(
         ("GET", None) if ctx.flag("watch") => watch(shared, &mut state, &t, ctx),
         ("GET", None) => list(&state, &t, ctx),
         ("GET", Some(name)) => get(&state, &t, name, ctx),
-        ("POST", None) => create(shared, &mut state, &t, ctx),
+        ("POST", None) => create(&mut state, &t, ctx),
         ("POST", Some(name)) if t.sub.as_deref() == Some("token") => {
             token_request(&state, &t, name, ctx)
         }
-        ("PUT", Some(name)) => update(shared, &mut state, &t, name, ctx),
-        ("PATCH", Some(name)) => patch_object(shared, &mut state, &t, name, ctx),
-        ("DELETE", Some(name)) => delete(shared, &mut state, &t, name, ctx),
-        ("DELETE", None) => delete_collection(shared, &mut state, &t, ctx),
+        ("PUT", Some(name)) => update(&mut state, &t, name, ctx),
+        ("PATCH", Some(name)) => patch_object(&mut state, &t, name, ctx),
+        ("DELETE", Some(name)) => delete(&mut state, &t, name, ctx),
+        ("DELETE", None) => delete_collection(&mut state, &t, ctx),
         _ => Err(ApiError::method_not_allowed(
             "the server does not allow this method on the requested resource",
         )),
@@ -397,9 +424,7 @@ fn with_version(obj: &Value, api_version: &str) -> Value {
 }
 
 fn get(state: &State, t: &Target, name: &str, ctx: &Ctx) -> Result<Reply, ApiError> {
-    let obj = state
-        .get(&t.rt, t.ns(), name)
-        .ok_or_else(|| ApiError::not_found(&t.rt.group, &t.rt.plural, name))?;
+    let obj = t.stored(state, name)?;
     if t.sub.as_deref() == Some("log") {
         return Ok(Reply::Text(200, "text/plain", String::new()));
     }
@@ -979,13 +1004,7 @@ fn after_write(state: &mut State, t: &Target, obj: &Value, deleted: bool) {
     }
 }
 
-fn create(
-    shared: &Arc<Shared>,
-    state: &mut State,
-    t: &Target,
-    ctx: &Ctx,
-) -> Result<Reply, ApiError> {
-    let _ = shared;
+fn create(state: &mut State, t: &Target, ctx: &Ctx) -> Result<Reply, ApiError> {
     let mut obj = decode_body(ctx)?;
     if t.rt.namespaced && t.namespace.is_none() {
         return Err(ApiError::method_not_allowed(format!(
@@ -1109,26 +1128,12 @@ fn finish_update(
     Ok(state.commit(&t.rt, new, "MODIFIED"))
 }
 
-fn update(
-    shared: &Arc<Shared>,
-    state: &mut State,
-    t: &Target,
-    name: &str,
-    ctx: &Ctx,
-) -> Result<Reply, ApiError> {
-    let _ = shared;
+fn update(state: &mut State, t: &Target, name: &str, ctx: &Ctx) -> Result<Reply, ApiError> {
     let mut obj = decode_body(ctx)?;
     validate(t, &mut obj, Some(name))?;
     require_namespace(state, t)?;
-    let old = state
-        .get(&t.rt, t.ns(), name)
-        .cloned()
-        .ok_or_else(|| ApiError::not_found(&t.rt.group, &t.rt.plural, name))?;
-    if let Some(rv) = meta_str(&obj, "resourceVersion").filter(|rv| !rv.is_empty())
-        && Some(rv) != meta_str(&old, "resourceVersion")
-    {
-        return Err(ApiError::conflict(&t.rt.group, &t.rt.plural, name));
-    }
+    let old = t.stored(state, name)?.clone();
+    t.check_resource_version(name, &obj, &old)?;
     if obj["metadata"].get("managedFields").is_some() {
         // Clients echo managedFields back; the server keeps its own record.
         obj["metadata"]["managedFields"] = old["metadata"]
@@ -1147,14 +1152,7 @@ fn update(
     Ok(Reply::Json(200, with_version(&updated, &t.api_version())))
 }
 
-fn patch_object(
-    shared: &Arc<Shared>,
-    state: &mut State,
-    t: &Target,
-    name: &str,
-    ctx: &Ctx,
-) -> Result<Reply, ApiError> {
-    let _ = shared;
+fn patch_object(state: &mut State, t: &Target, name: &str, ctx: &Ctx) -> Result<Reply, ApiError> {
     let ct = ctx
         .content_type
         .split(';')
@@ -1166,7 +1164,7 @@ fn patch_object(
     if ct == "application/apply-patch+yaml" {
         return server_side_apply(state, t, name, ctx, existing, body);
     }
-    let old = existing.ok_or_else(|| ApiError::not_found(&t.rt.group, &t.rt.plural, name))?;
+    let old = existing.ok_or_else(|| t.not_found(name))?;
     let mut new = old.clone();
     match ct {
         "application/merge-patch+json" => patch::merge_patch(&mut new, &body),
@@ -1193,11 +1191,7 @@ fn patch_object(
             ));
         }
     }
-    if let Some(rv) = meta_str(&body, "resourceVersion").filter(|rv| !rv.is_empty())
-        && Some(rv) != meta_str(&old, "resourceVersion")
-    {
-        return Err(ApiError::conflict(&t.rt.group, &t.rt.plural, name));
-    }
+    t.check_resource_version(name, &body, &old)?;
     validate(t, &mut new, Some(name))?;
     let updated = finish_update(state, t, &old, new, Some(&ctx.manager()), ctx.dry_run())?;
     Ok(Reply::Json(200, with_version(&updated, &t.api_version())))
@@ -1266,11 +1260,7 @@ fn server_side_apply(
             Ok(Reply::Json(201, with_version(&created, &t.api_version())))
         }
         Some(old) => {
-            if let Some(rv) = meta_str(&applied, "resourceVersion").filter(|rv| !rv.is_empty())
-                && Some(rv) != meta_str(&old, "resourceVersion")
-            {
-                return Err(ApiError::conflict(&t.rt.group, &t.rt.plural, name));
-            }
+            t.check_resource_version(name, &applied, &old)?;
             let merged = fields::apply(&old, &applied, &manager, force, t.rt.custom, skip_status)?;
             let mut merged = merged;
             validate(t, &mut merged, Some(name))?;
@@ -1345,18 +1335,8 @@ fn remove_object(state: &mut State, rt: &ResourceType, obj: &Value) -> Value {
     deleted
 }
 
-fn delete(
-    shared: &Arc<Shared>,
-    state: &mut State,
-    t: &Target,
-    name: &str,
-    ctx: &Ctx,
-) -> Result<Reply, ApiError> {
-    let _ = shared;
-    let obj = state
-        .get(&t.rt, t.ns(), name)
-        .cloned()
-        .ok_or_else(|| ApiError::not_found(&t.rt.group, &t.rt.plural, name))?;
+fn delete(state: &mut State, t: &Target, name: &str, ctx: &Ctx) -> Result<Reply, ApiError> {
+    let obj = t.stored(state, name)?.clone();
     if t.rt.kind == "Namespace" && matches!(name, "default" | "kube-system" | "kube-public") {
         return Err(ApiError::new(
             403,
@@ -1394,13 +1374,7 @@ fn delete(
     ))
 }
 
-fn delete_collection(
-    shared: &Arc<Shared>,
-    state: &mut State,
-    t: &Target,
-    ctx: &Ctx,
-) -> Result<Reply, ApiError> {
-    let _ = shared;
+fn delete_collection(state: &mut State, t: &Target, ctx: &Ctx) -> Result<Reply, ApiError> {
     let (labels, fields) = selectors(ctx)?;
     let victims: Vec<Value> = state
         .list(&t.rt, t.namespace.as_deref())
@@ -1436,9 +1410,7 @@ fn delete_collection(
 
 /// `serviceaccounts/<name>/token` (TokenRequest): returns an opaque token.
 fn token_request(state: &State, t: &Target, name: &str, ctx: &Ctx) -> Result<Reply, ApiError> {
-    if state.get(&t.rt, t.ns(), name).is_none() {
-        return Err(ApiError::not_found("", "serviceaccounts", name));
-    }
+    t.stored(state, name)?; // the ServiceAccount
     let mut req = decode_body(ctx)?;
     if !req.is_object() {
         req = json!({});
