@@ -96,7 +96,10 @@ impl Change {
         self
     }
 
-    /// The map a converge call returns to the script.
+    /// The map a converge call returns to the script: `changed`, `object`, and `diff`, the
+    /// paths of the fields that differ (their before/after values, secrets masked, are in the
+    /// journal: `--output json`). Paths, not maps: a `parallel` over thousands of objects keeps
+    /// every result, and a map per field would triple its memory.
     pub fn outcome(&self, object: Dynamic) -> Map {
         let mut m = Map::new();
         m.insert("changed".into(), self.action.past().into());
@@ -104,25 +107,7 @@ impl Change {
         let diff: Array = self
             .fields
             .iter()
-            .map(|f| {
-                let mut d = Map::new();
-                d.insert("path".into(), f.path.clone().into());
-                d.insert(
-                    "before".into(),
-                    f.before
-                        .as_ref()
-                        .map(crate::value::from_json)
-                        .unwrap_or(Dynamic::UNIT),
-                );
-                d.insert(
-                    "after".into(),
-                    f.after
-                        .as_ref()
-                        .map(crate::value::from_json)
-                        .unwrap_or(Dynamic::UNIT),
-                );
-                Dynamic::from(d)
-            })
+            .map(|f| Dynamic::from(f.path.clone()))
             .collect();
         m.insert("diff".into(), diff.into());
         m
