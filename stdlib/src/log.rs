@@ -83,10 +83,12 @@ pub mod globals {
         )
     }
 
-    /// Runs independent closures at the same time (at most 8 at once) and returns their results
-    /// in order. Use it for steps that do not depend on each other — roles, secrets in different
-    /// namespaces — so a converged re-run costs about one round trip per dependency level. When
-    /// some fail, the others still finish and the first error (in list order) is raised.
+    /// Runs independent closures at the same time and returns their results in order: a pool of
+    /// 8 workers takes the jobs in list order, so a slow job holds one worker, not a batch. Use it
+    /// for steps that do not depend on each other — roles, secrets in different namespaces — so a
+    /// converged re-run costs about one round trip per dependency level (per 8 objects). When
+    /// some fail, the others still finish and the first error (in list order) is raised, pointing
+    /// at the failing call inside its closure. After Ctrl-C no job starts a new remote call.
     ///
     /// ```rhai
     /// let arns = parallel([
@@ -96,63 +98,28 @@ pub mod globals {
     /// ```
     #[rhai_fn(return_raw)]
     pub fn parallel(ctx: NativeCallContext, jobs: rhai::Array) -> RhaiResult<rhai::Array> {
-        crate::host::track(&ctx);
-        let fns: Vec<FnPtr> = jobs
-            .into_iter()
-            .map(|j| {
-                j.try_cast::<FnPtr>().ok_or_else(|| {
-                    crate::error::HostError::input("`parallel` takes an array of closures")
-                })
-            })
-            .collect::<Result<_, _>>()?;
-        let ctx = &ctx;
-        // A pool of at most 8 workers takes the jobs in order: a slow job holds one worker, not
-        // a whole batch.
-        let next = std::sync::atomic::AtomicUsize::new(0);
-        type Slot = Option<(RhaiResult<Dynamic>, Option<(String, rhai::Position)>)>;
-        let results: Vec<std::sync::Mutex<Slot>> = (0..fns.len())
-            .map(|_| std::sync::Mutex::new(None))
-            .collect();
-        let workers = fns.len().min(8);
-        std::thread::scope(|scope| {
-            let handles: Vec<_> = (0..workers)
-                .map(|_| {
-                    scope.spawn(|| {
-                        loop {
-                            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                            let Some(f) = fns.get(i) else { break };
-                            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                                f.call_within_context::<Dynamic>(ctx, ())
-                            }))
-                            .unwrap_or_else(|_| {
-                                Err(crate::error::HostError::input("a parallel job panicked")
-                                    .into())
-                            });
-                            // Where a failed job's host call was made (a thread-local).
-                            let site = r.is_err().then(crate::host::last_call_site).flatten();
-                            *results[i].lock().unwrap_or_else(|e| e.into_inner()) = Some((r, site));
-                        }
-                    })
-                })
-                .collect();
-            for h in handles {
-                let _ = h.join();
-            }
-        });
-        let mut out = rhai::Array::with_capacity(results.len());
-        for slot in results {
-            match slot.into_inner().unwrap_or_else(|e| e.into_inner()) {
-                Some((Ok(v), _)) => out.push(v),
-                Some((Err(e), site)) => {
-                    if site.is_some() {
-                        crate::host::set_call_site(site);
-                    }
-                    return Err(e);
-                }
-                None => out.push(Dynamic::UNIT),
-            }
+        parallel_impl(&ctx, jobs, 8)
+    }
+
+    /// `parallel(jobs)` with at most `limit` jobs at once (1 to 64): more for many objects on a
+    /// distant API server, 1 to run them one after the other.
+    ///
+    /// ```rhai
+    /// parallel(jobs, 32);
+    /// ```
+    #[rhai_fn(name = "parallel", return_raw)]
+    pub fn parallel_limit(
+        ctx: NativeCallContext,
+        jobs: rhai::Array,
+        limit: rhai::INT,
+    ) -> RhaiResult<rhai::Array> {
+        if !(1..=64).contains(&limit) {
+            return Err(crate::error::HostError::input(format!(
+                "`parallel` takes a limit from 1 to 64, not {limit}"
+            ))
+            .into());
         }
-        Ok(out)
+        parallel_impl(&ctx, jobs, limit as usize)
     }
 
     /// Joins the items of an array into one string, with `sep` between them (Secrets show `***`).
@@ -195,4 +162,67 @@ pub mod globals {
     pub fn is_plan(ctx: NativeCallContext) -> RhaiResult<bool> {
         Ok(Host::of(&ctx)?.is_plan())
     }
+}
+
+/// `parallel` with at most `limit` jobs at once.
+fn parallel_impl(
+    ctx: &NativeCallContext,
+    jobs: rhai::Array,
+    limit: usize,
+) -> RhaiResult<rhai::Array> {
+    crate::host::track(ctx);
+    let fns: Vec<FnPtr> = jobs
+        .into_iter()
+        .map(|j| {
+            j.try_cast::<FnPtr>().ok_or_else(|| {
+                crate::error::HostError::input("`parallel` takes an array of closures")
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    // A pool of at most `limit` workers takes the jobs in order: a slow job holds one worker,
+    // not a whole batch.
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    type Slot = Option<(RhaiResult<Dynamic>, Option<(String, rhai::Position)>)>;
+    let results: Vec<std::sync::Mutex<Slot>> = (0..fns.len())
+        .map(|_| std::sync::Mutex::new(None))
+        .collect();
+    let workers = fns.len().min(limit);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                scope.spawn(|| {
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(f) = fns.get(i) else { break };
+                        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            f.call_within_context::<Dynamic>(ctx, ())
+                        }))
+                        .unwrap_or_else(|_| {
+                            Err(crate::error::HostError::input("a parallel job panicked").into())
+                        });
+                        // Where a failed job's host call was made (a thread-local).
+                        let site = r.is_err().then(crate::host::last_call_site).flatten();
+                        *results[i].lock().unwrap_or_else(|e| e.into_inner()) = Some((r, site));
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            let _ = h.join();
+        }
+    });
+    let mut out = rhai::Array::with_capacity(results.len());
+    for slot in results {
+        match slot.into_inner().unwrap_or_else(|e| e.into_inner()) {
+            Some((Ok(v), _)) => out.push(v),
+            Some((Err(e), site)) => {
+                if site.is_some() {
+                    crate::host::set_call_site(site);
+                }
+                return Err(e);
+            }
+            None => out.push(Dynamic::UNIT),
+        }
+    }
+    Ok(out)
 }

@@ -321,6 +321,20 @@ fn parallel_runs_closures_and_raises_the_first_error() {
 }
 
 #[test]
+fn parallel_with_a_limit_keeps_the_order_and_checks_the_limit() {
+    let out = Run::eval("parallel([|| 1, || 2, || 3, || 4, || 5, || 6, || 7], 2)")
+        .json()
+        .succeeds();
+    assert_eq!(
+        out.json_lines()[0]["value"],
+        serde_json::json!([1, 2, 3, 4, 5, 6, 7])
+    );
+    Run::eval("parallel([|| 1], 0)")
+        .fails_with(1)
+        .stderr_contains("`parallel` takes a limit from 1 to 64, not 0");
+}
+
+#[test]
 fn parallel_journals_every_job() {
     let cluster = collate_run_tests::kube::Cluster::start();
     let script = "let ids = [];\nfor i in 0..12 { ids.push(i); }\nparallel(ids.map(|i| || k8s::ensure_namespace(`par-${i}`)));";
