@@ -531,11 +531,12 @@ def helm_share(world):
         env["HELM_BIN"] = wrapper
         total = run(world.full(), env=env)[0]
         cmds = {}
-        with open(log) as f:
-            for line in f:
-                sub, a, b = line.split()
-                n, t = cmds.get(sub, (0, 0.0))
-                cmds[sub] = (n + 1, t + float(b) - float(a))
+        # A converged re-run may start no helm process at all (no log then).
+        lines = open(log).read().splitlines() if os.path.exists(log) else []
+        for line in lines:
+            sub, a, b = line.split()
+            n, t = cmds.get(sub, (0, 0.0))
+            cmds[sub] = (n + 1, t + float(b) - float(a))
         out[phase] = (total, cmds)
     return out
 
@@ -777,7 +778,7 @@ def write(path, ctx, rows, elapsed):
             n = sum(c[0] for c in cmds.values())
             t = sum(c[1] for c in cmds.values())
             parts = ", ".join(f"`helm {k}` x{c[0]} {fmt(c[1])}" for k, c in sorted(cmds.items()))
-            w(f"- {phase}: {n} helm processes, {fmt(t)} of the run's {fmt(total)} ({parts})")
+            w(f"- {phase}: {n} helm processes, {fmt(t)} of the run's {fmt(total)}" + (f" ({parts})" if parts else ""))
         w("")
     if ctx.spawn:
         w(f"Process spawn baseline of this harness (`/bin/true`, median): {fmt(ctx.spawn)}.\n")

@@ -12,7 +12,7 @@ use crate::secret::{MASK, Secret};
 /// What to do with Secret values while converting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Secrets {
-    /// The plain value: only for the body of an API call or a 0600 file.
+    /// The plain value: only for the body of an API call or a child process's stdin.
     Reveal,
     /// `***`.
     Mask,

@@ -482,7 +482,7 @@ fn secrets_never_leak_in_any_mode_or_recipe() {
         }
     }
     // Errors forced after the secrets were read: helm fails on a chart that is not there (the
-    // values file with the passwords was written), and the re-index fails with a message.
+    // values with the passwords went to its stdin), and the re-index fails with a message.
     let out = w
         .recipe("full.rhai")
         .arg("-vvv")

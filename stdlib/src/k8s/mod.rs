@@ -407,8 +407,8 @@ pub mod k8s_module {
             _ => Duration::from_secs(30),
         };
         let started = std::time::Instant::now();
-        // The token controller fills the secret within milliseconds on a healthy cluster:
-        // poll soon, then back off (25 ms doubling to 1 s).
+        // The token controller fills the secret within milliseconds on a healthy cluster: poll
+        // every 25 ms for the first half second, then back off (doubling to 1 s).
         let mut delay = Duration::from_millis(25);
         loop {
             let live = read_live(&host, &kube, &res, namespace, name)?;
@@ -431,7 +431,9 @@ pub mod k8s_module {
                 "waiting for the token of secret {namespace}/{name}"
             ));
             pause(&host, delay);
-            delay = (delay * 2).min(Duration::from_secs(1));
+            if started.elapsed() >= Duration::from_millis(500) {
+                delay = (delay * 2).min(Duration::from_secs(1));
+            }
         }
     }
 
