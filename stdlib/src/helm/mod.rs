@@ -36,26 +36,41 @@ pub(crate) struct Release {
 }
 
 impl Release {
+    /// From `helm get metadata -o json`.
     fn from_metadata(v: &Value) -> Release {
-        let s = |k: &str| {
-            v.get(k)
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string()
-        };
-        Release {
-            name: s("name"),
-            namespace: s("namespace"),
-            revision: v.get("revision").and_then(Value::as_i64).unwrap_or(0),
-            status: s("status"),
-            chart: s("chart"),
-            version: s("version"),
-            app_version: s("appVersion"),
-        }
+        Release::at(
+            v,
+            [
+                "/name",
+                "/namespace",
+                "/revision",
+                "/status",
+                "/chart",
+                "/version",
+                "/appVersion",
+            ],
+        )
     }
 
-    /// From the release document `helm upgrade -o json` prints.
+    /// From the release document `helm upgrade -o json` prints and helm's release records hold.
     fn from_release(v: &Value) -> Release {
+        Release::at(
+            v,
+            [
+                "/name",
+                "/namespace",
+                "/version",
+                "/info/status",
+                "/chart/metadata/name",
+                "/chart/metadata/version",
+                "/chart/metadata/appVersion",
+            ],
+        )
+    }
+
+    /// The fields at these JSON pointers: name, namespace, revision, status, chart, version,
+    /// app version.
+    fn at(v: &Value, p: [&str; 7]) -> Release {
         let s = |p: &str| {
             v.pointer(p)
                 .and_then(Value::as_str)
@@ -63,13 +78,13 @@ impl Release {
                 .to_string()
         };
         Release {
-            name: s("/name"),
-            namespace: s("/namespace"),
-            revision: v.get("version").and_then(Value::as_i64).unwrap_or(0),
-            status: s("/info/status"),
-            chart: s("/chart/metadata/name"),
-            version: s("/chart/metadata/version"),
-            app_version: s("/chart/metadata/appVersion"),
+            name: s(p[0]),
+            namespace: s(p[1]),
+            revision: v.pointer(p[2]).and_then(Value::as_i64).unwrap_or(0),
+            status: s(p[3]),
+            chart: s(p[4]),
+            version: s(p[5]),
+            app_version: s(p[6]),
         }
     }
 
