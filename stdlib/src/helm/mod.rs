@@ -23,7 +23,7 @@ use crate::secret::{Secret, mask_text};
 use crate::value::{Secrets, check_keys, opt_bool, opt_str, to_json_with_secret_paths};
 use cli::Helm;
 
-/// A deployed release as `helm get metadata` describes it.
+/// A deployed release: what `helm get metadata` describes.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Release {
     pub name: String,
@@ -609,8 +609,8 @@ pub mod helm_module {
     /// create_namespace, disable_openapi_validation}`. `chart` is `repo/chart`, an `oci://` ref or
     /// a local chart folder (relative to the script). `values` may hold Secrets: they reach helm
     /// on its stdin, never the command line or a file. The release is compared first (chart
-    /// name and version, `helm get values`): an unchanged release is not upgraded (no new
-    /// revision); a plan shows the per-key differences (Secrets masked) and installs nothing.
+    /// name and version, and the user-supplied values, read from helm's release records): an
+    /// unchanged release is not upgraded (no new revision); a plan shows the per-key differences (Secrets masked) and installs nothing.
     /// A release stuck in `pending-*` fails with the command that recovers it.
     /// Returns `#{changed, object: #{name, namespace, revision, status, chart, version, app_version}, diff}`.
     ///
