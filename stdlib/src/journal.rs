@@ -145,6 +145,35 @@ impl Reporter for Silent {
     fn progress(&self, _: &str) {}
 }
 
+/// A change or log line held back while a `parallel` job runs.
+#[derive(Debug)]
+pub(crate) enum Held {
+    Change(Change),
+    Log(Level, String),
+}
+
+/// The events of one `parallel` job, held until the jobs before it are done, so that the output
+/// and the journal list them in job order, as a sequential run would, whatever order the jobs
+/// finish in. (Progress messages are not held: they are about now.)
+pub(crate) type Hold = Arc<Mutex<Vec<Held>>>;
+
+thread_local! {
+    static HOLD: std::cell::RefCell<Option<Hold>> = const { std::cell::RefCell::new(None) };
+}
+
+/// The hold of the job running on this thread, if any.
+pub(crate) fn current_hold() -> Option<Hold> {
+    HOLD.with(|h| h.borrow().clone())
+}
+
+/// Runs `f` with this thread's journal events held in `hold`.
+pub(crate) fn with_hold<T>(hold: Hold, f: impl FnOnce() -> T) -> T {
+    let before = HOLD.with(|h| h.replace(Some(hold)));
+    let out = f();
+    HOLD.with(|h| *h.borrow_mut() = before);
+    out
+}
+
 /// The run's journal.
 pub struct Journal {
     reporter: Arc<dyn Reporter>,
@@ -169,16 +198,43 @@ impl Journal {
             .store(planned, std::sync::atomic::Ordering::Relaxed);
     }
 
-    /// Records one converge call and streams it to the reporter.
+    /// Records one converge call and streams it to the reporter (inside a `parallel` job: once
+    /// the jobs before it are done, see [`Hold`]).
     pub fn record(&self, mut change: Change) -> Change {
         change.step = self.current_step();
         change.planned = self.planned.load(std::sync::atomic::Ordering::Relaxed);
-        self.reporter.change(&change);
-        self.entries
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(change.clone());
+        self.emit(Held::Change(change.clone()));
         change
+    }
+
+    fn emit(&self, event: Held) {
+        match HOLD.with(|h| h.borrow().clone()) {
+            Some(hold) => hold.lock().unwrap_or_else(|e| e.into_inner()).push(event),
+            None => self.publish(event),
+        }
+    }
+
+    fn publish(&self, event: Held) {
+        match event {
+            Held::Change(c) => {
+                self.reporter.change(&c);
+                self.entries
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(c);
+            }
+            Held::Log(level, message) => self.reporter.log(level, &message),
+        }
+    }
+
+    /// Passes the events a finished job held on: to `parent` (the hold of the job that runs
+    /// this `parallel`, when nested) or to the reporter and the journal.
+    pub(crate) fn release(&self, hold: &Hold, parent: Option<&Hold>) {
+        let events = std::mem::take(&mut *hold.lock().unwrap_or_else(|e| e.into_inner()));
+        match parent {
+            Some(p) => p.lock().unwrap_or_else(|e| e.into_inner()).extend(events),
+            None => events.into_iter().for_each(|e| self.publish(e)),
+        }
     }
 
     pub fn entries(&self) -> Vec<Change> {
@@ -229,7 +285,7 @@ impl Journal {
     }
 
     pub fn log(&self, level: Level, message: &str) {
-        self.reporter.log(level, &crate::secret::mask_text(message));
+        self.emit(Held::Log(level, crate::secret::mask_text(message)));
     }
 
     pub fn progress(&self, message: &str) {

@@ -88,7 +88,9 @@ pub mod globals {
     /// for steps that do not depend on each other — roles, secrets in different namespaces — so a
     /// converged re-run costs about one round trip per dependency level (per 8 objects). When
     /// some fail, the others still finish and the first error (in list order) is raised, pointing
-    /// at the failing call inside its closure. After Ctrl-C no job starts a new remote call.
+    /// at the failing call inside its closure. The jobs' changes and log lines come out in list
+    /// order, as a sequential run would print them (a job's output waits for the jobs before
+    /// it), so plans read the same every time. After Ctrl-C no job starts a new remote call.
     ///
     /// ```rhai
     /// let arns = parallel([
@@ -181,11 +183,21 @@ fn parallel_impl(
         .collect::<Result<_, _>>()?;
     // A pool of at most `limit` workers takes the jobs in order: a slow job holds one worker,
     // not a whole batch.
+    let host = Host::of(ctx)?;
+    let journal = host.journal();
     let next = std::sync::atomic::AtomicUsize::new(0);
     type Slot = Option<(RhaiResult<Dynamic>, Option<(String, rhai::Position)>)>;
     let results: Vec<std::sync::Mutex<Slot>> = (0..fns.len())
         .map(|_| std::sync::Mutex::new(None))
         .collect();
+    // Each job's journal events are held until the jobs before it are done: the output lists
+    // them in job order (see `journal::Hold`). `released` is the first job not passed on yet.
+    let parent = crate::journal::current_hold();
+    let holds: Vec<crate::journal::Hold> = (0..fns.len()).map(|_| Default::default()).collect();
+    let done: Vec<std::sync::atomic::AtomicBool> = (0..fns.len())
+        .map(|_| std::sync::atomic::AtomicBool::new(false))
+        .collect();
+    let released = std::sync::Mutex::new(0usize);
     let workers = fns.len().min(limit);
     std::thread::scope(|scope| {
         let handles: Vec<_> = (0..workers)
@@ -194,15 +206,25 @@ fn parallel_impl(
                     loop {
                         let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         let Some(f) = fns.get(i) else { break };
-                        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                            f.call_within_context::<Dynamic>(ctx, ())
-                        }))
+                        let r = crate::journal::with_hold(holds[i].clone(), || {
+                            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                                f.call_within_context::<Dynamic>(ctx, ())
+                            }))
+                        })
                         .unwrap_or_else(|_| {
                             Err(crate::error::HostError::input("a parallel job panicked").into())
                         });
                         // Where a failed job's host call was made (a thread-local).
                         let site = r.is_err().then(crate::host::last_call_site).flatten();
                         *results[i].lock().unwrap_or_else(|e| e.into_inner()) = Some((r, site));
+                        done[i].store(true, std::sync::atomic::Ordering::Release);
+                        let mut first = released.lock().unwrap_or_else(|e| e.into_inner());
+                        while *first < holds.len()
+                            && done[*first].load(std::sync::atomic::Ordering::Acquire)
+                        {
+                            journal.release(&holds[*first], parent.as_ref());
+                            *first += 1;
+                        }
                     }
                 })
             })

@@ -334,6 +334,36 @@ fn parallel_with_a_limit_keeps_the_order_and_checks_the_limit() {
         .stderr_contains("`parallel` takes a limit from 1 to 64, not 0");
 }
 
+/// Jobs finish in any order; their changes and log lines come out in job order (nested
+/// `parallel` included), as a sequential run would print them.
+#[test]
+fn parallel_output_follows_the_job_order_not_the_finish_order() {
+    let cluster = collate_run_tests::kube::Cluster::start();
+    let script = r#"
+        fn slow() { let n = 0; for x in 0..100000 { n += x; } n }
+        parallel([
+            || parallel([|| { slow(); k8s::ensure_namespace("order-0") }, || k8s::ensure_namespace("order-1")]),
+            || k8s::ensure_namespace("order-2"),
+            || log::info("job three"),
+        ]);
+    "#;
+    let out = Run::script(script).envs(cluster.env()).json().succeeds();
+    let events: Vec<String> = out
+        .json_lines()
+        .iter()
+        .filter_map(|l| match l["type"].as_str() {
+            Some("change") => l["name"].as_str().map(str::to_string),
+            Some("log") => l["message"].as_str().map(str::to_string),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        events,
+        ["order-0", "order-1", "order-2", "job three"],
+        "{out}"
+    );
+}
+
 #[test]
 fn parallel_journals_every_job() {
     let cluster = collate_run_tests::kube::Cluster::start();
