@@ -152,10 +152,28 @@ pub(crate) enum Held {
     Log(Level, String),
 }
 
-/// The events of one `parallel` job, held until the jobs before it are done, so that the output
-/// and the journal list them in job order, as a sequential run would, whatever order the jobs
-/// finish in. (Progress messages are not held: they are about now.)
-pub(crate) type Hold = Arc<Mutex<Vec<Held>>>;
+/// The events of one `parallel` job. The first job not yet passed on (the head) streams live;
+/// a later job's events are held until the jobs before it are done, so that the output and the
+/// journal list them in job order, as a sequential run would, whatever order the jobs finish in.
+/// (Progress messages are not held: they are about now.)
+pub(crate) type Hold = Arc<Mutex<HoldState>>;
+
+#[derive(Default)]
+pub(crate) struct HoldState {
+    events: Vec<Held>,
+    /// Streaming: events go on at once (to `parent`, or out).
+    live: bool,
+    /// The hold of the job that runs this `parallel` (nested), if any.
+    parent: Option<Hold>,
+}
+
+/// A new hold under `parent`.
+pub(crate) fn new_hold(parent: Option<Hold>) -> Hold {
+    Arc::new(Mutex::new(HoldState {
+        parent,
+        ..HoldState::default()
+    }))
+}
 
 thread_local! {
     static HOLD: std::cell::RefCell<Option<Hold>> = const { std::cell::RefCell::new(None) };
@@ -166,7 +184,7 @@ pub(crate) fn current_hold() -> Option<Hold> {
     HOLD.with(|h| h.borrow().clone())
 }
 
-/// Runs `f` with this thread's journal events held in `hold`.
+/// Runs `f` with this thread's journal events going to `hold`.
 pub(crate) fn with_hold<T>(hold: Hold, f: impl FnOnce() -> T) -> T {
     let before = HOLD.with(|h| h.replace(Some(hold)));
     let out = f();
@@ -208,9 +226,23 @@ impl Journal {
     }
 
     fn emit(&self, event: Held) {
-        match HOLD.with(|h| h.borrow().clone()) {
-            Some(hold) => hold.lock().unwrap_or_else(|e| e.into_inner()).push(event),
+        match current_hold() {
+            Some(hold) => self.emit_into(&hold, event),
             None => self.publish(event),
+        }
+    }
+
+    /// Into a job's hold: held, or (the head job) passed on at once. Passed on under the hold's
+    /// lock, so an event cannot overtake the held ones being passed on by [`Journal::stream`].
+    fn emit_into(&self, hold: &Hold, event: Held) {
+        let mut h = hold.lock().unwrap_or_else(|e| e.into_inner());
+        if h.live {
+            match h.parent.clone() {
+                Some(p) => self.emit_into(&p, event),
+                None => self.publish(event),
+            }
+        } else {
+            h.events.push(event);
         }
     }
 
@@ -227,13 +259,19 @@ impl Journal {
         }
     }
 
-    /// Passes the events a finished job held on: to `parent` (the hold of the job that runs
-    /// this `parallel`, when nested) or to the reporter and the journal.
-    pub(crate) fn release(&self, hold: &Hold, parent: Option<&Hold>) {
-        let events = std::mem::take(&mut *hold.lock().unwrap_or_else(|e| e.into_inner()));
-        match parent {
-            Some(p) => p.lock().unwrap_or_else(|e| e.into_inner()).extend(events),
-            None => events.into_iter().for_each(|e| self.publish(e)),
+    /// Makes a job the head: what it held is passed on, and what comes next streams.
+    pub(crate) fn stream(&self, hold: &Hold) {
+        let mut h = hold.lock().unwrap_or_else(|e| e.into_inner());
+        if h.live {
+            return;
+        }
+        h.live = true;
+        let parent = h.parent.clone();
+        for event in std::mem::take(&mut h.events) {
+            match &parent {
+                Some(p) => self.emit_into(p, event),
+                None => self.publish(event),
+            }
         }
     }
 

@@ -89,8 +89,8 @@ pub mod globals {
     /// converged re-run costs about one round trip per dependency level (per 8 objects). When
     /// some fail, the others still finish and the first error (in list order) is raised, pointing
     /// at the failing call inside its closure. The jobs' changes and log lines come out in list
-    /// order, as a sequential run would print them (a job's output waits for the jobs before
-    /// it), so plans read the same every time. After Ctrl-C no job starts a new remote call.
+    /// order, as a sequential run would print them (the first unfinished job streams, a later
+    /// job's output waits for the jobs before it), so plans read the same every time. After Ctrl-C no job starts a new remote call.
     ///
     /// ```rhai
     /// let arns = parallel([
@@ -190,10 +190,16 @@ fn parallel_impl(
     let results: Vec<std::sync::Mutex<Slot>> = (0..fns.len())
         .map(|_| std::sync::Mutex::new(None))
         .collect();
-    // Each job's journal events are held until the jobs before it are done: the output lists
-    // them in job order (see `journal::Hold`). `released` is the first job not passed on yet.
+    // Each job's journal events are held until the jobs before it are done (the head job
+    // streams): the output lists them in job order (see `journal::Hold`). `released` is the
+    // first job not done yet.
     let parent = crate::journal::current_hold();
-    let holds: Vec<crate::journal::Hold> = (0..fns.len()).map(|_| Default::default()).collect();
+    let holds: Vec<crate::journal::Hold> = (0..fns.len())
+        .map(|_| crate::journal::new_hold(parent.clone()))
+        .collect();
+    if let Some(first) = holds.first() {
+        journal.stream(first);
+    }
     let done: Vec<std::sync::atomic::AtomicBool> = (0..fns.len())
         .map(|_| std::sync::atomic::AtomicBool::new(false))
         .collect();
@@ -219,11 +225,15 @@ fn parallel_impl(
                         *results[i].lock().unwrap_or_else(|e| e.into_inner()) = Some((r, site));
                         done[i].store(true, std::sync::atomic::Ordering::Release);
                         let mut first = released.lock().unwrap_or_else(|e| e.into_inner());
+                        // Pass the finished jobs at the head on; the next one streams.
                         while *first < holds.len()
                             && done[*first].load(std::sync::atomic::Ordering::Acquire)
                         {
-                            journal.release(&holds[*first], parent.as_ref());
+                            journal.stream(&holds[*first]);
                             *first += 1;
+                        }
+                        if let Some(head) = holds.get(*first) {
+                            journal.stream(head);
                         }
                     }
                 })

@@ -364,6 +364,59 @@ fn parallel_output_follows_the_job_order_not_the_finish_order() {
     );
 }
 
+/// The first unfinished job streams: its changes show while it still runs (here: waits), only
+/// the later jobs' output waits for it.
+#[test]
+fn parallel_streams_the_first_job_live() {
+    use std::io::BufRead as _;
+    let cluster = collate_run_tests::kube::Cluster::start();
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("live.rhai");
+    std::fs::write(
+        &script,
+        r#"parallel([
+            || { k8s::ensure_namespace("live-0");
+                 try { k8s::wait("ConfigMap", "default", "never", "exists", 3); } catch { } },
+            || k8s::ensure_namespace("live-1"),
+        ]);"#,
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    let mut child = std::process::Command::new(collate_run_tests::run::binary())
+        .arg(&script)
+        .args(["--output", "json"])
+        .envs(cluster.env())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut seen = Vec::new();
+    for line in std::io::BufReader::new(child.stdout.take().unwrap()).lines() {
+        let v: serde_json::Value = serde_json::from_str(&line.unwrap()).unwrap_or_default();
+        if v["type"] == "change" {
+            seen.push((
+                v["name"].as_str().unwrap_or_default().to_string(),
+                started.elapsed(),
+            ));
+        }
+    }
+    assert!(child.wait().unwrap().success());
+    let total = started.elapsed();
+    assert_eq!(
+        seen.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
+        ["live-0", "live-1"]
+    );
+    assert!(total >= std::time::Duration::from_secs(3), "{total:?}");
+    assert!(
+        seen[0].1 + std::time::Duration::from_millis(1500) < total,
+        "the first job's change came only at the end: {seen:?} of {total:?}"
+    );
+    assert!(
+        seen[1].1 + std::time::Duration::from_millis(500) > total,
+        "{seen:?}"
+    );
+}
+
 #[test]
 fn parallel_journals_every_job() {
     let cluster = collate_run_tests::kube::Cluster::start();
