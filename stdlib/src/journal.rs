@@ -150,6 +150,8 @@ impl Reporter for Silent {
 pub(crate) enum Held {
     Change(Change),
     Log(Level, String),
+    StepStart(String),
+    StepEnd(String, Duration, bool),
 }
 
 /// The events of one `parallel` job. The first job not yet passed on (the head) streams live;
@@ -177,6 +179,18 @@ pub(crate) fn new_hold(parent: Option<Hold>) -> Hold {
 
 thread_local! {
     static HOLD: std::cell::RefCell<Option<Hold>> = const { std::cell::RefCell::new(None) };
+    /// The steps this thread runs in (`parallel` workers start with their caller's).
+    static STEPS: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The steps the current thread runs in, outermost first.
+pub(crate) fn current_steps() -> Vec<String> {
+    STEPS.with(|s| s.borrow().clone())
+}
+
+/// Sets the steps of this thread (a `parallel` worker takes its caller's).
+pub(crate) fn set_steps(steps: Vec<String>) {
+    STEPS.with(|s| *s.borrow_mut() = steps);
 }
 
 /// The hold of the job running on this thread, if any.
@@ -196,7 +210,6 @@ pub(crate) fn with_hold<T>(hold: Hold, f: impl FnOnce() -> T) -> T {
 pub struct Journal {
     reporter: Arc<dyn Reporter>,
     entries: Mutex<Vec<Change>>,
-    steps: Mutex<Vec<String>>,
     planned: std::sync::atomic::AtomicBool,
 }
 
@@ -205,7 +218,6 @@ impl Journal {
         Journal {
             reporter,
             entries: Mutex::new(Vec::new()),
-            steps: Mutex::new(Vec::new()),
             planned: std::sync::atomic::AtomicBool::new(false),
         }
     }
@@ -256,6 +268,8 @@ impl Journal {
                     .push(c);
             }
             Held::Log(level, message) => self.reporter.log(level, &message),
+            Held::StepStart(name) => self.reporter.step_start(&name),
+            Held::StepEnd(name, elapsed, ok) => self.reporter.step_end(&name, elapsed, ok),
         }
     }
 
@@ -300,25 +314,19 @@ impl Journal {
     }
 
     fn current_step(&self) -> Option<String> {
-        let steps = self.steps.lock().unwrap_or_else(|e| e.into_inner());
-        if steps.is_empty() {
-            None
-        } else {
-            Some(steps.join(" / "))
-        }
+        let steps = current_steps();
+        (!steps.is_empty()).then(|| steps.join(" / "))
     }
 
-    /// Runs `f` as the named step.
+    /// Runs `f` as the named step (steps may run side by side in `parallel` jobs: each thread
+    /// knows its own).
     pub fn step<T>(&self, name: &str, f: impl FnOnce() -> T, ok: impl Fn(&T) -> bool) -> T {
-        self.steps
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(name.to_string());
-        self.reporter.step_start(name);
+        STEPS.with(|s| s.borrow_mut().push(name.to_string()));
+        self.emit(Held::StepStart(name.to_string()));
         let started = Instant::now();
         let out = f();
-        self.reporter.step_end(name, started.elapsed(), ok(&out));
-        self.steps.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        self.emit(Held::StepEnd(name.to_string(), started.elapsed(), ok(&out)));
+        STEPS.with(|s| s.borrow_mut().pop());
         out
     }
 
@@ -326,7 +334,18 @@ impl Journal {
         self.emit(Held::Log(level, crate::secret::mask_text(message)));
     }
 
+    /// A long wait is still going. Not shown from a `parallel` job whose output is held (it
+    /// would land in another job's section); its wait shows once it is the first unfinished job.
     pub fn progress(&self, message: &str) {
+        // Shown when every enclosing job streams.
+        let mut hold = current_hold();
+        while let Some(h) = hold {
+            let state = h.lock().unwrap_or_else(|e| e.into_inner());
+            if !state.live {
+                return;
+            }
+            hold = state.parent.clone();
+        }
         self.reporter.progress(&crate::secret::mask_text(message));
     }
 }

@@ -204,11 +204,13 @@ fn parallel_impl(
         .map(|_| std::sync::atomic::AtomicBool::new(false))
         .collect();
     let released = std::sync::Mutex::new(0usize);
+    let steps = crate::journal::current_steps();
     let workers = fns.len().min(limit);
     std::thread::scope(|scope| {
         let handles: Vec<_> = (0..workers)
             .map(|_| {
                 scope.spawn(|| {
+                    crate::journal::set_steps(steps.clone());
                     loop {
                         let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         let Some(f) = fns.get(i) else { break };

@@ -417,6 +417,49 @@ fn parallel_streams_the_first_job_live() {
     );
 }
 
+/// Steps can run side by side: each change names its own step, and each step's events come
+/// out together, in job order.
+#[test]
+fn steps_in_parallel_jobs_keep_their_own_names_and_sections() {
+    let cluster = collate_run_tests::kube::Cluster::start();
+    let script = r#"
+        fn slow() { let n = 0; for x in 0..100000 { n += x; } n }
+        step("outer", || parallel([
+            || step("a", || { slow(); k8s::ensure_namespace("step-a") }),
+            || step("b", || k8s::ensure_namespace("step-b")),
+        ]));
+    "#;
+    let out = Run::script(script).envs(cluster.env()).json().succeeds();
+    let events: Vec<String> = out
+        .json_lines()
+        .iter()
+        .filter_map(|l| match l["type"].as_str() {
+            Some("change") => Some(format!(
+                "{} in {}",
+                l["name"].as_str()?,
+                l["step"].as_str()?
+            )),
+            Some("step_start") => Some(format!("start {}", l["name"].as_str()?)),
+            Some("step_end") => Some(format!("end {}", l["name"].as_str()?)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        events,
+        [
+            "start outer",
+            "start a",
+            "step-a in outer / a",
+            "end a",
+            "start b",
+            "step-b in outer / b",
+            "end b",
+            "end outer"
+        ],
+        "{out}"
+    );
+}
+
 #[test]
 fn parallel_journals_every_job() {
     let cluster = collate_run_tests::kube::Cluster::start();
