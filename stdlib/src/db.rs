@@ -342,14 +342,7 @@ fn tls_failed(target: &Target, detail: &str) -> HostError {
 
 /// The first `io::Error` in an error's source chain.
 fn io_cause<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a std::io::Error> {
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = cur {
-        if let Some(io) = err.downcast_ref::<std::io::Error>() {
-            return Some(io);
-        }
-        cur = err.source();
-    }
-    None
+    crate::error::causes(e).find_map(|err| err.downcast_ref::<std::io::Error>())
 }
 
 // ---------------------------------------------------------------------------------------------

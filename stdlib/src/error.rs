@@ -168,31 +168,31 @@ impl From<HostError> for Box<EvalAltResult> {
 /// The result type of host functions at the Rhai boundary.
 pub type RhaiResult<T> = Result<T, Box<EvalAltResult>>;
 
+/// An error and then its sources, innermost last.
+pub(crate) fn causes<'a>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
+    std::iter::successors(Some(e), |e| e.source())
+}
+
 /// An error and its sources, `: `-joined without repeats ("error sending request: connection
 /// refused"); never the `Debug` form.
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
+    for s in causes(e).skip(1) {
         let text = s.to_string();
         if !out.contains(&text) {
             out.push_str(": ");
             out.push_str(&text);
         }
-        source = s.source();
     }
     out
 }
 
 /// The innermost cause of an error as one line, without the OS error number
 /// (`Connection refused`).
-pub(crate) fn root_cause(e: &dyn std::error::Error) -> String {
-    let mut cause = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        cause = s.to_string();
-        source = s.source();
-    }
+pub(crate) fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let cause = causes(e).last().unwrap_or(e).to_string();
     let line = cause.lines().next().unwrap_or_default();
     line.split(" (os error ")
         .next()

@@ -216,12 +216,15 @@ pub(crate) mod retry {
     /// Transport errors worth another attempt: anything at the socket level (refused, reset,
     /// closed before the answer, timed out). Not: TLS, auth-plugin or URL errors.
     pub fn is_transient_error(e: &(dyn std::error::Error + 'static)) -> bool {
-        let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
-        while let Some(err) = cur {
-            if let Some(io) = err.downcast_ref::<std::io::Error>() {
-                use std::io::ErrorKind::*;
-                if matches!(
-                    io.kind(),
+        crate::error::causes(e).any(|err| {
+            use std::io::ErrorKind::*;
+            let io = err
+                .downcast_ref::<std::io::Error>()
+                .map(std::io::Error::kind);
+            let text = err.to_string().to_ascii_lowercase();
+            matches!(
+                io,
+                Some(
                     ConnectionRefused
                         | ConnectionReset
                         | ConnectionAborted
@@ -229,41 +232,25 @@ pub(crate) mod retry {
                         | UnexpectedEof
                         | TimedOut
                         | NotConnected
-                ) {
-                    return true;
-                }
-            }
-            let text = err.to_string().to_ascii_lowercase();
-            if text.contains("connection closed before message completed")
+                )
+            ) || text.contains("connection closed before message completed")
                 || text.contains("connection reset")
                 || text.contains("error trying to connect")
                 || text.contains("incomplete message")
                 || text.contains("channel closed")
-            {
-                return true;
-            }
-            cur = err.source();
-        }
-        false
+        })
     }
 
     /// A connection the server refused (nothing listens there).
     pub fn is_refused(e: &(dyn std::error::Error + 'static)) -> bool {
-        let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
-        while let Some(err) = cur {
-            if err
-                .downcast_ref::<std::io::Error>()
+        crate::error::causes(e).any(|err| {
+            err.downcast_ref::<std::io::Error>()
                 .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused)
                 || err
                     .to_string()
                     .to_ascii_lowercase()
                     .contains("connection refused")
-            {
-                return true;
-            }
-            cur = err.source();
-        }
-        false
+        })
     }
 
     impl Policy {
