@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use base64::Engine as _;
-use kube::api::{Patch, PatchParams};
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use rhai::Dynamic;
 use serde_json::{Map as JsonMap, Value};
 
@@ -157,11 +157,32 @@ pub(crate) fn read_live(
 ) -> Result<Option<Value>, HostError> {
     let api = kube.api(res, ns)?;
     let what = format!("get {} {}", res.describe(), place(res, ns, name));
-    let k = kube.clone();
-    host.read(&format!("k8s: {what}"), async move {
-        let obj = api.get_opt(name).await.map_err(|e| k.err(&what, e))?;
-        Ok(obj.map(|o| serde_json::to_value(o).unwrap_or(Value::Null)))
-    })
+    host.read(&format!("k8s: {what}"), get(&api, kube, name, &what))
+}
+
+/// GETs one object as JSON; `None` when absent. `what` names the call in errors.
+async fn get(
+    api: &Api<DynamicObject>,
+    kube: &Kube,
+    name: &str,
+    what: &str,
+) -> Result<Option<Value>, HostError> {
+    let obj = api.get_opt(name).await.map_err(|e| kube.err(what, e))?;
+    Ok(obj.map(|o| serde_json::to_value(o).unwrap_or(Value::Null)))
+}
+
+/// Server-side applies `body` with `params` (a dry-run or the real one); the resulting object.
+async fn apply(
+    api: &Api<DynamicObject>,
+    kube: &Kube,
+    d: &Desired,
+    params: &PatchParams,
+    what: &str,
+) -> Result<Value, HostError> {
+    api.patch(&d.name, params, &Patch::Apply(&d.body))
+        .await
+        .map(|o| serde_json::to_value(o).unwrap_or(Value::Null))
+        .map_err(|e| kube.err(what, e))
 }
 
 /// `ns/name` or `name`.
@@ -195,27 +216,14 @@ pub(crate) fn converge(
     // The live object and the server's prediction (a dry-run apply) are independent: read them
     // side by side, one round trip instead of two.
     let (live, dry) = {
-        let (api, k, body, name, what) = (
-            api.clone(),
-            kube.clone(),
-            d.body.clone(),
-            d.name.clone(),
-            what.clone(),
-        );
         let get_what = format!("get {} {shown}", d.res.describe());
-        let params = params.clone().dry_run();
-        host.read(&format!("k8s: get + dry-run {what}"), async move {
-            let get = async {
-                let obj = api.get_opt(&name).await.map_err(|e| k.err(&get_what, e))?;
-                Ok::<_, HostError>(obj.map(|o| serde_json::to_value(o).unwrap_or(Value::Null)))
-            };
-            let dry = async {
-                api.patch(&name, &params, &Patch::Apply(&body))
-                    .await
-                    .map(|o| serde_json::to_value(o).unwrap_or(Value::Null))
-                    .map_err(|e| k.err(&format!("dry-run {what}"), e))
-            };
-            let (live, dry) = futures::join!(get, dry);
+        let dry_what = format!("dry-run {what}");
+        let dry_params = params.clone().dry_run();
+        host.read(&format!("k8s: get + dry-run {what}"), async {
+            let (live, dry) = futures::join!(
+                get(&api, kube, &d.name, &get_what),
+                apply(&api, kube, d, &dry_params, &dry_what)
+            );
             Ok((live?, dry))
         })?
     };
@@ -265,13 +273,10 @@ pub(crate) fn converge(
     };
 
     let object = if action.is_change() && !host.is_plan() {
-        let (k, body, name, what2) = (kube.clone(), d.body.clone(), d.name.clone(), what.clone());
-        host.mutate(&format!("k8s: {what}"), async move {
-            api.patch(&name, &params, &Patch::Apply(&body))
-                .await
-                .map(|o| serde_json::to_value(o).unwrap_or(Value::Null))
-                .map_err(|e| k.err(&what2, e))
-        })?
+        host.mutate(
+            &format!("k8s: {what}"),
+            apply(&api, kube, d, &params, &what),
+        )?
     } else {
         predicted.or(live).unwrap_or_else(|| d.body.clone())
     };
