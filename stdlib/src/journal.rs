@@ -249,10 +249,7 @@ impl Journal {
     fn emit_into(&self, hold: &Hold, event: Held) {
         let mut h = hold.lock().unwrap_or_else(|e| e.into_inner());
         if h.live {
-            match h.parent.clone() {
-                Some(p) => self.emit_into(&p, event),
-                None => self.publish(event),
-            }
+            self.forward(h.parent.as_ref(), event);
         } else {
             h.events.push(event);
         }
@@ -280,12 +277,16 @@ impl Journal {
             return;
         }
         h.live = true;
-        let parent = h.parent.clone();
         for event in std::mem::take(&mut h.events) {
-            match &parent {
-                Some(p) => self.emit_into(p, event),
-                None => self.publish(event),
-            }
+            self.forward(h.parent.as_ref(), event);
+        }
+    }
+
+    /// On from a streaming job: into the enclosing job's hold, or out.
+    fn forward(&self, parent: Option<&Hold>, event: Held) {
+        match parent {
+            Some(p) => self.emit_into(p, event),
+            None => self.publish(event),
         }
     }
 
