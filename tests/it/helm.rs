@@ -143,11 +143,11 @@ fn lifecycle(bin: &Path, driver: Option<&str>) {
         .stdout_contains("none=true");
     // collate-run reads the release (from helm's records through the API with the default
     // driver, through `helm get` with another) as helm itself reports it.
-    let ours = Run::script(r#"print(json::to_string(helm::status("mini", "collate")));"#)
+    let ours = Run::eval(r#"helm::status("mini", "collate")"#)
         .envs(c.env())
-        .succeeds();
-    let ours: Value = serde_json::from_str(ours.stdout.lines().next().unwrap_or_default())
-        .unwrap_or_else(|e| panic!("{e}: {ours}"));
+        .json()
+        .succeeds()
+        .value();
     let helms: Value =
         serde_json::from_str(&c.helm(&["get", "metadata", "mini", "-n", "collate", "-o", "json"]))
             .unwrap();

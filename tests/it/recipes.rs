@@ -25,24 +25,31 @@ fn secrets_env() -> Vec<(&'static str, &'static str)> {
     ]
 }
 
-/// The example config pointed at the loopback servers and the fixture charts.
-fn local_overrides(api: &ApiServer) -> String {
+/// The example config pointed at the loopback servers (`api_url`: the OpenMetadata/Argo test
+/// server) and the fixture charts; `head` holds what differs per test world (the account, which
+/// steps run, a run lock).
+pub(crate) fn loopback_overrides(api_url: &str, head: &str) -> String {
     let charts = root().join("tests/fixtures/charts");
     format!(
-        r#"
-account_id: "{ACCOUNT}"
-steps: {{prereqs: false, preflight: false}}
+        r#"{head}
 charts:
   argo_workflows: {{repo_url: "", chart: "{argo}"}}
   openmetadata: {{repo_url: "", chart: "{om}"}}
   timeout: 60s
-argo: {{api_url: "{url}", database: {{user: argo_user}}}}
-openmetadata: {{url: "{url}", health_timeout: 20}}
+argo: {{api_url: "{api_url}", database: {{user: argo_user}}}}
+openmetadata: {{url: "{api_url}", health_timeout: 20}}
 reindex: {{poll_interval: 0, timeout: 30}}
 "#,
         argo = charts.join("argo-workflows").display(),
         om = charts.join("openmetadata").display(),
-        url = api.url(),
+    )
+}
+
+/// The example config on the loopback servers, AWS prerequisites off.
+fn local_overrides(api: &ApiServer) -> String {
+    loopback_overrides(
+        api.url(),
+        &format!("account_id: \"{ACCOUNT}\"\nsteps: {{prereqs: false, preflight: false}}"),
     )
 }
 

@@ -199,23 +199,10 @@ impl World {
     }
 
     fn overrides(&self) -> String {
-        let charts = root().join("tests/fixtures/charts");
-        format!(
-            r#"
-account_id: ""
-steps: {{prereqs: true, preflight: false}}
-charts:
-  argo_workflows: {{repo_url: "", chart: "{argo}"}}
-  openmetadata: {{repo_url: "", chart: "{om}"}}
-  timeout: 60s
-argo: {{api_url: "{url}", database: {{user: argo_user}}}}
-openmetadata: {{url: "{url}", health_timeout: 20}}
-reindex: {{poll_interval: 0, timeout: 30}}
-run_lock: {{namespace: default, name: collate-run, ttl: 5, wait: 20}}
-"#,
-            argo = charts.join("argo-workflows").display(),
-            om = charts.join("openmetadata").display(),
-            url = self.api.url(),
+        crate::recipes::loopback_overrides(
+            self.api.url(),
+            "account_id: \"\"\nsteps: {prereqs: true, preflight: false}\n\
+             run_lock: {namespace: default, name: collate-run, ttl: 5, wait: 20}",
         )
     }
 

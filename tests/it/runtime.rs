@@ -6,7 +6,7 @@ use collate_run_tests::{Run, run::root};
 fn eval_prints_the_value() {
     Run::eval("1 + 1").succeeds().stdout_contains("2");
     let out = Run::eval("#{a: [1, 2]}").json().succeeds();
-    assert_eq!(out.json_lines()[0]["value"]["a"][1], 2);
+    assert_eq!(out.value()["a"][1], 2);
 }
 
 #[test]
@@ -311,10 +311,7 @@ fn parallel_runs_closures_and_raises_the_first_error() {
     let out = Run::eval("parallel([|| 1 + 1, || \"b\", || [3]])")
         .json()
         .succeeds();
-    assert_eq!(
-        out.json_lines()[0]["value"],
-        serde_json::json!([2, "b", [3]])
-    );
+    assert_eq!(out.value(), serde_json::json!([2, "b", [3]]));
     Run::script("parallel([|| 1, || throw \"job two failed\", || throw \"job three failed\"]);")
         .fails_with(1)
         .stderr_contains("job two failed");
@@ -325,10 +322,7 @@ fn parallel_with_a_limit_keeps_the_order_and_checks_the_limit() {
     let out = Run::eval("parallel([|| 1, || 2, || 3, || 4, || 5, || 6, || 7], 2)")
         .json()
         .succeeds();
-    assert_eq!(
-        out.json_lines()[0]["value"],
-        serde_json::json!([1, 2, 3, 4, 5, 6, 7])
-    );
+    assert_eq!(out.value(), serde_json::json!([1, 2, 3, 4, 5, 6, 7]));
     Run::eval("parallel([|| 1], 0)")
         .fails_with(1)
         .stderr_contains("`parallel` takes a limit from 1 to 64, not 0");

@@ -260,6 +260,15 @@ impl Output {
             .collect()
     }
 
+    /// The value `-e EXPR` printed in a JSON run (`Null` when there is none).
+    pub fn value(&self) -> Value {
+        self.json_lines()
+            .into_iter()
+            .find(|v| v["type"] == "value")
+            .map(|v| v["value"].clone())
+            .unwrap_or(Value::Null)
+    }
+
     /// The `change` events of a JSON run.
     pub fn changes(&self) -> Vec<Value> {
         self.json_lines()
