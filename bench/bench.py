@@ -135,6 +135,17 @@ def free_port():
         return s.getsockname()[1]
 
 
+def stop_server(proc, log):
+    """Stops a loopback server (SIGTERM, SIGKILL after 5 s) and closes its log."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    log.close()
+
+
 def wait_for(pred, what, timeout=30.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -168,13 +179,7 @@ class KubeServer:
             return json.load(r)
 
     def stop(self):
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.log.close()
+        stop_server(self.proc, self.log)
 
 
 class Moto:
@@ -210,13 +215,7 @@ class Moto:
         )
 
     def stop(self):
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.log.close()
+        stop_server(self.proc, self.log)
 
 
 class World:
