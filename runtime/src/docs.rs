@@ -17,7 +17,7 @@ pub fn generate() -> Vec<(String, String)> {
         .definitions()
         .include_standard_packages(false)
         .iter_files()
-        .map(|(name, text)| (format!("definitions/{name}"), text))
+        .map(|(name, text)| (format!("definitions/{name}"), definitions(&text)))
         .collect();
     let meta: Value = engine
         .gen_fn_metadata_to_json(false)
@@ -92,21 +92,145 @@ fn functions(s: &mut String, ns: &str, fns: Option<&Value>) {
                 && !name.starts_with("set$")
         })
         .collect();
-    fns.sort_by_key(|f| {
-        f.get("signature")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string()
-    });
+    fns.sort_by_key(|f| signature(f));
     for f in fns {
-        let sig = f.get("signature").and_then(Value::as_str).unwrap_or("");
-        s.push_str(&format!("### `{ns}{sig}`\n\n"));
+        s.push_str(&format!("### `{ns}{}`\n\n", signature(f)));
         if let Some(Value::Array(lines)) = f.get("docComments") {
             let doc: Vec<&str> = lines.iter().filter_map(Value::as_str).collect();
             s.push_str(&strip_doc(&doc.join("\n")));
             s.push_str("\n\n");
         }
     }
+}
+
+/// `name(a: string, opts: map) -> map` from a function's metadata, in Rhai's types.
+fn signature(f: &Value) -> String {
+    let text = |v: Option<&Value>| v.and_then(Value::as_str).unwrap_or("").to_string();
+    let params: Vec<String> = f
+        .get("params")
+        .and_then(Value::as_array)
+        .map(|ps| {
+            ps.iter()
+                .map(|p| {
+                    let name = text(p.get("name"));
+                    let name = if name.is_empty() { "_".into() } else { name };
+                    match p.get("type").and_then(Value::as_str) {
+                        Some(ty) => format!("{name}: {}", rhai_type(ty, "any")),
+                        None => name,
+                    }
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let ret = rhai_type(&text(f.get("returnType")), "any");
+    let mut sig = format!("{}({})", text(f.get("name")), params.join(", "));
+    if ret != "()" {
+        sig.push_str(&format!(" -> {ret}"));
+    }
+    sig
+}
+
+/// The `.d.rhai` text rhai writes, with each `fn` line's parameter and return types in Rhai's
+/// names (rhai unwraps its own `RhaiResultOf<T>`, not our `RhaiResult<T>` alias, and leaves
+/// Rust paths such as `Array >` behind).
+fn definitions(text: &str) -> String {
+    let mut out: String = text
+        .lines()
+        .map(|line| match def_fn_line(line) {
+            Some(fixed) => fixed,
+            None => line.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    if text.ends_with('\n') {
+        out.push('\n');
+    }
+    out
+}
+
+/// `fn name(a: string) -> RhaiResult<Map >;}` → `fn name(a: string) -> map;}`.
+fn def_fn_line(line: &str) -> Option<String> {
+    let rest = line.strip_prefix("fn ")?;
+    let open = rest.find('(')?;
+    let mut depth = 0;
+    let close = rest[open..].char_indices().find_map(|(i, c)| {
+        match c {
+            '(' => depth += 1,
+            ')' => depth -= 1,
+            _ => {}
+        }
+        (depth == 0).then_some(open + i)
+    })?;
+    let name = &rest[..open];
+    let params: Vec<String> = rest[open + 1..close]
+        .split(", ")
+        .filter(|p| !p.is_empty())
+        .map(|p| match p.split_once(": ") {
+            Some((n, ty)) => format!("{n}: {}", rhai_type(ty, "?")),
+            None => p.to_string(),
+        })
+        .collect();
+    let tail = &rest[close + 1..];
+    let semi = tail.find(';')?;
+    let ret = tail[..semi].trim().strip_prefix("->").map(str::trim);
+    let end = &tail[semi..];
+    Some(match ret.map(|r| rhai_type(r, "?")) {
+        Some(r) if r != "()" => format!("fn {name}({}) -> {r}{end}", params.join(", ")),
+        _ => format!("fn {name}({}){end}", params.join(", ")),
+    })
+}
+
+/// The Rhai name of a type as rhai's metadata spells the Rust one: `RhaiResult<rhai::Map>` →
+/// `map`, `&str` → `string`, `Dynamic` → `any` (`?` in definitions). A result is its success
+/// type; `()` is nothing.
+pub(crate) fn rhai_type(rust: &str, any: &str) -> String {
+    let t: String = rust.chars().filter(|c| !c.is_whitespace()).collect();
+    let t = t.trim_start_matches("&mut").trim_start_matches('&');
+    // Unwrap the result types: `RhaiResult<T>`, `Result<T, Box<EvalAltResult>>` (with any path).
+    let last_segment = |s: &str| -> String {
+        let generic = s.find('<').unwrap_or(s.len());
+        let head = &s[..generic];
+        let start = head.rfind("::").map(|i| i + 2).unwrap_or(0);
+        s[start..].to_string()
+    };
+    let t = last_segment(t);
+    for wrapper in ["RhaiResult<", "RhaiResultOf<", "Result<"] {
+        if let Some(inner) = t.strip_prefix(wrapper) {
+            let inner = inner.strip_suffix('>').unwrap_or(inner);
+            return rhai_type(first_generic_arg(inner), any);
+        }
+    }
+    // rhai's definitions writer keeps only the last path segment of a generic (`Array >`).
+    let t = t.trim_end_matches('>');
+    match t {
+        "" | "()" | "RhaiResult" => "()".into(),
+        "str" | "String" | "ImmutableString" | "string" => "string".into(),
+        "i64" | "i32" | "u64" | "u32" | "usize" | "INT" | "int" => "int".into(),
+        "f64" | "f32" | "FLOAT" | "float" => "float".into(),
+        "bool" => "bool".into(),
+        "Map" | "map" => "map".into(),
+        "Array" | "array" => "array".into(),
+        "Blob" | "blob" => "blob".into(),
+        "FnPtr" | "Fn" => "Fn".into(),
+        "Dynamic" | "?" => any.into(),
+        t if t.starts_with("Vec<") => "array".into(),
+        t if t.starts_with("BTreeMap<") => "map".into(),
+        other => other.into(),
+    }
+}
+
+/// `T` of `T, E` (the first argument of a generic list, nested generics kept whole).
+fn first_generic_arg(list: &str) -> &str {
+    let mut depth = 0;
+    for (i, c) in list.char_indices() {
+        match c {
+            '<' => depth += 1,
+            '>' => depth -= 1,
+            ',' if depth == 0 => return &list[..i],
+            _ => {}
+        }
+    }
+    list
 }
 
 fn strip_doc(doc: &str) -> String {
@@ -123,4 +247,52 @@ fn strip_doc(doc: &str) -> String {
         .join("\n")
         .trim()
         .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rust_types_become_rhai_types() {
+        for (rust, rhai) in [
+            ("RhaiResult<Map>", "map"),
+            ("RhaiResult<rhai::Array>", "array"),
+            ("RhaiResult<Secret >", "Secret"),
+            ("RhaiResult<Dynamic>", "any"),
+            ("Result<(), Box<EvalAltResult>>", "()"),
+            (
+                "core::result::Result<rhai::types::dynamic::Dynamic,alloc::boxed::Box<rhai::types::error::EvalAltResult>>",
+                "any",
+            ),
+            ("&str", "string"),
+            ("&mut Secret", "Secret"),
+            ("i64", "int"),
+            ("Array >", "array"),
+            ("alloc::vec::Vec<rhai::types::dynamic::Dynamic>", "array"),
+        ] {
+            assert_eq!(rhai_type(rust, "any"), rhai, "{rust}");
+        }
+    }
+
+    #[test]
+    fn definition_lines_are_rewritten() {
+        assert_eq!(
+            def_fn_line("fn docker_config(registry: string, opts: map) -> RhaiResult<Secret >;}"),
+            Some("fn docker_config(registry: string, opts: map) -> Secret;}".into())
+        );
+        assert_eq!(
+            def_fn_line("fn get_role(name: string) -> RhaiResult<? >;"),
+            Some("fn get_role(name: string) -> ?;".into())
+        );
+        assert_eq!(
+            def_fn_line("fn wait(x: string) -> RhaiResult<() >;"),
+            Some("fn wait(x: string);".into())
+        );
+        assert_eq!(
+            def_fn_line("fn require(config: map, keys: array)->();"),
+            Some("fn require(config: map, keys: array);".into())
+        );
+        assert_eq!(def_fn_line("/// fn not code"), None);
+    }
 }

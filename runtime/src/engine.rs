@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use collate_stdlib::Host;
 use collate_stdlib::journal::Level;
 use rhai::module_resolvers::{FileModuleResolver, ModuleResolversCollection};
-use rhai::{Array, Dynamic, Engine, EvalAltResult, Map};
+use rhai::{Array, Dynamic, Engine, EvalAltResult, FuncRegistration, Map};
 
 use crate::config::Config;
 
@@ -127,20 +127,47 @@ pub fn build(host: Option<&Arc<Host>>, config: Arc<Config>, lib_dirs: &[PathBuf]
     });
 
     let cfg = config.clone();
-    engine.register_fn(
-        "require",
-        move |config: Dynamic, keys: Array| -> Result<(), Box<EvalAltResult>> {
-            let keys: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
-            Ok(cfg.require(&config, &keys)?)
-        },
-    );
+    FuncRegistration::new("require")
+        .with_params_info(["config: map", "keys: array", "()"])
+        .with_comments([
+            "/// Fails with a config error unless every key (a dotted path) is present and not `()`:",
+            "/// the error names each missing key and the config files it looked in.",
+            "///",
+            "/// ```rhai",
+            "/// require(config, [\"cluster_name\", \"region\", \"database.host\"]);",
+            "/// ```",
+        ])
+        .register_into_engine(
+            &mut engine,
+            move |config: Dynamic, keys: Array| -> Result<(), Box<EvalAltResult>> {
+                let keys: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
+                Ok(cfg.require(&config, &keys)?)
+            },
+        );
     let cfg = config;
-    engine.register_fn(
-        "validate_config",
-        move |config: Dynamic, schema: Map| -> Result<Dynamic, Box<EvalAltResult>> {
-            Ok(cfg.validate(&config, &schema)?)
-        },
-    );
+    FuncRegistration::new("validate_config")
+        .with_params_info(["config: map", "schema: map", "map"])
+        .with_comments([
+            "/// Checks `config` against `schema` (dotted key → type, `?` = optional, or",
+            "/// `#{type, \"default\": value}`; types `string`, `int`, `bool`, `list`, `map`, `any`,",
+            "/// `secret`): unknown keys (with \"did you mean\"), wrong types and missing keys are reported",
+            "/// all at once, each at its `file:line:col`. Returns the config with the defaults filled in",
+            "/// and the `secret` keys resolved to Secrets.",
+            "///",
+            "/// ```rhai",
+            "/// let cfg = validate_config(config, #{",
+            "///     \"cluster_name\": \"string\",",
+            "///     \"database.port\": #{ type: \"int\", \"default\": 5432 },",
+            "///     \"database.password\": \"secret\",",
+            "/// });",
+            "/// ```",
+        ])
+        .register_into_engine(
+            &mut engine,
+            move |config: Dynamic, schema: Map| -> Result<Dynamic, Box<EvalAltResult>> {
+                Ok(cfg.validate(&config, &schema)?)
+            },
+        );
     engine
 }
 

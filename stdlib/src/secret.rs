@@ -204,12 +204,21 @@ pub mod secret_module {
     }
 
     /// Secrets print as `***`.
+    ///
+    /// ```rhai
+    /// print(secret::env("DB_PASSWORD"));        // ***
+    /// let line = `password: ${secret::env("DB_PASSWORD")}`;   // "password: ***"
+    /// ```
     #[rhai_fn(global, name = "to_string", pure)]
     pub fn to_string(_s: &mut Secret) -> String {
         MASK.to_string()
     }
 
     /// Secrets debug-print as `Secret(*** from SOURCE)`.
+    ///
+    /// ```rhai
+    /// debug(secret::env("DB_PASSWORD"));        // Secret(*** from env DB_PASSWORD)
+    /// ```
     #[rhai_fn(global, name = "to_debug", pure)]
     pub fn to_debug(s: &mut Secret) -> String {
         format!("{s:?}")

@@ -196,6 +196,7 @@ fn docs_reference_is_up_to_date() {
     for entry in walk(dir.path()) {
         let rel = entry.strip_prefix(dir.path()).unwrap();
         let fresh = std::fs::read_to_string(&entry).unwrap();
+        signatures_are_in_rhai_types(&rel.display().to_string(), &fresh);
         let old = std::fs::read_to_string(committed.join(rel)).unwrap_or_default();
         if fresh != old {
             stale.push(rel.display().to_string());
@@ -205,6 +206,46 @@ fn docs_reference_is_up_to_date() {
         stale.is_empty(),
         "docs/reference is stale ({stale:?}): run `cargo run -p collate-run -- docs --out docs/reference`"
     );
+}
+
+/// Every signature (a Markdown `###` heading, a `.d.rhai` `fn` line) names Rhai types, not Rust
+/// ones, and every function in the Markdown reference has a ```rhai example.
+fn signatures_are_in_rhai_types(file: &str, text: &str) {
+    const RUST: [&str; 12] = [
+        "RhaiResult",
+        "Result<",
+        "EvalAltResult",
+        "Box<",
+        "Vec<",
+        "Dynamic",
+        "&str",
+        "&mut",
+        "alloc::",
+        "core::",
+        "rhai::",
+        "ImmutableString",
+    ];
+    for line in text.lines() {
+        let sig = if let Some(h) = line.strip_prefix("### ") {
+            h
+        } else if line.starts_with("fn ") {
+            line
+        } else {
+            continue;
+        };
+        if let Some(bad) = RUST.iter().find(|r| sig.contains(*r)) {
+            panic!("{file}: `{bad}` is a Rust type in the signature {sig}");
+        }
+    }
+    if file.ends_with(".md") {
+        for section in text.split("\n### ").skip(1) {
+            let head = section.lines().next().unwrap_or_default();
+            assert!(
+                section.contains("```rhai"),
+                "{file}: {head} has no ```rhai example in its doc comment"
+            );
+        }
+    }
 }
 
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
