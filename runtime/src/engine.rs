@@ -1,6 +1,6 @@
 //! The one engine constructor: limits, the module resolver (next to the importing script, then
 //! the recipes' `lib/` folders), the standard library, `print`/`debug` routed to the reporter,
-//! the config helpers `require` and `validate_config`, and interruption by SIGINT.
+//! the config helpers `require`, `validate_config` and `config_origin`, and interruption by SIGINT.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -144,6 +144,25 @@ pub fn build(host: Option<&Arc<Host>>, config: Arc<Config>, lib_dirs: &[PathBuf]
                 Ok(cfg.require(&config, &keys)?)
             },
         );
+    let cfg = config.clone();
+    FuncRegistration::new("config_origin")
+        .with_params_info(["path: string", "any"])
+        .with_comments([
+            "/// Where the config key `path` (a dotted path) was set, as `file:line:col` (or the nearest",
+            "/// parent key's place; `--set` for a command-line value), or `()` when no config set it.",
+            "/// For value checks a schema cannot express, so their errors point at the key too.",
+            "///",
+            "/// ```rhai",
+            "/// if config.openmetadata.url == \"\" {",
+            "///     throw `openmetadata.url is empty (set at ${config_origin(\"openmetadata.url\")})`;",
+            "/// }",
+            "/// ```",
+        ])
+        .register_into_engine(&mut engine, move |path: &str| -> Dynamic {
+            cfg.origin(path)
+                .map(|o| Dynamic::from(o.to_string()))
+                .unwrap_or(Dynamic::UNIT)
+        });
     let cfg = config;
     FuncRegistration::new("validate_config")
         .with_params_info(["config: map", "schema: map", "map"])

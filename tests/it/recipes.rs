@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use collate_run_tests::Run;
-use collate_run_tests::api_server::{ApiOptions, ApiServer};
+use collate_run_tests::api_server::{ApiOptions, ApiServer, Outcome};
 use collate_run_tests::kube::Cluster;
 use collate_run_tests::run::root;
 use serde_json::{Value, json};
@@ -75,6 +75,17 @@ impl World {
             .json()
     }
 
+    /// From now on the Argo API accepts only the token the cluster issued for om-role.
+    fn trust_issued_argo_token(&self) {
+        let issued = self.get("v1", "Secret", "collate", "om-role.service-account-token");
+        let issued = unbase64(
+            issued["data"]["token"]
+                .as_str()
+                .expect("the om-role token is issued"),
+        );
+        self.api.configure(|o| o.argo_token = issued);
+    }
+
     fn get(&self, api_version: &str, kind: &str, ns: &str, name: &str) -> Value {
         self.kube
             .get(api_version, kind, ns, name)
@@ -118,14 +129,7 @@ fn full_plans_converges_and_reruns_without_changes() {
 
     // Apply converges, and re-indexes once after the install.
     let apply = w.recipe("full.rhai").succeeds();
-    // From now on the Argo API accepts only the token the cluster issued for om-role.
-    let issued = w.get("v1", "Secret", "collate", "om-role.service-account-token");
-    let issued = unbase64(
-        issued["data"]["token"]
-            .as_str()
-            .expect("the om-role token is issued"),
-    );
-    w.api.configure(|o| o.argo_token = issued);
+    w.trust_issued_argo_token();
     apply
         .never_shows("db-canary-5e1f")
         .never_shows("es-canary-77ab")
@@ -344,7 +348,8 @@ fn reindex_refuses_while_a_run_is_active() {
     api.start_active_run();
     let out = reindex(&api).run();
     assert_ne!(out.code, 0, "{out:?}");
-    out.stderr_contains("already running");
+    out.stderr_contains("already running")
+        .stderr_contains("reindex.force");
     assert_eq!(api.triggers(), 0);
 }
 
@@ -365,6 +370,273 @@ fn reindex_logs_in_with_basic_auth() {
         trigger.authorization.as_deref(),
         Some("Bearer om-session-1")
     );
+}
+
+fn reindex_with(opts: ApiOptions) -> (ApiServer, Run) {
+    let api = ApiServer::start(opts);
+    let run = reindex(&api);
+    (api, run)
+}
+
+fn basic_auth(run: Run) -> Run {
+    run.config_yaml("reindex:\n  auth:\n    token: null\n    basic: {email: admin@open-metadata.org, password: {env: OM_ADMIN_PASSWORD}}\n")
+        .env("OM_ADMIN_PASSWORD", "admin-password")
+}
+
+fn logins(api: &ApiServer) -> usize {
+    api.seen()
+        .iter()
+        .filter(|s| s.path == "/api/v1/users/login")
+        .count()
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+#[test]
+fn reindex_finished_with_errors_exits_non_zero_with_stats_and_failure_context() {
+    let (_api, run) = reindex_with(ApiOptions {
+        outcome: Outcome::CompletedWithErrors {
+            failed: 3,
+            context: json!({"failure": {"errorSource": "SINK", "message": "3 documents rejected by table_search_index"}}),
+        },
+        ..ApiOptions::default()
+    });
+    // `activeError` with an `endTime` is final: no waiting until the timeout.
+    let started = std::time::Instant::now();
+    let out = run.set("reindex.timeout", "20").fails_with(4);
+    assert!(started.elapsed().as_secs() < 10, "{out}");
+    out.stderr_contains("SearchIndexingApplication finished with errors")
+        .stderr_contains("records 1197/1200 (3 failed)")
+        .stderr_contains("3 documents rejected by table_search_index");
+}
+
+#[test]
+fn reindex_follows_stop_in_progress_to_stopped() {
+    let (_api, run) = reindex_with(ApiOptions {
+        outcome: Outcome::Stopped,
+        run_polls: 3,
+        ..ApiOptions::default()
+    });
+    let out = run.fails_with(4);
+    out.stdout_contains("SearchIndexingApplication: stopInProgress")
+        .stderr_contains("SearchIndexingApplication was stopped before it finished");
+}
+
+#[test]
+fn reindex_reports_the_servers_refusal_as_a_conflict() {
+    let api = ApiServer::start(ApiOptions::default());
+    // The job really runs: `reindex.force` passes our check, the server refuses (HTTP 500).
+    api.start_active_run();
+    let out = reindex(&api).set("reindex.force", "true").fails_with(4);
+    out.stderr_contains("the server refuses to start SearchIndexingApplication")
+        .stderr_contains("HTTP 500: Job is already running, please wait for it to complete.")
+        .stderr_contains("`reindex.force` cannot override the server");
+    assert_eq!(api.triggers(), 1);
+    assert_eq!(api.runs(), 1);
+}
+
+#[test]
+fn reindex_force_triggers_over_a_running_record() {
+    let api = ApiServer::start(ApiOptions::default());
+    api.add_stale_run(now_ms());
+    reindex(&api)
+        .set("reindex.force", "true")
+        .succeeds()
+        .stderr_contains("triggering anyway (reindex.force)");
+    assert_eq!(api.triggers(), 1);
+}
+
+#[test]
+fn reindex_triggers_over_a_running_record_older_than_the_server_pods() {
+    let kube = Cluster::start();
+    let api = ApiServer::start(ApiOptions::default());
+    // The Collate server pod (the chart's selector labels) started ten minutes ago; the record
+    // reads `running` since an hour: its job died with the server that ran it.
+    let started = now_ms() - 600_000;
+    let ts = chrono_like(started / 1000);
+    kube.server.insert(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "openmetadata-5d9c7b9f4-x2x7q", "namespace": "collate",
+                     "labels": {"app.kubernetes.io/name": "openmetadata", "app.kubernetes.io/instance": "openmetadata"}},
+        "spec": {"containers": [{"name": "openmetadata", "image": "openmetadata/server:1.12.4"}]},
+        "status": {"phase": "Running", "startTime": ts},
+    }));
+    api.add_stale_run(now_ms() - 3_600_000);
+    let out = reindex(&api).envs(kube.env()).succeeds();
+    out.stderr_contains("a record left behind by a server that stopped; triggering")
+        .stdout_contains("SearchIndexingApplication success");
+    assert_eq!(api.triggers(), 1);
+
+    // A record younger than the pod is a live run: refused, naming `reindex.force`.
+    let api = ApiServer::start(ApiOptions::default());
+    api.add_stale_run(now_ms());
+    reindex(&api)
+        .envs(kube.env())
+        .fails_with(4)
+        .stderr_contains("already running")
+        .stderr_contains("reindex.force");
+    assert_eq!(api.triggers(), 0);
+}
+
+/// `2026-12-02T13:00:00Z` for epoch seconds (UTC), as Kubernetes writes timestamps.
+fn chrono_like(secs: i64) -> String {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil from days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[test]
+fn chrono_like_formats_utc() {
+    assert_eq!(chrono_like(0), "1970-01-01T00:00:00Z");
+    assert_eq!(chrono_like(1_767_225_600), "2026-01-01T00:00:00Z");
+    assert_eq!(chrono_like(1_709_210_096), "2024-02-29T12:34:56Z");
+}
+
+#[test]
+fn reindex_fails_when_no_run_starts_within_the_start_timeout() {
+    let (api, run) = reindex_with(ApiOptions {
+        never_starts: true,
+        ..ApiOptions::default()
+    });
+    let started = std::time::Instant::now();
+    let out = run.set("reindex.start_timeout", "1").fails_with(4);
+    assert!(started.elapsed().as_secs() < 15, "{out}");
+    out.stderr_contains("SearchIndexingApplication was triggered but no run started within 1s")
+        .stderr_contains("reindex.start_timeout");
+    assert_eq!(api.triggers(), 1);
+}
+
+#[test]
+fn reindex_logs_in_again_once_when_the_login_token_expires() {
+    // A login token serves 4 requests: status, trigger, two polls; the fifth is refused.
+    let (api, run) = reindex_with(ApiOptions {
+        session_requests: Some(4),
+        ..ApiOptions::default()
+    });
+    basic_auth(run)
+        .succeeds()
+        .stderr_contains("logging in again")
+        .stdout_contains("SearchIndexingApplication success");
+    assert_eq!(logins(&api), 2);
+}
+
+#[test]
+fn reindex_fails_at_once_when_the_token_is_refused_while_polling() {
+    // Every login token serves only 2 requests: the renewed one runs out too.
+    let (api, run) = reindex_with(ApiOptions {
+        session_requests: Some(2),
+        ..ApiOptions::default()
+    });
+    let started = std::time::Instant::now();
+    let out = basic_auth(run).set("reindex.timeout", "20").fails_with(4);
+    assert!(started.elapsed().as_secs() < 10, "{out}");
+    out.stderr_contains("reading the SearchIndexingApplication status answered HTTP 401");
+    assert_eq!(logins(&api), 2);
+}
+
+#[test]
+fn reindex_with_a_token_that_may_not_trigger_fails_clearly() {
+    let api = ApiServer::start(ApiOptions::default());
+    reindex(&api)
+        .env("COLLATE_ADMIN_TOKEN", "om-viewer-token")
+        .fails_with(4)
+        .stderr_contains("the token may not trigger SearchIndexingApplication (HTTP 403")
+        .stderr_contains("operations [Trigger] not allowed");
+    assert_eq!(api.runs(), 0);
+}
+
+#[test]
+fn reindex_basic_login_refusals_say_why() {
+    let (api, run) = reindex_with(ApiOptions::default());
+    basic_auth(run)
+        .env("OM_ADMIN_PASSWORD", "wrong-password")
+        .fails_with(4)
+        .stderr_contains("login as `admin@open-metadata.org` refused (HTTP 401)")
+        .never_shows("wrong-password");
+    let (_sso, run) = reindex_with(ApiOptions {
+        sso: true,
+        ..ApiOptions::default()
+    });
+    basic_auth(run)
+        .fails_with(4)
+        .stderr_contains("refused (HTTP 403)")
+        .stderr_contains("the server uses SSO");
+    assert_eq!(api.triggers(), 0);
+}
+
+#[test]
+fn full_with_an_empty_openmetadata_url_fails_before_any_change() {
+    let Some(w) = World::start() else {
+        eprintln!("skipped: helm not installed (scripts/test-deps.sh)");
+        return;
+    };
+    for plan in [true, false] {
+        let run = w
+            .recipe("full.rhai")
+            .config_yaml("openmetadata: {url: \"\"}\n");
+        let run = if plan { run.plan() } else { run };
+        run.fails_with(3)
+            .stdout_contains("re-indexing needs `openmetadata.url`")
+            .stdout_contains("steps.reindex: false");
+    }
+    assert!(
+        w.kube
+            .get("v1", "Namespace", "", "argo-workflows")
+            .is_none(),
+        "something was applied"
+    );
+    assert!(w.api.seen().is_empty(), "{:?}", w.api.seen());
+    // With the step off, the same config plans.
+    w.recipe("full.rhai")
+        .config_yaml("openmetadata: {url: \"\"}\nsteps: {reindex: false}\n")
+        .plan()
+        .succeeds();
+}
+
+#[test]
+fn full_re_indexes_again_after_a_failed_re_index() {
+    let Some(w) = World::start() else {
+        eprintln!("skipped: helm not installed (scripts/test-deps.sh)");
+        return;
+    };
+    w.api
+        .fail_reindex(json!({"failure": {"message": "mapping conflict in table_search_index"}}));
+    w.recipe("full.rhai")
+        .fails_with(4)
+        .stdout_contains("mapping conflict in table_search_index");
+    assert_eq!(w.api.triggers(), 1);
+    w.trust_issued_argo_token();
+
+    // The release is unchanged, but the last re-index failed: re-index again.
+    w.api.configure(|o| o.outcome = Outcome::Success);
+    w.recipe("full.rhai")
+        .succeeds()
+        .stdout_contains("re-indexing search: the last re-index ended failed");
+    assert_eq!(w.api.triggers(), 2);
+
+    // Now it succeeded: nothing to do.
+    w.recipe("full.rhai").succeeds();
+    assert_eq!(w.api.triggers(), 2);
 }
 
 #[test]

@@ -1,7 +1,9 @@
 //! A loopback stand-in for the OpenMetadata (Collate) and Argo server APIs the recipes call,
-//! on the real paths: system version/health, basic login, the SearchIndexingApplication trigger
-//! and run status (runs progress `running` → `success`, or `failed` with a `failureContext`),
-//! and Argo's version and workflow list with a bearer check.
+//! as strict as the upstream servers where the recipes depend on them: every behaviour, status
+//! code and message is taken from the upstream source, cited in `om-argo-testserver.md`.
+//! OpenMetadata: system version/health, basic login, the SearchIndexingApplication trigger and
+//! run records (the whole status state machine, stale `running` records, a trigger refused while
+//! the job really runs). Argo: client auth on every path, RBAC per namespace.
 //!
 //! `ApiServer::start(ApiOptions::default())` listens on 127.0.0.1 on an ephemeral port, on its
 //! own thread and tokio runtime, with a minimal HTTP/1.1 server (one request per connection).
@@ -15,37 +17,82 @@ use tokio::net::TcpStream;
 
 use crate::loopback::Loopback;
 
+/// The app the recipes re-index with.
+const APP: &str = "SearchIndexingApplication";
+/// Argo's answer to a request without a valid bearer token (server/auth/gatekeeper.go).
+const ARGO_UNAUTHENTICATED: &str =
+    "token not valid. see https://argo-workflows.readthedocs.io/en/latest/faq/";
+/// OpenMetadata's answer to a trigger while the app's Quartz job executes (AppScheduler).
+pub const JOB_ALREADY_RUNNING: &str = "Job is already running, please wait for it to complete.";
+
+/// How a triggered re-index run ends.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// `success`, with the final stats in `successContext.stats`.
+    Success,
+    /// `failed`, with this `failureContext` (OmAppJobListener: `{"failure": {...}}`).
+    Failed(Value),
+    /// `activeError` with an `endTime`: completed with errors (the distributed re-index's
+    /// COMPLETED_WITH_ERRORS); `failed` records failed, the context as `failureContext`.
+    CompletedWithErrors { failed: u64, context: Value },
+    /// `stopped` (stopped from the UI), after passing through `stopInProgress`.
+    Stopped,
+}
+
 /// How the server behaves.
 #[derive(Debug, Clone)]
 pub struct ApiOptions {
     /// The server version reported by `GET /api/v1/system/version`.
     pub version: String,
-    /// A bearer token accepted by the OpenMetadata API (an admin or bot JWT).
+    /// A bearer token of an admin or bot (may trigger apps).
     pub token: String,
+    /// A bearer token of a user without the `Trigger` operation on apps (a Data Consumer).
+    pub viewer_token: String,
     /// Basic login: email and plain password (the client sends it base64-encoded).
     pub admin_email: String,
     pub admin_password: String,
+    /// The server uses an SSO provider: `/users/login` is refused with 403.
+    pub sso: bool,
+    /// How many authenticated requests a login token serves before it is expired (`None`:
+    /// never; upstream: `jwtTokenExpiryTime`, 3600 s by default).
+    pub session_requests: Option<u32>,
     /// The bearer token the Argo API accepts (the om-role service-account token).
     pub argo_token: String,
-    /// Status polls a re-index run takes before it ends.
+    /// Namespaces that token may list workflows in (its RBAC); others answer 403.
+    pub argo_namespaces: Vec<String>,
+    /// Status reads before the record of a triggered run appears (the listener inserts it when
+    /// the Quartz job starts, after the trigger has answered).
+    pub start_polls: u32,
+    /// Triggers are accepted but no run ever starts (a disabled or wedged scheduler).
+    pub never_starts: bool,
+    /// The active statuses a run walks through, one status read each, before it ends.
+    pub via: Vec<String>,
+    /// Status reads a run spends in its last active status before it ends.
     pub run_polls: u32,
+    /// How runs end.
+    pub outcome: Outcome,
     /// Records the re-index processes.
     pub total_records: u64,
-    /// When set, re-index runs end `failed` with this failure context.
-    pub fail_with: Option<Value>,
 }
 
 impl Default for ApiOptions {
     fn default() -> Self {
         ApiOptions {
-            version: "1.12.3".into(),
+            version: "1.12.4".into(),
             token: "om-admin-token".into(),
+            viewer_token: "om-viewer-token".into(),
             admin_email: "admin@open-metadata.org".into(),
             admin_password: "admin-password".into(),
+            sso: false,
+            session_requests: None,
             argo_token: "argo-sa-token".into(),
-            run_polls: 3,
+            argo_namespaces: vec!["collate".into()],
+            start_polls: 1,
+            never_starts: false,
+            via: vec!["started".into(), "running".into()],
+            run_polls: 2,
+            outcome: Outcome::Success,
             total_records: 1200,
-            fail_with: None,
         }
     }
 }
@@ -61,35 +108,43 @@ pub struct Seen {
 
 #[derive(Debug, Clone)]
 struct RunRecord {
-    id: u64,
     start_time: i64,
+    /// Status reads since the run started.
     polls: u32,
     status: String,
+    end_time: Option<i64>,
     recreate_index: bool,
-    /// Never ends (a run started elsewhere that is still going).
-    stuck: bool,
+    /// How it ends; `None`: never (a run that outlived its job, or one that is still going).
+    outcome: Option<Outcome>,
+    /// Its Quartz job is executing (a trigger is refused while true).
+    executing: bool,
+}
+
+/// A trigger accepted whose run record has not appeared yet.
+#[derive(Debug, Clone)]
+struct Pending {
+    polls: u32,
+    recreate_index: bool,
 }
 
 #[derive(Debug, Default)]
 struct State {
     runs: Vec<RunRecord>,
-    sessions: Vec<String>,
+    pending: Option<Pending>,
+    /// Login tokens and the authenticated requests each has served.
+    sessions: Vec<(String, u32)>,
     seen: Vec<Seen>,
     clock: i64,
 }
 
 impl State {
-    /// Starts a `running` re-index run, a second after the previous one.
-    fn start_run(&mut self, recreate_index: bool, stuck: bool) {
+    fn tick(&mut self) -> i64 {
         self.clock += 1000;
-        self.runs.push(RunRecord {
-            id: self.runs.len() as u64 + 1,
-            start_time: self.clock,
-            polls: 0,
-            status: "running".into(),
-            recreate_index,
-            stuck,
-        });
+        self.clock
+    }
+
+    fn job_executing(&self) -> bool {
+        self.pending.is_some() || self.runs.iter().any(|r| r.executing)
     }
 }
 
@@ -112,10 +167,14 @@ impl ApiServer {
 
     /// Starts the server on 127.0.0.1:`port` (0 = ephemeral).
     pub fn start_on(opts: ApiOptions, port: u16) -> std::io::Result<ApiServer> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(1_767_225_600_000);
         let shared = Arc::new(Shared {
             opts: Mutex::new(opts),
             state: Mutex::new(State {
-                clock: 1_767_225_600_000,
+                clock: now,
                 ..State::default()
             }),
         });
@@ -138,20 +197,65 @@ impl ApiServer {
 
     /// Makes later re-index runs fail with `context` as their `failureContext`.
     pub fn fail_reindex(&self, context: Value) {
-        self.configure(|o| o.fail_with = Some(context));
+        self.configure(|o| o.outcome = Outcome::Failed(context));
     }
 
-    /// Starts a run that stays `running` (to test "refuse while a run is active").
+    /// A run whose job really executes and never ends: a trigger answers 500.
     pub fn start_active_run(&self) {
-        self.shared.state.lock().unwrap().start_run(true, true);
+        let mut st = self.shared.state.lock().unwrap();
+        let start_time = st.tick();
+        st.runs.push(RunRecord {
+            start_time,
+            polls: 0,
+            status: "running".into(),
+            end_time: None,
+            recreate_index: true,
+            outcome: None,
+            executing: true,
+        });
     }
 
-    /// How many re-index runs were triggered through the API.
+    /// A `running` record whose job died with the server that ran it (OpenMetadata#22767):
+    /// it stays `running`, and a trigger is accepted. Started at `start_time` (epoch ms).
+    pub fn add_stale_run(&self, start_time: i64) {
+        let mut st = self.shared.state.lock().unwrap();
+        st.runs.push(RunRecord {
+            start_time,
+            polls: 0,
+            status: "running".into(),
+            end_time: None,
+            recreate_index: true,
+            outcome: None,
+            executing: false,
+        });
+    }
+
+    /// A finished run with this status (`success`, `failed`, `activeError`, `stopped`).
+    pub fn add_finished_run(&self, status: &str) {
+        let mut st = self.shared.state.lock().unwrap();
+        let start_time = st.tick();
+        st.runs.push(RunRecord {
+            start_time,
+            polls: 0,
+            status: status.into(),
+            end_time: Some(start_time + 5000),
+            recreate_index: true,
+            outcome: None,
+            executing: false,
+        });
+    }
+
+    /// How many re-index runs were triggered through the API (accepted or not).
     pub fn triggers(&self) -> usize {
         self.seen()
             .iter()
             .filter(|s| s.method == "POST" && s.path.starts_with("/api/v1/apps/trigger/"))
             .count()
+    }
+
+    /// How many runs the server holds.
+    pub fn runs(&self) -> usize {
+        self.shared.state.lock().unwrap().runs.len()
     }
 
     /// Every request so far.
@@ -238,10 +342,13 @@ async fn serve(mut stream: TcpStream, shared: Arc<Shared>) -> std::io::Result<()
     let reason = match status {
         200 => "OK",
         201 => "Created",
+        204 => "No Content",
         400 => "Bad Request",
         401 => "Unauthorized",
+        403 => "Forbidden",
         404 => "Not Found",
         409 => "Conflict",
+        500 => "Internal Server Error",
         _ => "Error",
     };
     let response = format!(
@@ -259,8 +366,76 @@ fn bearer(req: &Request) -> Option<String> {
         .map(str::to_string)
 }
 
+/// OpenMetadata's error body for a `WebApplicationException` (`{"code", "message"}`).
 fn error(status: u16, message: &str) -> (u16, Value) {
     (status, json!({"code": status, "message": message}))
+}
+
+/// OpenMetadata's `CustomExceptionMessage` body (`{"code", "errorType", "message"}`).
+fn typed_error(status: u16, error_type: &str, message: &str) -> (u16, Value) {
+    (
+        status,
+        json!({"code": status, "errorType": error_type, "message": message}),
+    )
+}
+
+/// Argo's grpc-gateway error body (`{"code": <grpc code>, "message"}`).
+fn argo_error(status: u16, grpc_code: u16, message: &str) -> (u16, Value) {
+    (status, json!({"code": grpc_code, "message": message}))
+}
+
+/// Who a bearer token is, for OpenMetadata.
+enum Principal {
+    Anonymous,
+    Expired,
+    Invalid,
+    Admin,
+    Viewer,
+}
+
+fn principal(req: &Request, opts: &ApiOptions, st: &mut State) -> Principal {
+    let Some(header) = req.headers.get("authorization") else {
+        return Principal::Anonymous;
+    };
+    let Some(token) = header.strip_prefix("Bearer ") else {
+        return Principal::Anonymous;
+    };
+    if token == opts.token {
+        return Principal::Admin;
+    }
+    if token == opts.viewer_token {
+        return Principal::Viewer;
+    }
+    match st.sessions.iter_mut().find(|(t, _)| t == token) {
+        Some((_, used)) => {
+            *used += 1;
+            if opts.session_requests.is_some_and(|n| *used > n) {
+                Principal::Expired
+            } else {
+                Principal::Admin
+            }
+        }
+        None => Principal::Invalid,
+    }
+}
+
+/// Paths the OpenMetadata JWT filter lets through without a token.
+fn om_public(path: &str) -> bool {
+    matches!(
+        path,
+        "/api/v1/system/version" | "/api/v1/system/health" | "/healthcheck" | "/api/v1/users/login"
+    )
+}
+
+/// Paths of the Argo server API (every one behind its gatekeeper).
+fn argo_path(path: &str) -> bool {
+    path == "/api/v1/version"
+        || path == "/api/v1/info"
+        || path == "/api/v1/userinfo"
+        || path.starts_with("/api/v1/workflows")
+        || path.starts_with("/api/v1/workflow-templates")
+        || path.starts_with("/api/v1/cron-workflows")
+        || path.starts_with("/api/v1/archived-workflows")
 }
 
 fn route(req: &Request, shared: &Shared) -> (u16, Value) {
@@ -272,95 +447,145 @@ fn route(req: &Request, shared: &Shared) -> (u16, Value) {
         authorization: req.headers.get("authorization").cloned(),
         body: String::from_utf8_lossy(&req.body).to_string(),
     });
-    let om_authorized = bearer(req).is_some_and(|t| t == opts.token || st.sessions.contains(&t));
-    let app = "SearchIndexingApplication";
+    if argo_path(&req.path) {
+        return argo(req, &opts);
+    }
+    if !om_public(&req.path) {
+        match principal(req, &opts, &mut st) {
+            Principal::Anonymous => return error(401, "Not Authorized! Token not present"),
+            Principal::Expired => return error(401, "Not Authorized! Expired token!"),
+            Principal::Invalid => {
+                return error(401, "Not Authorized! Invalid token");
+            }
+            Principal::Viewer
+                if req.method == "POST" && req.path.starts_with("/api/v1/apps/trigger/") =>
+            {
+                return error(
+                    403,
+                    "Principal: CatalogPrincipal{name='data-consumer'} operations [Trigger] not allowed",
+                );
+            }
+            Principal::Admin | Principal::Viewer => {}
+        }
+    }
     match (req.method.as_str(), req.path.as_str()) {
-        // --- OpenMetadata ---
         ("GET", "/api/v1/system/version") => (
             200,
             json!({"version": opts.version, "revision": "test", "timestamp": 1_767_225_600_000_i64}),
         ),
         ("GET", "/api/v1/system/health") | ("GET", "/healthcheck") => (200, json!("OK")),
-        ("POST", "/api/v1/users/login") => {
-            let body: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
-            let email = body["email"].as_str().unwrap_or_default();
-            let password = body["password"].as_str().unwrap_or_default();
-            if email == opts.admin_email && password == base64(opts.admin_password.as_bytes()) {
-                let token = format!("om-session-{}", st.sessions.len() + 1);
-                st.sessions.push(token.clone());
-                (
-                    200,
-                    json!({"tokenType": "Bearer", "accessToken": token, "refreshToken": "r", "expiryDuration": 3600}),
-                )
-            } else {
-                error(401, "You have entered an invalid username or password.")
+        ("POST", "/api/v1/users/login") => login(req, &opts, &mut st),
+        ("POST", p) if p.starts_with("/api/v1/apps/trigger/") => {
+            let name = &p["/api/v1/apps/trigger/".len()..];
+            if name != APP {
+                return error(404, &format!("app instance for {name} not found"));
             }
-        }
-        ("POST", p) if p == format!("/api/v1/apps/trigger/{app}") => {
-            if !om_authorized {
-                return error(401, "Not authorized; User's Email is not present");
-            }
-            if st.runs.iter().any(|r| r.status == "running") {
-                return error(
-                    400,
-                    "Job is already running, please wait for it to complete.",
-                );
+            if st.job_executing() {
+                return error(500, JOB_ALREADY_RUNNING);
             }
             let body: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
-            st.start_run(body["recreateIndex"].as_bool().unwrap_or(false), false);
+            if !opts.never_starts {
+                st.pending = Some(Pending {
+                    polls: 0,
+                    recreate_index: body["recreateIndex"].as_bool().unwrap_or(false),
+                });
+            }
             (
                 200,
-                json!({"message": "Application SearchIndexingApplication triggered"}),
+                json!({"message": format!("Application {APP} triggered")}),
             )
         }
-        ("GET", p) if p == format!("/api/v1/apps/name/{app}/status") => {
-            if !om_authorized {
-                return error(401, "Not authorized; User's Email is not present");
-            }
+        ("GET", p) if p == format!("/api/v1/apps/name/{APP}/status") => {
+            advance(&mut st, &opts);
+            let offset: usize = req
+                .query
+                .get("offset")
+                .and_then(|l| l.parse().ok())
+                .unwrap_or(0);
             let limit: usize = req
                 .query
                 .get("limit")
                 .and_then(|l| l.parse().ok())
                 .unwrap_or(10);
-            let total = opts.total_records;
-            for run in st
-                .runs
-                .iter_mut()
-                .filter(|r| r.status == "running" && !r.stuck)
-            {
-                run.polls += 1;
-                if run.polls >= opts.run_polls {
-                    run.status = if opts.fail_with.is_some() {
-                        "failed"
-                    } else {
-                        "success"
-                    }
-                    .into();
-                }
-            }
             let data: Vec<Value> = st
                 .runs
                 .iter()
                 .rev()
+                .skip(offset)
                 .take(limit)
-                .map(|r| run_json(r, &opts, total))
+                .map(|r| run_json(r, &opts))
                 .collect();
-            let n = data.len();
-            (200, json!({"data": data, "paging": {"total": n}}))
+            (
+                200,
+                json!({"data": data, "paging": {"total": st.runs.len()}}),
+            )
         }
-        ("GET", p) if p.starts_with("/api/v1/apps/") => {
-            if !om_authorized {
-                return error(401, "Not authorized");
-            }
-            error(404, &format!("App not found: {p}"))
+        ("GET", p) if p.starts_with("/api/v1/apps/name/") => {
+            let name = p["/api/v1/apps/name/".len()..]
+                .split('/')
+                .next()
+                .unwrap_or_default();
+            error(404, &format!("app instance for {name} not found"))
         }
-        // --- Argo ---
-        ("GET", "/api/v1/version") => (200, json!({"version": "v3.7.1", "gitCommit": "test"})),
+        _ => error(
+            404,
+            &format!("HTTP 404 Not Found: {} {}", req.method, req.path),
+        ),
+    }
+}
+
+/// `POST /api/v1/users/login` (UserResource.loginUserWithPassword, BasicAuthenticator.loginUser).
+fn login(req: &Request, opts: &ApiOptions, st: &mut State) -> (u16, Value) {
+    if opts.sso {
+        return typed_error(
+            403,
+            "AUTHENTICATOR_OPERATION_NOT_SUPPORTED",
+            "Operation is not permitted with the Selected Authenticator.",
+        );
+    }
+    let body: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
+    let email = body["email"].as_str().unwrap_or_default();
+    let Some(password) = body["password"].as_str().and_then(unbase64) else {
+        return error(400, "Password needs to be encoded in Base-64.");
+    };
+    let invalid = "You have entered an invalid username or password.";
+    if !email.contains('@') || email != opts.admin_email {
+        return typed_error(400, "INVALID_USER_OR_PASSWORD", invalid);
+    }
+    if password != opts.admin_password.as_bytes() {
+        return error(401, invalid);
+    }
+    let token = format!("om-session-{}", st.sessions.len() + 1);
+    st.sessions.push((token.clone(), 0));
+    let expires_at = st.clock + 3_600_000;
+    (
+        200,
+        json!({"tokenType": "Bearer", "accessToken": token, "refreshToken": "r", "expiryDuration": expires_at}),
+    )
+}
+
+/// The Argo server: client auth on every path, then RBAC of the token on the namespace.
+fn argo(req: &Request, opts: &ApiOptions) -> (u16, Value) {
+    if bearer(req).as_deref() != Some(opts.argo_token.as_str()) {
+        return argo_error(401, 16, ARGO_UNAUTHENTICATED);
+    }
+    match (req.method.as_str(), req.path.as_str()) {
+        ("GET", "/api/v1/version") => (
+            200,
+            json!({"version": "v3.7.1", "buildDate": "2025-08-01T00:00:00Z", "gitCommit": "test", "gitTag": "v3.7.1", "gitTreeState": "clean", "goVersion": "go1.24", "compiler": "gc", "platform": "linux/amd64"}),
+        ),
         ("GET", p) if p.starts_with("/api/v1/workflows/") => {
-            if bearer(req).as_deref() != Some(opts.argo_token.as_str()) {
-                return error(
-                    401,
-                    "token not valid. see https://argo-workflows.readthedocs.io/en/latest/faq/",
+            let ns = p["/api/v1/workflows/".len()..]
+                .split('/')
+                .next()
+                .unwrap_or_default();
+            if !opts.argo_namespaces.iter().any(|n| n == ns) {
+                return argo_error(
+                    403,
+                    7,
+                    &format!(
+                        "workflows.argoproj.io is forbidden: User \"system:serviceaccount:collate:om-role\" cannot list resource \"workflows\" in API group \"argoproj.io\" in the namespace \"{ns}\""
+                    ),
                 );
             }
             (
@@ -368,43 +593,105 @@ fn route(req: &Request, shared: &Shared) -> (u16, Value) {
                 json!({"metadata": {"resourceVersion": "1"}, "items": null}),
             )
         }
-        _ => error(404, &format!("no route for {} {}", req.method, req.path)),
+        _ => argo_error(404, 5, &format!("Not Found: {} {}", req.method, req.path)),
     }
 }
 
-fn run_json(r: &RunRecord, opts: &ApiOptions, total: u64) -> Value {
-    let fraction = (
-        r.polls.min(opts.run_polls) as u64,
-        opts.run_polls.max(1) as u64,
-    );
-    let done = if r.status == "success" {
-        total
-    } else {
-        total * fraction.0 / fraction.1
-    };
+/// One status read: a pending trigger's record appears, running records move on.
+fn advance(st: &mut State, opts: &ApiOptions) {
+    if let Some(p) = st.pending.as_mut() {
+        p.polls += 1;
+        if p.polls >= opts.start_polls {
+            let recreate_index = p.recreate_index;
+            st.pending = None;
+            let start_time = st.tick();
+            st.runs.push(RunRecord {
+                start_time,
+                polls: 0,
+                status: opts
+                    .via
+                    .first()
+                    .cloned()
+                    .unwrap_or_else(|| "running".into()),
+                end_time: None,
+                recreate_index,
+                outcome: Some(opts.outcome.clone()),
+                executing: true,
+            });
+            return;
+        }
+    }
+    let now = st.tick();
+    for run in st.runs.iter_mut().filter(|r| r.end_time.is_none()) {
+        let Some(outcome) = run.outcome.clone() else {
+            continue;
+        };
+        run.polls += 1;
+        let step = run.polls as usize;
+        if step < opts.via.len() {
+            run.status = opts.via[step].clone();
+        } else if run.polls >= opts.via.len() as u32 + opts.run_polls {
+            run.status = match outcome {
+                Outcome::Success => "success",
+                Outcome::Failed(_) => "failed",
+                Outcome::CompletedWithErrors { .. } => "activeError",
+                Outcome::Stopped => "stopped",
+            }
+            .into();
+            run.end_time = Some(now);
+            run.executing = false;
+        } else if outcome == Outcome::Stopped
+            && run.polls + 1 == opts.via.len() as u32 + opts.run_polls
+        {
+            run.status = "stopInProgress".into();
+        }
+    }
+}
+
+/// A run record as `GET .../status` lists it (AppRunRecord): the stats are written when the
+/// run ends, not while it runs.
+fn run_json(r: &RunRecord, opts: &ApiOptions) -> Value {
     let mut v = json!({
-        "appId": "search-indexing-app",
-        "appName": "SearchIndexingApplication",
-        "runId": format!("run-{}", r.id),
+        "appId": "7a5f6a0e-4c0b-4b8e-9d55-3c1f0a6b2e11",
+        "appName": APP,
         "status": r.status,
-        "runType": "OnDemand",
+        "runType": "OnDemandJob",
         "startTime": r.start_time,
         "timestamp": r.start_time,
-        "config": {"entities": ["all"], "recreateIndex": r.recreate_index},
-        "successContext": {"stats": {"jobStats": {
-            "totalRecords": total, "successRecords": done, "failedRecords": 0
-        }}},
+        "config": {"entities": ["all"], "recreateIndex": r.recreate_index, "batchSize": 100},
+        "scheduleInfo": {"scheduleTimeline": "None"},
     });
-    if r.status != "running" {
-        v["endTime"] = json!(r.start_time + 5000);
-    }
-    if r.status == "failed" {
-        v["failureContext"] = opts.fail_with.clone().unwrap_or(Value::Null);
+    let Some(end) = r.end_time else {
+        return v;
+    };
+    v["endTime"] = json!(end);
+    v["executionTime"] = json!(end - r.start_time);
+    let total = opts.total_records;
+    let stats = |failed: u64| {
+        json!({
+            "jobStats": {"totalRecords": total, "successRecords": total - failed, "failedRecords": failed},
+            "readerStats": {"totalRecords": total, "successRecords": total, "failedRecords": 0},
+            "sinkStats": {"totalRecords": total, "successRecords": total - failed, "failedRecords": failed},
+            "entityStats": {"table": {"totalRecords": total, "successRecords": total - failed, "failedRecords": failed}},
+        })
+    };
+    match &r.outcome {
+        Some(Outcome::Success) | None if r.status == "success" => {
+            v["successContext"] = json!({"stats": stats(0)});
+        }
+        Some(Outcome::Failed(context)) => v["failureContext"] = context.clone(),
+        Some(Outcome::CompletedWithErrors { failed, context }) => {
+            v["successContext"] = json!({"stats": stats(*failed)});
+            v["failureContext"] = context.clone();
+        }
+        Some(Outcome::Stopped) => v["successContext"] = json!({"stats": stats(total / 2)}),
+        _ => {}
     }
     v
 }
 
 /// Standard base64 (the login password encoding).
+#[cfg(test)]
 fn base64(data: &[u8]) -> String {
     const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::new();
@@ -426,6 +713,33 @@ fn base64(data: &[u8]) -> String {
     out
 }
 
+/// Decodes standard base64 (`None` when it is not).
+fn unbase64(text: &str) -> Option<Vec<u8>> {
+    let value = |c: u8| match c {
+        b'A'..=b'Z' => Some(c - b'A'),
+        b'a'..=b'z' => Some(c - b'a' + 26),
+        b'0'..=b'9' => Some(c - b'0' + 52),
+        b'+' => Some(62),
+        b'/' => Some(63),
+        _ => None,
+    };
+    let bytes = text.trim_end_matches('=').as_bytes();
+    if text.len() % 4 != 0 {
+        return None;
+    }
+    let mut out = Vec::new();
+    for chunk in bytes.chunks(4) {
+        let mut n = 0u32;
+        for (i, c) in chunk.iter().enumerate() {
+            n |= (value(*c)? as u32) << (18 - 6 * i);
+        }
+        for i in 0..chunk.len().saturating_sub(1) {
+            out.push((n >> (16 - 8 * i) & 0xff) as u8);
+        }
+    }
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -435,5 +749,9 @@ mod tests {
         assert_eq!(base64(b"admin-password"), "YWRtaW4tcGFzc3dvcmQ=");
         assert_eq!(base64(b"ab"), "YWI=");
         assert_eq!(base64(b"abc"), "YWJj");
+        for text in [&b"admin-password"[..], b"ab", b"abc", b"a"] {
+            assert_eq!(unbase64(&base64(text)).as_deref(), Some(text));
+        }
+        assert_eq!(unbase64("not base64!"), None);
     }
 }

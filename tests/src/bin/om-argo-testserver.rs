@@ -1,7 +1,8 @@
 //! `om-argo-testserver --port 0 [--token T] [--argo-token T] [--fail-reindex JSON]`: runs the
-//! OpenMetadata/Argo API test server until killed, printing its URL on the first line.
+//! OpenMetadata/Argo API test server until killed, printing its URL on the first line. What it
+//! emulates, and from which upstream source: `tests/src/om-argo-testserver.md`.
 
-use collate_run_tests::api_server::{ApiOptions, ApiServer};
+use collate_run_tests::api_server::{ApiOptions, ApiServer, Outcome};
 
 fn main() {
     let mut opts = ApiOptions::default();
@@ -26,10 +27,13 @@ fn main() {
                     .parse()
                     .unwrap_or_else(|_| usage("bad --run-polls"))
             }
+            "--argo-namespace" => opts.argo_namespaces.push(value("--argo-namespace")),
+            "--sso" => opts.sso = true,
             "--fail-reindex" => {
                 let text = value("--fail-reindex");
-                opts.fail_with =
-                    Some(serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)));
+                opts.outcome = Outcome::Failed(
+                    serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+                );
             }
             "-h" | "--help" => usage(""),
             other => usage(&format!("unknown argument `{other}`")),
@@ -50,7 +54,7 @@ fn usage(problem: &str) -> ! {
         eprintln!("error: {problem}");
     }
     eprintln!(
-        "usage: om-argo-testserver [--port N] [--token T] [--argo-token T] [--admin-password P] [--run-polls N] [--fail-reindex JSON]"
+        "usage: om-argo-testserver [--port N] [--token T] [--argo-token T] [--admin-password P] [--run-polls N] [--argo-namespace NS] [--sso] [--fail-reindex JSON]"
     );
     std::process::exit(if problem.is_empty() { 0 } else { 2 });
 }
