@@ -468,3 +468,38 @@ fn ecr_ip_ranges_prints_the_regions_cidr_blocks() {
         "another region\n{out}"
     );
 }
+
+#[test]
+fn argo_row_needs_a_token_and_prefers_argo_token_from_the_config() {
+    let nodes = [
+        ("n1", BIG.0, BIG.1, BIG.2),
+        ("n2", BIG.0, BIG.1, BIG.2),
+        ("n3", BIG.0, BIG.1, BIG.2),
+    ];
+    let Some(w) = World::start("1.31.2", &nodes, "3.4.0", "v3.7.1") else {
+        return;
+    };
+    // No token yet (another ingestion service account, whose token is not issued): a clear
+    // "not checked", not a 401 from a call without a token.
+    let out = Run::recipe("preflight.rhai")
+        .config_yaml(&w.config("service_accounts: {ingestion: not-issued-role}\n"))
+        .envs(w.env())
+        .succeeds();
+    out.stdout_contains("not checked (no token for the Argo API)")
+        .stdout_contains("set argo.token");
+    assert!(
+        w.http.seen().iter().all(|(p, _)| p != "/api/v1/version"),
+        "the Argo API was called without a token"
+    );
+
+    // `argo.token` wins over the om-role token: a wrong one fails the row, naming it.
+    let out = Run::recipe("preflight.rhai")
+        .config_yaml(&w.config(""))
+        .config_yaml("argo: {token: {env: ARGO_API_TOKEN}}\n")
+        .envs(w.env())
+        .env("ARGO_API_TOKEN", "argo-wrong-canary")
+        .fails_with(5);
+    out.stdout_contains("HTTP 401 from")
+        .stdout_contains("check argo.token")
+        .never_shows("argo-wrong-canary");
+}

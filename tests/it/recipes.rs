@@ -640,6 +640,54 @@ fn full_re_indexes_again_after_a_failed_re_index() {
 }
 
 #[test]
+fn argo_api_check_authenticates_and_reports_an_rbac_denial() {
+    let Some(w) = World::start() else {
+        eprintln!("skipped: helm not installed (scripts/test-deps.sh)");
+        return;
+    };
+    // First install: Argo comes before Collate, so the om-role token does not exist yet.
+    w.recipe("full.rhai")
+        .succeeds()
+        .stdout_contains("argo server API not checked: no token yet");
+    assert!(
+        w.api.seen().iter().all(|s| s.path != "/api/v1/version"),
+        "the Argo API was called without a token"
+    );
+
+    // `argo.token` from the config is the bearer of every Argo call.
+    w.api
+        .configure(|o| o.argo_token = "argo-canary-token-31f".into());
+    w.recipe("argo.rhai")
+        .config_yaml("argo: {token: {env: ARGO_API_TOKEN}}\n")
+        .env("ARGO_API_TOKEN", "argo-canary-token-31f")
+        .succeeds()
+        .never_shows("argo-canary-token-31f");
+    let argo_calls: Vec<_> = w
+        .api
+        .seen()
+        .into_iter()
+        .filter(|s| s.path == "/api/v1/version" || s.path.starts_with("/api/v1/workflows/"))
+        .collect();
+    assert_eq!(argo_calls.len(), 2, "{argo_calls:?}");
+    for call in argo_calls {
+        assert_eq!(
+            call.authorization.as_deref(),
+            Some("Bearer argo-canary-token-31f")
+        );
+    }
+
+    // Without `argo.token`, the om-role token the cluster issued; its RBAC not covering the
+    // Collate namespace is a 403, named.
+    w.trust_issued_argo_token();
+    w.api
+        .configure(|o| o.argo_namespaces = vec!["default".into()]);
+    w.recipe("argo.rhai")
+        .fails_with(4)
+        .stdout_contains("answered 403")
+        .stdout_contains("cannot list resource");
+}
+
+#[test]
 fn every_recipe_passes_check() {
     let dir = root().join("recipes");
     let mut recipes = Vec::new();
