@@ -68,12 +68,12 @@ charts:
   argo_workflows: {repo_url: "", chart: "$ROOT/tests/fixtures/charts/argo-workflows"}
   openmetadata: {repo_url: "", chart: "$ROOT/tests/fixtures/charts/openmetadata"}
   timeout: 60s
-argo: {api_url: "$api"}
+argo: {api_url: "$api", token: {env: DEMO_ARGO_TOKEN}}
 openmetadata: {url: "$api", health_timeout: 20}
 reindex: {poll_interval: 0, timeout: 30}
 YAML
 export COLLATE_DB_PASSWORD=demo-db-password COLLATE_ES_PASSWORD=demo-es-password \
-       ARGO_DB_PASSWORD=demo-argo-password COLLATE_ADMIN_TOKEN=demo-admin-token
+       ARGO_DB_PASSWORD=demo-argo-password COLLATE_ADMIN_TOKEN=demo-admin-token DEMO_ARGO_TOKEN=demo
 
 run() {
     echo
