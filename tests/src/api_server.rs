@@ -724,7 +724,7 @@ fn unbase64(text: &str) -> Option<Vec<u8>> {
         _ => None,
     };
     let bytes = text.trim_end_matches('=').as_bytes();
-    if text.len() % 4 != 0 {
+    if !text.len().is_multiple_of(4) {
         return None;
     }
     let mut out = Vec::new();
