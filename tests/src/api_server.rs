@@ -202,46 +202,26 @@ impl ApiServer {
 
     /// A run whose job really executes and never ends: a trigger answers 500.
     pub fn start_active_run(&self) {
-        let mut st = self.shared.state.lock().unwrap();
-        let start_time = st.tick();
-        st.runs.push(RunRecord {
-            start_time,
-            polls: 0,
-            status: "running".into(),
-            end_time: None,
-            recreate_index: true,
-            outcome: None,
-            executing: true,
-        });
+        let start_time = self.shared.state.lock().unwrap().tick();
+        self.add_run(start_time, "running", None, true);
     }
 
     /// A `running` record whose job died with the server that ran it (OpenMetadata#22767):
     /// it stays `running`, and a trigger is accepted. Started at `start_time` (epoch ms).
     pub fn add_stale_run(&self, start_time: i64) {
-        let mut st = self.shared.state.lock().unwrap();
-        st.runs.push(RunRecord {
-            start_time,
-            polls: 0,
-            status: "running".into(),
-            end_time: None,
-            recreate_index: true,
-            outcome: None,
-            executing: false,
-        });
+        self.add_run(start_time, "running", None, false);
     }
 
-    /// A finished run with this status (`success`, `failed`, `activeError`, `stopped`).
-    pub fn add_finished_run(&self, status: &str) {
-        let mut st = self.shared.state.lock().unwrap();
-        let start_time = st.tick();
-        st.runs.push(RunRecord {
+    /// A run record that never moves on by itself.
+    fn add_run(&self, start_time: i64, status: &str, end_time: Option<i64>, executing: bool) {
+        self.shared.state.lock().unwrap().runs.push(RunRecord {
             start_time,
             polls: 0,
             status: status.into(),
-            end_time: Some(start_time + 5000),
+            end_time,
             recreate_index: true,
             outcome: None,
-            executing: false,
+            executing,
         });
     }
 
