@@ -29,7 +29,7 @@ fn secrets_env() -> Vec<(&'static str, &'static str)> {
 /// server) and the fixture charts; `head` holds what differs per test world (the account, which
 /// steps run, a run lock).
 pub(crate) fn loopback_overrides(api_url: &str, head: &str) -> String {
-    let charts = root().join("tests/fixtures/charts");
+    let charts = root().join("tests/fixtures/charts/upstream");
     format!(
         r#"{head}
 charts:
@@ -40,8 +40,8 @@ argo: {{api_url: "{api_url}", database: {{user: argo_user}}}}
 openmetadata: {{url: "{api_url}", health_timeout: 20}}
 reindex: {{poll_interval: 0, timeout: 30}}
 "#,
-        argo = charts.join("argo-workflows").display(),
-        om = charts.join("openmetadata").display(),
+        argo = charts.join("argo-workflows-0.45.23.tgz").display(),
+        om = charts.join("openmetadata-1.12.4.tgz").display(),
     )
 }
 
@@ -172,91 +172,7 @@ fn full_plans_converges_and_reruns_without_changes() {
         let s = w.get("v1", "Secret", "collate", name);
         assert!(s["data"]["password"].is_string(), "{name} has no password");
     }
-    for (sa, role) in [
-        (
-            "argo-workflows-controller-sa",
-            "collate-argo-controller-role",
-        ),
-        ("argo-workflows-server-sa", "collate-argo-server-role"),
-    ] {
-        let obj = w.get("v1", "ServiceAccount", "argo-workflows", sa);
-        assert_eq!(
-            obj["metadata"]["annotations"]["eks.amazonaws.com/role-arn"],
-            format!("arn:aws:iam::{ACCOUNT}:role/{role}")
-        );
-    }
-    let cm = w.get(
-        "v1",
-        "ConfigMap",
-        "argo-workflows",
-        "argo-workflows-workflow-controller-configmap",
-    );
-    let config = cm["data"]["config"].as_str().expect("config");
-    assert!(
-        config
-            .contains("keyFormat: workflows/{{workflow.namespace}}/{{workflow.name}}/{{pod.name}}"),
-        "{config}"
-    );
-    assert!(
-        !config.contains("accessKeySecret"),
-        "static credentials with IRSA: {config}"
-    );
-    assert!(
-        config.contains("name: argo-db-credentials") && config.contains("archive: true"),
-        "{config}"
-    );
-    let server = w.get(
-        "apps/v1",
-        "Deployment",
-        "argo-workflows",
-        "argo-workflows-server",
-    );
-    let args = server["spec"]["template"]["spec"]["containers"][0]["args"].to_string();
-    assert!(
-        args.contains("--auth-mode=client") && !args.contains("--auth-mode=server"),
-        "{args}"
-    );
-    let om = w.get("apps/v1", "Deployment", "collate", "openmetadata");
-    let pod = &om["spec"]["template"]["spec"];
-    assert_eq!(pod["serviceAccountName"], "openmetadata");
-    assert_eq!(pod["imagePullSecrets"][0]["name"], "ecr-registry-creds");
-    let c = &pod["containers"][0];
-    assert!(
-        c["image"]
-            .as_str()
-            .unwrap()
-            .ends_with(":om-1.12.3-cl-1.12.3")
-    );
-    assert_eq!(c["imagePullPolicy"], "IfNotPresent");
-    let env = c["env"].as_array().expect("env");
-    let var = |n: &str| {
-        env.iter()
-            .find(|e| e["name"] == n)
-            .cloned()
-            .unwrap_or(Value::Null)
-    };
-    assert_eq!(
-        var("PIPELINE_SERVICE_CLIENT_TYPE")["value"],
-        "argoWorkflows"
-    );
-    assert_eq!(
-        var("ARGO_TOKEN")["valueFrom"]["secretKeyRef"]["name"],
-        "om-role.service-account-token"
-    );
-    assert_eq!(var("ARGO_NAMESPACE")["value"], "collate");
-    assert_eq!(
-        var("ARGO_WORKFLOW_EXECUTOR_SERVICE_ACCOUNT_NAME")["value"],
-        "om-role"
-    );
-    assert_eq!(
-        var("ASSET_UPLOADER_S3_PREFIX_PATH")["value"],
-        "assets/collate"
-    );
-    let server_sa = w.get("v1", "ServiceAccount", "collate", "openmetadata");
-    assert_eq!(
-        server_sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"],
-        format!("arn:aws:iam::{ACCOUNT}:role/collate-server-role")
-    );
+    assert_guide_intent(&w);
 
     // A second run changes nothing, does not re-index, and lists workflows with the om-role token.
     let again = w.recipe("full.rhai").succeeds();
@@ -278,6 +194,137 @@ fn full_plans_converges_and_reruns_without_changes() {
     let bumped = bump.changed();
     assert_eq!(bumped.len(), 1, "{bumped:#?}");
     assert!(bumped[0].contains("openmetadata"), "{bumped:#?}");
+}
+
+/// The guide's intent, read from what the real charts rendered into the test cluster: the Argo
+/// pipeline client (chart openmetadata 1.12.4 puts it in the `openmetadata-pipeline-secret` the
+/// server reads with `envFrom`), the ingestion image and pull secret, ARGO_TOKEN from the om-role
+/// token, the IRSA annotations, and Argo's S3 artifact repository and archive (chart
+/// argo-workflows 0.45.23, in the workflow-controller ConfigMap).
+fn assert_guide_intent(w: &World) {
+    // Argo Workflows.
+    let cm = w.get(
+        "v1",
+        "ConfigMap",
+        "argo-workflows",
+        "argo-workflows-workflow-controller-configmap",
+    );
+    let config: Value =
+        serde_saphyr::from_str(cm["data"]["config"].as_str().expect("config")).expect("YAML");
+    let s3 = &config["artifactRepository"]["s3"];
+    assert_eq!(s3["bucket"], "collate-argo-artifacts-eu-west-1", "{config}");
+    assert_eq!(s3["region"], "eu-west-1", "{config}");
+    assert_eq!(
+        s3["keyFormat"],
+        "workflows/{{workflow.namespace}}/{{workflow.name}}/{{pod.name}}"
+    );
+    assert!(
+        s3.get("accessKeySecret").is_none() && s3.get("secretKeySecret").is_none(),
+        "static credentials with IRSA: {config}"
+    );
+    assert_eq!(config["artifactRepository"]["archiveLogs"], true);
+    let pg = &config["persistence"]["postgresql"];
+    assert_eq!(config["persistence"]["archive"], true, "{config}");
+    assert_eq!(pg["userNameSecret"]["name"], "argo-db-credentials");
+    assert_eq!(pg["passwordSecret"]["key"], "password");
+    assert_eq!(pg["tableName"], "argo_workflows");
+    assert_eq!(
+        config["workflowDefaults"]["spec"]["serviceAccountName"],
+        "om-role"
+    );
+    for (sa, role) in [
+        (
+            "argo-workflows-controller-sa",
+            "collate-argo-controller-role",
+        ),
+        ("argo-workflows-server-sa", "collate-argo-server-role"),
+    ] {
+        let obj = w.get("v1", "ServiceAccount", "argo-workflows", sa);
+        assert_eq!(
+            obj["metadata"]["annotations"]["eks.amazonaws.com/role-arn"],
+            format!("arn:aws:iam::{ACCOUNT}:role/{role}")
+        );
+    }
+    let server = w.get(
+        "apps/v1",
+        "Deployment",
+        "argo-workflows",
+        "argo-workflows-server",
+    );
+    let args = server["spec"]["template"]["spec"]["containers"][0]["args"].to_string();
+    assert!(
+        args.contains("--auth-mode=client") && !args.contains("--auth-mode=server"),
+        "{args}"
+    );
+    // The workflow controller watches the Collate namespace, where the chart gave the workflow
+    // service account its Role.
+    w.get(
+        "rbac.authorization.k8s.io/v1",
+        "RoleBinding",
+        "collate",
+        "argo-workflows-workflow",
+    );
+
+    // Collate / OpenMetadata.
+    let om = w.get("apps/v1", "Deployment", "collate", "openmetadata");
+    let pod = &om["spec"]["template"]["spec"];
+    assert_eq!(pod["serviceAccountName"], "openmetadata");
+    assert_eq!(pod["imagePullSecrets"][0]["name"], "ecr-registry-creds");
+    let c = &pod["containers"][0];
+    assert!(
+        c["image"]
+            .as_str()
+            .unwrap()
+            .ends_with(":om-1.12.3-cl-1.12.3"),
+        "{c}"
+    );
+    assert_eq!(c["imagePullPolicy"], "IfNotPresent");
+    let env = c["env"].as_array().expect("env");
+    let token = env
+        .iter()
+        .find(|e| e["name"] == "ARGO_TOKEN")
+        .expect("ARGO_TOKEN");
+    assert_eq!(
+        token["valueFrom"]["secretKeyRef"],
+        json!({"name": "om-role.service-account-token", "key": "token"})
+    );
+    let from = c["envFrom"].to_string();
+    assert!(from.contains("openmetadata-pipeline-secret"), "{from}");
+    let secret = w.get("v1", "Secret", "collate", "openmetadata-pipeline-secret");
+    // The chart quotes some of these values before encoding them: compare without the quotes.
+    let var = |k: &str| {
+        let v = unbase64(
+            secret["data"][k]
+                .as_str()
+                .unwrap_or_else(|| panic!("no {k}: {secret}")),
+        );
+        v.trim_matches('"').to_string()
+    };
+    assert_eq!(
+        var("PIPELINE_SERVICE_CLIENT_CLASS_NAME"),
+        "io.collate.pipeline.argo.ArgoServiceClient"
+    );
+    assert_eq!(
+        var("PIPELINE_SERVICE_CLIENT_ENDPOINT"),
+        "http://argo-workflows-server.argo-workflows:2746"
+    );
+    assert_eq!(var("SERVER_HOST_API_URL"), "http://openmetadata:8585/api");
+    assert_eq!(var("ARGO_NAMESPACE"), "collate");
+    assert!(
+        var("ARGO_INGESTION_IMAGE").contains("ingestion"),
+        "{}",
+        var("ARGO_INGESTION_IMAGE")
+    );
+    assert_eq!(var("ARGO_IMAGE_PULL_SECRETS"), "ecr-registry-creds");
+    assert_eq!(
+        var("ARGO_WORKFLOW_EXECUTOR_SERVICE_ACCOUNT_NAME"),
+        "om-role"
+    );
+    let server_sa = w.get("v1", "ServiceAccount", "collate", "openmetadata");
+    assert_eq!(
+        server_sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"],
+        format!("arn:aws:iam::{ACCOUNT}:role/collate-server-role")
+    );
 }
 
 #[test]
