@@ -1,11 +1,12 @@
-//! The recipes end to end: against the Kubernetes API test server, real helm with the fixture
-//! charts, and the OpenMetadata/Argo API test server. AWS (prereqs) is left out of the
+//! The recipes end to end: against the Kubernetes API test server, real helm with the real
+//! upstream charts (`tests/fixtures/charts/upstream`), and the OpenMetadata/Argo API test server. AWS (prereqs) is left out of the
 //! Kubernetes tests (`steps.prereqs: false`, `account_id` given) until the moto helpers land.
 
 use std::path::PathBuf;
 
 use collate_run_tests::Run;
 use collate_run_tests::api_server::{ApiOptions, ApiServer};
+use collate_run_tests::chart_repo::{ChartRepo, upstream_chart};
 use collate_run_tests::kube::Cluster;
 use collate_run_tests::run::root;
 use serde_json::{Value, json};
@@ -26,10 +27,9 @@ fn secrets_env() -> Vec<(&'static str, &'static str)> {
 }
 
 /// The example config pointed at the loopback servers (`api_url`: the OpenMetadata/Argo test
-/// server) and the fixture charts; `head` holds what differs per test world (the account, which
+/// server) and the real charts as packaged archives; `head` holds what differs per test world (the account, which
 /// steps run, a run lock).
 pub(crate) fn loopback_overrides(api_url: &str, head: &str) -> String {
-    let charts = root().join("tests/fixtures/charts/upstream");
     format!(
         r#"{head}
 charts:
@@ -40,8 +40,8 @@ argo: {{api_url: "{api_url}", database: {{user: argo_user}}}}
 openmetadata: {{url: "{api_url}", health_timeout: 20}}
 reindex: {{poll_interval: 0, timeout: 30}}
 "#,
-        argo = charts.join("argo-workflows-0.45.23.tgz").display(),
-        om = charts.join("openmetadata-1.12.4.tgz").display(),
+        argo = upstream_chart("argo-workflows-0.45.23.tgz").display(),
+        om = upstream_chart("openmetadata-1.12.4.tgz").display(),
     )
 }
 
@@ -325,6 +325,60 @@ fn assert_guide_intent(w: &World) {
         server_sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"],
         format!("arn:aws:iam::{ACCOUNT}:role/collate-server-role")
     );
+}
+
+/// The example config's form (a chart repository) and an OCI reference, both on 127.0.0.1 and
+/// serving the real charts: full.rhai installs, and a second run changes nothing and does not
+/// re-index (a packaged `.tgz` is what the test above installs).
+#[test]
+fn full_reruns_without_changes_from_a_chart_repository_and_an_oci_registry() {
+    let server = ChartRepo::start(&[
+        upstream_chart("argo-workflows-0.45.23.tgz"),
+        upstream_chart("openmetadata-1.12.4.tgz"),
+    ]);
+    let repo = format!(
+        r#"charts:
+  argo_workflows: {{repo_name: argo, repo_url: "{url}", chart: argo/argo-workflows}}
+  openmetadata: {{repo_name: open-metadata, repo_url: "{url}", chart: open-metadata/openmetadata}}
+"#,
+        url = server.url()
+    );
+    let oci = format!(
+        r#"charts:
+  argo_workflows: {{repo_url: "", chart: "{argo}"}}
+  openmetadata: {{repo_url: "", chart: "{om}"}}
+"#,
+        argo = server.oci("argo-workflows"),
+        om = server.oci("openmetadata"),
+    );
+    for charts in [repo, oci] {
+        let Some(w) = World::start() else {
+            eprintln!("skipped: helm not installed (scripts/test-deps.sh)");
+            return;
+        };
+        let run = || {
+            w.recipe("full.rhai")
+                .config_yaml(&charts)
+                .envs(ChartRepo::env())
+        };
+        let first = run().succeeds();
+        assert!(
+            first
+                .changed()
+                .iter()
+                .any(|c| c == "create helm.release collate/openmetadata"),
+            "{charts}: {:#?}",
+            first.changed()
+        );
+        assert_eq!(w.api.triggers(), 1, "{charts}");
+        let issued = w.get("v1", "Secret", "collate", "om-role.service-account-token");
+        w.api.configure(|o| {
+            o.argo_token = unbase64(issued["data"]["token"].as_str().expect("token"))
+        });
+        let again = run().succeeds();
+        assert_eq!(again.changed(), Vec::<String>::new(), "{charts}");
+        assert_eq!(w.api.triggers(), 1, "{charts}: re-indexed again");
+    }
 }
 
 #[test]
