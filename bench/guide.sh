@@ -18,7 +18,7 @@
 # cheapest a re-run can be by hand; it does not notice drift: an existing object is never compared).
 #
 # Environment (bench/bench.py sets it): AWS_ENDPOINT_URL (moto), AWS credentials/region, KUBECONFIG
-# (the Kubernetes API test server), HELM_BIN and HELM_*_HOME, CHARTS (fixture chart folder),
+# (the Kubernetes API test server), HELM_BIN and HELM_*_HOME, CHARTS (the real charts, packaged),
 # COLLATE_DB_PASSWORD, COLLATE_ES_PASSWORD, ARGO_DB_PASSWORD. WORK: a scratch folder.
 set -euo pipefail
 
@@ -119,7 +119,7 @@ create kubectl create secret docker-registry ecr-registry-creds \
     --namespace "$NAMESPACE_NAME"
 
 # --- Install Argo Workflows -------------------------------------------------------------------
-# (helm repo add/update: the fixture charts are local folders, as in the recipes' bench config.)
+# (helm repo add/update: the charts are the packaged upstream archives, as in the recipes' bench config.)
 create kubectl create namespace "$ARGO_NS"
 create kubectl create secret generic argo-db-credentials \
     --from-literal=username="$DB_USERNAME" \
@@ -176,7 +176,7 @@ artifactRepository:
     encryptionOptions:
       enableEncryption: true
 EOF
-helm upgrade --install argo-workflows "$CHARTS/argo-workflows" \
+helm upgrade --install argo-workflows "$CHARTS/argo-workflows-0.45.23.tgz" \
     --version 0.45.23 \
     --namespace "$ARGO_NS" \
     --values argo-workflows.values.yml \
@@ -328,7 +328,7 @@ serviceAccount:
   annotations:
     eks.amazonaws.com/role-arn: arn:aws:iam::${AWS_ACCOUNT_ID}:role/collate-server-role
 EOF
-helm upgrade --install openmetadata "$CHARTS/openmetadata" \
+helm upgrade --install openmetadata "$CHARTS/openmetadata-1.12.4.tgz" \
     --version 1.12.4 \
     --values openmetadata.values.yml \
     --namespace "$NAMESPACE_NAME" \

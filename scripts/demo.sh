@@ -60,13 +60,13 @@ pids+=($!)
 for _ in $(seq 100); do [[ -s $work/api.out ]] && break; sleep 0.05; done
 api=$(head -n1 "$work/api.out")
 
-# The example customer config, pointed at the local servers and the fixture charts.
+# The example customer config, pointed at the local servers and the real charts (packaged, as for an air-gapped install).
 # No database or search engine runs here, so the preflight step (recipes/preflight.rhai) is off.
 cat >"$work/local.yaml" <<YAML
 steps: {preflight: false}
 charts:
-  argo_workflows: {repo_url: "", chart: "$ROOT/tests/fixtures/charts/argo-workflows"}
-  openmetadata: {repo_url: "", chart: "$ROOT/tests/fixtures/charts/openmetadata"}
+  argo_workflows: {repo_url: "", chart: "$ROOT/tests/fixtures/charts/upstream/argo-workflows-0.45.23.tgz"}
+  openmetadata: {repo_url: "", chart: "$ROOT/tests/fixtures/charts/upstream/openmetadata-1.12.4.tgz"}
   timeout: 60s
 argo: {api_url: "$api"}
 openmetadata: {url: "$api", health_timeout: 20}
