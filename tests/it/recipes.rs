@@ -214,6 +214,7 @@ fn assert_guide_intent(w: &World) {
     let s3 = &config["artifactRepository"]["s3"];
     assert_eq!(s3["bucket"], "collate-argo-artifacts-eu-west-1", "{config}");
     assert_eq!(s3["region"], "eu-west-1", "{config}");
+    assert_eq!(s3["useSDKCreds"], true, "IRSA credentials: {config}");
     assert_eq!(
         s3["keyFormat"],
         "workflows/{{workflow.namespace}}/{{workflow.name}}/{{pod.name}}"
