@@ -3,7 +3,7 @@
 //! chart repository (`GET /index.yaml`, written by `helm repo index --url`, and the archives it
 //! lists) and a read-only OCI registry holding the same charts as `helm push` stores them
 //! (`oci://127.0.0.1:PORT/charts/NAME`, tag = chart version). What it emulates, and where that is
-//! taken from, is in `tests/src/README.md`.
+//! taken from, is in `README.md` beside this file.
 //!
 //! ```ignore
 //! let repo = ChartRepo::start(&[upstream_chart("openmetadata-1.12.4.tgz")]);
