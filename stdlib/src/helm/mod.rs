@@ -555,8 +555,10 @@ pub mod helm_module {
     use super::*;
 
     /// Adds the chart repository `name` (or updates its URL). `oci://` URLs need no repository:
-    /// give the `oci://` ref (or a local chart path) straight to `upgrade_install`.
-    /// Returns `#{changed, object: #{name, url}, diff}`.
+    /// give the `oci://` ref (or a local chart path) straight to `upgrade_install`. In a plan
+    /// nothing is added, and charts of a repository the plan would add are read from its URL.
+    /// The repository's cached index is refreshed by `upgrade_install`/`template` when it lacks
+    /// the version asked for. Returns `#{changed, object: #{name, url}, diff}`.
     ///
     /// ```rhai
     /// helm::ensure_repo("argo", "https://argoproj.github.io/argo-helm");
@@ -631,11 +633,15 @@ pub mod helm_module {
     }
 
     /// Installs or upgrades a release: `#{namespace, version, values, wait, timeout, atomic,
-    /// create_namespace, disable_openapi_validation}`. `chart` is `repo/chart`, an `oci://` ref or
-    /// a local chart folder (relative to the script). `values` may hold Secrets: they reach helm
-    /// on its stdin, never the command line or a file. The release is compared first (chart
-    /// name and version, and the user-supplied values, read from helm's release records): an
-    /// unchanged release is not upgraded (no new revision); a plan shows the per-key differences (Secrets masked) and installs nothing.
+    /// create_namespace, disable_openapi_validation}`. `chart` is `repo/chart`, an `oci://` ref, or
+    /// a local chart folder or packaged `.tgz` (relative to the script), whose Chart.yaml gives
+    /// the chart name and version (a `version` it is not fails). `values` may hold Secrets: they
+    /// reach helm on its stdin, never the command line or a file. The release is compared first
+    /// (chart name and version, and the user-supplied values, read from helm's release records):
+    /// an unchanged release is not upgraded (no new revision) and starts no helm process; a plan
+    /// shows the per-key differences (Secrets masked), checks the values against the chart's
+    /// values.schema.json, and installs nothing. A version missing from a repository's cached
+    /// index refreshes that index (`helm repo update`), in a plan too.
     /// A release stuck in `pending-*` fails with the command that recovers it.
     /// Returns `#{changed, object: #{name, namespace, revision, status, chart, version, app_version}, diff}`.
     ///
