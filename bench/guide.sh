@@ -173,6 +173,7 @@ artifactRepository:
     keyFormat: 'workflows/{{workflow.namespace}}/{{workflow.name}}/{{pod.name}}'
     insecure: false
     region: ${AWS_REGION}
+    useSDKCreds: true
     encryptionOptions:
       enableEncryption: true
 EOF
@@ -271,7 +272,6 @@ openmetadata:
       metadataApiEndpoint: "http://openmetadata:8585/api"
       argoWorkflows:
         apiEndpoint: "http://argo-workflows-server.argo-workflows:2746"
-        namespace: ${NAMESPACE_NAME}
         ingestionImage: "118146679784.dkr.ecr.eu-west-1.amazonaws.com/collate-customers-ingestion-slim-eu-west-1:om-1.12.3-cl-1.12.3"
         imagePullSecrets: ecr-registry-creds
         serviceAccountName: om-role

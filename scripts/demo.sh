@@ -2,7 +2,7 @@
 # The main job on the embedded default: builds collate-run and runs `recipes/full.rhai --plan` with
 # the example customer config (recipes/customer.example.yaml) against local emulators on 127.0.0.1 —
 # moto (AWS, with an EKS cluster), the Kubernetes API test server, the OpenMetadata/Argo test server —
-# and real helm with the fixture charts. Nothing outside this machine is touched.
+# and real helm with the real upstream charts (tests/fixtures/charts/upstream). Nothing outside this machine is touched.
 #
 #   scripts/demo.sh            plan only (changes nothing)
 #   scripts/demo.sh --apply    plan, apply, then plan again (which reports no changes)
