@@ -243,11 +243,29 @@ fn ensure_repo_plan_and_apply() {
         .succeeds()
         .stdout_contains("repo=created")
         .stdout_contains("oci=unchanged");
+    // A configured repository is read from helm's repository file: no helm process.
+    let dir = tempfile::tempdir().unwrap();
+    let (wrapper, log) = (dir.path().join("helm"), dir.path().join("helm.log"));
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\necho \"$*\" >> '{}'\nexec '{}' \"$@\"\n",
+            log.display(),
+            c.helm_bin().unwrap().display()
+        ),
+    )
+    .unwrap();
+    let mut perm = std::fs::metadata(&wrapper).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o755);
+    std::fs::set_permissions(&wrapper, perm).unwrap();
     Run::script(&script)
         .envs(c.env())
         .envs(ChartRepo::env())
+        .env("HELM_BIN", wrapper.to_str().unwrap())
         .succeeds()
         .stdout_contains("repo=unchanged");
+    let ran = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(ran, "", "helm ran for a configured repository");
     assert!(c.helm(&["repo", "list"]).contains("local"));
 }
 

@@ -100,6 +100,44 @@ pub(crate) fn exact_version(v: &str) -> Option<&str> {
     .then_some(v)
 }
 
+/// helm's repository file, as helm finds it (helm `pkg/cli/environment.go`: `HELM_REPOSITORY_CONFIG`,
+/// else `repositories.yaml` under `HELM_CONFIG_HOME`, else `$XDG_CONFIG_HOME/helm`, else
+/// `~/.config/helm` on Linux: `pkg/helmpath/lazypath.go`, `lazypath_unix.go`). `None` where the
+/// default differs (macOS, Windows): helm is asked instead.
+fn repositories_file() -> Option<std::path::PathBuf> {
+    let var = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(std::path::PathBuf::from)
+    };
+    if let Some(p) = var("HELM_REPOSITORY_CONFIG") {
+        return Some(p);
+    }
+    if let Some(p) = var("HELM_CONFIG_HOME") {
+        return Some(p.join("repositories.yaml"));
+    }
+    let base = var("XDG_CONFIG_HOME").or_else(|| {
+        cfg!(target_os = "linux")
+            .then(|| var("HOME").map(|h| h.join(".config")))
+            .flatten()
+    })?;
+    Some(base.join("helm").join("repositories.yaml"))
+}
+
+/// The URL of repository `name` in helm's repository file, when the file is readable and lists
+/// it (`repositories: [{name, url, ...}]`); `None` otherwise (then ask helm).
+pub(crate) fn configured_repo_url(name: &str) -> Option<String> {
+    let text = std::fs::read_to_string(repositories_file()?).ok()?;
+    let doc = crate::yaml::parse_one(&text, "repositories.yaml").ok()?;
+    doc.get("repositories")?
+        .as_array()?
+        .iter()
+        .find(|r| r.get("name").and_then(Value::as_str) == Some(name))?
+        .get("url")?
+        .as_str()
+        .map(str::to_string)
+}
+
 /// `true` when helm says the repository's cached index lacks the chart or version.
 pub(crate) fn stale_index(message: &str) -> bool {
     message.contains("not found in") && message.contains("index")

@@ -555,7 +555,9 @@ pub mod helm_module {
     use super::*;
 
     /// Adds the chart repository `name` (or updates its URL). `oci://` URLs need no repository:
-    /// give the `oci://` ref (or a local chart path) straight to `upgrade_install`. In a plan
+    /// give the `oci://` ref (or a local chart path) straight to `upgrade_install`. A repository
+    /// already configured with this URL is read from helm's repository file (no helm process,
+    /// as for an unchanged release). In a plan
     /// nothing is added, and charts of a repository the plan would add are read from its URL.
     /// The repository's cached index is refreshed by `upgrade_install`/`template` when it lacks
     /// the version asked for. Returns `#{changed, object: #{name, url}, diff}`.
@@ -577,6 +579,14 @@ pub mod helm_module {
             return Ok(c.outcome(obj.into()));
         }
         host.guard_remote(&format!("helm repo add {name}"))?;
+        let norm = |u: &str| u.trim_end_matches('/').to_string();
+        // Already configured with this URL (helm's own repository file says so): no helm process.
+        if chart::configured_repo_url(name).is_some_and(|u| norm(&u) == norm(url)) {
+            let c = host
+                .journal()
+                .record(Change::new("helm.repo", name, Action::Unchanged));
+            return Ok(c.outcome(obj.into()));
+        }
         let helm = Helm::find(&host)?;
         let h = helm.clone();
         let listed = host.read("helm repo list", async move {
@@ -593,7 +603,6 @@ pub mod helm_module {
             .as_array()
             .and_then(|a| a.iter().find(|r| r["name"] == name))
             .and_then(|r| r["url"].as_str().map(str::to_string));
-        let norm = |u: &str| u.trim_end_matches('/').to_string();
         let action = match &current {
             None => Action::Create,
             Some(u) if norm(u) == norm(url) => Action::Unchanged,
