@@ -38,7 +38,7 @@ BIN = os.path.join(ROOT, "target", PROFILE, "collate-run")
 KUBE_SERVER = os.path.join(ROOT, "target", PROFILE, "kube-testserver")
 VENV = os.path.join(ROOT, ".venv-test", "bin")
 TOOLS = os.path.join(ROOT, ".tools", "bin")
-CHARTS = os.path.join(ROOT, "tests", "fixtures", "charts")
+CHARTS = os.path.join(ROOT, "tests", "fixtures", "charts", "upstream")
 EXAMPLE = os.path.join(ROOT, "recipes", "customer.example.yaml")
 FULL = os.path.join(ROOT, "recipes", "full.rhai")
 SCALE = os.path.join(ROOT, "bench", "scale.rhai")
@@ -244,8 +244,8 @@ class World:
             f.write(
                 "steps: {reindex: false, preflight: false}\n"
                 "charts:\n"
-                f"  argo_workflows: {{repo_url: \"\", chart: \"{CHARTS}/argo-workflows\"}}\n"
-                f"  openmetadata: {{repo_url: \"\", chart: \"{CHARTS}/openmetadata\"}}\n"
+                f"  argo_workflows: {{repo_url: \"\", chart: \"{CHARTS}/argo-workflows-0.45.23.tgz\"}}\n"
+                f"  openmetadata: {{repo_url: \"\", chart: \"{CHARTS}/openmetadata-1.12.4.tgz\"}}\n"
                 "  timeout: 60s\n"
             )
         self.local = local

@@ -18,7 +18,7 @@
 # cheapest a re-run can be by hand; it does not notice drift: an existing object is never compared).
 #
 # Environment (bench/bench.py sets it): AWS_ENDPOINT_URL (moto), AWS credentials/region, KUBECONFIG
-# (the Kubernetes API test server), HELM_BIN and HELM_*_HOME, CHARTS (fixture chart folder),
+# (the Kubernetes API test server), HELM_BIN and HELM_*_HOME, CHARTS (the real charts, packaged),
 # COLLATE_DB_PASSWORD, COLLATE_ES_PASSWORD, ARGO_DB_PASSWORD. WORK: a scratch folder.
 set -euo pipefail
 
@@ -119,7 +119,7 @@ create kubectl create secret docker-registry ecr-registry-creds \
     --namespace "$NAMESPACE_NAME"
 
 # --- Install Argo Workflows -------------------------------------------------------------------
-# (helm repo add/update: the fixture charts are local folders, as in the recipes' bench config.)
+# (helm repo add/update: the charts are the packaged upstream archives, as in the recipes' bench config.)
 create kubectl create namespace "$ARGO_NS"
 create kubectl create secret generic argo-db-credentials \
     --from-literal=username="$DB_USERNAME" \
@@ -173,10 +173,11 @@ artifactRepository:
     keyFormat: 'workflows/{{workflow.namespace}}/{{workflow.name}}/{{pod.name}}'
     insecure: false
     region: ${AWS_REGION}
+    useSDKCreds: true
     encryptionOptions:
       enableEncryption: true
 EOF
-helm upgrade --install argo-workflows "$CHARTS/argo-workflows" \
+helm upgrade --install argo-workflows "$CHARTS/argo-workflows-0.45.23.tgz" \
     --version 0.45.23 \
     --namespace "$ARGO_NS" \
     --values argo-workflows.values.yml \
@@ -271,7 +272,6 @@ openmetadata:
       metadataApiEndpoint: "http://openmetadata:8585/api"
       argoWorkflows:
         apiEndpoint: "http://argo-workflows-server.argo-workflows:2746"
-        namespace: ${NAMESPACE_NAME}
         ingestionImage: "118146679784.dkr.ecr.eu-west-1.amazonaws.com/collate-customers-ingestion-slim-eu-west-1:om-1.12.3-cl-1.12.3"
         imagePullSecrets: ecr-registry-creds
         serviceAccountName: om-role
@@ -328,7 +328,7 @@ serviceAccount:
   annotations:
     eks.amazonaws.com/role-arn: arn:aws:iam::${AWS_ACCOUNT_ID}:role/collate-server-role
 EOF
-helm upgrade --install openmetadata "$CHARTS/openmetadata" \
+helm upgrade --install openmetadata "$CHARTS/openmetadata-1.12.4.tgz" \
     --version 1.12.4 \
     --values openmetadata.values.yml \
     --namespace "$NAMESPACE_NAME" \

@@ -2,7 +2,7 @@
 # Benchmarks of collate-run (not tests): installs the benchmark tools (awscli, moto, helm, kubectl:
 # scripts/test-deps.sh --bench), builds the release binaries (collate-run, the Kubernetes API test
 # server), and runs every scenario alternating A/B, against loopback servers only (moto, the test
-# server, helm with the fixture charts); writes medians, ratios and peak memory to bench/results.md.
+# server, helm with the real upstream charts, packaged); writes medians, ratios and peak memory to bench/results.md.
 # Usage: bench/run.sh [SCENARIO...] [--runs N] [--sizes 10,100,1000]   (see bench/bench.py --help)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."

@@ -2,7 +2,7 @@
 # The main job on the embedded default: builds collate-run and runs `recipes/full.rhai --plan` with
 # the example customer config (recipes/customer.example.yaml) against local emulators on 127.0.0.1 —
 # moto (AWS, with an EKS cluster), the Kubernetes API test server, the OpenMetadata/Argo test server —
-# and real helm with the fixture charts. Nothing outside this machine is touched.
+# and real helm with the real upstream charts (tests/fixtures/charts/upstream). Nothing outside this machine is touched.
 #
 #   scripts/demo.sh            plan only (changes nothing)
 #   scripts/demo.sh --apply    plan, apply, then plan again (which reports no changes)
@@ -60,13 +60,13 @@ pids+=($!)
 for _ in $(seq 100); do [[ -s $work/api.out ]] && break; sleep 0.05; done
 api=$(head -n1 "$work/api.out")
 
-# The example customer config, pointed at the local servers and the fixture charts.
+# The example customer config, pointed at the local servers and the real charts (packaged, as for an air-gapped install).
 # No database or search engine runs here, so the preflight step (recipes/preflight.rhai) is off.
 cat >"$work/local.yaml" <<YAML
 steps: {preflight: false}
 charts:
-  argo_workflows: {repo_url: "", chart: "$ROOT/tests/fixtures/charts/argo-workflows"}
-  openmetadata: {repo_url: "", chart: "$ROOT/tests/fixtures/charts/openmetadata"}
+  argo_workflows: {repo_url: "", chart: "$ROOT/tests/fixtures/charts/upstream/argo-workflows-0.45.23.tgz"}
+  openmetadata: {repo_url: "", chart: "$ROOT/tests/fixtures/charts/upstream/openmetadata-1.12.4.tgz"}
   timeout: 60s
 argo: {api_url: "$api", token: {env: DEMO_ARGO_TOKEN}}
 openmetadata: {url: "$api", health_timeout: 20}

@@ -84,6 +84,8 @@ pub struct Host {
     /// Lazily built clients, one per remote system; each namespace owns its own cell.
     pub(crate) aws: tokio::sync::OnceCell<crate::aws::Clients>,
     pub(crate) kube: tokio::sync::OnceCell<kube::Client>,
+    /// Helm repositories a plan would add (name → URL): charts from them are read with `--repo`.
+    pub(crate) helm_repos: std::sync::Mutex<std::collections::HashMap<String, String>>,
 }
 
 /// The wrapper stored in the engine's tag.
@@ -105,6 +107,7 @@ impl Host {
             closing: std::sync::atomic::AtomicBool::new(false),
             aws: tokio::sync::OnceCell::new(),
             kube: tokio::sync::OnceCell::new(),
+            helm_repos: Default::default(),
         })
     }
 

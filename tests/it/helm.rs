@@ -5,6 +5,7 @@
 use std::path::Path;
 
 use collate_run_tests::Run;
+use collate_run_tests::chart_repo::{ChartRepo, upstream_chart};
 use collate_run_tests::kube::{Cluster, chart, helm_binaries};
 use serde_json::Value;
 
@@ -225,37 +226,174 @@ fn ensure_repo_plan_and_apply() {
         return;
     }
     // A loopback chart repository serving an empty index, so no network is needed.
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    std::thread::spawn(move || {
-        use std::io::{Read, Write};
-        for mut s in listener.incoming().flatten() {
-            let mut buf = [0u8; 4096];
-            let _ = s.read(&mut buf);
-            let body = "apiVersion: v1\nentries: {}\n";
-            let _ = write!(
-                s,
-                "HTTP/1.1 200 OK\r\nContent-Type: text/yaml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-        }
-    });
+    let repo = ChartRepo::start(&[]);
+    let url = repo.url();
     let script = format!(
         r#"let r = helm::ensure_repo("local", "{url}"); print(`repo=${{r.changed}}`); print(`oci=${{helm::ensure_repo("reg", "oci://r.example/charts").changed}}`);"#
     );
     Run::script(&script)
         .envs(c.env())
+        .envs(ChartRepo::env())
         .plan()
         .succeeds()
         .stdout_contains("repo=created");
     Run::script(&script)
         .envs(c.env())
+        .envs(ChartRepo::env())
         .succeeds()
         .stdout_contains("repo=created")
         .stdout_contains("oci=unchanged");
+    // A configured repository is read from helm's repository file: no helm process.
+    let dir = tempfile::tempdir().unwrap();
+    let (wrapper, log) = (dir.path().join("helm"), dir.path().join("helm.log"));
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\necho \"$*\" >> '{}'\nexec '{}' \"$@\"\n",
+            log.display(),
+            c.helm_bin().unwrap().display()
+        ),
+    )
+    .unwrap();
+    let mut perm = std::fs::metadata(&wrapper).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o755);
+    std::fs::set_permissions(&wrapper, perm).unwrap();
     Run::script(&script)
         .envs(c.env())
+        .envs(ChartRepo::env())
+        .env("HELM_BIN", wrapper.to_str().unwrap())
         .succeeds()
         .stdout_contains("repo=unchanged");
+    let ran = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(ran, "", "helm ran for a configured repository");
     assert!(c.helm(&["repo", "list"]).contains("local"));
+}
+
+/// `helm::upgrade_install` of the real openmetadata chart from `chart` at `version`, with
+/// `values` (Rhai), printing `changed chart-version revision`.
+fn install_om(chart: &str, version: &str, values: &str, repo: Option<&str>) -> String {
+    let add = repo
+        .map(|url| format!(r#"helm::ensure_repo("om", "{url}");"#))
+        .unwrap_or_default();
+    format!(
+        r#"{add}
+        let r = helm::upgrade_install("openmetadata", "{chart}", #{{
+            namespace: "collate", create_namespace: true, disable_openapi_validation: true,
+            version: "{version}", values: {values},
+        }});
+        print(`${{r.changed}} ${{r.object.chart}}-${{r.object.version}} revision=${{r.object.revision}}`);"#
+    )
+}
+
+const SERVER_TAG: &str = r#"#{ image: #{ tag: "om-1.12.4-cl-1.12.4" } }"#;
+const BAD_KEY: &str = r#"#{ openmetadata: #{ config: #{ bogusKey: true } } }"#;
+
+/// A chart repository on 127.0.0.1 (the example config's form): a plan checks the values
+/// against the chart's schema (also while the repository is only planned), a version published
+/// after helm cached the repository's index is found in plan and apply (the index is
+/// refreshed), and a converged release plans and applies no change.
+#[test]
+fn repo_chart_schema_check_index_refresh_and_rerun() {
+    let c = Cluster::start();
+    if c.helm_bin().is_none() {
+        return;
+    }
+    let om = upstream_chart("openmetadata-1.12.4.tgz");
+    let repo = ChartRepo::start(std::slice::from_ref(&om));
+    let run = |version: &str, values: &str| {
+        Run::script(&install_om(
+            "om/openmetadata",
+            version,
+            values,
+            Some(&repo.url()),
+        ))
+        .envs(c.env())
+        .envs(ChartRepo::env())
+    };
+
+    // A plan on a fresh machine (the repository not added yet) already checks the schema.
+    run("1.12.4", BAD_KEY)
+        .plan()
+        .fails_with(1)
+        .stderr_contains("additional properties 'bogusKey' not allowed");
+    run("1.12.4", SERVER_TAG)
+        .plan()
+        .succeeds()
+        .stdout_contains("created openmetadata-1.12.4 revision=1");
+    run("1.12.4", SERVER_TAG)
+        .succeeds()
+        .stdout_contains("created openmetadata-1.12.4 revision=1");
+    run("1.12.4", SERVER_TAG)
+        .succeeds()
+        .stdout_contains("unchanged openmetadata-1.12.4 revision=1");
+
+    // 1.12.5 is published; helm's cached index still lists only 1.12.4.
+    repo.publish_version(&om, "1.12.5");
+    run("1.12.5", BAD_KEY)
+        .plan()
+        .fails_with(1)
+        .stderr_contains("additional properties 'bogusKey' not allowed");
+    run("1.12.5", SERVER_TAG)
+        .plan()
+        .succeeds()
+        .stdout_contains("updated openmetadata-1.12.5 revision=2");
+    run("1.12.5", SERVER_TAG)
+        .succeeds()
+        .stdout_contains("updated openmetadata-1.12.5 revision=2");
+    let again = run("1.12.5", SERVER_TAG).json().succeeds();
+    again.stdout_contains("unchanged openmetadata-1.12.5 revision=2");
+    assert!(again.changed().is_empty(), "{again}");
+}
+
+/// A packaged chart (air-gapped): the release is the chart's own name and version, so a rerun
+/// changes nothing; a `version` the archive is not is refused before anything changes.
+#[test]
+fn packaged_chart_reruns_without_changes() {
+    let c = Cluster::start();
+    if c.helm_bin().is_none() {
+        return;
+    }
+    let om = upstream_chart("openmetadata-1.12.4.tgz");
+    let run = |version: &str| {
+        Run::script(&install_om(om.to_str().unwrap(), version, SERVER_TAG, None)).envs(c.env())
+    };
+    run("1.12.4")
+        .succeeds()
+        .stdout_contains("created openmetadata-1.12.4 revision=1");
+    run("1.12.4")
+        .plan()
+        .succeeds()
+        .stdout_contains("unchanged openmetadata-1.12.4 revision=1");
+    run("1.12.4")
+        .succeeds()
+        .stdout_contains("unchanged openmetadata-1.12.4 revision=1");
+    run("1.12.5")
+        .plan()
+        .fails_with(1)
+        .stderr_contains("is version 1.12.4, not the `version` 1.12.5 asked for");
+}
+
+/// An OCI reference served on 127.0.0.1: installed, and a rerun changes nothing (helm 3 and 4).
+#[test]
+fn oci_chart_installs_and_reruns_without_changes() {
+    let repo = ChartRepo::start(&[upstream_chart("openmetadata-1.12.4.tgz")]);
+    let oci = repo.oci("openmetadata");
+    for bin in helm_binaries() {
+        let c = Cluster::start().with_helm(&bin);
+        let run = || {
+            Run::script(&install_om(&oci, "1.12.4", SERVER_TAG, None))
+                .envs(c.env())
+                .envs(ChartRepo::env())
+        };
+        run()
+            .plan()
+            .succeeds()
+            .stdout_contains("created openmetadata-1.12.4 revision=1");
+        run()
+            .succeeds()
+            .stdout_contains("created openmetadata-1.12.4 revision=1");
+        run()
+            .succeeds()
+            .stdout_contains("unchanged openmetadata-1.12.4 revision=1");
+    }
 }

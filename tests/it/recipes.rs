@@ -1,11 +1,13 @@
-//! The recipes end to end: against the Kubernetes API test server, real helm with the fixture
-//! charts, and the OpenMetadata/Argo API test server. AWS (prereqs) is left out of the
-//! Kubernetes tests (`steps.prereqs: false`, `account_id` given) until the moto helpers land.
+//! The recipes end to end: against the Kubernetes API test server, real helm with the real
+//! upstream charts (`tests/fixtures/charts/upstream`), and the OpenMetadata/Argo API test
+//! server. AWS (prereqs) is left out of these tests (`steps.prereqs: false`, `account_id` given);
+//! the reliability tests run the whole recipe on moto too.
 
 use std::path::PathBuf;
 
 use collate_run_tests::Run;
 use collate_run_tests::api_server::{ApiOptions, ApiServer, Outcome};
+use collate_run_tests::chart_repo::{ChartRepo, upstream_chart};
 use collate_run_tests::kube::Cluster;
 use collate_run_tests::run::root;
 use serde_json::{Value, json};
@@ -26,10 +28,9 @@ fn secrets_env() -> Vec<(&'static str, &'static str)> {
 }
 
 /// The example config pointed at the loopback servers (`api_url`: the OpenMetadata/Argo test
-/// server) and the fixture charts; `head` holds what differs per test world (the account, which
+/// server) and the real charts as packaged archives; `head` holds what differs per test world (the account, which
 /// steps run, a run lock).
 pub(crate) fn loopback_overrides(api_url: &str, head: &str) -> String {
-    let charts = root().join("tests/fixtures/charts");
     format!(
         r#"{head}
 charts:
@@ -40,8 +41,8 @@ argo: {{api_url: "{api_url}", database: {{user: argo_user}}}}
 openmetadata: {{url: "{api_url}", health_timeout: 20}}
 reindex: {{poll_interval: 0, timeout: 30}}
 "#,
-        argo = charts.join("argo-workflows").display(),
-        om = charts.join("openmetadata").display(),
+        argo = upstream_chart("argo-workflows-0.45.23.tgz").display(),
+        om = upstream_chart("openmetadata-1.12.4.tgz").display(),
     )
 }
 
@@ -176,91 +177,7 @@ fn full_plans_converges_and_reruns_without_changes() {
         let s = w.get("v1", "Secret", "collate", name);
         assert!(s["data"]["password"].is_string(), "{name} has no password");
     }
-    for (sa, role) in [
-        (
-            "argo-workflows-controller-sa",
-            "collate-argo-controller-role",
-        ),
-        ("argo-workflows-server-sa", "collate-argo-server-role"),
-    ] {
-        let obj = w.get("v1", "ServiceAccount", "argo-workflows", sa);
-        assert_eq!(
-            obj["metadata"]["annotations"]["eks.amazonaws.com/role-arn"],
-            format!("arn:aws:iam::{ACCOUNT}:role/{role}")
-        );
-    }
-    let cm = w.get(
-        "v1",
-        "ConfigMap",
-        "argo-workflows",
-        "argo-workflows-workflow-controller-configmap",
-    );
-    let config = cm["data"]["config"].as_str().expect("config");
-    assert!(
-        config
-            .contains("keyFormat: workflows/{{workflow.namespace}}/{{workflow.name}}/{{pod.name}}"),
-        "{config}"
-    );
-    assert!(
-        !config.contains("accessKeySecret"),
-        "static credentials with IRSA: {config}"
-    );
-    assert!(
-        config.contains("name: argo-db-credentials") && config.contains("archive: true"),
-        "{config}"
-    );
-    let server = w.get(
-        "apps/v1",
-        "Deployment",
-        "argo-workflows",
-        "argo-workflows-server",
-    );
-    let args = server["spec"]["template"]["spec"]["containers"][0]["args"].to_string();
-    assert!(
-        args.contains("--auth-mode=client") && !args.contains("--auth-mode=server"),
-        "{args}"
-    );
-    let om = w.get("apps/v1", "Deployment", "collate", "openmetadata");
-    let pod = &om["spec"]["template"]["spec"];
-    assert_eq!(pod["serviceAccountName"], "openmetadata");
-    assert_eq!(pod["imagePullSecrets"][0]["name"], "ecr-registry-creds");
-    let c = &pod["containers"][0];
-    assert!(
-        c["image"]
-            .as_str()
-            .unwrap()
-            .ends_with(":om-1.12.3-cl-1.12.3")
-    );
-    assert_eq!(c["imagePullPolicy"], "IfNotPresent");
-    let env = c["env"].as_array().expect("env");
-    let var = |n: &str| {
-        env.iter()
-            .find(|e| e["name"] == n)
-            .cloned()
-            .unwrap_or(Value::Null)
-    };
-    assert_eq!(
-        var("PIPELINE_SERVICE_CLIENT_TYPE")["value"],
-        "argoWorkflows"
-    );
-    assert_eq!(
-        var("ARGO_TOKEN")["valueFrom"]["secretKeyRef"]["name"],
-        "om-role.service-account-token"
-    );
-    assert_eq!(var("ARGO_NAMESPACE")["value"], "collate");
-    assert_eq!(
-        var("ARGO_WORKFLOW_EXECUTOR_SERVICE_ACCOUNT_NAME")["value"],
-        "om-role"
-    );
-    assert_eq!(
-        var("ASSET_UPLOADER_S3_PREFIX_PATH")["value"],
-        "assets/collate"
-    );
-    let server_sa = w.get("v1", "ServiceAccount", "collate", "openmetadata");
-    assert_eq!(
-        server_sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"],
-        format!("arn:aws:iam::{ACCOUNT}:role/collate-server-role")
-    );
+    assert_guide_intent(&w);
 
     // A second run changes nothing, does not re-index, and lists workflows with the om-role token.
     let again = w.recipe("full.rhai").succeeds();
@@ -282,6 +199,192 @@ fn full_plans_converges_and_reruns_without_changes() {
     let bumped = bump.changed();
     assert_eq!(bumped.len(), 1, "{bumped:#?}");
     assert!(bumped[0].contains("openmetadata"), "{bumped:#?}");
+}
+
+/// The guide's intent, read from what the real charts rendered into the test cluster: the Argo
+/// pipeline client (chart openmetadata 1.12.4 puts it in the `openmetadata-pipeline-secret` the
+/// server reads with `envFrom`), the ingestion image and pull secret, ARGO_TOKEN from the om-role
+/// token, the IRSA annotations, and Argo's S3 artifact repository and archive (chart
+/// argo-workflows 0.45.23, in the workflow-controller ConfigMap).
+fn assert_guide_intent(w: &World) {
+    // Argo Workflows.
+    let cm = w.get(
+        "v1",
+        "ConfigMap",
+        "argo-workflows",
+        "argo-workflows-workflow-controller-configmap",
+    );
+    let config: Value =
+        serde_saphyr::from_str(cm["data"]["config"].as_str().expect("config")).expect("YAML");
+    let s3 = &config["artifactRepository"]["s3"];
+    assert_eq!(s3["bucket"], "collate-argo-artifacts-eu-west-1", "{config}");
+    assert_eq!(s3["region"], "eu-west-1", "{config}");
+    assert_eq!(s3["useSDKCreds"], true, "IRSA credentials: {config}");
+    assert_eq!(
+        s3["keyFormat"],
+        "workflows/{{workflow.namespace}}/{{workflow.name}}/{{pod.name}}"
+    );
+    assert!(
+        s3.get("accessKeySecret").is_none() && s3.get("secretKeySecret").is_none(),
+        "static credentials with IRSA: {config}"
+    );
+    assert_eq!(config["artifactRepository"]["archiveLogs"], true);
+    let pg = &config["persistence"]["postgresql"];
+    assert_eq!(config["persistence"]["archive"], true, "{config}");
+    assert_eq!(pg["userNameSecret"]["name"], "argo-db-credentials");
+    assert_eq!(pg["passwordSecret"]["key"], "password");
+    assert_eq!(pg["tableName"], "argo_workflows");
+    assert_eq!(
+        config["workflowDefaults"]["spec"]["serviceAccountName"],
+        "om-role"
+    );
+    for (sa, role) in [
+        (
+            "argo-workflows-controller-sa",
+            "collate-argo-controller-role",
+        ),
+        ("argo-workflows-server-sa", "collate-argo-server-role"),
+    ] {
+        let obj = w.get("v1", "ServiceAccount", "argo-workflows", sa);
+        assert_eq!(
+            obj["metadata"]["annotations"]["eks.amazonaws.com/role-arn"],
+            format!("arn:aws:iam::{ACCOUNT}:role/{role}")
+        );
+    }
+    let server = w.get(
+        "apps/v1",
+        "Deployment",
+        "argo-workflows",
+        "argo-workflows-server",
+    );
+    let args = server["spec"]["template"]["spec"]["containers"][0]["args"].to_string();
+    assert!(
+        args.contains("--auth-mode=client") && !args.contains("--auth-mode=server"),
+        "{args}"
+    );
+    // The workflow controller watches the Collate namespace, where the chart gave the workflow
+    // service account its Role.
+    w.get(
+        "rbac.authorization.k8s.io/v1",
+        "RoleBinding",
+        "collate",
+        "argo-workflows-workflow",
+    );
+
+    // Collate / OpenMetadata.
+    let om = w.get("apps/v1", "Deployment", "collate", "openmetadata");
+    let pod = &om["spec"]["template"]["spec"];
+    assert_eq!(pod["serviceAccountName"], "openmetadata");
+    assert_eq!(pod["imagePullSecrets"][0]["name"], "ecr-registry-creds");
+    let c = &pod["containers"][0];
+    assert!(
+        c["image"]
+            .as_str()
+            .unwrap()
+            .ends_with(":om-1.12.3-cl-1.12.3"),
+        "{c}"
+    );
+    assert_eq!(c["imagePullPolicy"], "IfNotPresent");
+    let env = c["env"].as_array().expect("env");
+    let token = env
+        .iter()
+        .find(|e| e["name"] == "ARGO_TOKEN")
+        .expect("ARGO_TOKEN");
+    assert_eq!(
+        token["valueFrom"]["secretKeyRef"],
+        json!({"name": "om-role.service-account-token", "key": "token"})
+    );
+    let from = c["envFrom"].to_string();
+    assert!(from.contains("openmetadata-pipeline-secret"), "{from}");
+    let secret = w.get("v1", "Secret", "collate", "openmetadata-pipeline-secret");
+    // The chart quotes some of these values before encoding them: compare without the quotes.
+    let var = |k: &str| {
+        let v = unbase64(
+            secret["data"][k]
+                .as_str()
+                .unwrap_or_else(|| panic!("no {k}: {secret}")),
+        );
+        v.trim_matches('"').to_string()
+    };
+    assert_eq!(
+        var("PIPELINE_SERVICE_CLIENT_CLASS_NAME"),
+        "io.collate.pipeline.argo.ArgoServiceClient"
+    );
+    assert_eq!(
+        var("PIPELINE_SERVICE_CLIENT_ENDPOINT"),
+        "http://argo-workflows-server.argo-workflows:2746"
+    );
+    assert_eq!(var("SERVER_HOST_API_URL"), "http://openmetadata:8585/api");
+    assert_eq!(var("ARGO_NAMESPACE"), "collate");
+    assert!(
+        var("ARGO_INGESTION_IMAGE").contains("ingestion"),
+        "{}",
+        var("ARGO_INGESTION_IMAGE")
+    );
+    assert_eq!(var("ARGO_IMAGE_PULL_SECRETS"), "ecr-registry-creds");
+    assert_eq!(
+        var("ARGO_WORKFLOW_EXECUTOR_SERVICE_ACCOUNT_NAME"),
+        "om-role"
+    );
+    let server_sa = w.get("v1", "ServiceAccount", "collate", "openmetadata");
+    assert_eq!(
+        server_sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"],
+        format!("arn:aws:iam::{ACCOUNT}:role/collate-server-role")
+    );
+}
+
+/// The example config's form (a chart repository) and an OCI reference, both on 127.0.0.1 and
+/// serving the real charts: full.rhai installs, and a second run changes nothing and does not
+/// re-index (a packaged `.tgz` is what the test above installs).
+#[test]
+fn full_reruns_without_changes_from_a_chart_repository_and_an_oci_registry() {
+    let server = ChartRepo::start(&[
+        upstream_chart("argo-workflows-0.45.23.tgz"),
+        upstream_chart("openmetadata-1.12.4.tgz"),
+    ]);
+    let repo = format!(
+        r#"charts:
+  argo_workflows: {{repo_name: argo, repo_url: "{url}", chart: argo/argo-workflows}}
+  openmetadata: {{repo_name: open-metadata, repo_url: "{url}", chart: open-metadata/openmetadata}}
+"#,
+        url = server.url()
+    );
+    let oci = format!(
+        r#"charts:
+  argo_workflows: {{repo_url: "", chart: "{argo}"}}
+  openmetadata: {{repo_url: "", chart: "{om}"}}
+"#,
+        argo = server.oci("argo-workflows"),
+        om = server.oci("openmetadata"),
+    );
+    for charts in [repo, oci] {
+        let Some(w) = World::start() else {
+            eprintln!("skipped: helm not installed (scripts/test-deps.sh)");
+            return;
+        };
+        let run = || {
+            w.recipe("full.rhai")
+                .config_yaml(&charts)
+                .envs(ChartRepo::env())
+        };
+        let first = run().succeeds();
+        assert!(
+            first
+                .changed()
+                .iter()
+                .any(|c| c == "create helm.release collate/openmetadata"),
+            "{charts}: {:#?}",
+            first.changed()
+        );
+        assert_eq!(w.api.triggers(), 1, "{charts}");
+        let issued = w.get("v1", "Secret", "collate", "om-role.service-account-token");
+        w.api.configure(|o| {
+            o.argo_token = unbase64(issued["data"]["token"].as_str().expect("token"))
+        });
+        let again = run().succeeds();
+        assert_eq!(again.changed(), Vec::<String>::new(), "{charts}");
+        assert_eq!(w.api.triggers(), 1, "{charts}: re-indexed again");
+    }
 }
 
 #[test]

@@ -2,12 +2,12 @@
 //! preflight reads: OpenSearch/Elasticsearch `GET /`, Argo `GET /api/v1/version`, and AWS's
 //! `ip-ranges.json`. A route may require an `Authorization` header. Records what it saw.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufReader, Write};
 use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
 
-use crate::loopback::Loopback;
+use crate::loopback::{Loopback, Request};
 
 /// What the server saw: (path, `Authorization` header) per request.
 type Seen = Arc<Mutex<Vec<(String, Option<String>)>>>;
@@ -88,32 +88,11 @@ fn serve(
 ) -> std::io::Result<()> {
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut stream = stream;
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line)? == 0 {
-            return Ok(());
-        }
-        let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
-        let path = path.split('?').next().unwrap_or("/").to_string();
-        let mut auth = None;
-        let mut length = 0usize;
-        loop {
-            let mut h = String::new();
-            if reader.read_line(&mut h)? == 0 || h.trim().is_empty() {
-                break;
-            }
-            if let Some((k, v)) = h.split_once(':') {
-                match k.trim().to_ascii_lowercase().as_str() {
-                    "authorization" => auth = Some(v.trim().to_string()),
-                    "content-length" => length = v.trim().parse().unwrap_or(0),
-                    _ => {}
-                }
-            }
-        }
-        if length > 0 {
-            let mut body = vec![0u8; length];
-            std::io::Read::read_exact(&mut reader, &mut body)?;
-        }
+    while let Some(req) = Request::read(&mut reader)? {
+        let (path, auth) = (
+            req.path.clone(),
+            req.header("authorization").map(str::to_string),
+        );
         seen.lock()
             .expect("seen")
             .push((path.clone(), auth.clone()));
@@ -146,4 +125,5 @@ fn serve(
         )?;
         stream.flush()?;
     }
+    Ok(())
 }

@@ -4,6 +4,7 @@
 //! standing in for an OIDC issuer).
 
 pub mod api_server;
+pub mod chart_repo;
 pub mod fault_proxy;
 pub mod json_server;
 pub mod kube;

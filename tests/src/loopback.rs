@@ -111,6 +111,60 @@ impl Drop for Loopback {
     }
 }
 
+/// One HTTP/1.1 request as the blocking test servers read it: method, path (without the query),
+/// headers (names lowercased) and body.
+pub struct Request {
+    pub method: String,
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Request {
+    /// Reads the next request of a keep-alive connection; `None` when the client closed it.
+    pub fn read(reader: &mut impl std::io::BufRead) -> std::io::Result<Option<Request>> {
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 {
+            return Ok(None);
+        }
+        let mut words = line.split_whitespace();
+        let method = words.next().unwrap_or("GET").to_string();
+        let target = words.next().unwrap_or("/");
+        let path = target.split('?').next().unwrap_or("/").to_string();
+        let mut headers = Vec::new();
+        loop {
+            let mut h = String::new();
+            if reader.read_line(&mut h)? == 0 || h.trim().is_empty() {
+                break;
+            }
+            if let Some((k, v)) = h.split_once(':') {
+                headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+            }
+        }
+        let mut req = Request {
+            method,
+            path,
+            headers,
+            body: Vec::new(),
+        };
+        let length = req
+            .header("content-length")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0usize);
+        req.body = vec![0u8; length];
+        reader.read_exact(&mut req.body)?;
+        Ok(Some(req))
+    }
+
+    /// The value of header `name` (lowercase).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -49,6 +49,20 @@ pub struct TlsServer {
 impl TlsServer {
     /// Starts the server with the fixture chain (leaf, intermediate).
     pub fn start() -> TlsServer {
+        let config = TlsServer::config();
+        let counters = Arc::new(Counters::default());
+        let counters_in = counters.clone();
+        let server = Loopback::serve_blocking("tls-server", 0, move |tcp| {
+            counters_in.connections.fetch_add(1, Ordering::SeqCst);
+            serve(config.clone(), tcp, &counters_in);
+        })
+        .expect("start the TLS server on 127.0.0.1");
+        TlsServer { server, counters }
+    }
+
+    /// The server side of the fixture chain (leaf for `IP:127.0.0.1`, intermediate CA), for any
+    /// loopback server that speaks TLS; clients trust [`TlsServer::root_ca_file`].
+    pub fn config() -> Arc<rustls::ServerConfig> {
         let chain = vec![cert("leaf.pem"), cert("intermediate-ca.pem")];
         let key_path = fixtures().join("leaf.key");
         let key = PrivateKeyDer::from_pem_file(&key_path)
@@ -61,15 +75,7 @@ impl TlsServer {
             .with_no_client_auth()
             .with_single_cert(chain, key)
             .expect("the fixture chain and key");
-        let config = Arc::new(config);
-        let counters = Arc::new(Counters::default());
-        let counters_in = counters.clone();
-        let server = Loopback::serve_blocking("tls-server", 0, move |tcp| {
-            counters_in.connections.fetch_add(1, Ordering::SeqCst);
-            serve(config.clone(), tcp, &counters_in);
-        })
-        .expect("start the TLS server on 127.0.0.1");
-        TlsServer { server, counters }
+        Arc::new(config)
     }
 
     /// `https://127.0.0.1:PORT`.

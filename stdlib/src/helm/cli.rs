@@ -130,6 +130,33 @@ impl Helm {
         })
     }
 
+    /// Like `run_with_input`, for a command that reads a chart from the configured repository
+    /// `repo`: when helm says the cached index lacks the chart or version (a version published
+    /// since the index was fetched), refreshes that repository's index (`helm repo update`, a
+    /// read of the repository) and runs the command once more.
+    pub async fn run_fresh(
+        &self,
+        args: Vec<String>,
+        cluster: bool,
+        input: Option<Vec<u8>>,
+        repo: Option<&str>,
+    ) -> Result<Out, HostError> {
+        let first = self
+            .run_with_input(args.clone(), cluster, input.clone())
+            .await;
+        match (first, repo) {
+            (Err(e), Some(repo)) if super::chart::stale_index(&e.message) => {
+                self.run(
+                    vec!["repo".into(), "update".into(), repo.to_string()],
+                    false,
+                )
+                .await?;
+                self.run_with_input(args, cluster, input).await
+            }
+            (other, _) => other,
+        }
+    }
+
     /// Runs helm and parses its JSON output; `Ok(None)` when helm says the release is not found.
     pub async fn json(&self, args: Vec<String>) -> Result<Option<Value>, HostError> {
         match self.run(args.clone(), true).await {

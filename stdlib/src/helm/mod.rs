@@ -5,10 +5,11 @@
 //! release's chart and values with the desired ones and installs nothing; an unchanged release is
 //! not upgraded again.
 
+mod chart;
 mod cli;
 mod storage;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use rhai::Map;
@@ -144,60 +145,107 @@ fn s(v: impl Into<String>) -> String {
     v.into()
 }
 
-/// A chart given as a local path (a folder or a `.tgz`), resolved against the calling script.
-fn local_chart(host: &Host, ctx: &NativeCallContext, chart: &str) -> Option<PathBuf> {
-    if chart.starts_with("oci://") || chart.contains("://") {
-        return None;
-    }
-    let p = host.resolve_from(ctx, chart);
-    let explicit = chart.starts_with('.') || chart.starts_with('/');
-    (explicit || p.exists()).then_some(p)
+/// A chart as helm is given it: a local folder or `.tgz` (resolved against the calling script),
+/// a `repo/chart` reference or an `oci://` reference.
+struct ChartRef {
+    /// The reference as helm is given it (a local path made absolute).
+    arg: String,
+    local: Option<PathBuf>,
 }
 
-/// The chart name and version the release will run (`None` where unknown before install).
+impl ChartRef {
+    fn resolve(host: &Host, ctx: &NativeCallContext, chart: &str) -> Result<ChartRef, HostError> {
+        let local = (!chart.contains("://"))
+            .then(|| host.resolve_from(ctx, chart))
+            .filter(|p| chart.starts_with('.') || chart.starts_with('/') || p.exists());
+        if let Some(p) = local.as_ref().filter(|p| !p.exists()) {
+            return Err(HostError::input(format!(
+                "chart `{}` does not exist",
+                host.display_path(p)
+            )));
+        }
+        Ok(ChartRef {
+            arg: local
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|| chart.to_string()),
+            local,
+        })
+    }
+
+    /// The configured repository of a `repo/chart` reference.
+    fn repo(&self) -> Option<&str> {
+        self.local
+            .is_none()
+            .then(|| chart::repo_of(&self.arg))
+            .flatten()
+    }
+
+    /// helm's arguments naming the chart (and its version): the reference, or for a repository
+    /// this plan only would add, the chart name with `--repo URL`. Also the configured
+    /// repository whose index may need a refresh.
+    fn helm_args(&self, host: &Host, version: Option<&str>) -> (Vec<String>, Option<String>) {
+        let planned = self.repo().and_then(|r| {
+            host.helm_repos
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(r)
+                .cloned()
+        });
+        let (mut args, repo) = match planned {
+            Some(url) => (vec![chart::name_of(&self.arg), s("--repo"), url], None),
+            None => (vec![self.arg.clone()], self.repo().map(str::to_string)),
+        };
+        if let Some(v) = version.filter(|_| self.local.is_none()) {
+            args.extend([s("--version"), v.to_string()]);
+        }
+        (args, repo)
+    }
+}
+
+/// The chart name and version the release will run (`None` where unknown before install): a
+/// local chart's own Chart.yaml (never its file name), a pinned version of a remote chart, or
+/// what `helm show chart` resolves a version constraint (or none) to.
 fn desired_chart(
     host: &Host,
     helm: &Helm,
-    chart_arg: &str,
-    local: Option<&Path>,
+    chart: &ChartRef,
     version: Option<&str>,
-) -> Result<(String, Option<String>), HostError> {
-    if let Some(dir) = local.filter(|p| p.is_dir()) {
-        let text = std::fs::read_to_string(dir.join("Chart.yaml")).map_err(|e| {
-            HostError::input(format!(
-                "`{}` is not a chart: cannot read Chart.yaml: {e}",
-                host.display_path(dir)
+) -> Result<chart::Meta, HostError> {
+    if let Some(p) = &chart.local {
+        let shown = host.display_path(p);
+        let meta = chart::local_meta(p, &shown)?;
+        let wanted = version.map(|v| chart::exact_version(v).unwrap_or(v));
+        if let (Some(want), Some(have)) = (wanted, meta.version.as_deref())
+            && want != have
+        {
+            return Err(HostError::input(format!(
+                "chart `{shown}` is version {have}, not the `version` {want} asked for"
             ))
-        })?;
-        let meta = crate::yaml::parse_one(&text, "Chart.yaml")?;
-        let g = |k: &str| meta.get(k).and_then(Value::as_str).map(str::to_string);
-        return Ok((g("name").unwrap_or_default(), g("version")));
-    }
-    let base = chart_arg
-        .rsplit('/')
-        .next()
-        .unwrap_or(chart_arg)
-        .trim_end_matches(".tgz")
-        .to_string();
-    if let Some(v) = version {
-        return Ok((base, Some(v.to_string())));
-    }
-    // A remote chart without a pinned version: ask helm which version it would install.
-    let mut args = vec![s("show"), s("chart"), chart_arg.to_string()];
-    if let Some(v) = version {
-        args.extend([s("--version"), v.to_string()]);
-    }
-    let h = helm.clone();
-    match host.read(&format!("helm show chart {chart_arg}"), async move {
-        h.run(args, false).await
-    }) {
-        Ok(out) => {
-            let meta = crate::yaml::parse_one(&out.stdout, "the chart metadata")?;
-            let g = |k: &str| meta.get(k).and_then(Value::as_str).map(str::to_string);
-            Ok((g("name").unwrap_or(base), g("version")))
+            .with_hint("helm installs a local chart as it is: point `chart` at the archive of that version, or change `version`"));
         }
-        // In plan mode the repository may be only planned: the version is then unknown.
-        Err(_) if host.is_plan() => Ok((base, None)),
+        return Ok(meta);
+    }
+    if let Some(v) = version.and_then(chart::exact_version) {
+        return Ok(chart::Meta {
+            name: chart::name_of(&chart.arg),
+            version: Some(v.to_string()),
+        });
+    }
+    // A version constraint, or none: ask helm which version it would install.
+    let (chart_args, repo) = chart.helm_args(host, version);
+    let mut args = vec![s("show"), s("chart")];
+    args.extend(chart_args);
+    let h = helm.clone();
+    match host.read(&format!("helm show chart {}", chart.arg), async move {
+        h.run_fresh(args, false, None, repo.as_deref()).await
+    }) {
+        Ok(out) => chart::Meta::parse(&out.stdout, "the chart metadata"),
+        // In plan mode the repository may be unreachable yet: the version is then unknown.
+        Err(_) if host.is_plan() => Ok(chart::Meta {
+            name: chart::name_of(&chart.arg),
+            version: None,
+        }),
         Err(e) => Err(e),
     }
 }
@@ -316,36 +364,24 @@ fn stuck(rel: &Release) -> HostError {
     .with_hint(format!("if no other helm run is in progress (hold the run lock: `k8s::lock`), recover with `{fix}`, then run again"))
 }
 
-fn template_args(release: &str, chart: &str, o: &Opts) -> Vec<String> {
-    let mut args = vec![
-        s("template"),
-        release.to_string(),
-        chart.to_string(),
-        s("-n"),
-        o.namespace.clone(),
-        s("-f"),
-        s("-"),
-    ];
-    if let Some(v) = &o.version {
-        args.extend([s("--version"), v.clone()]);
-    }
-    args
-}
-
 /// Renders the chart with the values (validating them against its values.schema.json).
 fn render(
     host: &Host,
     helm: &Helm,
     release: &str,
-    chart: &str,
+    chart: &ChartRef,
     o: &Opts,
 ) -> Result<String, HostError> {
-    let args = template_args(release, chart, o);
+    let (chart_args, repo) = chart.helm_args(host, o.version.as_deref());
+    let mut args = vec![s("template"), release.to_string()];
+    args.extend(chart_args);
+    args.extend([s("-n"), o.namespace.clone(), s("-f"), s("-")]);
     let h = helm.clone();
     let input = values_input(&o.values);
-    let out = host.read(&format!("helm template {release} {chart}"), async move {
-        h.run_with_input(args, false, input).await
-    });
+    let out = host.read(
+        &format!("helm template {release} {}", chart.arg),
+        async move { h.run_fresh(args, false, input, repo.as_deref()).await },
+    );
     match out {
         Ok(o) => Ok(o.stdout),
         Err(e) => {
@@ -393,16 +429,7 @@ fn upgrade_install_impl(
     let host = Host::of(ctx)?;
     host.guard_remote(&format!("helm upgrade --install {release}"))?;
     let helm = Helm::find(&host)?;
-    let local = local_chart(&host, ctx, chart);
-    if let Some(p) = local.as_ref().filter(|p| !p.exists()) {
-        return Err(
-            HostError::input(format!("chart `{}` does not exist", host.display_path(p))).into(),
-        );
-    }
-    let chart_ref = local
-        .as_ref()
-        .map(|p| p.display().to_string())
-        .unwrap_or_else(|| chart.to_string());
+    let chart = ChartRef::resolve(&host, ctx, chart)?;
     let read = read_release_and_values(&host, &helm, release, &o.namespace)?;
     let (live, live_values) = match read {
         Some((r, v)) => (Some(r), v),
@@ -411,13 +438,10 @@ fn upgrade_install_impl(
     if let Some(rel) = live.as_ref().filter(|r| r.status.starts_with("pending-")) {
         return Err(stuck(rel).into());
     }
-    let (want_name, want_version) = desired_chart(
-        &host,
-        &helm,
-        &chart_ref,
-        local.as_deref(),
-        o.version.as_deref(),
-    )?;
+    let chart::Meta {
+        name: want_name,
+        version: want_version,
+    } = desired_chart(&host, &helm, &chart, o.version.as_deref())?;
     let want_chart = format!(
         "{want_name}-{}",
         want_version.clone().unwrap_or_else(|| "(latest)".into())
@@ -465,9 +489,8 @@ fn upgrade_install_impl(
     let result = if action == Action::Unchanged {
         live.clone().expect("an unchanged release exists")
     } else if host.is_plan() {
-        if local.is_some() {
-            render(&host, &helm, release, &chart_ref, &o)?;
-        }
+        // The values are checked against the chart's schema before anything is installed.
+        render(&host, &helm, release, &chart, &o)?;
         Release {
             name: release.to_string(),
             namespace: o.namespace.clone(),
@@ -481,11 +504,10 @@ fn upgrade_install_impl(
                 .unwrap_or_default(),
         }
     } else {
-        let mut args = vec![
-            s("upgrade"),
-            s("--install"),
-            release.to_string(),
-            chart_ref.clone(),
+        let (chart_args, repo) = chart.helm_args(&host, o.version.as_deref());
+        let mut args = vec![s("upgrade"), s("--install"), release.to_string()];
+        args.extend(chart_args);
+        args.extend([
             s("-n"),
             o.namespace.clone(),
             s("-f"),
@@ -493,10 +515,7 @@ fn upgrade_install_impl(
             s("--reset-values"),
             s("-o"),
             s("json"),
-        ];
-        if let Some(v) = &o.version {
-            args.extend([s("--version"), v.clone()]);
-        }
+        ]);
         if opt_bool(opts, "wait")?.unwrap_or(false) {
             args.push(s("--wait"));
         }
@@ -516,7 +535,7 @@ fn upgrade_install_impl(
             if atomic {
                 args.push(s(h.atomic_flag().await?));
             }
-            h.run_with_input(args, true, input).await
+            h.run_fresh(args, true, input, repo.as_deref()).await
         })?;
         let doc: Value = serde_json::from_str(out.stdout.trim()).map_err(|e| {
             HostError::api(format!(
@@ -536,8 +555,12 @@ pub mod helm_module {
     use super::*;
 
     /// Adds the chart repository `name` (or updates its URL). `oci://` URLs need no repository:
-    /// give the `oci://` ref (or a local chart path) straight to `upgrade_install`.
-    /// Returns `#{changed, object: #{name, url}, diff}`.
+    /// give the `oci://` ref (or a local chart path) straight to `upgrade_install`. A repository
+    /// already configured with this URL is read from helm's repository file (no helm process,
+    /// as for an unchanged release). In a plan
+    /// nothing is added, and charts of a repository the plan would add are read from its URL.
+    /// The repository's cached index is refreshed by `upgrade_install`/`template` when it lacks
+    /// the version asked for. Returns `#{changed, object: #{name, url}, diff}`.
     ///
     /// ```rhai
     /// helm::ensure_repo("argo", "https://argoproj.github.io/argo-helm");
@@ -556,6 +579,14 @@ pub mod helm_module {
             return Ok(c.outcome(obj.into()));
         }
         host.guard_remote(&format!("helm repo add {name}"))?;
+        let norm = |u: &str| u.trim_end_matches('/').to_string();
+        // Already configured with this URL (helm's own repository file says so): no helm process.
+        if chart::configured_repo_url(name).is_some_and(|u| norm(&u) == norm(url)) {
+            let c = host
+                .journal()
+                .record(Change::new("helm.repo", name, Action::Unchanged));
+            return Ok(c.outcome(obj.into()));
+        }
         let helm = Helm::find(&host)?;
         let h = helm.clone();
         let listed = host.read("helm repo list", async move {
@@ -572,12 +603,17 @@ pub mod helm_module {
             .as_array()
             .and_then(|a| a.iter().find(|r| r["name"] == name))
             .and_then(|r| r["url"].as_str().map(str::to_string));
-        let norm = |u: &str| u.trim_end_matches('/').to_string();
         let action = match &current {
             None => Action::Create,
             Some(u) if norm(u) == norm(url) => Action::Unchanged,
             Some(_) => Action::Update,
         };
+        if action.is_change() && host.is_plan() {
+            host.helm_repos
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(name.to_string(), url.to_string());
+        }
         if action.is_change() && !host.is_plan() {
             let args = vec![
                 s("repo"),
@@ -606,11 +642,15 @@ pub mod helm_module {
     }
 
     /// Installs or upgrades a release: `#{namespace, version, values, wait, timeout, atomic,
-    /// create_namespace, disable_openapi_validation}`. `chart` is `repo/chart`, an `oci://` ref or
-    /// a local chart folder (relative to the script). `values` may hold Secrets: they reach helm
-    /// on its stdin, never the command line or a file. The release is compared first (chart
-    /// name and version, and the user-supplied values, read from helm's release records): an
-    /// unchanged release is not upgraded (no new revision); a plan shows the per-key differences (Secrets masked) and installs nothing.
+    /// create_namespace, disable_openapi_validation}`. `chart` is `repo/chart`, an `oci://` ref, or
+    /// a local chart folder or packaged `.tgz` (relative to the script), whose Chart.yaml gives
+    /// the chart name and version (a `version` it is not fails). `values` may hold Secrets: they
+    /// reach helm on its stdin, never the command line or a file. The release is compared first
+    /// (chart name and version, and the user-supplied values, read from helm's release records):
+    /// an unchanged release is not upgraded (no new revision) and starts no helm process; a plan
+    /// shows the per-key differences (Secrets masked), checks the values against the chart's
+    /// values.schema.json, and installs nothing. A version missing from a repository's cached
+    /// index refreshes that index (`helm repo update`), in a plan too.
     /// A release stuck in `pending-*` fails with the command that recovers it.
     /// Returns `#{changed, object: #{name, namespace, revision, status, chart, version, app_version}, diff}`.
     ///
@@ -651,10 +691,8 @@ pub mod helm_module {
         let host = Host::of(&ctx)?;
         host.guard_remote(&format!("helm template {release}"))?;
         let helm = Helm::find(&host)?;
-        let chart_ref = local_chart(&host, &ctx, chart)
-            .map(|p| p.display().to_string())
-            .unwrap_or_else(|| chart.to_string());
-        let text = render(&host, &helm, release, &chart_ref, &o)?;
+        let chart = ChartRef::resolve(&host, &ctx, chart)?;
+        let text = render(&host, &helm, release, &chart, &o)?;
         Ok(if o.secret_paths.is_empty() {
             text.into()
         } else {
