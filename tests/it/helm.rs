@@ -163,6 +163,19 @@ fn lifecycle(bin: &Path, driver: Option<&str>) {
     ] {
         assert_eq!(ours[a], helms[b], "{a}: {ours} vs {helms}");
     }
+    // When the revision was deployed, in epoch milliseconds (whole seconds, as helm prints it).
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let deployed = ours["deployed_at"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("no deployed_at in {ours}"));
+    assert!(
+        deployed % 1000 == 0 && deployed <= now_ms && now_ms - deployed < 600_000,
+        "deployed_at {deployed} (now {now_ms}); helm says {}",
+        helms["deployedAt"]
+    );
 }
 
 #[test]

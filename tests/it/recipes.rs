@@ -743,6 +743,46 @@ fn full_re_indexes_again_after_a_failed_re_index() {
 }
 
 #[test]
+fn full_re_indexes_after_an_upgrade_whose_re_index_never_ran() {
+    let Some(w) = World::start() else {
+        eprintln!("skipped: helm not installed (scripts/test-deps.sh)");
+        return;
+    };
+    w.recipe("full.rhai").succeeds();
+    assert_eq!(w.api.triggers(), 1);
+    w.trust_issued_argo_token();
+    // helm records deployment times in whole seconds: the upgrade lands in a later second.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+
+    // An upgrade whose re-index is triggered but never starts: the run fails after the upgrade,
+    // and the server's last run record is still the earlier success.
+    w.api.configure(|o| o.never_starts = true);
+    w.recipe("full.rhai")
+        .set("openmetadata.replicas", "2")
+        .set("reindex.start_timeout", "1")
+        .fails_with(4)
+        .stdout_contains("no run started within 1s");
+    assert_eq!(w.api.triggers(), 2);
+
+    // The release is unchanged now and the last run succeeded, but before the upgrade: the
+    // next run re-indexes.
+    w.api.configure(|o| o.never_starts = false);
+    w.recipe("full.rhai")
+        .set("openmetadata.replicas", "2")
+        .succeeds()
+        .stdout_contains(
+            "re-indexing search: the last successful re-index started before revision 2",
+        );
+    assert_eq!(w.api.triggers(), 3);
+
+    // Converged: nothing to do.
+    w.recipe("full.rhai")
+        .set("openmetadata.replicas", "2")
+        .succeeds();
+    assert_eq!(w.api.triggers(), 3);
+}
+
+#[test]
 fn argo_api_check_authenticates_and_reports_an_rbac_denial() {
     let Some(w) = World::start() else {
         eprintln!("skipped: helm not installed (scripts/test-deps.sh)");

@@ -138,14 +138,24 @@ struct State {
 }
 
 impl State {
+    /// The server's time for a new record: the wall clock (the real server stamps records with
+    /// its own), kept strictly increasing so records order by `startTime`.
     fn tick(&mut self) -> i64 {
-        self.clock += 1000;
+        self.clock = (self.clock + 1).max(now_ms());
         self.clock
     }
 
     fn job_executing(&self) -> bool {
         self.pending.is_some() || self.runs.iter().any(|r| r.executing)
     }
+}
+
+/// Epoch milliseconds of the wall clock.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 struct Shared {
@@ -167,10 +177,7 @@ impl ApiServer {
 
     /// Starts the server on 127.0.0.1:`port` (0 = ephemeral).
     pub fn start_on(opts: ApiOptions, port: u16) -> std::io::Result<ApiServer> {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or(1_767_225_600_000);
+        let now = now_ms();
         let shared = Arc::new(Shared {
             opts: Mutex::new(opts),
             state: Mutex::new(State {

@@ -34,6 +34,8 @@ pub(crate) struct Release {
     pub chart: String,
     pub version: String,
     pub app_version: String,
+    /// When this revision was deployed (epoch milliseconds), where helm recorded it.
+    pub deployed_at: Option<i64>,
 }
 
 impl Release {
@@ -49,6 +51,7 @@ impl Release {
                 "/chart",
                 "/version",
                 "/appVersion",
+                "/deployedAt",
             ],
         )
     }
@@ -65,13 +68,14 @@ impl Release {
                 "/chart/metadata/name",
                 "/chart/metadata/version",
                 "/chart/metadata/appVersion",
+                "/info/last_deployed",
             ],
         )
     }
 
     /// The fields at these JSON pointers: name, namespace, revision, status, chart, version,
-    /// app version.
-    fn at(v: &Value, p: [&str; 7]) -> Release {
+    /// app version, deployment time (RFC 3339).
+    fn at(v: &Value, p: [&str; 8]) -> Release {
         let s = |p: &str| {
             v.pointer(p)
                 .and_then(Value::as_str)
@@ -86,6 +90,11 @@ impl Release {
             chart: s(p[4]),
             version: s(p[5]),
             app_version: s(p[6]),
+            deployed_at: s(p[7])
+                .parse::<k8s_openapi::jiff::Timestamp>()
+                .ok()
+                // Whole seconds: `helm get metadata` prints no fraction.
+                .map(|t| t.as_second() * 1000),
         }
     }
 
@@ -98,6 +107,10 @@ impl Release {
         m.insert("chart".into(), self.chart.clone().into());
         m.insert("version".into(), self.version.clone().into());
         m.insert("app_version".into(), self.app_version.clone().into());
+        m.insert(
+            "deployed_at".into(),
+            self.deployed_at.map(Dynamic::from).unwrap_or(Dynamic::UNIT),
+        );
         m
     }
 }
@@ -502,6 +515,8 @@ fn upgrade_install_impl(
                 .as_ref()
                 .map(|r| r.app_version.clone())
                 .unwrap_or_default(),
+            // Known once it is deployed.
+            deployed_at: None,
         }
     } else {
         let (chart_args, repo) = chart.helm_args(&host, o.version.as_deref());
@@ -652,7 +667,8 @@ pub mod helm_module {
     /// values.schema.json, and installs nothing. A version missing from a repository's cached
     /// index refreshes that index (`helm repo update`), in a plan too.
     /// A release stuck in `pending-*` fails with the command that recovers it.
-    /// Returns `#{changed, object: #{name, namespace, revision, status, chart, version, app_version}, diff}`.
+    /// Returns `#{changed, object: #{name, namespace, revision, status, chart, version, app_version,
+    /// deployed_at}, diff}` (`deployed_at`: epoch milliseconds, `()` in a plan that would deploy).
     ///
     /// ```rhai
     /// helm::upgrade_install("argo-workflows", "argo/argo-workflows", #{
@@ -700,7 +716,8 @@ pub mod helm_module {
         })
     }
 
-    /// The release `#{name, namespace, revision, status, chart, version, app_version}`, or `()`
+    /// The release `#{name, namespace, revision, status, chart, version, app_version, deployed_at}`
+    /// (`deployed_at`: when this revision was deployed, epoch milliseconds), or `()`
     /// when it is not installed.
     ///
     /// ```rhai
@@ -746,6 +763,7 @@ mod tests {
             chart: "openmetadata".into(),
             version: "1".into(),
             app_version: String::new(),
+            deployed_at: None,
         };
         let e = stuck(&r);
         assert!(e.hint.unwrap().contains("helm rollback om 2 -n collate"));
