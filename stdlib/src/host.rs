@@ -324,3 +324,70 @@ pub fn last_call_site() -> Option<(String, rhai::Position)> {
 pub(crate) fn set_call_site(site: Option<(String, rhai::Position)>) {
     CALL_SITE.with(|c| *c.borrow_mut() = site);
 }
+
+#[cfg(test)]
+mod tests {
+    /// The files holding `#[export_module]` namespaces.
+    const NAMESPACES: &[(&str, &str)] = &[
+        ("aws/mod.rs", include_str!("aws/mod.rs")),
+        ("aws/ecr.rs", include_str!("aws/ecr.rs")),
+        ("aws/eks.rs", include_str!("aws/eks.rs")),
+        ("aws/iam.rs", include_str!("aws/iam.rs")),
+        ("aws/s3.rs", include_str!("aws/s3.rs")),
+        ("aws/sts.rs", include_str!("aws/sts.rs")),
+        ("checks.rs", include_str!("checks.rs")),
+        ("db.rs", include_str!("db.rs")),
+        ("helm/mod.rs", include_str!("helm/mod.rs")),
+        ("http.rs", include_str!("http.rs")),
+        ("json.rs", include_str!("json.rs")),
+        ("k8s/mod.rs", include_str!("k8s/mod.rs")),
+        ("log.rs", include_str!("log.rs")),
+        ("secret.rs", include_str!("secret.rs")),
+        ("template.rs", include_str!("template.rs")),
+        ("yaml.rs", include_str!("yaml.rs")),
+    ];
+
+    /// Rhai gives errors of namespaced native functions no position, so the call site recorded
+    /// by `track` is where an error points: every host function that can fail records it before
+    /// anything else (an option check first would leave the site of the previous host call).
+    #[test]
+    fn every_fallible_host_function_records_its_call_site_first() {
+        let mut missing = Vec::new();
+        for (file, text) in NAMESPACES {
+            let Some(start) = text.find("#[export_module]") else {
+                panic!("{file} has no `#[export_module]`")
+            };
+            let lines: Vec<&str> = text[start..].lines().collect();
+            let mut i = 0;
+            while i < lines.len() {
+                let Some(name) = lines[i]
+                    .trim_start()
+                    .strip_prefix("pub fn ")
+                    .and_then(|r| r.split('(').next())
+                else {
+                    i += 1;
+                    continue;
+                };
+                let mut signature = String::new();
+                while !lines[i].trim_end().ends_with('{') {
+                    signature.push_str(lines[i]);
+                    i += 1;
+                }
+                signature.push_str(lines[i]);
+                let first = lines.get(i + 1).copied().unwrap_or_default();
+                let records = ["track(&ctx)", "Host::of(&ctx)", "setup(&ctx)"]
+                    .iter()
+                    .any(|r| first.contains(r));
+                if signature.contains("RhaiResult") && !records {
+                    missing.push(format!("{file}: `{name}`"));
+                }
+                i += 1;
+            }
+        }
+        assert!(
+            missing.is_empty(),
+            "these host functions can fail before recording their call site \
+             (start them with `crate::host::track(&ctx);`): {missing:?}"
+        );
+    }
+}

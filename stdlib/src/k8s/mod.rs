@@ -239,6 +239,7 @@ pub mod k8s_module {
     /// ```
     #[rhai_fn(return_raw)]
     pub fn ensure_namespace(ctx: NativeCallContext, name: &str) -> RhaiResult<Map> {
+        crate::host::track(&ctx);
         ensure_namespace_with(ctx, name, Map::new())
     }
 
@@ -249,6 +250,7 @@ pub mod k8s_module {
     /// ```
     #[rhai_fn(name = "ensure_namespace", return_raw)]
     pub fn ensure_namespace_with(ctx: NativeCallContext, name: &str, opts: Map) -> RhaiResult<Map> {
+        crate::host::track(&ctx);
         check_keys("k8s::ensure_namespace", &opts, &["labels", "annotations"])?;
         let (host, kube) = setup(&ctx)?;
         let body = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": metadata("", name, &opts)?});
@@ -273,6 +275,7 @@ pub mod k8s_module {
         name: &str,
         opts: Map,
     ) -> RhaiResult<Map> {
+        crate::host::track(&ctx);
         check_keys(
             "k8s::ensure_secret",
             &opts,
@@ -306,6 +309,7 @@ pub mod k8s_module {
         name: &str,
         docker_config: Dynamic,
     ) -> RhaiResult<Map> {
+        crate::host::track(&ctx);
         let text: Dynamic = if docker_config.is::<Secret>() || docker_config.is_string() {
             docker_config
         } else if docker_config.is_map() {
@@ -343,6 +347,7 @@ pub mod k8s_module {
         name: &str,
         opts: Map,
     ) -> RhaiResult<Map> {
+        crate::host::track(&ctx);
         check_keys(
             "k8s::ensure_service_account",
             &opts,
@@ -374,6 +379,7 @@ pub mod k8s_module {
         name: &str,
         service_account: &str,
     ) -> RhaiResult<Map> {
+        crate::host::track(&ctx);
         ensure_sa_token_secret_with(ctx, namespace, name, service_account, Map::new())
     }
 
@@ -391,6 +397,7 @@ pub mod k8s_module {
         service_account: &str,
         opts: Map,
     ) -> RhaiResult<Map> {
+        crate::host::track(&ctx);
         check_keys("k8s::ensure_sa_token_secret", &opts, &["wait", "timeout"])?;
         let (host, kube) = setup(&ctx)?;
         let body = json!({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/service-account-token",
@@ -448,6 +455,7 @@ pub mod k8s_module {
     /// ```
     #[rhai_fn(return_raw)]
     pub fn apply(ctx: NativeCallContext, manifests: Dynamic) -> RhaiResult<Dynamic> {
+        crate::host::track(&ctx);
         apply_impl(&ctx, manifests, &Map::new())
     }
 
@@ -463,6 +471,7 @@ pub mod k8s_module {
         manifests: Dynamic,
         opts: Map,
     ) -> RhaiResult<Dynamic> {
+        crate::host::track(&ctx);
         apply_impl(&ctx, manifests, &opts)
     }
 
@@ -495,6 +504,7 @@ pub mod k8s_module {
     /// ```
     #[rhai_fn(return_raw)]
     pub fn list(ctx: NativeCallContext, kind: &str, namespace: &str) -> RhaiResult<Array> {
+        crate::host::track(&ctx);
         list_with(ctx, kind, namespace, Map::new())
     }
 
@@ -511,6 +521,7 @@ pub mod k8s_module {
         namespace: &str,
         opts: Map,
     ) -> RhaiResult<Array> {
+        crate::host::track(&ctx);
         check_keys("k8s::list", &opts, &["labels", "fields"])?;
         let (host, kube) = setup(&ctx)?;
         let res = resolve(&host, &kube, kind)?;
@@ -621,6 +632,7 @@ pub mod k8s_module {
         condition: &str,
         timeout: Dynamic,
     ) -> RhaiResult<Dynamic> {
+        crate::host::track(&ctx);
         let cond = wait::Condition::parse(condition)?;
         let timeout = duration_arg(&timeout, "the wait timeout")?;
         let (host, kube) = setup(&ctx)?;
@@ -646,6 +658,7 @@ pub mod k8s_module {
     /// ```
     #[rhai_fn(return_raw)]
     pub fn lock(ctx: NativeCallContext, namespace: &str, name: &str, ttl: i64) -> RhaiResult<Map> {
+        crate::host::track(&ctx);
         lock_with(ctx, namespace, name, ttl, Map::new())
     }
 
@@ -662,6 +675,7 @@ pub mod k8s_module {
         ttl: i64,
         opts: Map,
     ) -> RhaiResult<Map> {
+        crate::host::track(&ctx);
         check_keys("k8s::lock", &opts, &["wait"])?;
         let wait = match opts.get("wait") {
             Some(w) if !w.is_unit() => duration_arg(w, "`wait`")?,
