@@ -882,6 +882,6 @@ fn ensure_calls_converge_when_they_lose_a_create_race() {
     assert_eq!(role.2, "update", "{out}");
 
     let again = run(&moto, &script).json().succeeds();
-    assert_eq!(again.summary()["created"], 0, "{again}");
-    assert_eq!(again.summary()["updated"], 0, "{again}");
+    assert_eq!(again.summary()["create"], 0, "{again}");
+    assert_eq!(again.summary()["update"], 0, "{again}");
 }
