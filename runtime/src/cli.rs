@@ -338,16 +338,23 @@ fn run(opts: &RunOpts, source: Source, mode: Mode) -> i32 {
             return d.exit_code;
         }
     };
+    // An error taking the lock is not at a line of the script.
+    let mut in_lock = false;
     let result = {
+        // Recipes lock; a one-off `-e` expression (often a read) does not.
         let lock = run_lock
             .as_ref()
-            .filter(|_| mode == Mode::Apply)
+            .filter(|_| mode == Mode::Apply && matches!(source, Source::File(_)))
             .map(run_lock_script);
         let Session { engine, scope, .. } = &mut session;
         match lock {
-            Some(lock) => engine
-                .eval_with_scope::<rhai::Dynamic>(scope, &lock)
-                .and_then(|_| engine.eval_ast_with_scope::<rhai::Dynamic>(scope, &ast)),
+            Some(lock) => match engine.eval_with_scope::<rhai::Dynamic>(scope, &lock) {
+                Ok(_) => engine.eval_ast_with_scope::<rhai::Dynamic>(scope, &ast),
+                Err(e) => {
+                    in_lock = true;
+                    Err(e)
+                }
+            },
             None => engine.eval_ast_with_scope::<rhai::Dynamic>(scope, &ast),
         }
     };
@@ -371,7 +378,10 @@ fn run(opts: &RunOpts, source: Source, mode: Mode) -> i32 {
             exit::OK
         }
         Err(err) => {
-            let d = session.diagnose(&err, &main_name);
+            let mut d = session.diagnose(&err, &main_name);
+            if in_lock {
+                d.at = None;
+            }
             if d.is_check_stop() {
                 exit::OK
             } else {
@@ -428,9 +438,10 @@ impl From<HostError> for Diagnostic {
     }
 }
 
-/// The run lock: when the config has `run_lock: {namespace, name, ttl, wait}`, an apply run takes
-/// that Kubernetes Lease before the recipe starts and gives it back when it ends, so two operators
-/// never apply at once. Returns the Rhai statement that takes it.
+/// The run lock: when the config has `run_lock: {namespace, name, ttl, wait}`, an apply run of a
+/// script takes that Kubernetes Lease before the recipe starts (creating its namespace on a fresh
+/// cluster) and gives it back when it ends, so two operators never apply at once. Returns the
+/// Rhai statement that takes it.
 fn run_lock_script(lock: &crate::config::RunLock) -> String {
     format!(
         "k8s::lock({}, {}, {}, #{{wait: {}}});",

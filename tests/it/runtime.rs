@@ -504,6 +504,13 @@ fn run_lock_from_config_is_taken_and_given_back() {
         .fails_with(4);
     second.stderr_contains("deploy");
     assert!(!second.stdout.contains("should not run"), "{second}");
+    // The error names no line of the script: taking the lock is not a line of it.
+    assert!(!second.stderr.contains("-->"), "{second}");
+    // A one-off `-e` expression (a read, typically) does not lock, so it is not refused.
+    Run::eval("k8s::server_version().git_version")
+        .envs(cluster.env())
+        .config_yaml(lock)
+        .succeeds();
     let first = first.join().unwrap();
     assert_eq!(first.code, 0, "{first}");
     // Given back at the end: a third run takes it at once; plan runs never lock.
