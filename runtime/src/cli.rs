@@ -329,34 +329,27 @@ fn run(opts: &RunOpts, source: Source, mode: Mode) -> i32 {
             return d.exit_code;
         }
     };
-    // The run lock is checked in every mode, before the script runs.
-    let run_lock = match session.config.run_lock() {
-        Ok(l) => l,
+    // The run lock is checked in every mode, before the script runs; an apply of a recipe (not
+    // a one-off `-e` expression) takes it before its first call to Kubernetes, AWS or Helm.
+    match session.config.run_lock() {
+        Ok(Some(l)) if matches!(source, Source::File(_)) => {
+            session.host.set_run_lock(collate_stdlib::RunLock {
+                namespace: l.namespace,
+                name: l.name,
+                ttl: l.ttl,
+                wait: std::time::Duration::from_secs(l.wait.max(0) as u64),
+            })
+        }
+        Ok(_) => {}
         Err(e) => {
             let d = Diagnostic::from_host(&e);
             session.report(&d);
             return d.exit_code;
         }
-    };
-    // An error taking the lock is not at a line of the script.
-    let mut in_lock = false;
+    }
     let result = {
-        // Recipes lock; a one-off `-e` expression (often a read) does not.
-        let lock = run_lock
-            .as_ref()
-            .filter(|_| mode == Mode::Apply && matches!(source, Source::File(_)))
-            .map(run_lock_script);
         let Session { engine, scope, .. } = &mut session;
-        match lock {
-            Some(lock) => match engine.eval_with_scope::<rhai::Dynamic>(scope, &lock) {
-                Ok(_) => engine.eval_ast_with_scope::<rhai::Dynamic>(scope, &ast),
-                Err(e) => {
-                    in_lock = true;
-                    Err(e)
-                }
-            },
-            None => engine.eval_ast_with_scope::<rhai::Dynamic>(scope, &ast),
-        }
+        engine.eval_ast_with_scope::<rhai::Dynamic>(scope, &ast)
     };
     // Whatever happened (success, error, SIGINT), give the run lock back.
     collate_stdlib::k8s::release_locks(&session.host);
@@ -378,10 +371,7 @@ fn run(opts: &RunOpts, source: Source, mode: Mode) -> i32 {
             exit::OK
         }
         Err(err) => {
-            let mut d = session.diagnose(&err, &main_name);
-            if in_lock {
-                d.at = None;
-            }
+            let d = session.diagnose(&err, &main_name);
             if d.is_check_stop() {
                 exit::OK
             } else {
@@ -438,16 +428,3 @@ impl From<HostError> for Diagnostic {
     }
 }
 
-/// The run lock: when the config has `run_lock: {namespace, name, ttl, wait}`, an apply run of a
-/// script takes that Kubernetes Lease before the recipe starts (creating its namespace on a fresh
-/// cluster) and gives it back when it ends, so two operators never apply at once. Returns the
-/// Rhai statement that takes it.
-fn run_lock_script(lock: &crate::config::RunLock) -> String {
-    format!(
-        "k8s::lock({}, {}, {}, #{{wait: {}}});",
-        serde_json::Value::from(lock.namespace.as_str()),
-        serde_json::Value::from(lock.name.as_str()),
-        lock.ttl,
-        lock.wait
-    )
-}

@@ -72,6 +72,30 @@ impl Default for Settings {
 /// remote call starts (calls in flight finish).
 pub static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
+/// The run lock an apply takes before its first call to Kubernetes, AWS or Helm (`run_lock:` in
+/// the config): a Kubernetes Lease, see `k8s::lock`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunLock {
+    pub namespace: String,
+    pub name: String,
+    /// Seconds the lease lasts unless renewed.
+    pub ttl: i64,
+    /// How long to wait for another holder.
+    pub wait: Duration,
+}
+
+enum LockState {
+    Off,
+    Pending(RunLock),
+    Held,
+    Refused(HostError),
+}
+
+thread_local! {
+    /// Set while this thread takes the run lock (its own calls must not wait for it).
+    static TAKING_LOCK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 pub struct Host {
     settings: Settings,
     journal: Journal,
@@ -84,6 +108,11 @@ pub struct Host {
     /// Lazily built clients, one per remote system; each namespace owns its own cell.
     pub(crate) aws: tokio::sync::OnceCell<crate::aws::Clients>,
     pub(crate) kube: tokio::sync::OnceCell<kube::Client>,
+    /// The run lock, taken lazily: config checks and local work come first, so a typo in the
+    /// config is reported before the lock (or anything) is taken.
+    run_lock: std::sync::Mutex<LockState>,
+    /// This host, for the lock's renewal task.
+    me: std::sync::Weak<Host>,
 }
 
 /// The wrapper stored in the engine's tag.
@@ -96,7 +125,7 @@ impl Host {
         rt: tokio::runtime::Handle,
         reporter: Arc<dyn Reporter>,
     ) -> Arc<Host> {
-        Arc::new(Host {
+        Arc::new_cyclic(|me| Host {
             settings,
             journal: Journal::new(reporter),
             rt,
@@ -105,7 +134,44 @@ impl Host {
             closing: std::sync::atomic::AtomicBool::new(false),
             aws: tokio::sync::OnceCell::new(),
             kube: tokio::sync::OnceCell::new(),
+            run_lock: std::sync::Mutex::new(LockState::Off),
+            me: me.clone(),
         })
+    }
+
+    /// Asks for the run lock: in apply mode it is taken before the first call to Kubernetes,
+    /// AWS or Helm (not before calls to the applications' HTTP APIs), and given back by
+    /// `k8s::release_locks` when the run ends.
+    pub fn set_run_lock(&self, lock: RunLock) {
+        if self.settings.mode == Mode::Apply {
+            *self.run_lock.lock().unwrap_or_else(|e| e.into_inner()) = LockState::Pending(lock);
+        }
+    }
+
+    /// Takes the run lock if it is asked for and not held yet; every call after a refusal
+    /// is refused the same way. Other threads (`parallel`) wait while it is being taken.
+    fn take_run_lock(&self) -> Result<(), HostError> {
+        if TAKING_LOCK.get() {
+            return Ok(());
+        }
+        let mut state = self.run_lock.lock().unwrap_or_else(|e| e.into_inner());
+        if let LockState::Pending(lock) = &*state {
+            let lock = lock.clone();
+            TAKING_LOCK.set(true);
+            let taken = match self.me.upgrade() {
+                Some(host) => crate::k8s::take_run_lock(&host, &lock),
+                None => Ok(()),
+            };
+            TAKING_LOCK.set(false);
+            *state = match taken {
+                Ok(()) => LockState::Held,
+                Err(e) => LockState::Refused(e),
+            };
+        }
+        match &*state {
+            LockState::Refused(e) => Err(e.clone()),
+            _ => Ok(()),
+        }
     }
 
     /// Stores this host in the engine, so host functions find it.
@@ -236,8 +302,30 @@ impl Host {
         Ok(())
     }
 
-    /// Runs a remote read (allowed in plan and apply modes).
+    /// Runs a remote read (allowed in plan and apply modes), under the run lock.
     pub fn read<T, F>(&self, what: &str, fut: F) -> Result<T, HostError>
+    where
+        F: Future<Output = Result<T, HostError>>,
+    {
+        self.check_stop(what)?;
+        self.take_run_lock()?;
+        self.read_unlocked(what, fut)
+    }
+
+    /// Runs a remote mutation under the run lock. Refused outside apply mode: a plan never
+    /// changes anything.
+    pub fn mutate<T, F>(&self, what: &str, fut: F) -> Result<T, HostError>
+    where
+        F: Future<Output = Result<T, HostError>>,
+    {
+        self.check_stop(what)?;
+        self.take_run_lock()?;
+        self.mutate_unlocked(what, fut)
+    }
+
+    /// [`Host::read`] without taking the run lock: for the applications' HTTP APIs, which
+    /// guard themselves (OpenMetadata refuses a second re-index while one runs).
+    pub fn read_unlocked<T, F>(&self, what: &str, fut: F) -> Result<T, HostError>
     where
         F: Future<Output = Result<T, HostError>>,
     {
@@ -246,8 +334,8 @@ impl Host {
         self.block_on(fut)
     }
 
-    /// Runs a remote mutation. Refused outside apply mode: a plan never changes anything.
-    pub fn mutate<T, F>(&self, what: &str, fut: F) -> Result<T, HostError>
+    /// [`Host::mutate`] without taking the run lock (see [`Host::read_unlocked`]).
+    pub fn mutate_unlocked<T, F>(&self, what: &str, fut: F) -> Result<T, HostError>
     where
         F: Future<Output = Result<T, HostError>>,
     {

@@ -274,9 +274,9 @@ fn call(
     let req = build_request(method.clone(), url, opts)?;
     let what = format!("http {method} {url}");
     let resp = if method == reqwest::Method::GET || safe {
-        host.read(&what, send(req))?
+        host.read_unlocked(&what, send(req))?
     } else {
-        host.mutate(&what, send(req))?
+        host.mutate_unlocked(&what, send(req))?
     };
     if fail && !is_success(resp.status) {
         return Err(status_error(method.as_str(), url, &resp).into());
@@ -390,7 +390,7 @@ pub mod http_module {
         loop {
             attempts += 1;
             let req = build_request(reqwest::Method::GET, url, &req_opts)?;
-            let last = match host.read(&what, send(req)) {
+            let last = match host.read_unlocked(&what, send(req)) {
                 Ok(resp) => {
                     let map = resp.into_map();
                     let done = ready.call_within_context::<Dynamic>(&ctx, (map.clone(),))?;

@@ -26,6 +26,12 @@ use converge::{Desired, converge, read_live, to_script};
 
 pub use lock::release_all as release_locks;
 
+/// Takes the run lock of the config (see [`Host::set_run_lock`]).
+pub(crate) fn take_run_lock(host: &Arc<Host>, l: &crate::host::RunLock) -> Result<(), HostError> {
+    let kube = client::kube(host)?;
+    lock::lock(host, &kube, &l.namespace, &l.name, l.ttl, l.wait).map(|_| ())
+}
+
 /// Waits `d` inside the runtime (the timer is created there, so no reactor is needed outside).
 pub(crate) fn pause(host: &Host, d: Duration) {
     host.block_on(async move { tokio::time::sleep(d).await });
