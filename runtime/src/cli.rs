@@ -427,4 +427,3 @@ impl From<HostError> for Diagnostic {
         Diagnostic::from_host(&e)
     }
 }
-

@@ -1202,6 +1202,10 @@ fn two_applies_at_once_one_converges_the_other_stops_naming_the_holder() {
     );
 
     accept_issued_token(&w);
-    let third = w.recipe("full.rhai").config_yaml(example_lock).json().succeeds();
+    let third = w
+        .recipe("full.rhai")
+        .config_yaml(example_lock)
+        .json()
+        .succeeds();
     assert_eq!(third.changed(), Vec::<String>::new(), "{third}");
 }

@@ -499,10 +499,12 @@ fn run_lock_from_config_is_taken_and_given_back() {
     }
     assert!(held, "the first run did not take the lock");
     // The lock is taken before the first call to Kubernetes, AWS or Helm.
-    let second = Run::script("print(\"local work runs\"); k8s::server_version(); print(\"should not run\");")
-        .envs(cluster.env())
-        .config_yaml(lock)
-        .fails_with(4);
+    let second = Run::script(
+        "print(\"local work runs\"); k8s::server_version(); print(\"should not run\");",
+    )
+    .envs(cluster.env())
+    .config_yaml(lock)
+    .fails_with(4);
     second.stderr_contains("deploy");
     assert!(!second.stdout.contains("should not run"), "{second}");
     second.stdout_contains("local work runs");
