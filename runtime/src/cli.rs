@@ -330,7 +330,7 @@ fn run(opts: &RunOpts, source: Source, mode: Mode) -> i32 {
         }
     };
     // The run lock is checked in every mode, before the script runs; an apply of a recipe (not
-    // a one-off `-e` expression) takes it before its first call to Kubernetes, AWS or Helm.
+    // a one-off `-e` expression) takes it before its first change to Kubernetes, AWS or Helm.
     match session.config.run_lock() {
         Ok(Some(l)) if matches!(source, Source::File(_)) => {
             session.host.set_run_lock(collate_stdlib::RunLock {

@@ -108,8 +108,8 @@ pub struct Host {
     /// Lazily built clients, one per remote system; each namespace owns its own cell.
     pub(crate) aws: tokio::sync::OnceCell<crate::aws::Clients>,
     pub(crate) kube: tokio::sync::OnceCell<kube::Client>,
-    /// The run lock, taken lazily: config checks and local work come first, so a typo in the
-    /// config is reported before the lock (or anything) is taken.
+    /// The run lock, taken before the first change: config checks and reads come first, so a
+    /// typo in the config is reported before the lock (or anything) is taken.
     run_lock: std::sync::Mutex<LockState>,
     /// This host, for the lock's renewal task.
     me: std::sync::Weak<Host>,
@@ -139,9 +139,10 @@ impl Host {
         })
     }
 
-    /// Asks for the run lock: in apply mode it is taken before the first call to Kubernetes,
+    /// Asks for the run lock: in apply mode it is taken before the first change to Kubernetes,
     /// AWS or Helm (not before calls to the applications' HTTP APIs), and given back by
-    /// `k8s::release_locks` when the run ends.
+    /// `k8s::release_locks` when the run ends. A run that changes nothing (a diagnosis, a
+    /// converged cluster) never takes it.
     pub fn set_run_lock(&self, lock: RunLock) {
         if self.settings.mode == Mode::Apply {
             *self.run_lock.lock().unwrap_or_else(|e| e.into_inner()) = LockState::Pending(lock);
@@ -302,18 +303,18 @@ impl Host {
         Ok(())
     }
 
-    /// Runs a remote read (allowed in plan and apply modes), under the run lock.
+    /// Runs a remote read (allowed in plan and apply modes).
     pub fn read<T, F>(&self, what: &str, fut: F) -> Result<T, HostError>
     where
         F: Future<Output = Result<T, HostError>>,
     {
         self.check_stop(what)?;
-        self.take_run_lock()?;
-        self.read_unlocked(what, fut)
+        self.remote_reads.fetch_add(1, Ordering::Relaxed);
+        self.block_on(fut)
     }
 
-    /// Runs a remote mutation under the run lock. Refused outside apply mode: a plan never
-    /// changes anything.
+    /// Runs a remote mutation, taking the run lock first (the first change of an apply).
+    /// Refused outside apply mode: a plan never changes anything.
     pub fn mutate<T, F>(&self, what: &str, fut: F) -> Result<T, HostError>
     where
         F: Future<Output = Result<T, HostError>>,
@@ -323,18 +324,8 @@ impl Host {
         self.mutate_unlocked(what, fut)
     }
 
-    /// [`Host::read`] without taking the run lock: for the applications' HTTP APIs, which
+    /// [`Host::mutate`] without taking the run lock: for the applications' HTTP APIs, which
     /// guard themselves (OpenMetadata refuses a second re-index while one runs).
-    pub fn read_unlocked<T, F>(&self, what: &str, fut: F) -> Result<T, HostError>
-    where
-        F: Future<Output = Result<T, HostError>>,
-    {
-        self.check_stop(what)?;
-        self.remote_reads.fetch_add(1, Ordering::Relaxed);
-        self.block_on(fut)
-    }
-
-    /// [`Host::mutate`] without taking the run lock (see [`Host::read_unlocked`]).
     pub fn mutate_unlocked<T, F>(&self, what: &str, fut: F) -> Result<T, HostError>
     where
         F: Future<Output = Result<T, HostError>>,

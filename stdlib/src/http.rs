@@ -274,7 +274,7 @@ fn call(
     let req = build_request(method.clone(), url, opts)?;
     let what = format!("http {method} {url}");
     let resp = if method == reqwest::Method::GET || safe {
-        host.read_unlocked(&what, send(req))?
+        host.read(&what, send(req))?
     } else {
         host.mutate_unlocked(&what, send(req))?
     };
@@ -390,7 +390,7 @@ pub mod http_module {
         loop {
             attempts += 1;
             let req = build_request(reqwest::Method::GET, url, &req_opts)?;
-            let last = match host.read_unlocked(&what, send(req)) {
+            let last = match host.read(&what, send(req)) {
                 Ok(resp) => {
                     let map = resp.into_map();
                     let done = ready.call_within_context::<Dynamic>(&ctx, (map.clone(),))?;
