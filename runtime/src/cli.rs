@@ -329,27 +329,27 @@ fn run(opts: &RunOpts, source: Source, mode: Mode) -> i32 {
             return d.exit_code;
         }
     };
-    // The run lock is checked in every mode, before the script runs.
-    let run_lock = match session.config.run_lock() {
-        Ok(l) => l,
+    // The run lock is checked in every mode, before the script runs; an apply of a recipe (not
+    // a one-off `-e` expression) takes it before its first change to Kubernetes, AWS or Helm.
+    match session.config.run_lock() {
+        Ok(Some(l)) if matches!(source, Source::File(_)) => {
+            session.host.set_run_lock(collate_stdlib::RunLock {
+                namespace: l.namespace,
+                name: l.name,
+                ttl: l.ttl,
+                wait: std::time::Duration::from_secs(l.wait.max(0) as u64),
+            })
+        }
+        Ok(_) => {}
         Err(e) => {
             let d = Diagnostic::from_host(&e);
             session.report(&d);
             return d.exit_code;
         }
-    };
+    }
     let result = {
-        let lock = run_lock
-            .as_ref()
-            .filter(|_| mode == Mode::Apply)
-            .map(run_lock_script);
         let Session { engine, scope, .. } = &mut session;
-        match lock {
-            Some(lock) => engine
-                .eval_with_scope::<rhai::Dynamic>(scope, &lock)
-                .and_then(|_| engine.eval_ast_with_scope::<rhai::Dynamic>(scope, &ast)),
-            None => engine.eval_ast_with_scope::<rhai::Dynamic>(scope, &ast),
-        }
+        engine.eval_ast_with_scope::<rhai::Dynamic>(scope, &ast)
     };
     // Whatever happened (success, error, SIGINT), give the run lock back.
     collate_stdlib::k8s::release_locks(&session.host);
@@ -426,17 +426,4 @@ impl From<HostError> for Diagnostic {
     fn from(e: HostError) -> Self {
         Diagnostic::from_host(&e)
     }
-}
-
-/// The run lock: when the config has `run_lock: {namespace, name, ttl, wait}`, an apply run takes
-/// that Kubernetes Lease before the recipe starts and gives it back when it ends, so two operators
-/// never apply at once. Returns the Rhai statement that takes it.
-fn run_lock_script(lock: &crate::config::RunLock) -> String {
-    format!(
-        "k8s::lock({}, {}, {}, #{{wait: {}}});",
-        serde_json::Value::from(lock.namespace.as_str()),
-        serde_json::Value::from(lock.name.as_str()),
-        lock.ttl,
-        lock.wait
-    )
 }

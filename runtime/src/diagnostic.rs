@@ -70,6 +70,9 @@ impl Diagnostic {
     ) -> Diagnostic {
         let mut chain = Vec::new();
         let mut src: String = main.to_string();
+        // The source name Rhai gives the innermost frame's script (an import path such as
+        // `lib/buckets`), which `src` resolved to a file.
+        let mut src_id = String::new();
         let mut e = err;
         loop {
             match e {
@@ -88,6 +91,7 @@ impl Diagnostic {
                         } else {
                             resolve_module(&src, source, lib_dirs)
                         };
+                        src_id = source.to_string();
                     }
                     e = inner;
                 }
@@ -96,6 +100,7 @@ impl Diagnostic {
                         chain.push(f);
                     }
                     src = resolve_module(&src, path, lib_dirs);
+                    src_id = path.to_string();
                     e = inner;
                 }
                 _ => break,
@@ -183,6 +188,8 @@ impl Diagnostic {
             if let Some((source, pos)) = collate_stdlib::host::last_call_site() {
                 let file = if source.is_empty() {
                     main.to_string()
+                } else if source == src_id {
+                    src.clone()
                 } else if Path::new(&source).is_file() {
                     source
                 } else {

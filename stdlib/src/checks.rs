@@ -132,7 +132,8 @@ pub mod checks_module {
     /// checks::version_at_least("3.3.9", "3.4")                  // false
     /// ```
     #[rhai_fn(return_raw)]
-    pub fn version_at_least(found: &str, min: &str) -> RhaiResult<bool> {
+    pub fn version_at_least(ctx: NativeCallContext, found: &str, min: &str) -> RhaiResult<bool> {
+        crate::host::track(&ctx);
         at_least(found, min)
             .ok_or_else(|| HostError::input(format!("`{found}` is not a version number")).into())
     }
@@ -144,7 +145,8 @@ pub mod checks_module {
     /// let gib = checks::quantity(node.status.allocatable.memory) / 1073741824.0;
     /// ```
     #[rhai_fn(return_raw)]
-    pub fn quantity(q: Dynamic) -> RhaiResult<f64> {
+    pub fn quantity(ctx: NativeCallContext, q: Dynamic) -> RhaiResult<f64> {
+        crate::host::track(&ctx);
         if let Ok(i) = q.as_int() {
             return Ok(i as f64);
         }
@@ -162,7 +164,8 @@ pub mod checks_module {
     /// ]));
     /// ```
     #[rhai_fn(return_raw)]
-    pub fn table(rows: Array) -> RhaiResult<String> {
+    pub fn table(ctx: NativeCallContext, rows: Array) -> RhaiResult<String> {
+        crate::host::track(&ctx);
         let mut cells = Vec::with_capacity(rows.len());
         for (i, row) in rows.iter().enumerate() {
             let map = row.read_lock::<Map>().ok_or_else(|| {

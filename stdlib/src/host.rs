@@ -72,6 +72,30 @@ impl Default for Settings {
 /// remote call starts (calls in flight finish).
 pub static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
+/// The run lock an apply takes before its first call to Kubernetes, AWS or Helm (`run_lock:` in
+/// the config): a Kubernetes Lease, see `k8s::lock`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunLock {
+    pub namespace: String,
+    pub name: String,
+    /// Seconds the lease lasts unless renewed.
+    pub ttl: i64,
+    /// How long to wait for another holder.
+    pub wait: Duration,
+}
+
+enum LockState {
+    Off,
+    Pending(RunLock),
+    Held,
+    Refused(HostError),
+}
+
+thread_local! {
+    /// Set while this thread takes the run lock (its own calls must not wait for it).
+    static TAKING_LOCK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 pub struct Host {
     settings: Settings,
     journal: Journal,
@@ -86,6 +110,11 @@ pub struct Host {
     pub(crate) kube: tokio::sync::OnceCell<kube::Client>,
     /// Helm repositories a plan would add (name → URL): charts from them are read with `--repo`.
     pub(crate) helm_repos: std::sync::Mutex<std::collections::HashMap<String, String>>,
+    /// The run lock, taken before the first change: config checks and reads come first, so a
+    /// typo in the config is reported before the lock (or anything) is taken.
+    run_lock: std::sync::Mutex<LockState>,
+    /// This host, for the lock's renewal task.
+    me: std::sync::Weak<Host>,
 }
 
 /// The wrapper stored in the engine's tag.
@@ -98,7 +127,7 @@ impl Host {
         rt: tokio::runtime::Handle,
         reporter: Arc<dyn Reporter>,
     ) -> Arc<Host> {
-        Arc::new(Host {
+        Arc::new_cyclic(|me| Host {
             settings,
             journal: Journal::new(reporter),
             rt,
@@ -108,7 +137,45 @@ impl Host {
             aws: tokio::sync::OnceCell::new(),
             kube: tokio::sync::OnceCell::new(),
             helm_repos: Default::default(),
+            run_lock: std::sync::Mutex::new(LockState::Off),
+            me: me.clone(),
         })
+    }
+
+    /// Asks for the run lock: in apply mode it is taken before the first change to Kubernetes,
+    /// AWS or Helm (not before calls to the applications' HTTP APIs), and given back by
+    /// `k8s::release_locks` when the run ends. A run that changes nothing (a diagnosis, a
+    /// converged cluster) never takes it.
+    pub fn set_run_lock(&self, lock: RunLock) {
+        if self.settings.mode == Mode::Apply {
+            *self.run_lock.lock().unwrap_or_else(|e| e.into_inner()) = LockState::Pending(lock);
+        }
+    }
+
+    /// Takes the run lock if it is asked for and not held yet; every call after a refusal
+    /// is refused the same way. Other threads (`parallel`) wait while it is being taken.
+    fn take_run_lock(&self) -> Result<(), HostError> {
+        if TAKING_LOCK.get() {
+            return Ok(());
+        }
+        let mut state = self.run_lock.lock().unwrap_or_else(|e| e.into_inner());
+        if let LockState::Pending(lock) = &*state {
+            let lock = lock.clone();
+            TAKING_LOCK.set(true);
+            let taken = match self.me.upgrade() {
+                Some(host) => crate::k8s::take_run_lock(&host, &lock),
+                None => Ok(()),
+            };
+            TAKING_LOCK.set(false);
+            *state = match taken {
+                Ok(()) => LockState::Held,
+                Err(e) => LockState::Refused(e),
+            };
+        }
+        match &*state {
+            LockState::Refused(e) => Err(e.clone()),
+            _ => Ok(()),
+        }
     }
 
     /// Stores this host in the engine, so host functions find it.
@@ -249,8 +316,20 @@ impl Host {
         self.block_on(fut)
     }
 
-    /// Runs a remote mutation. Refused outside apply mode: a plan never changes anything.
+    /// Runs a remote mutation, taking the run lock first (the first change of an apply).
+    /// Refused outside apply mode: a plan never changes anything.
     pub fn mutate<T, F>(&self, what: &str, fut: F) -> Result<T, HostError>
+    where
+        F: Future<Output = Result<T, HostError>>,
+    {
+        self.check_stop(what)?;
+        self.take_run_lock()?;
+        self.mutate_unlocked(what, fut)
+    }
+
+    /// [`Host::mutate`] without taking the run lock: for the applications' HTTP APIs, which
+    /// guard themselves (OpenMetadata refuses a second re-index while one runs).
+    pub fn mutate_unlocked<T, F>(&self, what: &str, fut: F) -> Result<T, HostError>
     where
         F: Future<Output = Result<T, HostError>>,
     {
@@ -326,4 +405,71 @@ pub fn last_call_site() -> Option<(String, rhai::Position)> {
 /// worker thread) to the thread that raises the error.
 pub(crate) fn set_call_site(site: Option<(String, rhai::Position)>) {
     CALL_SITE.with(|c| *c.borrow_mut() = site);
+}
+
+#[cfg(test)]
+mod tests {
+    /// The files holding `#[export_module]` namespaces.
+    const NAMESPACES: &[(&str, &str)] = &[
+        ("aws/mod.rs", include_str!("aws/mod.rs")),
+        ("aws/ecr.rs", include_str!("aws/ecr.rs")),
+        ("aws/eks.rs", include_str!("aws/eks.rs")),
+        ("aws/iam.rs", include_str!("aws/iam.rs")),
+        ("aws/s3.rs", include_str!("aws/s3.rs")),
+        ("aws/sts.rs", include_str!("aws/sts.rs")),
+        ("checks.rs", include_str!("checks.rs")),
+        ("db.rs", include_str!("db.rs")),
+        ("helm/mod.rs", include_str!("helm/mod.rs")),
+        ("http.rs", include_str!("http.rs")),
+        ("json.rs", include_str!("json.rs")),
+        ("k8s/mod.rs", include_str!("k8s/mod.rs")),
+        ("log.rs", include_str!("log.rs")),
+        ("secret.rs", include_str!("secret.rs")),
+        ("template.rs", include_str!("template.rs")),
+        ("yaml.rs", include_str!("yaml.rs")),
+    ];
+
+    /// Rhai gives errors of namespaced native functions no position, so the call site recorded
+    /// by `track` is where an error points: every host function that can fail records it before
+    /// anything else (an option check first would leave the site of the previous host call).
+    #[test]
+    fn every_fallible_host_function_records_its_call_site_first() {
+        let mut missing = Vec::new();
+        for (file, text) in NAMESPACES {
+            let Some(start) = text.find("#[export_module]") else {
+                panic!("{file} has no `#[export_module]`")
+            };
+            let lines: Vec<&str> = text[start..].lines().collect();
+            let mut i = 0;
+            while i < lines.len() {
+                let Some(name) = lines[i]
+                    .trim_start()
+                    .strip_prefix("pub fn ")
+                    .and_then(|r| r.split('(').next())
+                else {
+                    i += 1;
+                    continue;
+                };
+                let mut signature = String::new();
+                while !lines[i].trim_end().ends_with('{') {
+                    signature.push_str(lines[i]);
+                    i += 1;
+                }
+                signature.push_str(lines[i]);
+                let first = lines.get(i + 1).copied().unwrap_or_default();
+                let records = ["track(&ctx)", "Host::of(&ctx)", "setup(&ctx)"]
+                    .iter()
+                    .any(|r| first.contains(r));
+                if signature.contains("RhaiResult") && !records {
+                    missing.push(format!("{file}: `{name}`"));
+                }
+                i += 1;
+            }
+        }
+        assert!(
+            missing.is_empty(),
+            "these host functions can fail before recording their call site \
+             (start them with `crate::host::track(&ctx);`): {missing:?}"
+        );
+    }
 }

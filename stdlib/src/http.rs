@@ -276,7 +276,7 @@ fn call(
     let resp = if method == reqwest::Method::GET || safe {
         host.read(&what, send(req))?
     } else {
-        host.mutate(&what, send(req))?
+        host.mutate_unlocked(&what, send(req))?
     };
     if fail && !is_success(resp.status) {
         return Err(status_error(method.as_str(), url, &resp).into());
@@ -298,6 +298,7 @@ pub mod http_module {
     /// ```
     #[rhai_fn(name = "get", return_raw)]
     pub fn get_plain(ctx: NativeCallContext, url: &str) -> RhaiResult<Map> {
+        crate::host::track(&ctx);
         call(&ctx, reqwest::Method::GET, url, &Map::new())
     }
 
@@ -313,6 +314,7 @@ pub mod http_module {
     /// ```
     #[rhai_fn(name = "get", return_raw)]
     pub fn get_with(ctx: NativeCallContext, url: &str, opts: Map) -> RhaiResult<Map> {
+        crate::host::track(&ctx);
         call(&ctx, reqwest::Method::GET, url, &opts)
     }
 
@@ -330,6 +332,7 @@ pub mod http_module {
     /// ```
     #[rhai_fn(name = "post", return_raw)]
     pub fn post_with(ctx: NativeCallContext, url: &str, opts: Map) -> RhaiResult<Map> {
+        crate::host::track(&ctx);
         call(&ctx, reqwest::Method::POST, url, &opts)
     }
 
@@ -340,6 +343,7 @@ pub mod http_module {
     /// ```
     #[rhai_fn(name = "post", return_raw)]
     pub fn post_plain(ctx: NativeCallContext, url: &str) -> RhaiResult<Map> {
+        crate::host::track(&ctx);
         call(&ctx, reqwest::Method::POST, url, &Map::new())
     }
 
@@ -357,6 +361,7 @@ pub mod http_module {
     /// ```
     #[rhai_fn(return_raw)]
     pub fn poll(ctx: NativeCallContext, url: &str, opts: Map) -> RhaiResult<Map> {
+        crate::host::track(&ctx);
         check_keys("http::poll", &opts, POLL_OPTIONS)?;
         let host = Host::of(&ctx)?;
         let ready = match opts.get("ready") {

@@ -23,7 +23,7 @@ pub mod yaml;
 use rhai::{Engine, exported_module};
 
 pub use error::{ErrorKind, HostError};
-pub use host::{Host, Mode, Settings};
+pub use host::{Host, Mode, RunLock, Settings};
 pub use secret::Secret;
 
 /// Registers every namespace and global helper of the standard library with `engine`.

@@ -26,6 +26,7 @@ pub mod log_module {
     /// ```
     #[rhai_fn(return_raw)]
     pub fn verbose(ctx: NativeCallContext, message: Dynamic) -> RhaiResult<()> {
+        crate::host::track(&ctx);
         emit(&ctx, Level::Debug, &message)
     }
 
@@ -36,6 +37,7 @@ pub mod log_module {
     /// ```
     #[rhai_fn(return_raw)]
     pub fn info(ctx: NativeCallContext, message: Dynamic) -> RhaiResult<()> {
+        crate::host::track(&ctx);
         emit(&ctx, Level::Info, &message)
     }
 
@@ -46,6 +48,7 @@ pub mod log_module {
     /// ```
     #[rhai_fn(return_raw)]
     pub fn warn(ctx: NativeCallContext, message: Dynamic) -> RhaiResult<()> {
+        crate::host::track(&ctx);
         emit(&ctx, Level::Warn, &message)
     }
 
@@ -56,6 +59,7 @@ pub mod log_module {
     /// ```
     #[rhai_fn(return_raw)]
     pub fn error(ctx: NativeCallContext, message: Dynamic) -> RhaiResult<()> {
+        crate::host::track(&ctx);
         emit(&ctx, Level::Error, &message)
     }
 }
@@ -100,6 +104,7 @@ pub mod globals {
     /// ```
     #[rhai_fn(return_raw)]
     pub fn parallel(ctx: NativeCallContext, jobs: rhai::Array) -> RhaiResult<rhai::Array> {
+        crate::host::track(&ctx);
         parallel_impl(&ctx, jobs, 8)
     }
 
@@ -115,6 +120,7 @@ pub mod globals {
         jobs: rhai::Array,
         limit: rhai::INT,
     ) -> RhaiResult<rhai::Array> {
+        crate::host::track(&ctx);
         if !(1..=64).contains(&limit) {
             return Err(crate::error::HostError::input(format!(
                 "`parallel` takes a limit from 1 to 64, not {limit}"

@@ -833,3 +833,55 @@ fn doctor_irsa_finds_a_broken_trust() {
         .stdout_contains("AmazonS3FullAccess not attached")
         .stderr_contains("2 IRSA problem(s) found");
 }
+
+/// Two runs at once: somebody else creates the OIDC provider, the role and the bucket between
+/// our read and our create (the proxy sends each create twice; our create is the second, so IAM
+/// answers `EntityAlreadyExists` and S3 `BucketAlreadyOwnedByYou`). Each call converges the object
+/// it lost to, with no error, and the next run changes nothing.
+#[test]
+fn ensure_calls_converge_when_they_lose_a_create_race() {
+    let moto = Moto::start();
+    let issuer = moto.create_eks_cluster(CLUSTER);
+    let bucket = "collate-argo-artifacts-race";
+    let script = format!(
+        r#"
+        let p = aws::iam::ensure_oidc_provider("{issuer}", #{{ thumbprints: [] }});
+        print(`provider=${{p.changed}}`);
+        {role}
+        let b = aws::s3::ensure_bucket("{bucket}", #{{ encryption: "AES256", block_public: true }});
+        print(`bucket=${{b.changed}}`);
+        "#,
+        role = role_script(&issuer, "om-role", "")
+    );
+    let iam = FaultProxy::start(
+        &moto.endpoint(),
+        Faults::share(1.0, &[Fault::Duplicate]).only("Action=Create"),
+    );
+    let s3 = FaultProxy::start(
+        &moto.endpoint(),
+        Faults::share(1.0, &[Fault::Duplicate]).only("CreateBucketConfiguration"),
+    );
+    let out = run(&moto, &script)
+        .env("AWS_ENDPOINT_URL_IAM", &iam.url())
+        .env("AWS_ENDPOINT_URL_S3", &s3.url())
+        .json()
+        .succeeds();
+    let raced = |p: &FaultProxy| p.stats().by_fault.get("duplicate").copied();
+    assert_eq!(raced(&iam), Some(2), "{:?}", iam.stats());
+    assert_eq!(raced(&s3), Some(1), "{:?}", s3.stats());
+    out.stdout_contains("provider=unchanged")
+        .stdout_contains("changed=updated policies=1");
+    assert_eq!(moto.role_names(), vec!["collate-server-role".to_string()]);
+    assert_eq!(moto.bucket_names(), vec![bucket.to_string()]);
+    assert_eq!(moto.oidc_provider_arns().len(), 1);
+    // The role the other run created had no policy yet: this run attached it (an update).
+    let role = actions(&out)
+        .into_iter()
+        .find(|a| a.0 == "aws.iam.role")
+        .expect("a role entry");
+    assert_eq!(role.2, "update", "{out}");
+
+    let again = run(&moto, &script).json().succeeds();
+    assert_eq!(again.summary()["create"], 0, "{again}");
+    assert_eq!(again.summary()["update"], 0, "{again}");
+}

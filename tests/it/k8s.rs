@@ -477,3 +477,46 @@ fn lock_contention_expiry_and_unlock() {
     .succeeds()
     .stdout_contains("held=true");
 }
+
+/// Another run creates the run lock's lease, or the namespaces and the secret, between our read
+/// and our write (the proxy sends those writes twice; ours is the second). A lease created under
+/// us is read again (409 `AlreadyExists`); server-side apply turns a lost create into an update
+/// of the same fields. Every call converges without an error, and the next run changes nothing.
+#[test]
+fn ensure_calls_and_the_lock_converge_when_they_lose_a_create_race() {
+    use collate_run_tests::fault_proxy::{Fault, FaultProxy, Faults};
+    // `POST `: the lease's create; `PATCH `: every server-side apply (dry-runs included).
+    for writes in ["POST ", "PATCH "] {
+        let c = Cluster::start();
+        let proxy = FaultProxy::start(
+            &c.server.url(),
+            Faults::share(1.0, &[Fault::Duplicate]).only(writes),
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let kc = dir.path().join("kubeconfig");
+        std::fs::write(&kc, collate_run_tests::kube::kubeconfig_yaml(&proxy.url())).unwrap();
+        let apply = || {
+            run(&c, SECRET_SCRIPT)
+                .env("DB_PASSWORD", CANARY)
+                .env("KUBECONFIG", &kc.display().to_string())
+                .config_yaml("run_lock: {namespace: collate-lock, name: deploy, ttl: 60}\n")
+                .json()
+                .succeeds()
+        };
+        let first = apply();
+        assert!(
+            proxy.stats().by_fault.contains_key("duplicate"),
+            "{writes}: {:?}",
+            proxy.stats()
+        );
+        first.stdout_contains("changed=created").never_shows(CANARY);
+        proxy.set(Faults::none());
+        let again = apply();
+        assert_eq!(again.changed(), Vec::<String>::new(), "{writes}: {again}");
+        assert!(
+            c.get("coordination.k8s.io/v1", "Lease", "collate-lock", "deploy")
+                .is_none(),
+            "{writes}: the lock was not given back"
+        );
+    }
+}

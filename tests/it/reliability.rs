@@ -1157,3 +1157,55 @@ fn helm_bin_is_the_only_program_the_full_recipe_runs() {
         "programs other than HELM_BIN were run: {others:?}"
     );
 }
+
+/// Two applies of `full.rhai` started at once on a fresh world, with the example config's own run
+/// lock (namespace `collate`, which does not exist yet, `wait: 0`): one takes the lock and
+/// converges everything; the other stops before the recipe, naming the holder, having changed at
+/// most the lock's namespace (created by both at once, without an error). A third run changes
+/// nothing.
+#[test]
+fn two_applies_at_once_one_converges_the_other_stops_naming_the_holder() {
+    let Some(w) = World::start() else {
+        eprintln!("skipped: no helm");
+        return;
+    };
+    // The world's overrides use a lock in `default`; this test uses the example's.
+    let example_lock = "run_lock: {namespace: collate, name: collate-run, ttl: 300, wait: 0}";
+    let apply = || {
+        let run = w.recipe("full.rhai").config_yaml(example_lock).json();
+        std::thread::spawn(move || run.run())
+    };
+    let (a, b) = (apply(), apply());
+    let (a, b) = (a.join().unwrap(), b.join().unwrap());
+    let (winner, loser) = match (a.code, b.code) {
+        (0, _) => (a, b),
+        (_, 0) => (b, a),
+        _ => panic!("neither apply succeeded:\n{a}\n{b}"),
+    };
+    assert_eq!(loser.code, 4, "{loser}");
+    loser.stdout_contains("run lock `collate/collate-run` is held by `");
+    let loser_changes: Vec<String> = loser
+        .changed()
+        .into_iter()
+        .filter(|c| c != "create k8s.Namespace collate")
+        .collect();
+    assert!(
+        loser_changes.is_empty(),
+        "the stopped run changed things: {loser_changes:?}\n{loser}"
+    );
+    assert!(!winner.changed().is_empty(), "{winner}");
+    assert!(
+        w.kube
+            .get("coordination.k8s.io/v1", "Lease", "collate", "collate-run")
+            .is_none(),
+        "the lock was not given back"
+    );
+
+    accept_issued_token(&w);
+    let third = w
+        .recipe("full.rhai")
+        .config_yaml(example_lock)
+        .json()
+        .succeeds();
+    assert_eq!(third.changed(), Vec::<String>::new(), "{third}");
+}

@@ -516,8 +516,10 @@ fn parallel_journals_every_job() {
 fn run_lock_from_config_is_taken_and_given_back() {
     let cluster = collate_run_tests::kube::Cluster::start();
     let lock = "run_lock: {namespace: default, name: deploy, ttl: 60}\n";
-    // The first run holds the lock while it waits (for a ConfigMap that never comes).
-    let slow = "try { k8s::wait(\"ConfigMap\", \"default\", \"never\", \"exists\", 4); } catch (e) { print(e.kind); }";
+    // The first run takes the lock before its first change (a Secret) and holds it while it
+    // waits (for a ConfigMap that never comes).
+    let slow = "k8s::ensure_secret(\"default\", \"first\", #{ data: #{ a: \"1\" } }); \
+                try { k8s::wait(\"ConfigMap\", \"default\", \"never\", \"exists\", 4); } catch (e) { print(e.kind); }";
     let first = {
         let run = Run::script(slow).envs(cluster.env()).config_yaml(lock);
         std::thread::spawn(move || run.run())
@@ -539,12 +541,26 @@ fn run_lock_from_config_is_taken_and_given_back() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     assert!(held, "the first run did not take the lock");
-    let second = Run::script("print(\"should not run\");")
-        .envs(cluster.env())
-        .config_yaml(lock)
-        .fails_with(4);
+    // Reads go on; the first change waits for the lock (here: is refused, `wait` is 0).
+    let second = Run::script(
+        "print(\"reads run\"); k8s::server_version(); \
+         k8s::ensure_secret(\"default\", \"second\", #{ data: #{ a: \"2\" } }); print(\"should not run\");",
+    )
+    .envs(cluster.env())
+    .config_yaml(lock)
+    .fails_with(4);
     second.stderr_contains("deploy");
     assert!(!second.stdout.contains("should not run"), "{second}");
+    second.stdout_contains("reads run");
+    assert!(
+        cluster.get("v1", "Secret", "default", "second").is_none(),
+        "the refused run changed something"
+    );
+    // A one-off `-e` expression (a read, typically) does not lock, so it is not refused.
+    Run::eval("k8s::server_version().git_version")
+        .envs(cluster.env())
+        .config_yaml(lock)
+        .succeeds();
     let first = first.join().unwrap();
     assert_eq!(first.code, 0, "{first}");
     // Given back at the end: a third run takes it at once; plan runs never lock.

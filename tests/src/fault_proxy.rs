@@ -31,6 +31,9 @@ pub enum Fault {
     Status(u16),
     /// Reads the request, then closes the connection with a TCP reset (no answer).
     Reset,
+    /// Sends the request to the target twice and answers with the second answer: as if another
+    /// process had made the same call a moment before (a create race, deterministically).
+    Duplicate,
 }
 
 impl Fault {
@@ -38,6 +41,7 @@ impl Fault {
         match self {
             Fault::Status(s) => s.to_string(),
             Fault::Reset => "reset".into(),
+            Fault::Duplicate => "duplicate".into(),
         }
     }
 }
@@ -85,7 +89,8 @@ impl Faults {
         self
     }
 
-    /// Only requests whose `METHOD path` contains `pattern` (e.g. `"PATCH /api/v1/namespaces/collate/secrets"`).
+    /// Only requests whose `METHOD path` or body contains `pattern` (e.g.
+    /// `"PATCH /api/v1/namespaces/collate/secrets"`, or `"Action=CreateRole"` for AWS query APIs).
     pub fn only(mut self, pattern: &str) -> Faults {
         self.only = Some(pattern.into());
         self
@@ -289,13 +294,17 @@ fn chunked_end(buf: &[u8]) -> Option<usize> {
     }
 }
 
-/// Decides whether this request is faulted, and how.
-fn decide(shared: &Shared, what: &str) -> Option<Fault> {
+/// Decides whether this request (`METHOD path` and body) is faulted, and how.
+fn decide(shared: &Shared, what: &str, body: &[u8]) -> Option<Fault> {
     let faults = shared.faults.lock().unwrap().clone();
     if faults.kinds.is_empty() || faults.share <= 0.0 {
         return None;
     }
-    if faults.only.as_deref().is_some_and(|o| !what.contains(o)) {
+    if faults
+        .only
+        .as_deref()
+        .is_some_and(|o| !what.contains(o) && !String::from_utf8_lossy(body).contains(o))
+    {
         return None;
     }
     let mut rng = shared.rng.lock().unwrap();
@@ -326,7 +335,7 @@ async fn serve(shared: Arc<Shared>, mut client: TcpStream) {
     while let Some(req) = read_request(&mut client, &mut buf).await {
         let what = req.what();
         shared.stats.lock().unwrap().requests += 1;
-        match decide(&shared, &what) {
+        match decide(&shared, &what, &req.body) {
             Some(fault) => {
                 {
                     let mut s = shared.stats.lock().unwrap();
@@ -335,6 +344,14 @@ async fn serve(shared: Arc<Shared>, mut client: TcpStream) {
                     s.faulted.push(format!("{what} -> {}", fault.label()));
                 }
                 match fault {
+                    Fault::Duplicate => {
+                        // The first answer is dropped; the client sees the second.
+                        if let Some(mut first) = send(&shared.target, &req).await {
+                            let _ = first.read_to_end(&mut Vec::new()).await;
+                        }
+                        forward(&shared.target, req, client).await;
+                        return;
+                    }
                     Fault::Reset => {
                         // SO_LINGER 0: close() sends a RST instead of a FIN.
                         #[allow(deprecated)]
@@ -389,7 +406,7 @@ async fn serve(shared: Arc<Shared>, mut client: TcpStream) {
 
 /// Sends `req` to the target on a new connection and pipes the answer back, then closes both.
 async fn forward(target: &str, req: Request, mut client: TcpStream) {
-    let Ok(mut upstream) = TcpStream::connect(target).await else {
+    let Some(mut upstream) = send(target, &req).await else {
         let _ = client
             .write_all(
                 b"HTTP/1.1 502 Bad Gateway\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
@@ -397,6 +414,14 @@ async fn forward(target: &str, req: Request, mut client: TcpStream) {
             .await;
         return;
     };
+    let _ = tokio::io::copy(&mut upstream, &mut client).await;
+    let _ = client.shutdown().await;
+}
+
+/// Sends `req` to the target on a new connection (`Connection: close`); the connection to read
+/// the answer from, `None` when the target cannot be reached.
+async fn send(target: &str, req: &Request) -> Option<TcpStream> {
+    let mut upstream = TcpStream::connect(target).await.ok()?;
     let mut head = format!("{}\r\n", req.line);
     for (k, v) in &req.headers {
         if k.eq_ignore_ascii_case("connection") || k.eq_ignore_ascii_case("keep-alive") {
@@ -405,13 +430,9 @@ async fn forward(target: &str, req: Request, mut client: TcpStream) {
         head.push_str(&format!("{k}: {v}\r\n"));
     }
     head.push_str("Connection: close\r\n\r\n");
-    if upstream.write_all(head.as_bytes()).await.is_err()
-        || upstream.write_all(&req.body).await.is_err()
-    {
-        return;
-    }
-    let _ = tokio::io::copy(&mut upstream, &mut client).await;
-    let _ = client.shutdown().await;
+    upstream.write_all(head.as_bytes()).await.ok()?;
+    upstream.write_all(&req.body).await.ok()?;
+    Some(upstream)
 }
 
 #[cfg(test)]
@@ -427,13 +448,13 @@ mod tests {
             stats: Mutex::new(Stats::default()),
         };
         let hits: Vec<bool> = (0..1000)
-            .map(|_| decide(&shared, "GET /").is_some())
+            .map(|_| decide(&shared, "GET /", b"").is_some())
             .collect();
         let n = hits.iter().filter(|h| **h).count();
         assert!((250..350).contains(&n), "{n} of 1000 faulted at 30 %");
         *shared.rng.lock().unwrap() = 42;
         let again: Vec<bool> = (0..1000)
-            .map(|_| decide(&shared, "GET /").is_some())
+            .map(|_| decide(&shared, "GET /", b"").is_some())
             .collect();
         assert_eq!(hits, again);
     }

@@ -148,6 +148,7 @@ pub mod ecr_module {
     /// ```
     #[rhai_fn(return_raw)]
     pub fn docker_config(ctx: NativeCallContext, registry: &str) -> RhaiResult<Secret> {
+        crate::host::track(&ctx);
         super::docker_config(&ctx, registry, &Map::new())
     }
 
@@ -164,6 +165,7 @@ pub mod ecr_module {
         registry: &str,
         opts: Map,
     ) -> RhaiResult<Secret> {
+        crate::host::track(&ctx);
         super::docker_config(&ctx, registry, &opts)
     }
 }

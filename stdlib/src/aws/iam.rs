@@ -207,6 +207,17 @@ fn issuer_thumbprints(host: &Host, hp: &str) -> Result<(Vec<String>, Option<Stri
 }
 
 fn ensure_oidc_provider(ctx: &NativeCallContext, issuer: &str, opts: &Map) -> RhaiResult<Map> {
+    super::converge_racing("OIDC provider", issuer, || {
+        ensure_oidc_provider_pass(ctx, issuer, opts)
+    })
+}
+
+/// One pass of `ensure_oidc_provider`; `None` when it lost a create race.
+fn ensure_oidc_provider_pass(
+    ctx: &NativeCallContext,
+    issuer: &str,
+    opts: &Map,
+) -> RhaiResult<Option<Map>> {
     check_keys(
         "aws::iam::ensure_oidc_provider",
         opts,
@@ -299,7 +310,8 @@ fn ensure_oidc_provider(ctx: &NativeCallContext, issuer: &str, opts: &Map) -> Rh
             let op = "iam:CreateOpenIDConnectProvider";
             let tag_list = iam_tags(&tags.clone().unwrap_or_default())?;
             let created = host.mutate(&format!("{op} {hp}"), async {
-                c.iam
+                match c
+                    .iam
                     .create_open_id_connect_provider()
                     .url(format!("https://{hp}"))
                     .set_client_id_list(Some(client_ids.clone()))
@@ -307,8 +319,16 @@ fn ensure_oidc_provider(ctx: &NativeCallContext, issuer: &str, opts: &Map) -> Rh
                     .set_tags((!tag_list.is_empty()).then_some(tag_list))
                     .send()
                     .await
-                    .map_err(|e| sdk_error(op, &hp, e))
+                {
+                    Ok(o) => Ok(Some(o)),
+                    // Created by somebody else since our read: converge that one.
+                    Err(e) if has_code(&e, "EntityAlreadyExists") => Ok(None),
+                    Err(e) => Err(sdk_error(op, &hp, e)),
+                }
             })?;
+            let Some(created) = created else {
+                return Ok(None);
+            };
             let arn = created
                 .open_id_connect_provider_arn()
                 .unwrap_or(&arn)
@@ -379,7 +399,7 @@ fn ensure_oidc_provider(ctx: &NativeCallContext, issuer: &str, opts: &Map) -> Rh
         "arn".into(),
         object["arn"].as_str().unwrap_or(&arn).to_string().into(),
     );
-    Ok(out)
+    Ok(Some(out))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -707,6 +727,11 @@ fn role_fields(spec: &RoleSpec, live: Option<&LiveRole>) -> Vec<FieldChange> {
 }
 
 fn ensure_role(ctx: &NativeCallContext, name: &str, opts: &Map) -> RhaiResult<Map> {
+    super::converge_racing("IAM role", name, || ensure_role_pass(ctx, name, opts))
+}
+
+/// One pass of `ensure_role`; `None` when it lost a create race.
+fn ensure_role_pass(ctx: &NativeCallContext, name: &str, opts: &Map) -> RhaiResult<Option<Map>> {
     let spec = role_spec(name, opts)?;
     let host = Host::of(ctx)?;
     let c = clients(&host)?;
@@ -741,9 +766,10 @@ fn ensure_role(ctx: &NativeCallContext, name: &str, opts: &Map) -> RhaiResult<Ma
         (None, _) => {
             let op = "iam:CreateRole";
             let tags = iam_tags(&spec.tags.clone().unwrap_or_default())?;
-            retry_principal(&host, || {
+            let created = retry_principal(&host, || {
                 host.mutate(&format!("{op} {name}"), async {
-                    c.iam
+                    match c
+                        .iam
                         .create_role()
                         .role_name(name)
                         .path(&spec.path)
@@ -753,9 +779,17 @@ fn ensure_role(ctx: &NativeCallContext, name: &str, opts: &Map) -> RhaiResult<Ma
                         .set_tags((!tags.is_empty()).then(|| tags.clone()))
                         .send()
                         .await
-                        .map_err(|e| principal_error(op, name, e))
+                    {
+                        Ok(_) => Ok(true),
+                        // Created by somebody else since our read: converge that one.
+                        Err(e) if has_code(&e, "EntityAlreadyExists") => Ok(false),
+                        Err(e) => Err(principal_error(op, name, e)),
+                    }
                 })
             })?;
+            if !created {
+                return Ok(None);
+            }
             converge_policies(&host, c, name, &spec, &[], &[])?;
             role_after(&host, c, name, &names)?
         }
@@ -812,7 +846,7 @@ fn ensure_role(ctx: &NativeCallContext, name: &str, opts: &Map) -> RhaiResult<Ma
     let arn = object.get("arn").cloned().unwrap_or(Dynamic::UNIT);
     let mut out = change.outcome(object.into());
     out.insert("arn".into(), arn);
-    Ok(out)
+    Ok(Some(out))
 }
 
 /// The role as it will be once `spec` is applied (for plan mode).
@@ -1006,6 +1040,7 @@ pub mod iam_module {
     /// ```
     #[rhai_fn(return_raw)]
     pub fn ensure_oidc_provider(ctx: NativeCallContext, issuer: &str) -> RhaiResult<Map> {
+        crate::host::track(&ctx);
         super::ensure_oidc_provider(&ctx, issuer, &Map::new())
     }
 
@@ -1026,6 +1061,7 @@ pub mod iam_module {
         issuer: &str,
         opts: Map,
     ) -> RhaiResult<Map> {
+        crate::host::track(&ctx);
         super::ensure_oidc_provider(&ctx, issuer, &opts)
     }
 
@@ -1105,6 +1141,7 @@ pub mod iam_module {
     /// ```
     #[rhai_fn(return_raw)]
     pub fn ensure_role(ctx: NativeCallContext, name: &str, opts: Map) -> RhaiResult<Map> {
+        crate::host::track(&ctx);
         super::ensure_role(&ctx, name, &opts)
     }
 

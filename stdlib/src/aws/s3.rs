@@ -437,6 +437,7 @@ pub mod s3_module {
     /// ```
     #[rhai_fn(return_raw)]
     pub fn ensure_bucket(ctx: NativeCallContext, name: &str, opts: Map) -> RhaiResult<Map> {
+        crate::host::track(&ctx);
         super::ensure_bucket(&ctx, name, &opts)
     }
 
@@ -447,6 +448,7 @@ pub mod s3_module {
     /// ```
     #[rhai_fn(name = "ensure_bucket", return_raw)]
     pub fn ensure_bucket_plain(ctx: NativeCallContext, name: &str) -> RhaiResult<Map> {
+        crate::host::track(&ctx);
         super::ensure_bucket(&ctx, name, &Map::new())
     }
 

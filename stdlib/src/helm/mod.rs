@@ -684,6 +684,7 @@ pub mod helm_module {
         chart: &str,
         opts: Map,
     ) -> RhaiResult<Map> {
+        crate::host::track(&ctx);
         upgrade_install_impl(&ctx, release, chart, &opts)
     }
 
@@ -703,6 +704,7 @@ pub mod helm_module {
         chart: &str,
         opts: Map,
     ) -> RhaiResult<Dynamic> {
+        crate::host::track(&ctx);
         let o = parse_opts("helm::template", &opts, &["namespace", "version", "values"])?;
         let host = Host::of(&ctx)?;
         host.guard_remote(&format!("helm template {release}"))?;

@@ -104,6 +104,7 @@ pub(crate) fn lock(
     let me = identity();
     let k = key(ns, name);
     let started = Instant::now();
+    let mut namespace_checked = false;
     loop {
         let (a, kk) = (api.clone(), kube.clone());
         let what = format!("get lease {k}");
@@ -149,19 +150,24 @@ pub(crate) fn lock(
                     spec: Some(spec(&me, ttl, now, 0)),
                 };
                 let (a, kk, what) = (api.clone(), kube.clone(), format!("create lease {k}"));
-                host.mutate(&format!("k8s: {what}"), async move {
-                    a.create(&PostParams::default(), &lease).await.map_err(|e| {
-                        let err = kk.err(&what, e);
-                        if err.kind == ErrorKind::NotFound {
-                            err.with_hint(format!(
-                                "the namespace must exist: `k8s::ensure_namespace(\"{}\")` first",
-                                a.namespace().unwrap_or_default()
-                            ))
-                        } else {
-                            err
+                let created = host.mutate(&format!("k8s: {what}"), async move {
+                    a.create(&PostParams::default(), &lease)
+                        .await
+                        .map_err(|e| kk.err(&what, e))
+                });
+                match created {
+                    // The lock comes before the recipe's own `k8s::ensure_namespace`: on a
+                    // fresh cluster it creates the namespace (a server-side apply, so a run
+                    // creating it at the same time is no error), then tries once more.
+                    Err(e) if e.kind == ErrorKind::NotFound && !namespace_checked => {
+                        if !super::converge::namespace_exists(host, kube, ns)? {
+                            ensure_namespace(host, kube, ns)?;
                         }
-                    })
-                })
+                        namespace_checked = true;
+                        continue;
+                    }
+                    other => other,
+                }
             }
             (Some(l), Some(s)) if s.holder.as_deref() == Some(&me) || s.is_free(now) => {
                 let mut l = l.clone();
@@ -226,6 +232,17 @@ pub(crate) fn lock(
             Err(e) => return Err(e),
         }
     }
+}
+
+/// Creates namespace `ns` for the lease, journaled as `k8s::ensure_namespace` would.
+fn ensure_namespace(host: &Host, kube: &Arc<Kube>, ns: &str) -> Result<(), HostError> {
+    let d = super::converge::Desired {
+        res: super::client::well_known("Namespace", None).expect("namespaces are well known"),
+        namespace: String::new(),
+        name: ns.to_string(),
+        body: serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+    };
+    super::converge::converge(host, kube, &d, false).map(|_| ())
 }
 
 fn start_renewal(host: &Arc<Host>, api: Api<Lease>, ns: &str, name: &str, me: &str, ttl: i64) {

@@ -26,6 +26,12 @@ use converge::{Desired, converge, read_live, to_script};
 
 pub use lock::release_all as release_locks;
 
+/// Takes the run lock of the config (see [`Host::set_run_lock`]).
+pub(crate) fn take_run_lock(host: &Arc<Host>, l: &crate::host::RunLock) -> Result<(), HostError> {
+    let kube = client::kube(host)?;
+    lock::lock(host, &kube, &l.namespace, &l.name, l.ttl, l.wait).map(|_| ())
+}
+
 /// Waits `d` inside the runtime (the timer is created there, so no reactor is needed outside).
 pub(crate) fn pause(host: &Host, d: Duration) {
     host.block_on(async move { tokio::time::sleep(d).await });
@@ -239,6 +245,7 @@ pub mod k8s_module {
     /// ```
     #[rhai_fn(return_raw)]
     pub fn ensure_namespace(ctx: NativeCallContext, name: &str) -> RhaiResult<Map> {
+        crate::host::track(&ctx);
         ensure_namespace_with(ctx, name, Map::new())
     }
 
@@ -249,6 +256,7 @@ pub mod k8s_module {
     /// ```
     #[rhai_fn(name = "ensure_namespace", return_raw)]
     pub fn ensure_namespace_with(ctx: NativeCallContext, name: &str, opts: Map) -> RhaiResult<Map> {
+        crate::host::track(&ctx);
         check_keys("k8s::ensure_namespace", &opts, &["labels", "annotations"])?;
         let (host, kube) = setup(&ctx)?;
         let body = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": metadata("", name, &opts)?});
@@ -273,6 +281,7 @@ pub mod k8s_module {
         name: &str,
         opts: Map,
     ) -> RhaiResult<Map> {
+        crate::host::track(&ctx);
         check_keys(
             "k8s::ensure_secret",
             &opts,
@@ -306,6 +315,7 @@ pub mod k8s_module {
         name: &str,
         docker_config: Dynamic,
     ) -> RhaiResult<Map> {
+        crate::host::track(&ctx);
         let text: Dynamic = if docker_config.is::<Secret>() || docker_config.is_string() {
             docker_config
         } else if docker_config.is_map() {
@@ -343,6 +353,7 @@ pub mod k8s_module {
         name: &str,
         opts: Map,
     ) -> RhaiResult<Map> {
+        crate::host::track(&ctx);
         check_keys(
             "k8s::ensure_service_account",
             &opts,
@@ -374,6 +385,7 @@ pub mod k8s_module {
         name: &str,
         service_account: &str,
     ) -> RhaiResult<Map> {
+        crate::host::track(&ctx);
         ensure_sa_token_secret_with(ctx, namespace, name, service_account, Map::new())
     }
 
@@ -391,6 +403,7 @@ pub mod k8s_module {
         service_account: &str,
         opts: Map,
     ) -> RhaiResult<Map> {
+        crate::host::track(&ctx);
         check_keys("k8s::ensure_sa_token_secret", &opts, &["wait", "timeout"])?;
         let (host, kube) = setup(&ctx)?;
         let body = json!({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/service-account-token",
@@ -448,6 +461,7 @@ pub mod k8s_module {
     /// ```
     #[rhai_fn(return_raw)]
     pub fn apply(ctx: NativeCallContext, manifests: Dynamic) -> RhaiResult<Dynamic> {
+        crate::host::track(&ctx);
         apply_impl(&ctx, manifests, &Map::new())
     }
 
@@ -463,6 +477,7 @@ pub mod k8s_module {
         manifests: Dynamic,
         opts: Map,
     ) -> RhaiResult<Dynamic> {
+        crate::host::track(&ctx);
         apply_impl(&ctx, manifests, &opts)
     }
 
@@ -495,6 +510,7 @@ pub mod k8s_module {
     /// ```
     #[rhai_fn(return_raw)]
     pub fn list(ctx: NativeCallContext, kind: &str, namespace: &str) -> RhaiResult<Array> {
+        crate::host::track(&ctx);
         list_with(ctx, kind, namespace, Map::new())
     }
 
@@ -511,6 +527,7 @@ pub mod k8s_module {
         namespace: &str,
         opts: Map,
     ) -> RhaiResult<Array> {
+        crate::host::track(&ctx);
         check_keys("k8s::list", &opts, &["labels", "fields"])?;
         let (host, kube) = setup(&ctx)?;
         let res = resolve(&host, &kube, kind)?;
@@ -621,6 +638,7 @@ pub mod k8s_module {
         condition: &str,
         timeout: Dynamic,
     ) -> RhaiResult<Dynamic> {
+        crate::host::track(&ctx);
         let cond = wait::Condition::parse(condition)?;
         let timeout = duration_arg(&timeout, "the wait timeout")?;
         let (host, kube) = setup(&ctx)?;
@@ -646,6 +664,7 @@ pub mod k8s_module {
     /// ```
     #[rhai_fn(return_raw)]
     pub fn lock(ctx: NativeCallContext, namespace: &str, name: &str, ttl: i64) -> RhaiResult<Map> {
+        crate::host::track(&ctx);
         lock_with(ctx, namespace, name, ttl, Map::new())
     }
 
@@ -662,6 +681,7 @@ pub mod k8s_module {
         ttl: i64,
         opts: Map,
     ) -> RhaiResult<Map> {
+        crate::host::track(&ctx);
         check_keys("k8s::lock", &opts, &["wait"])?;
         let wait = match opts.get("wait") {
             Some(w) if !w.is_unit() => duration_arg(w, "`wait`")?,
