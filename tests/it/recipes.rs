@@ -5,7 +5,8 @@
 
 use std::path::PathBuf;
 
-use collate_run_tests::Run;
+use collate_run_tests::base64::{Engine as _, prelude::BASE64_STANDARD};
+use collate_run_tests::{Run, needs};
 use collate_run_tests::api_server::{ApiOptions, ApiServer, Outcome};
 use collate_run_tests::chart_repo::{ChartRepo, upstream_chart};
 use collate_run_tests::kube::Cluster;
@@ -60,11 +61,12 @@ struct World {
 }
 
 impl World {
-    fn start() -> Option<World> {
-        let kube = Cluster::start();
-        kube.helm_bin()?;
-        let api = ApiServer::start(ApiOptions::default());
-        Some(World { kube, api })
+    /// The test declares helm first: `needs!("helm")`.
+    fn start() -> World {
+        World {
+            kube: Cluster::start(),
+            api: ApiServer::start(ApiOptions::default()),
+        }
     }
 
     fn recipe(&self, name: &str) -> Run {
@@ -96,10 +98,8 @@ impl World {
 
 #[test]
 fn full_plans_converges_and_reruns_without_changes() {
-    let Some(w) = World::start() else {
-        eprintln!("skipped: helm not installed (scripts/test-deps.sh)");
-        return;
-    };
+    needs!("helm");
+    let w = World::start();
 
     // A plan on an empty world lists every creation and changes nothing.
     let plan = w.recipe("full.rhai").plan().succeeds();
@@ -338,6 +338,7 @@ fn assert_guide_intent(w: &World) {
 /// re-index (a packaged `.tgz` is what the test above installs).
 #[test]
 fn full_reruns_without_changes_from_a_chart_repository_and_an_oci_registry() {
+    needs!("helm");
     let server = ChartRepo::start(&[
         upstream_chart("argo-workflows-0.45.23.tgz"),
         upstream_chart("openmetadata-1.12.4.tgz"),
@@ -358,10 +359,7 @@ fn full_reruns_without_changes_from_a_chart_repository_and_an_oci_registry() {
         om = server.oci("openmetadata"),
     );
     for charts in [repo, oci] {
-        let Some(w) = World::start() else {
-            eprintln!("skipped: helm not installed (scripts/test-deps.sh)");
-            return;
-        };
+        let w = World::start();
         let run = || {
             w.recipe("full.rhai")
                 .config_yaml(&charts)
@@ -689,10 +687,8 @@ fn reindex_basic_login_refusals_say_why() {
 
 #[test]
 fn full_with_an_empty_openmetadata_url_fails_before_any_change() {
-    let Some(w) = World::start() else {
-        eprintln!("skipped: helm not installed (scripts/test-deps.sh)");
-        return;
-    };
+    needs!("helm");
+    let w = World::start();
     for plan in [true, false] {
         let run = w
             .recipe("full.rhai")
@@ -718,10 +714,8 @@ fn full_with_an_empty_openmetadata_url_fails_before_any_change() {
 
 #[test]
 fn full_re_indexes_again_after_a_failed_re_index() {
-    let Some(w) = World::start() else {
-        eprintln!("skipped: helm not installed (scripts/test-deps.sh)");
-        return;
-    };
+    needs!("helm");
+    let w = World::start();
     w.api
         .fail_reindex(json!({"failure": {"message": "mapping conflict in table_search_index"}}));
     w.recipe("full.rhai")
@@ -744,10 +738,8 @@ fn full_re_indexes_again_after_a_failed_re_index() {
 
 #[test]
 fn full_re_indexes_after_an_upgrade_whose_re_index_never_ran() {
-    let Some(w) = World::start() else {
-        eprintln!("skipped: helm not installed (scripts/test-deps.sh)");
-        return;
-    };
+    needs!("helm");
+    let w = World::start();
     w.recipe("full.rhai").succeeds();
     assert_eq!(w.api.triggers(), 1);
     w.trust_issued_argo_token();
@@ -784,10 +776,8 @@ fn full_re_indexes_after_an_upgrade_whose_re_index_never_ran() {
 
 #[test]
 fn argo_api_check_authenticates_and_reports_an_rbac_denial() {
-    let Some(w) = World::start() else {
-        eprintln!("skipped: helm not installed (scripts/test-deps.sh)");
-        return;
-    };
+    needs!("helm");
+    let w = World::start();
     // First install: Argo comes before Collate, so the om-role token does not exist yet.
     w.recipe("full.rhai")
         .succeeds()
@@ -863,10 +853,8 @@ fn every_recipe_passes_check() {
 
 #[test]
 fn full_with_the_aws_prerequisites_on_moto() {
-    let Some(w) = World::start() else {
-        eprintln!("skipped: helm not installed (scripts/test-deps.sh)");
-        return;
-    };
+    needs!("helm", "moto");
+    let w = World::start();
     let moto = collate_run_tests::moto::Moto::start();
     let issuer = moto.create_eks_cluster("acme-eks");
     let issuer_host = issuer.trim_start_matches("https://").to_string();
@@ -960,31 +948,15 @@ fn full_with_the_aws_prerequisites_on_moto() {
     assert!(again.changed().is_empty(), "{:#?}", again.changed());
 }
 
-/// Standard base64 decoding (Secret data read straight from the test server).
+/// Decodes Secret data read straight from the test server.
 fn unbase64(text: &str) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut bits = 0u32;
-    let mut n = 0;
-    let mut out = Vec::new();
-    for c in text.bytes().filter(|c| *c != b'=') {
-        let v = T.iter().position(|t| *t == c).expect("base64") as u32;
-        bits = bits << 6 | v;
-        n += 6;
-        if n >= 8 {
-            n -= 8;
-            out.push((bits >> n) as u8);
-            bits &= (1 << n) - 1;
-        }
-    }
-    String::from_utf8(out).expect("utf-8")
+    String::from_utf8(BASE64_STANDARD.decode(text).expect("base64")).expect("utf-8")
 }
 
 #[test]
 fn refresh_ecr_updates_the_pull_secret_in_place() {
-    let Some(w) = World::start() else {
-        eprintln!("skipped: helm not installed (scripts/test-deps.sh)");
-        return;
-    };
+    needs!("helm");
+    let w = World::start();
     let refresh = |password: &str| {
         Run::recipe("maintenance/refresh-ecr.rhai")
             .config(example())
@@ -1048,10 +1020,8 @@ fn refresh_ecr_updates_the_pull_secret_in_place() {
 
 #[test]
 fn rotate_db_password_updates_the_secret_and_restarts_the_server_once() {
-    let Some(w) = World::start() else {
-        eprintln!("skipped: helm not installed (scripts/test-deps.sh)");
-        return;
-    };
+    needs!("helm");
+    let w = World::start();
     w.recipe("full.rhai")
         .config_yaml("steps: {reindex: false}\n")
         .succeeds();

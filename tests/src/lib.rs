@@ -10,9 +10,11 @@ pub mod json_server;
 pub mod kube;
 pub mod loopback;
 pub mod mariadb;
+pub mod needs;
 pub mod moto;
 pub mod postgres;
 pub mod run;
 pub mod tls_server;
 
+pub use base64;
 pub use run::{Output, Run};
