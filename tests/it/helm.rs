@@ -4,9 +4,9 @@
 
 use std::path::Path;
 
-use collate_run_tests::{Run, needs};
 use collate_run_tests::chart_repo::{ChartRepo, upstream_chart};
 use collate_run_tests::kube::{Cluster, chart, helm_binaries};
+use collate_run_tests::{Run, needs};
 use serde_json::Value;
 
 const CANARY: &str = "canary-helm-9d2b7e";

@@ -2,12 +2,12 @@
 //! on loopback: PostgreSQL and MariaDB from Debian packages, the Kubernetes API test server with
 //! nodes of various sizes, and a JSON server answering like OpenSearch, Argo and ip-ranges.json.
 
+use collate_run_tests::base64::{Engine as _, prelude::BASE64_STANDARD};
 use collate_run_tests::json_server::JsonServer;
 use collate_run_tests::loopback::free_port;
 use collate_run_tests::mariadb::{self, MariaDb};
-use collate_run_tests::postgres::{self, Postgres};
-use collate_run_tests::base64::{Engine as _, prelude::BASE64_STANDARD};
 use collate_run_tests::needs::gate;
+use collate_run_tests::postgres::{self, Postgres};
 use collate_run_tests::{Run, needs, run::root};
 use kube_testserver::KubeTestServer;
 use serde_json::json;
@@ -16,7 +16,10 @@ const SEARCH_PASSWORD: &str = "es-canary-41c7";
 const ARGO_TOKEN: &str = "argo-canary-token-9e2";
 /// `Authorization` for user `collate` and [`SEARCH_PASSWORD`].
 fn search_auth() -> String {
-    format!("Basic {}", BASE64_STANDARD.encode(format!("collate:{SEARCH_PASSWORD}")))
+    format!(
+        "Basic {}",
+        BASE64_STANDARD.encode(format!("collate:{SEARCH_PASSWORD}"))
+    )
 }
 
 /// The loopback world a preflight runs against.
@@ -29,12 +32,7 @@ struct World {
 impl World {
     /// A cluster of `version` with `nodes` (name, cpu, memory, storage), OpenSearch `search`
     /// and Argo `argo`.
-    fn start(
-        version: &str,
-        nodes: &[(&str, &str, &str, &str)],
-        search: &str,
-        argo: &str,
-    ) -> World {
+    fn start(version: &str, nodes: &[(&str, &str, &str, &str)], search: &str, argo: &str) -> World {
         let pg = Postgres::start();
         let kube = KubeTestServer::builder().version(version).start();
         for (name, cpu, mem, disk) in nodes {

@@ -5,12 +5,13 @@
 
 use std::path::PathBuf;
 
-use collate_run_tests::base64::{Engine as _, prelude::BASE64_STANDARD};
-use collate_run_tests::{Run, needs};
 use collate_run_tests::api_server::{ApiOptions, ApiServer, Outcome};
+use collate_run_tests::base64::{Engine as _, prelude::BASE64_STANDARD};
 use collate_run_tests::chart_repo::{ChartRepo, upstream_chart};
 use collate_run_tests::kube::Cluster;
 use collate_run_tests::run::root;
+use collate_run_tests::world::World;
+use collate_run_tests::{Run, needs};
 use serde_json::{Value, json};
 
 const ACCOUNT: &str = "123456789012";
@@ -28,71 +29,21 @@ fn secrets_env() -> Vec<(&'static str, &'static str)> {
     ]
 }
 
-/// The example config pointed at the loopback servers (`api_url`: the OpenMetadata/Argo test
-/// server) and the real charts as packaged archives; `head` holds what differs per test world (the account, which
-/// steps run, a run lock).
-pub(crate) fn loopback_overrides(api_url: &str, head: &str) -> String {
-    format!(
-        r#"{head}
-charts:
-  argo_workflows: {{repo_url: "", chart: "{argo}"}}
-  openmetadata: {{repo_url: "", chart: "{om}"}}
-  timeout: 60s
-argo: {{api_url: "{api_url}", database: {{user: argo_user}}}}
-openmetadata: {{url: "{api_url}", health_timeout: 20}}
-reindex: {{poll_interval: 0, timeout: 30}}
-"#,
-        argo = upstream_chart("argo-workflows-0.45.23.tgz").display(),
-        om = upstream_chart("openmetadata-1.12.4.tgz").display(),
-    )
+/// The recipes on the shared loopback world (`collate_run_tests::world`), AWS prerequisites off.
+trait Recipes {
+    fn recipe(&self, name: &str) -> Run;
 }
 
-/// The example config on the loopback servers, AWS prerequisites off.
-fn local_overrides(api: &ApiServer) -> String {
-    loopback_overrides(
-        api.url(),
-        &format!("account_id: \"{ACCOUNT}\"\nsteps: {{prereqs: false, preflight: false}}"),
-    )
-}
-
-struct World {
-    kube: Cluster,
-    api: ApiServer,
-}
-
-impl World {
-    /// The test declares helm first: `needs!("helm")`.
-    fn start() -> World {
-        World {
-            kube: Cluster::start(),
-            api: ApiServer::start(ApiOptions::default()),
-        }
-    }
-
+impl Recipes for World {
     fn recipe(&self, name: &str) -> Run {
+        let head =
+            format!("account_id: \"{ACCOUNT}\"\nsteps: {{prereqs: false, preflight: false}}");
         Run::recipe(name)
             .config(example())
-            .config_yaml(&local_overrides(&self.api))
+            .config_yaml(&self.overrides(&head))
             .envs(secrets_env())
             .envs(self.kube.env())
             .json()
-    }
-
-    /// From now on the Argo API accepts only the token the cluster issued for om-role.
-    fn trust_issued_argo_token(&self) {
-        let issued = self.get("v1", "Secret", "collate", "om-role.service-account-token");
-        let issued = unbase64(
-            issued["data"]["token"]
-                .as_str()
-                .expect("the om-role token is issued"),
-        );
-        self.api.configure(|o| o.argo_token = issued);
-    }
-
-    fn get(&self, api_version: &str, kind: &str, ns: &str, name: &str) -> Value {
-        self.kube
-            .get(api_version, kind, ns, name)
-            .unwrap_or_else(|| panic!("{kind} {ns}/{name} does not exist"))
     }
 }
 

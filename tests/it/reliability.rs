@@ -13,13 +13,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use collate_run_tests::api_server::{ApiOptions, ApiServer};
+use collate_run_tests::api_server::ApiOptions;
+use collate_run_tests::base64::{Engine as _, prelude::BASE64_STANDARD};
 use collate_run_tests::fault_proxy::{Fault, FaultProxy, Faults};
-use collate_run_tests::kube::{Cluster, kubeconfig_yaml};
+use collate_run_tests::kube::kubeconfig_yaml;
 use collate_run_tests::moto::Moto;
 use collate_run_tests::needs::installed;
 use collate_run_tests::run::{binary, root};
-use collate_run_tests::base64::{Engine as _, prelude::BASE64_STANDARD};
+use collate_run_tests::world::World as Servers;
 use collate_run_tests::{Output, Run, needs};
 use serde_json::{Value, json};
 
@@ -107,9 +108,8 @@ fn helm_wrapper(dir: &Path, kubeconfig: Option<&Path>) -> (PathBuf, PathBuf) {
 /// Everything one end-to-end world needs: moto with the EKS cluster, the Kubernetes API test
 /// server, the OpenMetadata/Argo test server, helm through a recording wrapper, a private TMPDIR.
 struct World {
-    kube: Cluster,
-    api: ApiServer,
-    moto: Moto,
+    /// The servers (the shared test world, with moto).
+    servers: Servers,
     dir: tempfile::TempDir,
     helm_log: PathBuf,
     helm_bin: PathBuf,
@@ -117,6 +117,14 @@ struct World {
     kubeconfig: PathBuf,
     /// The AWS endpoint collate-run uses (moto's, or a fault proxy's).
     aws_endpoint: String,
+}
+
+/// The servers' fields and helpers (`kube`, `api`, `moto()`, `get`, `issued_token`, ...).
+impl std::ops::Deref for World {
+    type Target = Servers;
+    fn deref(&self) -> &Servers {
+        &self.servers
+    }
 }
 
 fn start_moto() -> Moto {
@@ -129,20 +137,21 @@ impl World {
     /// The test declares its tools first: `needs!("helm", "moto")` (and `"kubectl"` for
     /// [`World::snapshot`]).
     fn start_with(moto: Moto) -> World {
-        let kube = Cluster::start();
-        let api = ApiServer::start(ApiOptions {
-            token: ADMIN.into(),
-            ..ApiOptions::default()
-        });
+        let servers = Servers::start_with(
+            ApiOptions {
+                token: ADMIN.into(),
+                ..ApiOptions::default()
+            },
+            Some(moto),
+        );
+        let kube = &servers.kube;
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("tmp")).unwrap();
         let (helm_bin, helm_log) = helm_wrapper(dir.path(), Some(kube.server.kubeconfig_path()));
         let kubeconfig = kube.server.kubeconfig_path().to_path_buf();
-        let aws_endpoint = moto.endpoint();
+        let aws_endpoint = servers.moto().endpoint();
         World {
-            kube,
-            api,
-            moto,
+            servers,
             dir,
             helm_log,
             helm_bin,
@@ -167,8 +176,7 @@ impl World {
     }
 
     fn overrides(&self) -> String {
-        crate::recipes::loopback_overrides(
-            self.api.url(),
+        self.servers.overrides(
             "account_id: \"\"\nsteps: {prereqs: true, preflight: false}\n\
              run_lock: {namespace: default, name: collate-run, ttl: 5, wait: 20}",
         )
@@ -182,29 +190,21 @@ impl World {
             .config_yaml(&self.overrides())
             .envs(secrets_env())
             .envs(env)
-            .envs(self.moto.env())
+            .envs(self.moto().env())
             .env("AWS_ENDPOINT_URL", &self.aws_endpoint)
             .env("KUBECONFIG", &self.kubeconfig.display().to_string())
             .env("HELM_BIN", &self.helm_bin.display().to_string())
             .env("TMPDIR", &self.tmp().display().to_string())
     }
 
-    /// The om-role token the cluster issued (after an apply).
-    fn sa_token(&self) -> Option<String> {
-        let s = self
-            .kube
-            .get("v1", "Secret", "collate", "om-role.service-account-token")?;
-        Some(String::from_utf8(BASE64_STANDARD.decode(s["data"]["token"].as_str()?).ok()?).unwrap())
-    }
-
     /// The ECR password inside the pull secret (after an apply).
     fn ecr_password(&self) -> Option<String> {
-        let s = self
-            .kube
-            .get("v1", "Secret", "collate", "ecr-registry-creds")?;
-        let doc: Value =
-            serde_json::from_slice(&BASE64_STANDARD.decode(s["data"][".dockerconfigjson"].as_str()?).ok()?)
-                .ok()?;
+        let doc: Value = serde_json::from_str(&self.secret(
+            "collate",
+            "ecr-registry-creds",
+            ".dockerconfigjson",
+        )?)
+        .ok()?;
         let auth = doc["auths"].as_object()?.values().next()?["auth"]
             .as_str()?
             .to_string();
@@ -298,7 +298,7 @@ impl World {
                 json!({"status": r["status"], "chart": r["chart"]}),
             );
         }
-        let aws = self.moto.python(
+        let aws = self.moto().python(
             "iam = c('iam')\n\
              roles = {}\n\
              for r in iam.list_roles()['Roles']:\n\
@@ -392,16 +392,16 @@ fn secrets_never_leak_in_any_mode_or_recipe() {
         }
         let out = r.succeeds();
         runs += 1;
-        if !plan && let Some(t) = w.sa_token() {
+        if !plan && let Some(t) = w.issued_token() {
             w.api.configure(|o| o.argo_token = t);
         }
         outputs.push((label.into(), out));
     }
-    let sa = w.sa_token().expect("the om-role token was issued");
+    let sa = w.issued_token().expect("the om-role token was issued");
     let ecr = w.ecr_password().expect("the ECR pull secret was created");
     assert_eq!(
         ecr,
-        w.moto.ecr_password("118146679784"),
+        w.moto().ecr_password("118146679784"),
         "the pull secret holds moto's ECR token"
     );
     // The same secrets through every other recipe, plan and apply, human and JSON.
@@ -548,14 +548,14 @@ fn transient_faults_are_retried_until_the_recipe_converges() {
         .seed(8),
     );
     let aws_proxy = FaultProxy::start(
-        &w.moto.endpoint(),
+        &w.moto().endpoint(),
         Faults::share(0.2, &[Fault::Status(500), Fault::Status(503), Fault::Reset]).seed(9),
     );
     w.kube_through(&kube_proxy);
     w.aws_endpoint = aws_proxy.url();
     let started = Instant::now();
     let first = w.recipe("full.rhai").json().succeeds();
-    let t = w.sa_token().expect("issued");
+    let t = w.issued_token().expect("issued");
     w.api.configure(|o| o.argo_token = t);
     let again = w.recipe("full.rhai").json().succeeds();
     assert_eq!(
@@ -614,7 +614,7 @@ fn a_permanent_kubernetes_error_names_the_step_the_resource_and_the_status() {
     assert_eq!(s.injected, 8, "8 attempts in all: {s:?}");
     assert!(started.elapsed() < Duration::from_secs(60));
     eprintln!("permanent kube error after retries:\n{}", out.stderr);
-    if let Some(t) = w.sa_token() {
+    if let Some(t) = w.issued_token() {
         w.api.configure(|o| o.argo_token = t);
     }
     // Forbidden is final at once: one attempt, the status named.
@@ -634,7 +634,7 @@ fn a_permanent_aws_error_names_the_resource_and_the_status() {
     needs!("helm", "moto");
     let mut w = World::start();
     let proxy = FaultProxy::start(
-        &w.moto.endpoint(),
+        &w.moto().endpoint(),
         Faults::always(Fault::Status(403))
             .only("PUT /collate-argo-artifacts-eu-west-1")
             .body("<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>"),
@@ -650,7 +650,7 @@ fn a_permanent_aws_error_names_the_resource_and_the_status() {
     out.stdout_contains("✗ prereqs");
     // The error points at the failing call inside the `parallel` job, not at `parallel`.
     out.stderr_contains("prereqs.rhai:46:");
-    assert!(w.moto.bucket_names().is_empty());
+    assert!(w.moto().bucket_names().is_empty());
     // The pull secrets run side by side with the AWS work in prereqs (`parallel`), so they may
     // be written; nothing of a later step is.
     let applied: Vec<String> = w
@@ -711,7 +711,7 @@ impl World {
         cmd.env("HOME", self.dir.path())
             .envs(secrets_env())
             .envs(env)
-            .envs(self.moto.env())
+            .envs(self.moto().env())
             .env("AWS_ENDPOINT_URL", &self.aws_endpoint)
             .env("KUBECONFIG", &self.kubeconfig)
             .env("HELM_BIN", &self.helm_bin)
@@ -813,7 +813,7 @@ fn accept_issued_token(w: &World) {
         return;
     }
     for _ in 0..40 {
-        if let Some(t) = w.sa_token().filter(|t| !t.is_empty()) {
+        if let Some(t) = w.issued_token().filter(|t| !t.is_empty()) {
             w.api.configure(|o| o.argo_token = t);
             return;
         }
@@ -906,8 +906,7 @@ fn kill_points(
                 t.survived += 1;
             }
         }
-        let World { moto: m, .. } = w;
-        moto = m;
+        moto = w.servers.into_moto().expect("the world's moto");
     }
     t
 }

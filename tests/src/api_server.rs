@@ -534,7 +534,10 @@ fn login(req: &Request, opts: &ApiOptions, st: &mut State) -> (u16, Value) {
     }
     let body: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
     let email = body["email"].as_str().unwrap_or_default();
-    let Some(password) = body["password"].as_str().and_then(|p| BASE64_STANDARD.decode(p).ok()) else {
+    let Some(password) = body["password"]
+        .as_str()
+        .and_then(|p| BASE64_STANDARD.decode(p).ok())
+    else {
         return error(400, "Password needs to be encoded in Base-64.");
     };
     let invalid = "You have entered an invalid username or password.";
@@ -698,7 +701,10 @@ mod tests {
             };
             login(&req, &opts, &mut State::default()).0
         };
-        assert_eq!(login_with(&BASE64_STANDARD.encode(&opts.admin_password)), 200);
+        assert_eq!(
+            login_with(&BASE64_STANDARD.encode(&opts.admin_password)),
+            200
+        );
         assert_eq!(login_with(&opts.admin_password), 400);
     }
 }

@@ -10,11 +10,12 @@ pub mod json_server;
 pub mod kube;
 pub mod loopback;
 pub mod mariadb;
-pub mod needs;
 pub mod moto;
+pub mod needs;
 pub mod postgres;
 pub mod run;
 pub mod tls_server;
+pub mod world;
 
 pub use base64;
 pub use run::{Output, Run};

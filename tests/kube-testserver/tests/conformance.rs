@@ -2,14 +2,14 @@
 //! installed by `scripts/test-deps.sh`) and kube-rs. The kubectl/helm tests declare their tools with the harness's
 //! `needs!` gate: a missing tool fails the test under `CI` and skips it (one visible line) elsewhere.
 
+use collate_run_tests::needs;
+use collate_run_tests::needs::installed;
 use futures::StreamExt as _;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
 use kube::core::{DynamicObject, GroupVersionKind};
 use kube::discovery::ApiResource;
-use collate_run_tests::needs;
-use collate_run_tests::needs::installed;
 use kube_testserver::KubeTestServer;
 use serde_json::{Value, json};
 use std::process::{Command, Output};
