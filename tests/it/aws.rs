@@ -8,7 +8,7 @@
 use collate_run_tests::fault_proxy::{Fault, FaultProxy, Faults};
 use collate_run_tests::moto::{ACCOUNT, Moto, REGION};
 use collate_run_tests::tls_server::TlsServer;
-use collate_run_tests::{Output, Run};
+use collate_run_tests::{Output, Run, needs};
 use serde_json::Value;
 
 const CLUSTER: &str = "collate-eks";
@@ -37,6 +37,7 @@ fn host_path(issuer: &str) -> String {
 
 #[test]
 fn account_region_and_cluster() {
+    needs!("moto");
     let moto = Moto::start();
     let issuer = moto.create_eks_cluster(CLUSTER);
     let out = run(
@@ -76,6 +77,7 @@ fn account_region_and_cluster() {
 
 #[test]
 fn missing_credentials_or_region_is_one_clear_error_before_any_change() {
+    needs!("moto");
     let moto = Moto::start();
     let script = r#"
         aws::s3::ensure_bucket("collate-argo-artifacts-eu-west-1");
@@ -120,6 +122,7 @@ fn missing_credentials_or_region_is_one_clear_error_before_any_change() {
 
 #[test]
 fn oidc_provider_plan_apply_unchanged() {
+    needs!("moto");
     let moto = Moto::start();
     let issuer = moto.create_eks_cluster(CLUSTER);
     let hp = host_path(&issuer);
@@ -194,6 +197,7 @@ fn thumbprints_on_moto(moto: &Moto, arn: &str) -> Value {
 
 #[test]
 fn oidc_provider_thumbprint_comes_from_the_issuer_tls_chain() {
+    needs!("moto");
     let moto = Moto::start();
     let tls = TlsServer::start();
     // An issuer with a port and an IP address as its host.
@@ -239,10 +243,7 @@ fn oidc_provider_thumbprint_comes_from_the_issuer_tls_chain() {
     assert_eq!(tls.handshakes(), 1);
 
     // An issuer that cannot be reached at all: created without a thumbprint, with a note.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
+    let closed = collate_run_tests::loopback::free_port();
     let unreachable = format!("https://127.0.0.1:{closed}/id/C0FFEE");
     let out = run(
         &moto,
@@ -283,6 +284,7 @@ fn iam_error(code: &str, message: &str) -> String {
 
 #[test]
 fn aws_errors_name_operation_resource_and_http_status_never_a_credential() {
+    needs!("moto");
     let moto = Moto::start();
     let script = r#"aws::iam::ensure_role("collate-om", #{ trust: #{ Version: "2012-10-17", Statement: [] } });"#;
     // IAM only goes through the proxy (`AWS_ENDPOINT_URL_IAM`); STS and S3 reach moto directly.
@@ -322,10 +324,7 @@ fn aws_errors_name_operation_resource_and_http_status_never_a_credential() {
     assert!(moto.role_names().is_empty());
 
     // An endpoint nobody listens on: one line with the endpoint and the cause, no SDK dump.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
+    let closed = collate_run_tests::loopback::free_port();
     let endpoint = format!("http://127.0.0.1:{closed}");
     let out = run(&moto, "aws::account_id();")
         .envs(canary_credentials())
@@ -361,6 +360,7 @@ fn role_script(issuer: &str, sa: &str, extra: &str) -> String {
 
 #[test]
 fn role_plan_apply_unchanged_and_trust_update() {
+    needs!("moto");
     let moto = Moto::start();
     let issuer = moto.create_eks_cluster(CLUSTER);
     let hp = host_path(&issuer);
@@ -495,6 +495,7 @@ fn role_plan_apply_unchanged_and_trust_update() {
 
 #[test]
 fn trust_policy_compares_as_json_not_text() {
+    needs!("moto");
     let moto = Moto::start();
     let issuer = moto.create_eks_cluster(CLUSTER);
     let hp = host_path(&issuer);
@@ -516,6 +517,7 @@ c('iam').attach_role_policy(RoleName='collate-server-role', PolicyArn='{S3_FULL}
 
 #[test]
 fn bucket_plan_apply_unchanged_update_and_regions() {
+    needs!("moto");
     let moto = Moto::start();
     let name = "collate-argo-artifacts-eu-west-1";
     let script = |tags: &str| {
@@ -608,6 +610,7 @@ fn bucket_plan_apply_unchanged_update_and_regions() {
 
 #[test]
 fn a_bucket_of_another_account_is_a_clear_error_and_nothing_is_created() {
+    needs!("moto");
     let moto = Moto::start();
     let name = "collate-argo-artifacts-taken";
     let script = format!(
@@ -669,6 +672,7 @@ fn a_bucket_of_another_account_is_a_clear_error_and_nothing_is_created() {
 
 #[test]
 fn ecr_docker_config_never_shows_the_password() {
+    needs!("moto");
     let moto = Moto::start();
     let password = moto.ecr_password("118146679784");
     let auth = {
@@ -730,6 +734,7 @@ for r in roles {
 
 #[test]
 fn guide_aws_steps_conform_on_moto() {
+    needs!("moto");
     let moto = Moto::start();
     let issuer = moto.create_eks_cluster(CLUSTER);
     let hp = host_path(&issuer);
@@ -800,6 +805,7 @@ for r in ['collate-argo-controller-role', 'collate-argo-server-role', 'collate-s
 
 #[test]
 fn doctor_irsa_finds_a_broken_trust() {
+    needs!("moto");
     let moto = Moto::start();
     moto.create_eks_cluster(CLUSTER);
     run(&moto, GUIDE).succeeds();
@@ -840,6 +846,7 @@ fn doctor_irsa_finds_a_broken_trust() {
 /// it lost to, with no error, and the next run changes nothing.
 #[test]
 fn ensure_calls_converge_when_they_lose_a_create_race() {
+    needs!("moto");
     let moto = Moto::start();
     let issuer = moto.create_eks_cluster(CLUSTER);
     let bucket = "collate-argo-artifacts-race";

@@ -14,8 +14,9 @@ use std::path::{Path, PathBuf};
 
 use collate_run_tests::fault_proxy::{Fault, FaultProxy, Faults};
 use collate_run_tests::kube::{Cluster, kubeconfig_yaml};
+use collate_run_tests::loopback::free_port;
 use collate_run_tests::moto::Moto;
-use collate_run_tests::{Run, run::root};
+use collate_run_tests::{Run, needs, run::root};
 use serde_json::Value;
 
 struct Expect {
@@ -35,14 +36,6 @@ struct Servers {
     proxy: Option<FaultProxy>,
     dir: tempfile::TempDir,
     env: Vec<(String, String)>,
-}
-
-/// A port nothing listens on (bound, then released).
-fn closed_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
 }
 
 impl Servers {
@@ -65,7 +58,7 @@ impl Servers {
                     let p = s.dir.path().join("kubeconfig");
                     std::fs::write(
                         &p,
-                        kubeconfig_yaml(&format!("http://127.0.0.1:{}", closed_port())),
+                        kubeconfig_yaml(&format!("http://127.0.0.1:{}", free_port())),
                     )
                     .expect("write kubeconfig");
                     s.env.push(("KUBECONFIG".into(), p.display().to_string()));
@@ -96,7 +89,7 @@ impl Servers {
                     s.env.extend([
                         (
                             "AWS_ENDPOINT_URL".to_string(),
-                            format!("http://127.0.0.1:{}", closed_port()),
+                            format!("http://127.0.0.1:{}", free_port()),
                         ),
                         ("AWS_ACCESS_KEY_ID".into(), "testing".into()),
                         ("AWS_SECRET_ACCESS_KEY".into(), "testing".into()),
@@ -201,6 +194,8 @@ fn corpus_has_at_least_forty_cases() {
 
 #[test]
 fn every_bad_input_gets_a_clear_error_and_its_exit_code() {
+    // Cases run helm (`needs: [kube]`) and moto (`needs: [moto]`).
+    needs!("helm", "moto");
     let failures: Vec<String> = std::thread::scope(|scope| {
         let handles: Vec<_> = cases()
             .into_iter()

@@ -4,9 +4,9 @@
 
 use std::path::Path;
 
-use collate_run_tests::Run;
 use collate_run_tests::chart_repo::{ChartRepo, upstream_chart};
 use collate_run_tests::kube::{Cluster, chart, helm_binaries};
+use collate_run_tests::{Run, needs};
 use serde_json::Value;
 
 const CANARY: &str = "canary-helm-9d2b7e";
@@ -180,38 +180,27 @@ fn lifecycle(bin: &Path, driver: Option<&str>) {
 
 #[test]
 fn release_lifecycle_helm4() {
-    let Some(bin) = helm_binaries().into_iter().find(|b| b.ends_with("helm")) else {
-        eprintln!("skipped: .tools/bin/helm missing (scripts/test-deps.sh)");
-        return;
-    };
+    let bin = needs!("helm");
     lifecycle(&bin, None);
 }
 
 /// Another storage driver: collate-run reads releases through `helm get`, not the API.
 #[test]
 fn release_lifecycle_helm4_configmap_driver() {
-    let Some(bin) = helm_binaries().into_iter().find(|b| b.ends_with("helm")) else {
-        eprintln!("skipped: .tools/bin/helm missing (scripts/test-deps.sh)");
-        return;
-    };
+    let bin = needs!("helm");
     lifecycle(&bin, Some("configmap"));
 }
 
 #[test]
 fn release_lifecycle_helm3() {
-    let Some(bin) = helm_binaries().into_iter().find(|b| b.ends_with("helm3")) else {
-        eprintln!("skipped: .tools/bin/helm3 missing (scripts/test-deps.sh)");
-        return;
-    };
+    let bin = needs!("helm3");
     lifecycle(&bin, None);
 }
 
 #[test]
 fn template_enforces_the_values_schema_and_masks() {
+    needs!("helm");
     let c = Cluster::start();
-    if c.helm_bin().is_none() {
-        return;
-    }
     let chart = chart("collate-mini");
     let ok = format!(
         r#"let t = helm::template("mini", "{}", #{{namespace: "collate", values: #{{greeting: "hi"}}}}); print(t);"#,
@@ -234,10 +223,8 @@ fn template_enforces_the_values_schema_and_masks() {
 
 #[test]
 fn ensure_repo_plan_and_apply() {
+    needs!("helm");
     let c = Cluster::start();
-    if c.helm_bin().is_none() {
-        return;
-    }
     // A loopback chart repository serving an empty index, so no network is needed.
     let repo = ChartRepo::start(&[]);
     let url = repo.url();
@@ -307,10 +294,8 @@ const BAD_KEY: &str = r#"#{ openmetadata: #{ config: #{ bogusKey: true } } }"#;
 /// refreshed), and a converged release plans and applies no change.
 #[test]
 fn repo_chart_schema_check_index_refresh_and_rerun() {
+    needs!("helm");
     let c = Cluster::start();
-    if c.helm_bin().is_none() {
-        return;
-    }
     let om = upstream_chart("openmetadata-1.12.4.tgz");
     let repo = ChartRepo::start(std::slice::from_ref(&om));
     let run = |version: &str, values: &str| {
@@ -362,10 +347,8 @@ fn repo_chart_schema_check_index_refresh_and_rerun() {
 /// changes nothing; a `version` the archive is not is refused before anything changes.
 #[test]
 fn packaged_chart_reruns_without_changes() {
+    needs!("helm");
     let c = Cluster::start();
-    if c.helm_bin().is_none() {
-        return;
-    }
     let om = upstream_chart("openmetadata-1.12.4.tgz");
     let run = |version: &str| {
         Run::script(&install_om(om.to_str().unwrap(), version, SERVER_TAG, None)).envs(c.env())
@@ -389,6 +372,7 @@ fn packaged_chart_reruns_without_changes() {
 /// An OCI reference served on 127.0.0.1: installed, and a rerun changes nothing (helm 3 and 4).
 #[test]
 fn oci_chart_installs_and_reruns_without_changes() {
+    needs!("helm", "helm3");
     let repo = ChartRepo::start(&[upstream_chart("openmetadata-1.12.4.tgz")]);
     let oci = repo.oci("openmetadata");
     for bin in helm_binaries() {

@@ -5,11 +5,13 @@
 
 use std::path::PathBuf;
 
-use collate_run_tests::Run;
 use collate_run_tests::api_server::{ApiOptions, ApiServer, Outcome};
+use collate_run_tests::base64::{Engine as _, prelude::BASE64_STANDARD};
 use collate_run_tests::chart_repo::{ChartRepo, upstream_chart};
 use collate_run_tests::kube::Cluster;
 use collate_run_tests::run::root;
+use collate_run_tests::world::World;
+use collate_run_tests::{Run, needs};
 use serde_json::{Value, json};
 
 const ACCOUNT: &str = "123456789012";
@@ -27,79 +29,28 @@ fn secrets_env() -> Vec<(&'static str, &'static str)> {
     ]
 }
 
-/// The example config pointed at the loopback servers (`api_url`: the OpenMetadata/Argo test
-/// server) and the real charts as packaged archives; `head` holds what differs per test world (the account, which
-/// steps run, a run lock).
-pub(crate) fn loopback_overrides(api_url: &str, head: &str) -> String {
-    format!(
-        r#"{head}
-charts:
-  argo_workflows: {{repo_url: "", chart: "{argo}"}}
-  openmetadata: {{repo_url: "", chart: "{om}"}}
-  timeout: 60s
-argo: {{api_url: "{api_url}", database: {{user: argo_user}}}}
-openmetadata: {{url: "{api_url}", health_timeout: 20}}
-reindex: {{poll_interval: 0, timeout: 30}}
-"#,
-        argo = upstream_chart("argo-workflows-0.45.23.tgz").display(),
-        om = upstream_chart("openmetadata-1.12.4.tgz").display(),
-    )
+/// The recipes on the shared loopback world (`collate_run_tests::world`), AWS prerequisites off.
+trait Recipes {
+    fn recipe(&self, name: &str) -> Run;
 }
 
-/// The example config on the loopback servers, AWS prerequisites off.
-fn local_overrides(api: &ApiServer) -> String {
-    loopback_overrides(
-        api.url(),
-        &format!("account_id: \"{ACCOUNT}\"\nsteps: {{prereqs: false, preflight: false}}"),
-    )
-}
-
-struct World {
-    kube: Cluster,
-    api: ApiServer,
-}
-
-impl World {
-    fn start() -> Option<World> {
-        let kube = Cluster::start();
-        kube.helm_bin()?;
-        let api = ApiServer::start(ApiOptions::default());
-        Some(World { kube, api })
-    }
-
+impl Recipes for World {
     fn recipe(&self, name: &str) -> Run {
+        let head =
+            format!("account_id: \"{ACCOUNT}\"\nsteps: {{prereqs: false, preflight: false}}");
         Run::recipe(name)
             .config(example())
-            .config_yaml(&local_overrides(&self.api))
+            .config_yaml(&self.overrides(&head))
             .envs(secrets_env())
             .envs(self.kube.env())
             .json()
-    }
-
-    /// From now on the Argo API accepts only the token the cluster issued for om-role.
-    fn trust_issued_argo_token(&self) {
-        let issued = self.get("v1", "Secret", "collate", "om-role.service-account-token");
-        let issued = unbase64(
-            issued["data"]["token"]
-                .as_str()
-                .expect("the om-role token is issued"),
-        );
-        self.api.configure(|o| o.argo_token = issued);
-    }
-
-    fn get(&self, api_version: &str, kind: &str, ns: &str, name: &str) -> Value {
-        self.kube
-            .get(api_version, kind, ns, name)
-            .unwrap_or_else(|| panic!("{kind} {ns}/{name} does not exist"))
     }
 }
 
 #[test]
 fn full_plans_converges_and_reruns_without_changes() {
-    let Some(w) = World::start() else {
-        eprintln!("skipped: helm not installed (scripts/test-deps.sh)");
-        return;
-    };
+    needs!("helm");
+    let w = World::start();
 
     // A plan on an empty world lists every creation and changes nothing.
     let plan = w.recipe("full.rhai").plan().succeeds();
@@ -338,6 +289,7 @@ fn assert_guide_intent(w: &World) {
 /// re-index (a packaged `.tgz` is what the test above installs).
 #[test]
 fn full_reruns_without_changes_from_a_chart_repository_and_an_oci_registry() {
+    needs!("helm");
     let server = ChartRepo::start(&[
         upstream_chart("argo-workflows-0.45.23.tgz"),
         upstream_chart("openmetadata-1.12.4.tgz"),
@@ -358,10 +310,7 @@ fn full_reruns_without_changes_from_a_chart_repository_and_an_oci_registry() {
         om = server.oci("openmetadata"),
     );
     for charts in [repo, oci] {
-        let Some(w) = World::start() else {
-            eprintln!("skipped: helm not installed (scripts/test-deps.sh)");
-            return;
-        };
+        let w = World::start();
         let run = || {
             w.recipe("full.rhai")
                 .config_yaml(&charts)
@@ -689,10 +638,8 @@ fn reindex_basic_login_refusals_say_why() {
 
 #[test]
 fn full_with_an_empty_openmetadata_url_fails_before_any_change() {
-    let Some(w) = World::start() else {
-        eprintln!("skipped: helm not installed (scripts/test-deps.sh)");
-        return;
-    };
+    needs!("helm");
+    let w = World::start();
     for plan in [true, false] {
         let run = w
             .recipe("full.rhai")
@@ -718,10 +665,8 @@ fn full_with_an_empty_openmetadata_url_fails_before_any_change() {
 
 #[test]
 fn full_re_indexes_again_after_a_failed_re_index() {
-    let Some(w) = World::start() else {
-        eprintln!("skipped: helm not installed (scripts/test-deps.sh)");
-        return;
-    };
+    needs!("helm");
+    let w = World::start();
     w.api
         .fail_reindex(json!({"failure": {"message": "mapping conflict in table_search_index"}}));
     w.recipe("full.rhai")
@@ -744,10 +689,8 @@ fn full_re_indexes_again_after_a_failed_re_index() {
 
 #[test]
 fn full_re_indexes_after_an_upgrade_whose_re_index_never_ran() {
-    let Some(w) = World::start() else {
-        eprintln!("skipped: helm not installed (scripts/test-deps.sh)");
-        return;
-    };
+    needs!("helm");
+    let w = World::start();
     w.recipe("full.rhai").succeeds();
     assert_eq!(w.api.triggers(), 1);
     w.trust_issued_argo_token();
@@ -784,10 +727,8 @@ fn full_re_indexes_after_an_upgrade_whose_re_index_never_ran() {
 
 #[test]
 fn argo_api_check_authenticates_and_reports_an_rbac_denial() {
-    let Some(w) = World::start() else {
-        eprintln!("skipped: helm not installed (scripts/test-deps.sh)");
-        return;
-    };
+    needs!("helm");
+    let w = World::start();
     // First install: Argo comes before Collate, so the om-role token does not exist yet.
     w.recipe("full.rhai")
         .succeeds()
@@ -863,10 +804,8 @@ fn every_recipe_passes_check() {
 
 #[test]
 fn full_with_the_aws_prerequisites_on_moto() {
-    let Some(w) = World::start() else {
-        eprintln!("skipped: helm not installed (scripts/test-deps.sh)");
-        return;
-    };
+    needs!("helm", "moto");
+    let w = World::start();
     let moto = collate_run_tests::moto::Moto::start();
     let issuer = moto.create_eks_cluster("acme-eks");
     let issuer_host = issuer.trim_start_matches("https://").to_string();
@@ -960,31 +899,15 @@ fn full_with_the_aws_prerequisites_on_moto() {
     assert!(again.changed().is_empty(), "{:#?}", again.changed());
 }
 
-/// Standard base64 decoding (Secret data read straight from the test server).
+/// Decodes Secret data read straight from the test server.
 fn unbase64(text: &str) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut bits = 0u32;
-    let mut n = 0;
-    let mut out = Vec::new();
-    for c in text.bytes().filter(|c| *c != b'=') {
-        let v = T.iter().position(|t| *t == c).expect("base64") as u32;
-        bits = bits << 6 | v;
-        n += 6;
-        if n >= 8 {
-            n -= 8;
-            out.push((bits >> n) as u8);
-            bits &= (1 << n) - 1;
-        }
-    }
-    String::from_utf8(out).expect("utf-8")
+    String::from_utf8(BASE64_STANDARD.decode(text).expect("base64")).expect("utf-8")
 }
 
 #[test]
 fn refresh_ecr_updates_the_pull_secret_in_place() {
-    let Some(w) = World::start() else {
-        eprintln!("skipped: helm not installed (scripts/test-deps.sh)");
-        return;
-    };
+    needs!("helm");
+    let w = World::start();
     let refresh = |password: &str| {
         Run::recipe("maintenance/refresh-ecr.rhai")
             .config(example())
@@ -1048,10 +971,8 @@ fn refresh_ecr_updates_the_pull_secret_in_place() {
 
 #[test]
 fn rotate_db_password_updates_the_secret_and_restarts_the_server_once() {
-    let Some(w) = World::start() else {
-        eprintln!("skipped: helm not installed (scripts/test-deps.sh)");
-        return;
-    };
+    needs!("helm");
+    let w = World::start();
     w.recipe("full.rhai")
         .config_yaml("steps: {reindex: false}\n")
         .succeeds();

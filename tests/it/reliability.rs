@@ -13,12 +13,15 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use collate_run_tests::api_server::{ApiOptions, ApiServer};
+use collate_run_tests::api_server::ApiOptions;
+use collate_run_tests::base64::{Engine as _, prelude::BASE64_STANDARD};
 use collate_run_tests::fault_proxy::{Fault, FaultProxy, Faults};
-use collate_run_tests::kube::{Cluster, kubeconfig_yaml};
+use collate_run_tests::kube::kubeconfig_yaml;
 use collate_run_tests::moto::Moto;
-use collate_run_tests::run::{binary, root, tool};
-use collate_run_tests::{Output, Run};
+use collate_run_tests::needs::installed;
+use collate_run_tests::run::{binary, root};
+use collate_run_tests::world::World as Servers;
+use collate_run_tests::{Output, Run, needs};
 use serde_json::{Value, json};
 
 const DB: &str = "db-canary-Q7xv93Lk";
@@ -35,41 +38,6 @@ fn secrets_env() -> Vec<(&'static str, &'static str)> {
     ]
 }
 
-/// Standard base64.
-fn b64(bytes: &[u8]) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let n =
-            chunk.iter().fold(0u32, |acc, b| acc << 8 | u32::from(*b)) << (8 * (3 - chunk.len()));
-        for i in 0..=chunk.len() {
-            out.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
-        }
-        for _ in chunk.len()..3 {
-            out.push('=');
-        }
-    }
-    out
-}
-
-fn unb64(text: &str) -> Vec<u8> {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let (mut bits, mut n, mut out) = (0u32, 0, Vec::new());
-    for c in text.bytes().filter(|c| *c != b'=') {
-        let Some(v) = T.iter().position(|t| *t == c) else {
-            continue;
-        };
-        bits = bits << 6 | v as u32;
-        n += 6;
-        if n >= 8 {
-            n -= 8;
-            out.push((bits >> n) as u8);
-            bits &= (1 << n) - 1;
-        }
-    }
-    out
-}
-
 /// The canary and the parts of its base64 forms that do not depend on what surrounds it (a
 /// secret inside a base64-encoded document shows up at any of three alignments).
 fn forms(canary: &str) -> Vec<String> {
@@ -77,7 +45,7 @@ fn forms(canary: &str) -> Vec<String> {
     for pad in 0..3 {
         let mut bytes = vec![b'\x01'; pad];
         bytes.extend_from_slice(canary.as_bytes());
-        let enc = b64(&bytes);
+        let enc = BASE64_STANDARD.encode(&bytes);
         // Drop the characters touched by the padding prefix and by the end.
         let start = (pad * 4).div_ceil(3) + 1;
         let end = enc.trim_end_matches('=').len().saturating_sub(2);
@@ -105,7 +73,7 @@ fn leaks(text: &str, canaries: &[String]) -> Vec<String> {
 /// takes its values from (stdin, or a file), then execs the real helm. `kubeconfig`: helm talks to this API server
 /// (not through a fault proxy), when given.
 fn helm_wrapper(dir: &Path, kubeconfig: Option<&Path>) -> (PathBuf, PathBuf) {
-    let real = tool("helm").expect("helm installed");
+    let real = installed("helm");
     let log = dir.join("helm-argv.log");
     let script = dir.join("helm-wrapper.sh");
     let kc = kubeconfig
@@ -140,9 +108,8 @@ fn helm_wrapper(dir: &Path, kubeconfig: Option<&Path>) -> (PathBuf, PathBuf) {
 /// Everything one end-to-end world needs: moto with the EKS cluster, the Kubernetes API test
 /// server, the OpenMetadata/Argo test server, helm through a recording wrapper, a private TMPDIR.
 struct World {
-    kube: Cluster,
-    api: ApiServer,
-    moto: Moto,
+    /// The servers (the shared test world, with moto).
+    servers: Servers,
     dir: tempfile::TempDir,
     helm_log: PathBuf,
     helm_bin: PathBuf,
@@ -152,6 +119,14 @@ struct World {
     aws_endpoint: String,
 }
 
+/// The servers' fields and helpers (`kube`, `api`, `moto()`, `get`, `issued_token`, ...).
+impl std::ops::Deref for World {
+    type Target = Servers;
+    fn deref(&self) -> &Servers {
+        &self.servers
+    }
+}
+
 fn start_moto() -> Moto {
     let moto = Moto::start();
     moto.create_eks_cluster("acme-eks");
@@ -159,31 +134,33 @@ fn start_moto() -> Moto {
 }
 
 impl World {
-    fn start_with(moto: Moto) -> Option<World> {
-        tool("helm")?;
-        let kube = Cluster::start();
-        let api = ApiServer::start(ApiOptions {
-            token: ADMIN.into(),
-            ..ApiOptions::default()
-        });
+    /// The test declares its tools first: `needs!("helm", "moto")` (and `"kubectl"` for
+    /// [`World::snapshot`]).
+    fn start_with(moto: Moto) -> World {
+        let servers = Servers::start_with(
+            ApiOptions {
+                token: ADMIN.into(),
+                ..ApiOptions::default()
+            },
+            Some(moto),
+        );
+        let kube = &servers.kube;
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("tmp")).unwrap();
         let (helm_bin, helm_log) = helm_wrapper(dir.path(), Some(kube.server.kubeconfig_path()));
         let kubeconfig = kube.server.kubeconfig_path().to_path_buf();
-        let aws_endpoint = moto.endpoint();
-        Some(World {
-            kube,
-            api,
-            moto,
+        let aws_endpoint = servers.moto().endpoint();
+        World {
+            servers,
             dir,
             helm_log,
             helm_bin,
             kubeconfig,
             aws_endpoint,
-        })
+        }
     }
 
-    fn start() -> Option<World> {
+    fn start() -> World {
         World::start_with(start_moto())
     }
 
@@ -199,8 +176,7 @@ impl World {
     }
 
     fn overrides(&self) -> String {
-        crate::recipes::loopback_overrides(
-            self.api.url(),
+        self.servers.overrides(
             "account_id: \"\"\nsteps: {prereqs: true, preflight: false}\n\
              run_lock: {namespace: default, name: collate-run, ttl: 5, wait: 20}",
         )
@@ -214,32 +190,25 @@ impl World {
             .config_yaml(&self.overrides())
             .envs(secrets_env())
             .envs(env)
-            .envs(self.moto.env())
+            .envs(self.moto().env())
             .env("AWS_ENDPOINT_URL", &self.aws_endpoint)
             .env("KUBECONFIG", &self.kubeconfig.display().to_string())
             .env("HELM_BIN", &self.helm_bin.display().to_string())
             .env("TMPDIR", &self.tmp().display().to_string())
     }
 
-    /// The om-role token the cluster issued (after an apply).
-    fn sa_token(&self) -> Option<String> {
-        let s = self
-            .kube
-            .get("v1", "Secret", "collate", "om-role.service-account-token")?;
-        Some(String::from_utf8(unb64(s["data"]["token"].as_str()?)).unwrap())
-    }
-
     /// The ECR password inside the pull secret (after an apply).
     fn ecr_password(&self) -> Option<String> {
-        let s = self
-            .kube
-            .get("v1", "Secret", "collate", "ecr-registry-creds")?;
-        let doc: Value =
-            serde_json::from_slice(&unb64(s["data"][".dockerconfigjson"].as_str()?)).ok()?;
+        let doc: Value = serde_json::from_str(&self.secret(
+            "collate",
+            "ecr-registry-creds",
+            ".dockerconfigjson",
+        )?)
+        .ok()?;
         let auth = doc["auths"].as_object()?.values().next()?["auth"]
             .as_str()?
             .to_string();
-        let plain = String::from_utf8(unb64(&auth)).ok()?;
+        let plain = String::from_utf8(BASE64_STANDARD.decode(&auth).ok()?).ok()?;
         Some(plain.split_once(':')?.1.to_string())
     }
 
@@ -271,7 +240,7 @@ impl World {
     /// the AWS objects.
     fn snapshot(&self) -> BTreeMap<String, Value> {
         let mut out = BTreeMap::new();
-        let kubectl = tool("kubectl").expect("kubectl installed");
+        let kubectl = installed("kubectl");
         let kinds = "namespaces,secrets,serviceaccounts,configmaps,services,deployments,statefulsets,roles,rolebindings,clusterroles,clusterrolebindings,customresourcedefinitions,jobs";
         let o = Command::new(kubectl)
             .args(["get", kinds, "-A", "-o", "json"])
@@ -329,7 +298,7 @@ impl World {
                 json!({"status": r["status"], "chart": r["chart"]}),
             );
         }
-        let aws = self.moto.python(
+        let aws = self.moto().python(
             "iam = c('iam')\n\
              roles = {}\n\
              for r in iam.list_roles()['Roles']:\n\
@@ -402,10 +371,8 @@ fn diff(a: &BTreeMap<String, Value>, b: &BTreeMap<String, Value>) -> Vec<String>
 
 #[test]
 fn secrets_never_leak_in_any_mode_or_recipe() {
-    let Some(w) = World::start() else {
-        eprintln!("skipped: helm not installed (scripts/test-deps.sh)");
-        return;
-    };
+    needs!("helm", "moto");
+    let w = World::start();
     let mut outputs: Vec<(String, Output)> = Vec::new();
     let mut runs = 0;
     // Plan, then apply, both verbose, human and JSON; the API server then accepts only the token
@@ -425,16 +392,16 @@ fn secrets_never_leak_in_any_mode_or_recipe() {
         }
         let out = r.succeeds();
         runs += 1;
-        if !plan && let Some(t) = w.sa_token() {
+        if !plan && let Some(t) = w.issued_token() {
             w.api.configure(|o| o.argo_token = t);
         }
         outputs.push((label.into(), out));
     }
-    let sa = w.sa_token().expect("the om-role token was issued");
+    let sa = w.issued_token().expect("the om-role token was issued");
     let ecr = w.ecr_password().expect("the ECR pull secret was created");
     assert_eq!(
         ecr,
-        w.moto.ecr_password("118146679784"),
+        w.moto().ecr_password("118146679784"),
         "the pull secret holds moto's ECR token"
     );
     // The same secrets through every other recipe, plan and apply, human and JSON.
@@ -552,7 +519,7 @@ fn secrets_never_leak_in_any_mode_or_recipe() {
 #[test]
 fn base64_forms_find_a_secret_inside_an_encoded_document() {
     for prefix in ["", "a", "ab", "{\"auths\":{\"x\":"] {
-        let doc = b64(format!("{prefix}{DB}, and more").as_bytes());
+        let doc = BASE64_STANDARD.encode(format!("{prefix}{DB}, and more"));
         assert!(!leaks(&doc, &[DB.to_string()]).is_empty(), "{prefix:?}");
     }
     assert!(leaks("nothing here", &[DB.to_string()]).is_empty());
@@ -563,10 +530,8 @@ fn base64_forms_find_a_secret_inside_an_encoded_document() {
 
 #[test]
 fn transient_faults_are_retried_until_the_recipe_converges() {
-    let Some(mut w) = World::start() else {
-        eprintln!("skipped: helm not installed (scripts/test-deps.sh)");
-        return;
-    };
+    needs!("helm", "moto", "kubectl");
+    let mut w = World::start();
     // A quarter of the Kubernetes calls and a fifth of the AWS calls fail: throttled, 5xx, or
     // the connection is reset. helm talks to the API server directly (see docs/reliability.md).
     let kube_proxy = FaultProxy::start(
@@ -583,14 +548,14 @@ fn transient_faults_are_retried_until_the_recipe_converges() {
         .seed(8),
     );
     let aws_proxy = FaultProxy::start(
-        &w.moto.endpoint(),
+        &w.moto().endpoint(),
         Faults::share(0.2, &[Fault::Status(500), Fault::Status(503), Fault::Reset]).seed(9),
     );
     w.kube_through(&kube_proxy);
     w.aws_endpoint = aws_proxy.url();
     let started = Instant::now();
     let first = w.recipe("full.rhai").json().succeeds();
-    let t = w.sa_token().expect("issued");
+    let t = w.issued_token().expect("issued");
     w.api.configure(|o| o.argo_token = t);
     let again = w.recipe("full.rhai").json().succeeds();
     assert_eq!(
@@ -616,7 +581,7 @@ fn transient_faults_are_retried_until_the_recipe_converges() {
     assert!(!first.changed().is_empty());
     // The same end state as without faults.
     let faulted = w.snapshot();
-    let Some(clean) = World::start() else { return };
+    let clean = World::start();
     clean.recipe("full.rhai").json().succeeds();
     let d = diff(&clean.snapshot(), &faulted);
     assert!(
@@ -628,10 +593,8 @@ fn transient_faults_are_retried_until_the_recipe_converges() {
 
 #[test]
 fn a_permanent_kubernetes_error_names_the_step_the_resource_and_the_status() {
-    let Some(mut w) = World::start() else {
-        eprintln!("skipped: helm not installed (scripts/test-deps.sh)");
-        return;
-    };
+    needs!("helm", "moto");
+    let mut w = World::start();
     let proxy = FaultProxy::start(
         &w.kube.server.url(),
         Faults::always(Fault::Status(500))
@@ -651,7 +614,7 @@ fn a_permanent_kubernetes_error_names_the_step_the_resource_and_the_status() {
     assert_eq!(s.injected, 8, "8 attempts in all: {s:?}");
     assert!(started.elapsed() < Duration::from_secs(60));
     eprintln!("permanent kube error after retries:\n{}", out.stderr);
-    if let Some(t) = w.sa_token() {
+    if let Some(t) = w.issued_token() {
         w.api.configure(|o| o.argo_token = t);
     }
     // Forbidden is final at once: one attempt, the status named.
@@ -668,12 +631,10 @@ fn a_permanent_kubernetes_error_names_the_step_the_resource_and_the_status() {
 
 #[test]
 fn a_permanent_aws_error_names_the_resource_and_the_status() {
-    let Some(mut w) = World::start() else {
-        eprintln!("skipped: helm not installed (scripts/test-deps.sh)");
-        return;
-    };
+    needs!("helm", "moto");
+    let mut w = World::start();
     let proxy = FaultProxy::start(
-        &w.moto.endpoint(),
+        &w.moto().endpoint(),
         Faults::always(Fault::Status(403))
             .only("PUT /collate-argo-artifacts-eu-west-1")
             .body("<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>"),
@@ -689,7 +650,7 @@ fn a_permanent_aws_error_names_the_resource_and_the_status() {
     out.stdout_contains("✗ prereqs");
     // The error points at the failing call inside the `parallel` job, not at `parallel`.
     out.stderr_contains("prereqs.rhai:46:");
-    assert!(w.moto.bucket_names().is_empty());
+    assert!(w.moto().bucket_names().is_empty());
     // The pull secrets run side by side with the AWS work in prereqs (`parallel`), so they may
     // be written; nothing of a later step is.
     let applied: Vec<String> = w
@@ -750,7 +711,7 @@ impl World {
         cmd.env("HOME", self.dir.path())
             .envs(secrets_env())
             .envs(env)
-            .envs(self.moto.env())
+            .envs(self.moto().env())
             .env("AWS_ENDPOINT_URL", &self.aws_endpoint)
             .env("KUBECONFIG", &self.kubeconfig)
             .env("HELM_BIN", &self.helm_bin)
@@ -852,7 +813,7 @@ fn accept_issued_token(w: &World) {
         return;
     }
     for _ in 0..40 {
-        if let Some(t) = w.sa_token().filter(|t| !t.is_empty()) {
+        if let Some(t) = w.issued_token().filter(|t| !t.is_empty()) {
             w.api.configure(|o| o.argo_token = t);
             return;
         }
@@ -870,7 +831,7 @@ fn kill_points(
     for (n, signal) in plan {
         let (n, signal) = (*n, *signal);
         World::reset_moto(&moto);
-        let w = World::start_with(moto).unwrap();
+        let w = World::start_with(moto);
         let (code, stdout, stderr, after) = w.interrupt(true, signal, n, is_change);
         t.max_after = t.max_after.max(after);
         if signal == "INT" {
@@ -945,21 +906,17 @@ fn kill_points(
                 t.survived += 1;
             }
         }
-        let World { moto: m, .. } = w;
-        moto = m;
+        moto = w.servers.into_moto().expect("the world's moto");
     }
     t
 }
 
 #[test]
 fn a_run_killed_after_any_step_converges_when_run_again() {
-    if tool("helm").is_none() || tool("kubectl").is_none() {
-        eprintln!("skipped: helm/kubectl not installed (scripts/test-deps.sh)");
-        return;
-    }
+    needs!("helm", "moto", "kubectl");
     let started = Instant::now();
     // The reference: one uninterrupted run.
-    let w = World::start().unwrap();
+    let w = World::start();
     let reference = w.recipe("full.rhai").json().succeeds();
     let events = reference.changes().len();
     let want = w.snapshot();
@@ -1015,10 +972,8 @@ fn a_run_killed_after_any_step_converges_when_run_again() {
 
 #[test]
 fn sigint_says_what_was_done_and_what_was_not() {
-    let Some(w) = World::start() else {
-        eprintln!("skipped: helm not installed (scripts/test-deps.sh)");
-        return;
-    };
+    needs!("helm", "moto");
+    let w = World::start();
     let (code, stdout, stderr, _) =
         w.interrupt(false, "INT", 3, |l| l.trim_start().starts_with("+ "));
     assert_eq!(code, 130, "{stdout}\n{stderr}");
@@ -1106,10 +1061,8 @@ fn no_host_function_runs_an_arbitrary_program() {
 /// record being run (sh, bash, kubectl, aws, curl, python3, docker, git, env), none is run.
 #[test]
 fn helm_bin_is_the_only_program_the_full_recipe_runs() {
-    let Some(w) = World::start() else {
-        eprintln!("skipped: helm not installed (scripts/test-deps.sh)");
-        return;
-    };
+    needs!("helm", "moto");
+    let w = World::start();
     let stubs = w.dir.path().join("stubs");
     std::fs::create_dir(&stubs).unwrap();
     let log = w.dir.path().join("programs.log");
@@ -1136,7 +1089,7 @@ fn helm_bin_is_the_only_program_the_full_recipe_runs() {
         format!(
             "#!/bin/sh\necho \"HELM_BIN $1\" >> '{}'\nexec '{}' \"$@\"\n",
             log.display(),
-            tool("helm").unwrap().display()
+            installed("helm").display()
         ),
     );
     w.recipe("full.rhai")
@@ -1165,10 +1118,8 @@ fn helm_bin_is_the_only_program_the_full_recipe_runs() {
 /// nothing.
 #[test]
 fn two_applies_at_once_one_converges_the_other_stops_naming_the_holder() {
-    let Some(w) = World::start() else {
-        eprintln!("skipped: no helm");
-        return;
-    };
+    needs!("helm", "moto");
+    let w = World::start();
     // The world's overrides use a lock in `default`; this test uses the example's.
     let example_lock = "run_lock: {namespace: collate, name: collate-run, ttl: 300, wait: 0}";
     let apply = || {

@@ -11,6 +11,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use base64::Engine as _;
+use base64::prelude::BASE64_STANDARD;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -532,7 +534,10 @@ fn login(req: &Request, opts: &ApiOptions, st: &mut State) -> (u16, Value) {
     }
     let body: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
     let email = body["email"].as_str().unwrap_or_default();
-    let Some(password) = body["password"].as_str().and_then(unbase64) else {
+    let Some(password) = body["password"]
+        .as_str()
+        .and_then(|p| BASE64_STANDARD.decode(p).ok())
+    else {
         return error(400, "Password needs to be encoded in Base-64.");
     };
     let invalid = "You have entered an invalid username or password.";
@@ -677,68 +682,29 @@ fn run_json(r: &RunRecord, opts: &ApiOptions) -> Value {
     v
 }
 
-/// Standard base64 (the login password encoding).
-#[cfg(test)]
-fn base64(data: &[u8]) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in data.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
-/// Decodes standard base64 (`None` when it is not).
-fn unbase64(text: &str) -> Option<Vec<u8>> {
-    let value = |c: u8| match c {
-        b'A'..=b'Z' => Some(c - b'A'),
-        b'a'..=b'z' => Some(c - b'a' + 26),
-        b'0'..=b'9' => Some(c - b'0' + 52),
-        b'+' => Some(62),
-        b'/' => Some(63),
-        _ => None,
-    };
-    let bytes = text.trim_end_matches('=').as_bytes();
-    if !text.len().is_multiple_of(4) {
-        return None;
-    }
-    let mut out = Vec::new();
-    for chunk in bytes.chunks(4) {
-        let mut n = 0u32;
-        for (i, c) in chunk.iter().enumerate() {
-            n |= (value(*c)? as u32) << (18 - 6 * i);
-        }
-        for i in 0..chunk.len().saturating_sub(1) {
-            out.push((n >> (16 - 8 * i) & 0xff) as u8);
-        }
-    }
-    Some(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn base64_matches_the_standard() {
-        assert_eq!(base64(b"admin-password"), "YWRtaW4tcGFzc3dvcmQ=");
-        assert_eq!(base64(b"ab"), "YWI=");
-        assert_eq!(base64(b"abc"), "YWJj");
-        for text in [&b"admin-password"[..], b"ab", b"abc", b"a"] {
-            assert_eq!(unbase64(&base64(text)).as_deref(), Some(text));
-        }
-        assert_eq!(unbase64("not base64!"), None);
+    fn only_base64_passwords_log_in() {
+        let opts = ApiOptions::default();
+        let login_with = |password: &str| {
+            let req = Request {
+                method: "POST".into(),
+                path: "/api/v1/users/login".into(),
+                query: HashMap::new(),
+                headers: HashMap::new(),
+                body: json!({"email": opts.admin_email, "password": password})
+                    .to_string()
+                    .into_bytes(),
+            };
+            login(&req, &opts, &mut State::default()).0
+        };
+        assert_eq!(
+            login_with(&BASE64_STANDARD.encode(&opts.admin_password)),
+            200
+        );
+        assert_eq!(login_with(&opts.admin_password), 400);
     }
 }

@@ -21,7 +21,7 @@ pub struct Cluster {
 pub fn helm_binaries() -> Vec<PathBuf> {
     ["helm", "helm3"]
         .into_iter()
-        .filter_map(crate::run::tool)
+        .filter_map(crate::needs::locate)
         .collect()
 }
 
@@ -31,7 +31,7 @@ impl Cluster {
         Cluster {
             server: KubeTestServer::start(),
             dir: tempfile::tempdir().expect("temp dir"),
-            helm: crate::run::tool("helm"),
+            helm: crate::needs::locate("helm"),
             helm_driver: None,
         }
     }

@@ -11,8 +11,11 @@ pub mod kube;
 pub mod loopback;
 pub mod mariadb;
 pub mod moto;
+pub mod needs;
 pub mod postgres;
 pub mod run;
 pub mod tls_server;
+pub mod world;
 
+pub use base64;
 pub use run::{Output, Run};

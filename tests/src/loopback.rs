@@ -111,6 +111,15 @@ impl Drop for Loopback {
     }
 }
 
+/// A port on 127.0.0.1 that was free a moment ago (bound, then released): for servers that
+/// take a port number, and for "nothing listens there" tests.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind(("127.0.0.1", 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port on 127.0.0.1")
+}
+
 /// One HTTP/1.1 request as the blocking test servers read it: method, path (without the query),
 /// headers (names lowercased) and body.
 pub struct Request {

@@ -16,8 +16,8 @@ pub const PASSWORD: &str = "my-canary-83b0";
 /// The database created for [`USER`].
 pub const DATABASE: &str = "openmetadata_db";
 
-const SERVER: &str = "/usr/sbin/mariadbd";
-const INSTALL_DB: &str = "/usr/bin/mariadb-install-db";
+pub(crate) const SERVER: &str = "/usr/sbin/mariadbd";
+pub(crate) const INSTALL_DB: &str = "/usr/bin/mariadb-install-db";
 const CLIENT: &str = "/usr/bin/mariadb";
 
 /// A running MariaDB server.
@@ -28,18 +28,9 @@ pub struct MariaDb {
 }
 
 impl MariaDb {
-    /// Starts a server, or returns `None` (after saying so on stderr) when MariaDB is not
-    /// installed and `CI` is not set. Panics in CI when it is missing.
-    pub fn start() -> Option<MariaDb> {
-        if !Path::new(SERVER).is_file() || !Path::new(INSTALL_DB).is_file() {
-            if std::env::var_os("CI").is_some() {
-                panic!("MariaDB is not installed (run scripts/test-deps.sh)");
-            }
-            eprintln!(
-                "SKIPPED: MariaDB is not installed ({SERVER} not found); run scripts/test-deps.sh"
-            );
-            return None;
-        }
+    /// Starts a server. The test declares it first: `needs!("mariadb")`.
+    pub fn start() -> MariaDb {
+        crate::needs::installed("mariadb");
         let dir = tempfile::tempdir().expect("temp dir");
         let data = dir.path().join("data");
         let root = std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0);
@@ -57,10 +48,7 @@ impl MariaDb {
             "mariadb-install-db failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("free port");
+        let port = crate::loopback::free_port();
         let socket = dir.path().join("mysqld.sock");
         let mut cmd = Command::new(SERVER);
         cmd.arg("--no-defaults")
@@ -99,7 +87,7 @@ impl MariaDb {
              CREATE USER '{USER}'@'%' IDENTIFIED BY '{PASSWORD}'; \
              GRANT ALL ON {DATABASE}.* TO '{USER}'@'%';"
         ));
-        Some(db)
+        db
     }
 
     /// The TCP port on 127.0.0.1.

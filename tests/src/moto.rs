@@ -3,12 +3,14 @@
 //! inspected with boto3 from the same venv, one Python process per call.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+
+use crate::loopback::free_port;
 
 /// moto's default account.
 pub const ACCOUNT: &str = "123456789012";
@@ -24,13 +26,6 @@ pub struct Moto {
 
 fn venv_bin(name: &str) -> PathBuf {
     crate::run::root().join(".venv-test/bin").join(name)
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port on 127.0.0.1")
 }
 
 /// `true` when moto answers an HTTP request on `port`.
@@ -49,14 +44,10 @@ fn answers(port: u16) -> bool {
 }
 
 impl Moto {
-    /// Starts `moto_server` and waits until it answers (a few seconds at most).
+    /// Starts `moto_server` and waits until it answers (a few seconds at most). The test
+    /// declares it first: `needs!("moto")`.
     pub fn start() -> Moto {
-        let bin = venv_bin("moto_server");
-        assert!(
-            bin.is_file(),
-            "{} is missing: run `scripts/test-deps.sh` (python3 -m venv .venv-test && .venv-test/bin/pip install 'moto[server]')",
-            bin.display()
-        );
+        let bin = crate::needs::installed("moto");
         let dir = tempfile::tempdir().expect("temp dir");
         std::fs::write(dir.path().join("aws-config"), "").expect("write empty aws config");
         std::fs::write(dir.path().join("aws-credentials"), "").expect("write empty credentials");

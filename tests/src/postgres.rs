@@ -11,6 +11,8 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::loopback::free_port;
+
 /// The user created with a password (owner of [`Postgres::database`]).
 pub const USER: &str = "openmetadata_user";
 /// The password of [`USER`] and [`TLS_ONLY_USER`].
@@ -64,22 +66,9 @@ fn running_as_root() -> bool {
 }
 
 impl Postgres {
-    /// Starts a server, or returns `None` (after saying so on stderr) when the PostgreSQL
-    /// programs are not installed and `CI` is not set. Panics in CI when they are missing.
-    pub fn start() -> Option<Postgres> {
-        let Some(bin) = bin_dir() else {
-            if std::env::var_os("CI").is_some() {
-                panic!("PostgreSQL is not installed (run scripts/test-deps.sh)");
-            }
-            eprintln!(
-                "SKIPPED: PostgreSQL is not installed (initdb/pg_ctl not found); run scripts/test-deps.sh"
-            );
-            return None;
-        };
-        Some(Postgres::start_with(bin))
-    }
-
-    fn start_with(bin: PathBuf) -> Postgres {
+    /// Starts a server. The test declares it first: `needs!("postgres")`.
+    pub fn start() -> Postgres {
+        let bin = crate::needs::installed("postgres");
         let dir = tempfile::tempdir().expect("temp dir");
         let as_postgres = running_as_root();
         let port = free_port();
@@ -196,11 +185,6 @@ impl Postgres {
         self.tls
     }
 
-    /// A port on 127.0.0.1 where nothing listens (for "unreachable" tests).
-    pub fn closed_port() -> u16 {
-        free_port()
-    }
-
     /// Runs SQL as the superuser over the socket; returns psql's unaligned output.
     pub fn sql(&self, sql: &str) -> String {
         let out = self.run(
@@ -274,13 +258,6 @@ impl Drop for Postgres {
             .current_dir(self.dir.path())
             .output();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
 }
 
 fn run_ok(cmd: &mut Command) -> String {

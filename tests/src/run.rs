@@ -29,12 +29,6 @@ pub fn binary() -> PathBuf {
     target.join("debug").join("collate-run")
 }
 
-/// A tool installed by `scripts/test-deps.sh` under `.tools/bin`, or `None`.
-pub fn tool(name: &str) -> Option<PathBuf> {
-    let p = root().join(".tools/bin").join(name);
-    p.is_file().then_some(p)
-}
-
 enum What {
     Eval(String),
     Script(String),

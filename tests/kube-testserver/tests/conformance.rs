@@ -1,7 +1,9 @@
 //! Conformance of kube-testserver with the real clients: kubectl 1.35, helm 4 and helm 3 (from `.tools/bin`,
-//! installed by `scripts/test-deps.sh`) and kube-rs. The kubectl/helm tests are skipped with a loud message when
-//! `.tools/bin/helm` is missing, unless `CI` is set, in which case missing tools fail the test.
+//! installed by `scripts/test-deps.sh`) and kube-rs. The kubectl/helm tests declare their tools with the harness's
+//! `needs!` gate: a missing tool fails the test under `CI` and skips it (one visible line) elsewhere.
 
+use collate_run_tests::needs;
+use collate_run_tests::needs::installed;
 use futures::StreamExt as _;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
@@ -10,61 +12,33 @@ use kube::core::{DynamicObject, GroupVersionKind};
 use kube::discovery::ApiResource;
 use kube_testserver::KubeTestServer;
 use serde_json::{Value, json};
-use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .expect("repo root")
-}
-
-/// `.tools/bin`, or `None` (after a loud message) when the tools are missing outside CI.
-fn tools() -> Option<PathBuf> {
-    let bin = repo_root().join(".tools/bin");
-    if bin.join("helm").exists() && bin.join("helm3").exists() && bin.join("kubectl").exists() {
-        return Some(bin);
-    }
-    if std::env::var_os("CI").is_some() {
-        panic!(
-            "{} is missing helm/helm3/kubectl: run scripts/test-deps.sh",
-            bin.display()
-        );
-    }
-    eprintln!(
-        "\n!!!!! SKIPPED: {} has no helm/helm3/kubectl; run scripts/test-deps.sh !!!!!\n",
-        bin.display()
-    );
-    None
-}
 
 /// A server plus a private HOME/KUBECONFIG/helm directories, so tests run in parallel.
 struct Env {
     server: KubeTestServer,
-    bin: PathBuf,
     home: tempfile::TempDir,
 }
 
 impl Env {
-    fn new() -> Option<Env> {
-        let bin = tools()?;
+    /// The test declares the tools it runs first: `needs!("kubectl")`.
+    fn new() -> Env {
         let server = KubeTestServer::start();
         let home = tempfile::tempdir().expect("temp home");
-        Some(Env { server, bin, home })
+        Env { server, home }
     }
 
     fn run(&self, program: &str, args: &[&str]) -> Output {
         let h = self.home.path();
-        let out = Command::new(self.bin.join(program))
+        let out = Command::new(installed(program))
             .args(args)
             .env("HOME", h)
             .env("KUBECONFIG", self.server.kubeconfig_path())
             .env("HELM_CACHE_HOME", h.join("cache"))
             .env("HELM_CONFIG_HOME", h.join("config"))
             .env("HELM_DATA_HOME", h.join("data"))
-            .current_dir(repo_root())
+            .current_dir(collate_run_tests::run::root())
             .output()
             .expect("run tool");
         eprintln!(
@@ -114,7 +88,8 @@ impl Env {
 
 #[test]
 fn kubectl_creates_gets_applies_and_deletes() {
-    let Some(env) = Env::new() else { return };
+    needs!("kubectl");
+    let env = Env::new();
     env.ok("kubectl", &["create", "namespace", "demo"]);
     env.ok(
         "kubectl",
@@ -264,7 +239,8 @@ fn kubectl_creates_gets_applies_and_deletes() {
 
 #[test]
 fn kubectl_server_dry_run_saves_nothing() {
-    let Some(env) = Env::new() else { return };
+    needs!("kubectl");
+    let env = Env::new();
     env.server.clear_requests();
     env.ok(
         "kubectl",
@@ -320,7 +296,8 @@ fn kubectl_server_dry_run_saves_nothing() {
 
 #[test]
 fn kubectl_stale_update_conflicts() {
-    let Some(env) = Env::new() else { return };
+    needs!("kubectl");
+    let env = Env::new();
     env.ok(
         "kubectl",
         &[
@@ -347,7 +324,8 @@ fn kubectl_stale_update_conflicts() {
 
 /// helm upgrade --install with --wait, upgrade to revision 2, rollback, history, uninstall.
 fn helm_lifecycle(helm: &str) {
-    let Some(env) = Env::new() else { return };
+    needs!(helm, "kubectl");
+    let env = Env::new();
     let chart = "tests/fixtures/charts/conformance";
     env.ok("kubectl", &["create", "namespace", "apps"]);
     let started = Instant::now();

@@ -42,7 +42,7 @@ pub fn upstream_chart(file: &str) -> PathBuf {
 }
 
 fn helm() -> PathBuf {
-    crate::run::tool("helm").expect("helm is installed (scripts/test-deps.sh)")
+    crate::needs::installed("helm")
 }
 
 fn run_helm(args: &[&str]) {
