@@ -333,12 +333,15 @@ fn run(opts: &RunOpts, source: Source, mode: Mode) -> i32 {
     // a one-off `-e` expression) takes it before its first change to Kubernetes, AWS or Helm.
     match session.config.run_lock() {
         Ok(Some(l)) if matches!(source, Source::File(_)) => {
-            session.host.set_run_lock(collate_stdlib::RunLock {
+            let lock = collate_stdlib::RunLock {
                 namespace: l.namespace,
                 name: l.name,
                 ttl: l.ttl,
                 wait: std::time::Duration::from_secs(l.wait.max(0) as u64),
-            })
+            };
+            session
+                .host
+                .set_run_lock(lock, collate_stdlib::k8s::take_run_lock)
         }
         Ok(_) => {}
         Err(e) => {
