@@ -436,6 +436,39 @@ pub(crate) fn set_call_site(site: Option<(String, rhai::Position)>) {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use super::{Host, Settings};
+
+    #[derive(Default)]
+    struct Counter(AtomicU32);
+
+    /// A slot is one value per host and type: the same `Arc` on every call, another one for
+    /// another host (two runs in one process share no state).
+    #[test]
+    fn slots_are_per_host_and_per_type() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let host = |_| {
+            let silent = Arc::new(crate::journal::Silent);
+            Host::new(Settings::default(), rt.handle().clone(), silent)
+        };
+        let (a, b) = (host(1), host(2));
+        a.slot::<Counter>().0.fetch_add(1, Ordering::Relaxed);
+        a.slot::<Counter>().0.fetch_add(1, Ordering::Relaxed);
+        assert!(Arc::ptr_eq(&a.slot::<Counter>(), &a.slot::<Counter>()));
+        assert_eq!(a.slot::<Counter>().0.load(Ordering::Relaxed), 2);
+        assert_eq!(b.slot::<Counter>().0.load(Ordering::Relaxed), 0);
+        assert!(
+            a.slot::<std::sync::Mutex<Vec<String>>>()
+                .lock()
+                .unwrap()
+                .is_empty()
+        );
+    }
+
     /// The files holding `#[export_module]` namespaces.
     const NAMESPACES: &[(&str, &str)] = &[
         ("aws/mod.rs", include_str!("aws/mod.rs")),

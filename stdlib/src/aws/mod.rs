@@ -95,15 +95,21 @@ pub(crate) async fn load(settings: &Settings, profile: Option<&str>) -> Result<C
         HostError::config("no AWS region is set")
             .with_hint("set `AWS_REGION`, pass `--region`, or set `region` in the AWS profile")
     })?;
-    Ok(Clients {
-        region,
-        sts: aws_sdk_sts::Client::new(&config),
-        iam: aws_sdk_iam::Client::new(&config),
-        eks: aws_sdk_eks::Client::new(&config),
-        ecr: aws_sdk_ecr::Client::new(&config),
-        config,
-        identity: tokio::sync::OnceCell::new(),
-    })
+    Ok(Clients::new(config, region))
+}
+
+impl Clients {
+    fn new(config: SdkConfig, region: String) -> Clients {
+        Clients {
+            region,
+            sts: aws_sdk_sts::Client::new(&config),
+            iam: aws_sdk_iam::Client::new(&config),
+            eks: aws_sdk_eks::Client::new(&config),
+            ecr: aws_sdk_ecr::Client::new(&config),
+            config,
+            identity: tokio::sync::OnceCell::new(),
+        }
+    }
 }
 
 /// The SDK configuration, with credentials resolved once so a missing or expired credential
@@ -455,5 +461,31 @@ pub mod aws_module {
     pub fn region(ctx: NativeCallContext) -> RhaiResult<String> {
         let host = Host::of(&ctx)?;
         Ok(super::clients(&host)?.region.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn clients(endpoint: Option<&str>, region: &str) -> Clients {
+        let mut b = SdkConfig::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new(region.to_string()));
+        if let Some(e) = endpoint {
+            b = b.endpoint_url(e);
+        }
+        Clients::new(b.build(), region.to_string())
+    }
+
+    /// Errors name the endpoint of the clients that made the call: building a second set of
+    /// clients (another run, another profile) does not change what the first one reports.
+    #[test]
+    fn each_set_of_clients_names_its_own_endpoint() {
+        let a = clients(Some("http://127.0.0.1:1"), "eu-west-1");
+        let b = clients(None, "us-east-2");
+        assert_eq!(a.endpoint_of("eks"), "http://127.0.0.1:1");
+        assert_eq!(b.endpoint_of("eks"), "https://eks.us-east-2.amazonaws.com");
+        assert_eq!(a.endpoint_of("eks"), "http://127.0.0.1:1");
     }
 }
