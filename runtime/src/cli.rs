@@ -1,18 +1,16 @@
 //! The command line: one [`Subcommand`] enum with one `execute` match. A script path runs it;
 //! `-e` evaluates an expression; `check`, `repl`, `docs`, `completions` are subcommands.
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::PathBuf;
 use std::time::Instant;
 
-use clap::{Args, CommandFactory, Parser};
-use collate_stdlib::journal::Reporter;
-use collate_stdlib::{Host, HostError, Mode, Settings};
-use rhai::{AST, Engine, Scope};
+use clap::{CommandFactory, Parser};
+use collate_stdlib::{HostError, Mode};
 
-use crate::config::Config;
 use crate::diagnostic::Diagnostic;
+use crate::opts::RunOpts;
 use crate::report::{self, Format};
+use crate::session::{Session, print_value};
 use crate::{engine, exit};
 
 #[derive(Parser, Debug)]
@@ -44,47 +42,6 @@ pub struct Cli {
 
     #[command(flatten)]
     opts: RunOpts,
-}
-
-/// Options shared by every way of running a script.
-#[derive(Args, Debug, Clone)]
-pub struct RunOpts {
-    /// A customer config file (YAML); repeatable, later files override earlier ones.
-    #[arg(long = "config", short = 'c', value_name = "FILE", global = true)]
-    config: Vec<PathBuf>,
-    /// Override one config key, e.g. `--set images.server.tag=om-1.12.4` (the value is read as YAML).
-    #[arg(long = "set", value_name = "KEY=VALUE", global = true)]
-    set: Vec<String>,
-    /// Show what would change, per field, and change nothing.
-    #[arg(long, global = true)]
-    pub plan: bool,
-    /// Output format.
-    #[arg(long, short = 'o', value_enum, default_value = "human", global = true)]
-    output: Format,
-    /// Exit 2 when the run succeeded and the plan has changes, 0 when there are none.
-    #[arg(long, global = true)]
-    detailed_exitcode: bool,
-    /// AWS shared-config profile (default: the AWS_PROFILE chain).
-    #[arg(long, value_name = "NAME", global = true)]
-    profile: Option<String>,
-    /// AWS region (default: AWS_REGION or the profile's region).
-    #[arg(long, value_name = "REGION", global = true)]
-    region: Option<String>,
-    /// kubeconfig context (default: the current context).
-    #[arg(long, value_name = "NAME", global = true)]
-    context: Option<String>,
-    /// Allow scripts to run arbitrary processes and touch files outside the recipe folder.
-    #[arg(long, global = true)]
-    allow_exec: bool,
-    /// Run even when a preflight requirement is not met.
-    #[arg(long, global = true)]
-    skip_preflight: bool,
-    /// An extra folder searched by `import` (after the importing script's own folder).
-    #[arg(long = "lib", value_name = "DIR", global = true)]
-    lib: Vec<PathBuf>,
-    /// More output (-v: debug logs and step timings).
-    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
-    verbose: u8,
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -171,128 +128,6 @@ pub enum Source {
     Expr(String),
 }
 
-/// Everything a run needs, built once: the config, the tokio runtime, the host, the engine.
-pub struct Session {
-    pub engine: Engine,
-    pub config: Arc<Config>,
-    pub host: Arc<Host>,
-    pub scope: Scope<'static>,
-    pub lib_dirs: Vec<PathBuf>,
-    pub format: Format,
-    _rt: tokio::runtime::Runtime,
-}
-
-impl Session {
-    pub fn new(
-        opts: &RunOpts,
-        script: Option<&Path>,
-        mode: Mode,
-    ) -> Result<Session, Box<Diagnostic>> {
-        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-        let config = Config::load(&opts.config, &opts.set)
-            .map_err(|e| Box::new(Diagnostic::from_host(&e)))?;
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .map_err(|e| {
-                Box::new(Diagnostic::new(
-                    "io",
-                    format!("cannot start the async runtime: {e}"),
-                    exit::SCRIPT,
-                ))
-            })?;
-        rt.spawn(async {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                engine::INTERRUPTED.store(true, std::sync::atomic::Ordering::Relaxed);
-            }
-        });
-        let reporter: Arc<dyn Reporter> = match opts.output {
-            Format::Human => Arc::new(report::Human::new(opts.verbose)),
-            Format::Json => Arc::new(report::Json),
-        };
-        let base_dir = script
-            .and_then(Path::parent)
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| PathBuf::from("."));
-        let mut read_roots: Vec<PathBuf> = opts
-            .config
-            .iter()
-            .filter_map(|c| {
-                c.parent().map(|p| {
-                    if p.as_os_str().is_empty() {
-                        PathBuf::from(".")
-                    } else {
-                        p.to_path_buf()
-                    }
-                })
-            })
-            .collect();
-        read_roots.push(engine::recipe_root(script));
-        let settings = Settings {
-            mode,
-            aws_profile: opts.profile.clone(),
-            aws_region: opts.region.clone(),
-            kube_context: opts.context.clone(),
-            allow_exec: opts.allow_exec,
-            base_dir,
-            verbosity: opts.verbose,
-            read_roots,
-            skip_preflight: opts.skip_preflight,
-        };
-        let host = Host::new(settings, rt.handle().clone(), reporter);
-        host.journal().set_planned(mode != Mode::Apply);
-        let lib_dirs = engine::lib_dirs(script, &opts.lib);
-        let config = Arc::new(config);
-        let engine = engine::build(Some(&host), config.clone(), &lib_dirs);
-        let config_dynamic = config.to_dynamic();
-        let mut scope = Scope::new();
-        scope.push_constant_dynamic("config", config_dynamic);
-        Ok(Session {
-            engine,
-            config,
-            host,
-            scope,
-            lib_dirs,
-            format: opts.output,
-            _rt: rt,
-        })
-    }
-
-    pub fn report(&self, d: &Diagnostic) {
-        match self.format {
-            Format::Json => report::Json::emit(d.to_json()),
-            Format::Human => report::err(d.render().trim_end()),
-        }
-    }
-
-    pub fn compile_file(&self, path: &Path) -> Result<AST, Box<Diagnostic>> {
-        let shown = collate_stdlib::host::display_path(path);
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            Box::new(Diagnostic::new(
-                "io",
-                format!("cannot read `{shown}`: {e}"),
-                exit::SCRIPT,
-            ))
-        })?;
-        let mut ast = self
-            .engine
-            .compile_with_scope(&self.scope, &text)
-            .map_err(|e| Box::new(Diagnostic::from_parse(&e, &path.display().to_string())))?;
-        ast.set_source(path.display().to_string());
-        Ok(ast)
-    }
-
-    pub fn diagnose(&self, err: &rhai::EvalAltResult, main: &str) -> Diagnostic {
-        Diagnostic::from_eval(
-            err,
-            main,
-            &self.lib_dirs,
-            &engine::known_functions(&self.engine),
-        )
-    }
-}
-
 fn run(opts: &RunOpts, source: Source, mode: Mode) -> i32 {
     let started = Instant::now();
     let script = match &source {
@@ -333,12 +168,15 @@ fn run(opts: &RunOpts, source: Source, mode: Mode) -> i32 {
     // a one-off `-e` expression) takes it before its first change to Kubernetes, AWS or Helm.
     match session.config.run_lock() {
         Ok(Some(l)) if matches!(source, Source::File(_)) => {
-            session.host.set_run_lock(collate_stdlib::RunLock {
+            let lock = collate_stdlib::RunLock {
                 namespace: l.namespace,
                 name: l.name,
                 ttl: l.ttl,
                 wait: std::time::Duration::from_secs(l.wait.max(0) as u64),
-            })
+            };
+            session
+                .host
+                .set_run_lock(lock, collate_stdlib::k8s::take_run_lock)
         }
         Ok(_) => {}
         Err(e) => {
@@ -407,19 +245,6 @@ fn run(opts: &RunOpts, source: Source, mode: Mode) -> i32 {
         code,
     );
     code
-}
-
-/// Prints the value of `-e EXPR`: strings as they are, other values as JSON (Secrets masked).
-pub fn print_value(format: Format, value: &rhai::Dynamic) {
-    let json = collate_stdlib::value::to_json(value, collate_stdlib::value::Secrets::Mask)
-        .unwrap_or_else(|_| serde_json::Value::String(value.to_string()));
-    match format {
-        Format::Json => report::Json::emit(serde_json::json!({"type": "value", "value": json})),
-        Format::Human => match json {
-            serde_json::Value::String(s) => report::out(&s),
-            other => report::out(&serde_json::to_string_pretty(&other).unwrap_or_default()),
-        },
-    }
 }
 
 impl From<HostError> for Diagnostic {

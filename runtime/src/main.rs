@@ -7,8 +7,10 @@ mod diagnostic;
 mod docs;
 mod engine;
 mod exit;
+mod opts;
 mod repl;
 mod report;
+mod session;
 
 fn main() {
     std::process::exit(cli::main());

@@ -5,8 +5,9 @@
 use rustyline::DefaultEditor;
 use rustyline::error::ReadlineError;
 
-use crate::cli::{RunOpts, Session, print_value};
 use crate::exit;
+use crate::opts::RunOpts;
+use crate::session::{Session, print_value};
 
 pub fn run(opts: &RunOpts) -> i32 {
     let mode = if opts_plan(opts) {

@@ -20,7 +20,7 @@ pub enum Format {
 /// Writes a line to stdout, ignoring a closed pipe. Every line that leaves the process passes
 /// through the secret mask: the last guard, behind the structural masking in the journal.
 pub fn out(line: &str) {
-    let line = collate_stdlib::secret::mask_text(line);
+    let line = collate_stdlib::secret_value::mask_text(line);
     let mut o = std::io::stdout().lock();
     let _ = writeln!(o, "{line}");
     let _ = o.flush();
@@ -28,7 +28,7 @@ pub fn out(line: &str) {
 
 /// Writes a line to stderr, masked like [`out`].
 pub fn err(line: &str) {
-    let line = collate_stdlib::secret::mask_text(line);
+    let line = collate_stdlib::secret_value::mask_text(line);
     let mut e = std::io::stderr().lock();
     let _ = writeln!(e, "{line}");
 }

@@ -114,7 +114,7 @@ fn cell(row: &Map, key: &str) -> String {
     match row.get(key) {
         None => String::new(),
         Some(v) if v.is_unit() => String::new(),
-        Some(v) => crate::secret::mask_text(&v.to_string().replace('\n', " ")),
+        Some(v) => crate::secret_value::mask_text(&v.to_string().replace('\n', " ")),
     }
 }
 

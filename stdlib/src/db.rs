@@ -12,7 +12,7 @@ use rhai::plugin::*;
 
 use crate::error::{ErrorKind, HostError, RhaiResult};
 use crate::host::Host;
-use crate::secret::Secret;
+use crate::secret_value::Secret;
 use crate::value::{check_keys, opt_int, opt_str};
 
 /// The options `db::version` takes.

@@ -6,7 +6,7 @@
 use serde_json::Value;
 
 use crate::journal::FieldChange;
-use crate::secret::MASK;
+use crate::secret_value::MASK;
 use crate::value::join_path;
 
 /// The fields of `desired` that `live` lacks or holds differently. With `live = None` every

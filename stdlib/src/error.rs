@@ -84,7 +84,7 @@ impl fmt::Display for ErrorKind {
 }
 
 /// An error raised by a host function. Messages are lowercase, name things in backticks,
-/// and never contain a secret value (they pass through [`crate::secret::mask_text`]).
+/// and never contain a secret value (they pass through [`crate::secret_value::mask_text`]).
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{message}")]
 #[non_exhaustive]
@@ -98,13 +98,13 @@ impl HostError {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
         HostError {
             kind,
-            message: crate::secret::mask_text(&message.into()),
+            message: crate::secret_value::mask_text(&message.into()),
             hint: None,
         }
     }
 
     pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
-        self.hint = Some(crate::secret::mask_text(&hint.into()));
+        self.hint = Some(crate::secret_value::mask_text(&hint.into()));
         self
     }
 

@@ -6,10 +6,13 @@
 //! [`Host::mutate`]: the first is allowed in every mode but `check`, the second only in apply
 //! mode, so plan mode cannot change anything even by mistake.
 
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::ThreadId;
 use std::time::Duration;
 
 use rhai::{Dynamic, NativeCallContext};
@@ -67,7 +70,6 @@ impl Default for Settings {
     }
 }
 
-/// The per-run context shared by all host functions.
 /// Set by the runtime's SIGINT handler: the engine stops at its next operation, and no new
 /// remote call starts (calls in flight finish).
 pub static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
@@ -84,18 +86,34 @@ pub struct RunLock {
     pub wait: Duration,
 }
 
+/// Takes a run lock: `k8s::take_run_lock`, handed in by the runtime (the host does not import
+/// the namespaces that build on it).
+pub type TakeLock = fn(&Arc<Host>, &RunLock) -> Result<(), HostError>;
+
+#[derive(Default)]
 enum LockState {
+    #[default]
     Off,
-    Pending(RunLock),
+    Pending(RunLock, TakeLock),
     Held,
     Refused(HostError),
 }
 
-thread_local! {
-    /// Set while this thread takes the run lock (its own calls must not wait for it).
-    static TAKING_LOCK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+/// The run lock of a run (a slot, like the namespaces' state).
+#[derive(Default)]
+struct RunLockSlot {
+    state: Mutex<LockState>,
+    /// The thread taking the lock right now: its own calls must not wait for it.
+    taking: Mutex<Option<ThreadId>>,
 }
 
+/// Per-run values, one per type, created on first use: the namespaces' clients and caches
+/// (`aws::Clients`, the cluster connection, held leases, helm repositories) and the run lock.
+/// A run's state lives and dies with its [`Host`]; nothing is kept in process-wide statics.
+#[derive(Default)]
+struct Slots(Mutex<HashMap<TypeId, Arc<dyn Any + Send + Sync>>>);
+
+/// The per-run context shared by all host functions.
 pub struct Host {
     settings: Settings,
     journal: Journal,
@@ -105,14 +123,8 @@ pub struct Host {
     /// Set when the run is over (the runtime's clean-up, e.g. giving the run lock back), so
     /// those calls still go through after an interrupt.
     closing: std::sync::atomic::AtomicBool,
-    /// Lazily built clients, one per remote system; each namespace owns its own cell.
-    pub(crate) aws: tokio::sync::OnceCell<crate::aws::Clients>,
-    pub(crate) kube: tokio::sync::OnceCell<kube::Client>,
-    /// Helm repositories a plan would add (name → URL): charts from them are read with `--repo`.
-    pub(crate) helm_repos: std::sync::Mutex<std::collections::HashMap<String, String>>,
-    /// The run lock, taken before the first change: config checks and reads come first, so a
-    /// typo in the config is reported before the lock (or anything) is taken.
-    run_lock: std::sync::Mutex<LockState>,
+    /// Per-run state, see [`Host::slot`].
+    slots: Slots,
     /// This host, for the lock's renewal task.
     me: std::sync::Weak<Host>,
 }
@@ -134,39 +146,54 @@ impl Host {
             remote_reads: AtomicU64::new(0),
             remote_writes: AtomicU64::new(0),
             closing: std::sync::atomic::AtomicBool::new(false),
-            aws: tokio::sync::OnceCell::new(),
-            kube: tokio::sync::OnceCell::new(),
-            helm_repos: Default::default(),
-            run_lock: std::sync::Mutex::new(LockState::Off),
+            slots: Slots::default(),
             me: me.clone(),
         })
     }
 
-    /// Asks for the run lock: in apply mode it is taken before the first change to Kubernetes,
-    /// AWS or Helm (not before calls to the applications' HTTP APIs), and given back by
-    /// `k8s::release_locks` when the run ends. A run that changes nothing (a diagnosis, a
+    /// The per-run value of type `T`, created with `T::default()` on first use. Each namespace
+    /// keeps its state of a run in a type of its own (interior mutability where it changes), so
+    /// two runs in one process never share it.
+    pub fn slot<T: Any + Default + Send + Sync>(&self) -> Arc<T> {
+        let mut slots = self.slots.0.lock().unwrap_or_else(|e| e.into_inner());
+        let value = slots
+            .entry(TypeId::of::<T>())
+            .or_insert_with(|| Arc::new(T::default()))
+            .clone();
+        drop(slots);
+        value
+            .downcast::<T>()
+            .unwrap_or_else(|_| unreachable!("a slot holds the type it is keyed by"))
+    }
+
+    /// Asks for the run lock: in apply mode it is taken (by `take`) before the first change to
+    /// Kubernetes, AWS or Helm (not before calls to the applications' HTTP APIs), and given back
+    /// by `k8s::release_locks` when the run ends. A run that changes nothing (a diagnosis, a
     /// converged cluster) never takes it.
-    pub fn set_run_lock(&self, lock: RunLock) {
+    pub fn set_run_lock(&self, lock: RunLock, take: TakeLock) {
         if self.settings.mode == Mode::Apply {
-            *self.run_lock.lock().unwrap_or_else(|e| e.into_inner()) = LockState::Pending(lock);
+            let slot = self.slot::<RunLockSlot>();
+            *slot.state.lock().unwrap_or_else(|e| e.into_inner()) = LockState::Pending(lock, take);
         }
     }
 
     /// Takes the run lock if it is asked for and not held yet; every call after a refusal
     /// is refused the same way. Other threads (`parallel`) wait while it is being taken.
     fn take_run_lock(&self) -> Result<(), HostError> {
-        if TAKING_LOCK.get() {
+        let slot = self.slot::<RunLockSlot>();
+        let me = std::thread::current().id();
+        if *slot.taking.lock().unwrap_or_else(|e| e.into_inner()) == Some(me) {
             return Ok(());
         }
-        let mut state = self.run_lock.lock().unwrap_or_else(|e| e.into_inner());
-        if let LockState::Pending(lock) = &*state {
-            let lock = lock.clone();
-            TAKING_LOCK.set(true);
+        let mut state = slot.state.lock().unwrap_or_else(|e| e.into_inner());
+        if let LockState::Pending(lock, take) = &*state {
+            let (lock, take) = (lock.clone(), *take);
+            *slot.taking.lock().unwrap_or_else(|e| e.into_inner()) = Some(me);
             let taken = match self.me.upgrade() {
-                Some(host) => crate::k8s::take_run_lock(&host, &lock),
+                Some(host) => take(&host, &lock),
                 None => Ok(()),
             };
-            TAKING_LOCK.set(false);
+            *slot.taking.lock().unwrap_or_else(|e| e.into_inner()) = None;
             *state = match taken {
                 Ok(()) => LockState::Held,
                 Err(e) => LockState::Refused(e),
@@ -409,6 +436,39 @@ pub(crate) fn set_call_site(site: Option<(String, rhai::Position)>) {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use super::{Host, Settings};
+
+    #[derive(Default)]
+    struct Counter(AtomicU32);
+
+    /// A slot is one value per host and type: the same `Arc` on every call, another one for
+    /// another host (two runs in one process share no state).
+    #[test]
+    fn slots_are_per_host_and_per_type() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let host = |_| {
+            let silent = Arc::new(crate::journal::Silent);
+            Host::new(Settings::default(), rt.handle().clone(), silent)
+        };
+        let (a, b) = (host(1), host(2));
+        a.slot::<Counter>().0.fetch_add(1, Ordering::Relaxed);
+        a.slot::<Counter>().0.fetch_add(1, Ordering::Relaxed);
+        assert!(Arc::ptr_eq(&a.slot::<Counter>(), &a.slot::<Counter>()));
+        assert_eq!(a.slot::<Counter>().0.load(Ordering::Relaxed), 2);
+        assert_eq!(b.slot::<Counter>().0.load(Ordering::Relaxed), 0);
+        assert!(
+            a.slot::<std::sync::Mutex<Vec<String>>>()
+                .lock()
+                .unwrap()
+                .is_empty()
+        );
+    }
+
     /// The files holding `#[export_module]` namespaces.
     const NAMESPACES: &[(&str, &str)] = &[
         ("aws/mod.rs", include_str!("aws/mod.rs")),

@@ -15,7 +15,7 @@ use rhai::{FnPtr, Map};
 
 use crate::error::{ErrorKind, HostError, RhaiResult, error_chain};
 use crate::host::Host;
-use crate::secret::Secret;
+use crate::secret_value::Secret;
 use crate::value::{Secrets, check_keys, from_json, opt_bool, opt_int, to_json};
 
 /// Options every call takes.

@@ -92,7 +92,7 @@ impl Change {
     }
 
     pub fn with_note(mut self, note: impl Into<String>) -> Change {
-        self.note = Some(crate::secret::mask_text(&note.into()));
+        self.note = Some(crate::secret_value::mask_text(&note.into()));
         self
     }
 
@@ -332,7 +332,7 @@ impl Journal {
     }
 
     pub fn log(&self, level: Level, message: &str) {
-        self.emit(Held::Log(level, crate::secret::mask_text(message)));
+        self.emit(Held::Log(level, crate::secret_value::mask_text(message)));
     }
 
     /// A long wait is still going. Not shown from a `parallel` job whose output is held (it
@@ -347,6 +347,7 @@ impl Journal {
             }
             hold = state.parent.clone();
         }
-        self.reporter.progress(&crate::secret::mask_text(message));
+        self.reporter
+            .progress(&crate::secret_value::mask_text(message));
     }
 }

@@ -15,6 +15,7 @@ pub mod json;
 pub mod k8s;
 pub mod log;
 pub mod secret;
+pub mod secret_value;
 pub mod suggest;
 pub mod template;
 pub mod value;
@@ -24,7 +25,7 @@ use rhai::{Engine, exported_module};
 
 pub use error::{ErrorKind, HostError};
 pub use host::{Host, Mode, RunLock, Settings};
-pub use secret::Secret;
+pub use secret_value::Secret;
 
 /// Registers every namespace and global helper of the standard library with `engine`.
 pub fn register(engine: &mut Engine) {

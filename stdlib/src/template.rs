@@ -12,7 +12,7 @@ use rhai::{Array, Map};
 
 use crate::error::{HostError, RhaiResult};
 use crate::host::Host;
-use crate::secret::Secret;
+use crate::secret_value::Secret;
 
 /// A Secret inside a template context: renders its value.
 #[derive(Debug)]

@@ -1,13 +1,13 @@
 //! Conversions between Rhai values and JSON, the lingua franca of every API we talk to.
 //!
-//! A [`crate::secret::Secret`] inside a Rhai value is revealed only when converting for an API
+//! A [`crate::secret_value::Secret`] inside a Rhai value is revealed only when converting for an API
 //! call ([`Secrets::Reveal`]); for the journal, output and errors it becomes `***`.
 
 use rhai::{Array, Dynamic, Map};
 use serde_json::Value;
 
 use crate::error::HostError;
-use crate::secret::{MASK, Secret};
+use crate::secret_value::{MASK, Secret};
 
 /// What to do with Secret values while converting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

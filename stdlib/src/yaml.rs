@@ -137,7 +137,7 @@ pub fn to_string_secret_aware(
     if paths.is_empty() {
         Ok(text.into())
     } else {
-        Ok(Dynamic::from(crate::secret::Secret::new(
+        Ok(Dynamic::from(crate::secret_value::Secret::new(
             text,
             "serialized value",
         )))

@@ -9,7 +9,7 @@ use serde_json::json;
 use crate::aws::{Clients, sdk_error};
 use crate::error::{HostError, RhaiResult};
 use crate::host::Host;
-use crate::secret::Secret;
+use crate::secret_value::Secret;
 use crate::value::{check_keys, opt_str};
 
 /// A registry host split into its parts.
@@ -83,11 +83,11 @@ fn docker_config(ctx: &NativeCallContext, registry: &str, opts: &Map) -> RhaiRes
                 ..host.settings().clone()
             };
             let other: Clients = host.block_on(crate::aws::load(&settings, Some(p)))?;
-            fetch(&host, &other.ecr, &what, &reg)?
+            fetch(&host, &other, &other.ecr, &what, &reg)?
         }
         None => {
-            let c = crate::aws::clients(&host)?;
-            fetch(&host, &c.ecr_in(&reg.region), &what, &reg)?
+            let c = &*crate::aws::clients(&host)?;
+            fetch(&host, c, &c.ecr_in(&reg.region), &what, &reg)?
         }
     };
     let decoded = base64::engine::general_purpose::STANDARD
@@ -112,6 +112,7 @@ fn docker_config(ctx: &NativeCallContext, registry: &str, opts: &Map) -> RhaiRes
 
 fn fetch(
     host: &Host,
+    c: &Clients,
     ecr: &aws_sdk_ecr::Client,
     what: &str,
     reg: &Registry,
@@ -124,7 +125,7 @@ fn fetch(
             .registry_ids(&reg.account)
             .send()
             .await
-            .map_err(|e| sdk_error(op, &reg.host, e))?;
+            .map_err(|e| sdk_error(c, op, &reg.host, e))?;
         out.authorization_data()
             .iter()
             .find_map(|d| d.authorization_token().map(str::to_string))

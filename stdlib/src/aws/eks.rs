@@ -15,7 +15,7 @@ pub(crate) fn describe(host: &Host, c: &Clients, name: &str) -> Result<Value, Ho
         match c.eks.describe_cluster().name(name).send().await {
             Ok(out) => Ok(out.cluster),
             Err(e) if has_code(&e, "ResourceNotFoundException") => Ok(None),
-            Err(e) => Err(sdk_error(op, name, e)),
+            Err(e) => Err(sdk_error(c, op, name, e)),
         }
     })?;
     let Some(cl) = out else {
@@ -89,7 +89,7 @@ pub mod eks_module {
     #[rhai_fn(return_raw)]
     pub fn describe_cluster(ctx: NativeCallContext, name: &str) -> RhaiResult<Map> {
         let host = Host::of(&ctx)?;
-        let c = crate::aws::clients(&host)?;
+        let c = &*crate::aws::clients(&host)?;
         let v = super::describe(&host, c, name)?;
         Ok(crate::value::from_json(&v).cast::<Map>())
     }
@@ -104,7 +104,7 @@ pub mod eks_module {
     #[rhai_fn(return_raw)]
     pub fn oidc_issuer(ctx: NativeCallContext, name: &str) -> RhaiResult<String> {
         let host = Host::of(&ctx)?;
-        let c = crate::aws::clients(&host)?;
+        let c = &*crate::aws::clients(&host)?;
         Ok(super::issuer(&host, c, name)?)
     }
 }

@@ -154,7 +154,7 @@ fn get_provider(
                 tags: tags_map(o.tags()),
             })),
             Err(e) if has_code(&e, "NoSuchEntity") => Ok(None),
-            Err(e) => Err(sdk_error(op, hp, e)),
+            Err(e) => Err(sdk_error(c, op, hp, e)),
         }
     })
 }
@@ -239,7 +239,7 @@ fn ensure_oidc_provider_pass(
     }
     let client_ids = opt_strings(opts, "client_ids")?.unwrap_or_else(|| vec![STS_AUDIENCE.into()]);
     let tags = opt_tags(opts, "tags")?;
-    let c = clients(&host)?;
+    let c = &*clients(&host)?;
     let id = identity(&host, c)?;
     let arn = oidc_provider_arn(&id, &hp);
     let live = get_provider(&host, c, &arn, &hp)?;
@@ -323,7 +323,7 @@ fn ensure_oidc_provider_pass(
                     Ok(o) => Ok(Some(o)),
                     // Created by somebody else since our read: converge that one.
                     Err(e) if has_code(&e, "EntityAlreadyExists") => Ok(None),
-                    Err(e) => Err(sdk_error(op, &hp, e)),
+                    Err(e) => Err(sdk_error(c, op, &hp, e)),
                 }
             })?;
             let Some(created) = created else {
@@ -351,7 +351,7 @@ fn ensure_oidc_provider_pass(
                         .client_id(cid)
                         .send()
                         .await
-                        .map_err(|e| sdk_error(op, &hp, e))
+                        .map_err(|e| sdk_error(c, op, &hp, e))
                 })?;
             }
             if fields.iter().any(|f| top_field(&f.path) == "thumbprints") {
@@ -363,7 +363,7 @@ fn ensure_oidc_provider_pass(
                         .set_thumbprint_list(thumbprints.clone())
                         .send()
                         .await
-                        .map_err(|e| sdk_error(op, &hp, e))
+                        .map_err(|e| sdk_error(c, op, &hp, e))
                 })?;
             }
             let changed_tags = tags_to_set(tags.as_deref(), &l.tags);
@@ -377,7 +377,7 @@ fn ensure_oidc_provider_pass(
                         .set_tags(Some(tag_list))
                         .send()
                         .await
-                        .map_err(|e| sdk_error(op, &hp, e))
+                        .map_err(|e| sdk_error(c, op, &hp, e))
                 })?;
             }
             let live = get_provider(&host, c, &arn, &hp)?.ok_or_else(|| {
@@ -435,7 +435,7 @@ fn read_role(
                 None => return Ok(None),
             },
             Err(e) if has_code(&e, "NoSuchEntity") => return Ok(None),
-            Err(e) => return Err(sdk_error("iam:GetRole", name, e)),
+            Err(e) => return Err(sdk_error(c, "iam:GetRole", name, e)),
         };
         let trust = match role.assume_role_policy_document() {
             Some(t) => policy::parse_document(t)?,
@@ -450,7 +450,7 @@ fn read_role(
             .send()
             .try_collect()
             .await
-            .map_err(|e| sdk_error("iam:ListAttachedRolePolicies", name, e))?;
+            .map_err(|e| sdk_error(c, "iam:ListAttachedRolePolicies", name, e))?;
         let names = c
             .iam
             .list_role_policies()
@@ -460,7 +460,7 @@ fn read_role(
             .send()
             .try_collect()
             .await
-            .map_err(|e| sdk_error("iam:ListRolePolicies", name, e))?;
+            .map_err(|e| sdk_error(c, "iam:ListRolePolicies", name, e))?;
         let mut inline = Vec::new();
         for pn in names {
             let doc = if all_docs || docs_for.contains(&pn) {
@@ -471,7 +471,7 @@ fn read_role(
                     .policy_name(&pn)
                     .send()
                     .await
-                    .map_err(|e| sdk_error("iam:GetRolePolicy", &format!("{name}/{pn}"), e))?;
+                    .map_err(|e| sdk_error(c, "iam:GetRolePolicy", &format!("{name}/{pn}"), e))?;
                 Some(policy::parse_document(out.policy_document())?)
             } else {
                 None
@@ -734,7 +734,7 @@ fn ensure_role(ctx: &NativeCallContext, name: &str, opts: &Map) -> RhaiResult<Ma
 fn ensure_role_pass(ctx: &NativeCallContext, name: &str, opts: &Map) -> RhaiResult<Option<Map>> {
     let spec = role_spec(name, opts)?;
     let host = Host::of(ctx)?;
-    let c = clients(&host)?;
+    let c = &*clients(&host)?;
     let id = identity(&host, c)?;
     let names: Vec<String> = spec.inline.iter().map(|(n, _)| n.clone()).collect();
     let live = read_role(&host, c, name, &names, spec.exclusive)?;
@@ -783,7 +783,7 @@ fn ensure_role_pass(ctx: &NativeCallContext, name: &str, opts: &Map) -> RhaiResu
                         Ok(_) => Ok(true),
                         // Created by somebody else since our read: converge that one.
                         Err(e) if has_code(&e, "EntityAlreadyExists") => Ok(false),
-                        Err(e) => Err(principal_error(op, name, e)),
+                        Err(e) => Err(principal_error(c, op, name, e)),
                     }
                 })
             })?;
@@ -805,7 +805,7 @@ fn ensure_role_pass(ctx: &NativeCallContext, name: &str, opts: &Map) -> RhaiResu
                             .policy_document(&trust_text)
                             .send()
                             .await
-                            .map_err(|e| principal_error(op, name, e))
+                            .map_err(|e| principal_error(c, op, name, e))
                     })
                 })?;
             }
@@ -819,7 +819,7 @@ fn ensure_role_pass(ctx: &NativeCallContext, name: &str, opts: &Map) -> RhaiResu
                         .set_max_session_duration(spec.max_session)
                         .send()
                         .await
-                        .map_err(|e| sdk_error(op, name, e))
+                        .map_err(|e| sdk_error(c, op, name, e))
                 })?;
             }
             let changed_tags = tags_to_set(spec.tags.as_deref(), &l.tags);
@@ -833,7 +833,7 @@ fn ensure_role_pass(ctx: &NativeCallContext, name: &str, opts: &Map) -> RhaiResu
                         .set_tags(Some(tags))
                         .send()
                         .await
-                        .map_err(|e| sdk_error(op, name, e))
+                        .map_err(|e| sdk_error(c, op, name, e))
                 })?;
             }
             converge_policies(&host, c, name, &spec, &l.policies, &l.inline)?;
@@ -904,7 +904,7 @@ fn converge_policies(
             .role_name(name)
             .policy_arn(p)
             .send();
-        role_policy_call(host, "iam:AttachRolePolicy", name, p, send).map_err(|err| {
+        role_policy_call(host, c, "iam:AttachRolePolicy", name, p, send).map_err(|err| {
             if err.kind == ErrorKind::NotFound {
                 err.with_hint("check the policy ARN (AWS managed ones look like `arn:aws:iam::aws:policy/AmazonS3FullAccess`)")
             } else {
@@ -920,7 +920,7 @@ fn converge_policies(
                 .role_name(name)
                 .policy_arn(p)
                 .send();
-            role_policy_call(host, "iam:DetachRolePolicy", name, p, send)?;
+            role_policy_call(host, c, "iam:DetachRolePolicy", name, p, send)?;
         }
         for (n, _) in inline
             .iter()
@@ -932,7 +932,7 @@ fn converge_policies(
                 .role_name(name)
                 .policy_name(n)
                 .send();
-            role_policy_call(host, "iam:DeleteRolePolicy", name, n, send)?;
+            role_policy_call(host, c, "iam:DeleteRolePolicy", name, n, send)?;
         }
     }
     for (n, d) in &spec.inline {
@@ -950,7 +950,7 @@ fn converge_policies(
             .policy_name(n)
             .policy_document(&text)
             .send();
-        role_policy_call(host, "iam:PutRolePolicy", name, n, send)?;
+        role_policy_call(host, c, "iam:PutRolePolicy", name, n, send)?;
     }
     Ok(())
 }
@@ -959,6 +959,7 @@ fn converge_policies(
 /// a mutation; a failure names the operation, the role and the policy.
 fn role_policy_call<O, E>(
     host: &Host,
+    c: &Clients,
     op: &str,
     role: &str,
     policy: &str,
@@ -975,13 +976,14 @@ where
     host.mutate(&format!("{op} {role} {policy}"), async {
         send.await
             .map(|_| ())
-            .map_err(|e| sdk_error(op, &format!("{role}` / `{policy}"), e))
+            .map_err(|e| sdk_error(c, op, &format!("{role}` / `{policy}"), e))
     })
 }
 
 /// A trust policy naming an OIDC provider created moments ago can be refused for a few
 /// seconds ("Invalid principal in policy") while IAM propagates it.
 fn principal_error<E>(
+    c: &Clients,
     op: &str,
     name: &str,
     e: aws_sdk_iam::error::SdkError<E, aws_sdk_iam::config::http::HttpResponse>,
@@ -992,7 +994,7 @@ where
     let propagating = has_code(&e, "MalformedPolicyDocument")
         && aws_sdk_iam::error::ProvideErrorMetadata::message(&e)
             .is_some_and(|m| m.contains("principal"));
-    let err = sdk_error(op, name, e);
+    let err = sdk_error(c, op, name, e);
     if propagating {
         HostError::new(ErrorKind::Conflict, err.message).with_hint(
             "the trust policy names an OIDC provider IAM does not know (yet); check `aws::iam::ensure_oidc_provider` ran for this issuer",
@@ -1076,7 +1078,7 @@ pub mod iam_module {
     pub fn get_oidc_provider(ctx: NativeCallContext, issuer: &str) -> RhaiResult<Dynamic> {
         let host = Host::of(&ctx)?;
         let hp = issuer_host_path(issuer)?;
-        let c = clients(&host)?;
+        let c = &*clients(&host)?;
         let arn = oidc_provider_arn(&identity(&host, c)?, &hp);
         Ok(match get_provider(&host, c, &arn, &hp)? {
             Some(l) => from_json(&provider_object(
@@ -1115,7 +1117,7 @@ pub mod iam_module {
             )
             .into());
         }
-        let c = clients(&host)?;
+        let c = &*clients(&host)?;
         let arn = oidc_provider_arn(&identity(&host, c)?, &hp);
         Ok(from_json(&irsa_trust_policy(&arn, &hp, namespace, service_account)).cast::<Map>())
     }
@@ -1155,7 +1157,7 @@ pub mod iam_module {
     #[rhai_fn(return_raw)]
     pub fn get_role(ctx: NativeCallContext, name: &str) -> RhaiResult<Dynamic> {
         let host = Host::of(&ctx)?;
-        let c = clients(&host)?;
+        let c = &*clients(&host)?;
         Ok(match read_role(&host, c, name, &[], true)? {
             Some(r) => role_object(name, &r).into(),
             None => Dynamic::UNIT,
@@ -1171,7 +1173,7 @@ pub mod iam_module {
     #[rhai_fn(return_raw)]
     pub fn role_arn(ctx: NativeCallContext, name: &str) -> RhaiResult<String> {
         let host = Host::of(&ctx)?;
-        let c = clients(&host)?;
+        let c = &*clients(&host)?;
         Ok(super::role_arn(&identity(&host, c)?, "/", name))
     }
 }

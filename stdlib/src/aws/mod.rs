@@ -11,6 +11,7 @@ pub mod s3;
 pub mod sts;
 pub mod thumbprint;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use aws_config::retry::RetryConfig;
@@ -71,13 +72,19 @@ impl Clients {
     }
 }
 
+/// The AWS clients of a run (a [`Host::slot`]).
+#[derive(Default)]
+struct AwsSlot(tokio::sync::OnceCell<Arc<Clients>>);
+
 /// The AWS clients of `host`, built (and the credentials checked) on first use.
-pub(crate) fn clients(host: &Host) -> Result<&Clients, HostError> {
-    if let Some(c) = host.aws.get() {
-        return Ok(c);
+pub(crate) fn clients(host: &Host) -> Result<Arc<Clients>, HostError> {
+    let slot = host.slot::<AwsSlot>();
+    if let Some(c) = slot.0.get() {
+        return Ok(c.clone());
     }
     host.guard_remote("aws: load credentials")?;
-    host.block_on(host.aws.get_or_try_init(|| load(host.settings(), None)))
+    let load = || async { load(host.settings(), None).await.map(Arc::new) };
+    host.block_on(slot.0.get_or_try_init(load)).cloned()
 }
 
 /// Builds clients from aws-config's chain, with the command line's `--profile`/`--region`
@@ -88,21 +95,21 @@ pub(crate) async fn load(settings: &Settings, profile: Option<&str>) -> Result<C
         HostError::config("no AWS region is set")
             .with_hint("set `AWS_REGION`, pass `--region`, or set `region` in the AWS profile")
     })?;
-    if profile.is_none() {
-        let noted = (config.endpoint_url().map(str::to_string), region.clone());
-        if let Ok(mut e) = ENDPOINT.write() {
-            *e = Some(noted);
+    Ok(Clients::new(config, region))
+}
+
+impl Clients {
+    fn new(config: SdkConfig, region: String) -> Clients {
+        Clients {
+            region,
+            sts: aws_sdk_sts::Client::new(&config),
+            iam: aws_sdk_iam::Client::new(&config),
+            eks: aws_sdk_eks::Client::new(&config),
+            ecr: aws_sdk_ecr::Client::new(&config),
+            config,
+            identity: tokio::sync::OnceCell::new(),
         }
     }
-    Ok(Clients {
-        region,
-        sts: aws_sdk_sts::Client::new(&config),
-        iam: aws_sdk_iam::Client::new(&config),
-        eks: aws_sdk_eks::Client::new(&config),
-        ecr: aws_sdk_ecr::Client::new(&config),
-        config,
-        identity: tokio::sync::OnceCell::new(),
-    })
 }
 
 /// The SDK configuration, with credentials resolved once so a missing or expired credential
@@ -173,7 +180,7 @@ pub(crate) fn identity(host: &Host, c: &Clients) -> Result<Identity, HostError> 
                     .get_caller_identity()
                     .send()
                     .await
-                    .map_err(|e| sdk_error("sts:GetCallerIdentity", "the caller", e))?;
+                    .map_err(|e| sdk_error(c, "sts:GetCallerIdentity", "the caller", e))?;
                 let arn = out.arn().unwrap_or_default().to_string();
                 let partition = arn.split(':').nth(1).unwrap_or("aws").to_string();
                 Ok::<_, HostError>(Identity {
@@ -230,26 +237,22 @@ pub(crate) fn status<E>(e: &SdkError<E, aws_sdk_sts::config::http::HttpResponse>
 /// The attempts the SDK makes for a retryable error (5xx, throttling, I/O).
 const MAX_ATTEMPTS: u32 = 5;
 
-/// The endpoint override and the region of the run's clients, noted when they are built, for
-/// "cannot reach AWS" errors (the SDK does not say which URL it could not reach).
-static ENDPOINT: std::sync::RwLock<Option<(Option<String>, String)>> = std::sync::RwLock::new(None);
-
-/// Where requests of `service` (`sts`, `iam`, `s3` ...) go: `AWS_ENDPOINT_URL_<SERVICE>`, else
-/// the endpoint override of the run, else AWS's public endpoint.
-fn endpoint_of(service: &str) -> String {
-    let own = std::env::var(format!("AWS_ENDPOINT_URL_{}", service.to_ascii_uppercase()));
-    if let Some(url) = own.ok().filter(|u| !u.is_empty()) {
-        return url;
-    }
-    let (url, region) = ENDPOINT
-        .read()
-        .ok()
-        .and_then(|e| e.clone())
-        .unwrap_or_default();
-    match url {
-        Some(url) => url,
-        None if service == "iam" || region.is_empty() => format!("https://{service}.amazonaws.com"),
-        None => format!("https://{service}.{region}.amazonaws.com"),
+impl Clients {
+    /// Where requests of `service` (`sts`, `iam`, `s3` ...) go: `AWS_ENDPOINT_URL_<SERVICE>`,
+    /// else the endpoint override of these clients, else AWS's public endpoint in their region.
+    /// Named in "cannot reach AWS" errors (the SDK does not say which URL it could not reach).
+    pub fn endpoint_of(&self, service: &str) -> String {
+        let own = std::env::var(format!("AWS_ENDPOINT_URL_{}", service.to_ascii_uppercase()));
+        if let Some(url) = own.ok().filter(|u| !u.is_empty()) {
+            return url;
+        }
+        match self.config.endpoint_url() {
+            Some(url) => url.to_string(),
+            None if service == "iam" || self.region.is_empty() => {
+                format!("https://{service}.amazonaws.com")
+            }
+            None => format!("https://{service}.{}.amazonaws.com", self.region),
+        }
     }
 }
 
@@ -257,6 +260,7 @@ fn endpoint_of(service: &str) -> String {
 /// resource and the HTTP status; the kind says whether it was credentials, a missing object, a
 /// conflict or the API. One line, never the SDK's debug form, never a credential.
 pub(crate) fn sdk_error<E>(
+    c: &Clients,
     op: &str,
     resource: &str,
     e: SdkError<E, aws_sdk_sts::config::http::HttpResponse>,
@@ -333,13 +337,13 @@ where
             ErrorKind::Timeout,
             format!(
                 "{failed}: no answer from AWS at `{}` in time",
-                endpoint_of(service)
+                c.endpoint_of(service)
             ),
         )
         .with_hint(network_hint),
         SdkError::DispatchFailure(_) => HostError::api(format!(
             "{failed}: cannot reach AWS at `{}`: {}",
-            endpoint_of(service),
+            c.endpoint_of(service),
             root_cause(&e)
         ))
         .with_hint(network_hint),
@@ -444,7 +448,7 @@ pub mod aws_module {
     #[rhai_fn(return_raw)]
     pub fn account_id(ctx: NativeCallContext) -> RhaiResult<String> {
         let host = Host::of(&ctx)?;
-        let c = super::clients(&host)?;
+        let c = &*super::clients(&host)?;
         Ok(super::identity(&host, c)?.account)
     }
 
@@ -457,5 +461,31 @@ pub mod aws_module {
     pub fn region(ctx: NativeCallContext) -> RhaiResult<String> {
         let host = Host::of(&ctx)?;
         Ok(super::clients(&host)?.region.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn clients(endpoint: Option<&str>, region: &str) -> Clients {
+        let mut b = SdkConfig::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new(region.to_string()));
+        if let Some(e) = endpoint {
+            b = b.endpoint_url(e);
+        }
+        Clients::new(b.build(), region.to_string())
+    }
+
+    /// Errors name the endpoint of the clients that made the call: building a second set of
+    /// clients (another run, another profile) does not change what the first one reports.
+    #[test]
+    fn each_set_of_clients_names_its_own_endpoint() {
+        let a = clients(Some("http://127.0.0.1:1"), "eu-west-1");
+        let b = clients(None, "us-east-2");
+        assert_eq!(a.endpoint_of("eks"), "http://127.0.0.1:1");
+        assert_eq!(b.endpoint_of("eks"), "https://eks.us-east-2.amazonaws.com");
+        assert_eq!(a.endpoint_of("eks"), "http://127.0.0.1:1");
     }
 }

@@ -133,7 +133,7 @@ fn read_bucket(
                         .with_hint("bucket names are global across all AWS accounts: choose another name, e.g. with the account id in it"));
                     }
                     Some(301) if region_header.is_some() => region_header.unwrap_or_default(),
-                    _ => return Err(sdk_error(op, name, e)),
+                    _ => return Err(sdk_error(c, op, name, e)),
                 }
             }
         };
@@ -166,7 +166,7 @@ fn read_bucket(
                     })
                     .unwrap_or(Value::Null),
                 Err(e) if has_code(&e, "ServerSideEncryptionConfigurationNotFoundError") => Value::Null,
-                Err(e) => return Err(sdk_error(op, name, e)),
+                Err(e) => return Err(sdk_error(c, op, name, e)),
             };
             live["encryption"] = enc;
         }
@@ -183,7 +183,7 @@ fn read_bucket(
                     })
                 }
                 Err(e) if has_code(&e, "NoSuchPublicAccessBlockConfiguration") => block_json(false),
-                Err(e) => return Err(sdk_error(op, name, e)),
+                Err(e) => return Err(sdk_error(c, op, name, e)),
             };
         }
         if spec.versioning.is_some() {
@@ -199,7 +199,7 @@ fn read_bucket(
                     .and_then(|t| t.split("<Status>").nth(1))
                     .and_then(|t| t.split("</Status>").next())
                     .map(str::to_string),
-                Err(e) => return Err(sdk_error(op, name, e)),
+                Err(e) => return Err(sdk_error(c, op, name, e)),
             };
             // A bucket never versioned has no status; for "off" that is the same as Suspended.
             live["versioning"] = json!(status.as_deref().unwrap_or("Suspended"));
@@ -214,7 +214,7 @@ fn read_bucket(
                         .collect(),
                 ),
                 Err(e) if has_code(&e, "NoSuchTagSet") || has_code(&e, "NoSuchTagSetError") => json!({}),
-                Err(e) => return Err(sdk_error(op, name, e)),
+                Err(e) => return Err(sdk_error(c, op, name, e)),
             };
         }
         Ok(Some(live))
@@ -235,7 +235,7 @@ fn ensure_bucket(ctx: &NativeCallContext, name: &str, opts: &Map) -> RhaiResult<
         .into());
     }
     let host = Host::of(ctx)?;
-    let c = clients(&host)?;
+    let c = &*clients(&host)?;
     let spec = Spec {
         region: opt_str(opts, "region")?.unwrap_or_else(|| c.region.clone()),
         encryption: encryption_spec(opts.get("encryption"))?,
@@ -320,7 +320,7 @@ fn apply(
                     ),
                 )
                 .with_hint("bucket names are global across all AWS accounts: choose another name, e.g. with the account id in it")),
-                Err(e) => Err(sdk_error(op, name, e)),
+                Err(e) => Err(sdk_error(c, op, name, e)),
             }
         })?;
     }
@@ -348,7 +348,7 @@ fn apply(
                 .server_side_encryption_configuration(conf)
                 .send()
                 .await
-                .map_err(|e| sdk_error(op, name, e))
+                .map_err(|e| sdk_error(c, op, name, e))
         })?;
     }
     if let Some(b) = spec.block_public.filter(|_| wants("block_public")) {
@@ -365,7 +365,7 @@ fn apply(
                 .public_access_block_configuration(conf)
                 .send()
                 .await
-                .map_err(|e| sdk_error(op, name, e))
+                .map_err(|e| sdk_error(c, op, name, e))
         })?;
     }
     if let Some(v) = spec
@@ -382,7 +382,7 @@ fn apply(
                 .versioning_configuration(conf)
                 .send()
                 .await
-                .map_err(|e| sdk_error(op, name, e))
+                .map_err(|e| sdk_error(c, op, name, e))
         })?;
     }
     if let Some(tags) = spec.tags.as_ref().filter(|_| wants("tags")) {
@@ -411,7 +411,7 @@ fn apply(
                 .tagging(tagging)
                 .send()
                 .await
-                .map_err(|e| sdk_error(op, name, e))
+                .map_err(|e| sdk_error(c, op, name, e))
         })?;
     }
     Ok(())
@@ -461,7 +461,7 @@ pub mod s3_module {
     #[rhai_fn(return_raw)]
     pub fn bucket_exists(ctx: NativeCallContext, name: &str) -> RhaiResult<bool> {
         let host = Host::of(&ctx)?;
-        let c = clients(&host)?;
+        let c = &*clients(&host)?;
         let account = identity(&host, c)?.account;
         let spec = Spec {
             region: c.region.clone(),

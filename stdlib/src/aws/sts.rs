@@ -18,7 +18,7 @@ pub mod sts_module {
     #[rhai_fn(return_raw)]
     pub fn caller_identity(ctx: NativeCallContext) -> RhaiResult<Map> {
         let host = Host::of(&ctx)?;
-        let c = crate::aws::clients(&host)?;
+        let c = &*crate::aws::clients(&host)?;
         let id = crate::aws::identity(&host, c)?;
         let mut m = Map::new();
         m.insert("account".into(), id.account.into());

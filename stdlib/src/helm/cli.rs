@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use crate::error::{ErrorKind, HostError};
 use crate::host::Host;
-use crate::secret::mask_text;
+use crate::secret_value::mask_text;
 
 /// A helm binary.
 #[derive(Debug, Clone)]

@@ -20,11 +20,16 @@ use crate::diff;
 use crate::error::{ErrorKind, HostError, RhaiResult};
 use crate::host::Host;
 use crate::journal::{Action, Change, FieldChange};
-use crate::secret::{Secret, mask_text};
+use crate::secret_value::{Secret, mask_text};
 use crate::value::{Secrets, check_keys, opt_bool, opt_str, to_json_with_secret_paths};
 use cli::Helm;
 
 /// A deployed release: what `helm get metadata` describes.
+/// Helm repositories a plan would add (name → URL), a [`Host::slot`]: charts from them are
+/// read with `--repo`.
+#[derive(Default)]
+struct PlannedRepos(std::sync::Mutex<std::collections::HashMap<String, String>>);
+
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Release {
     pub name: String,
@@ -199,7 +204,8 @@ impl ChartRef {
     /// repository whose index may need a refresh.
     fn helm_args(&self, host: &Host, version: Option<&str>) -> (Vec<String>, Option<String>) {
         let planned = self.repo().and_then(|r| {
-            host.helm_repos
+            host.slot::<PlannedRepos>()
+                .0
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .get(r)
@@ -624,7 +630,8 @@ pub mod helm_module {
             Some(_) => Action::Update,
         };
         if action.is_change() && host.is_plan() {
-            host.helm_repos
+            host.slot::<PlannedRepos>()
+                .0
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .insert(name.to_string(), url.to_string());

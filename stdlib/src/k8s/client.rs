@@ -2,7 +2,7 @@
 //! (with `--context`), the context and server it points at (named in every connection error), and
 //! kind resolution through a table of well-known kinds and API discovery.
 
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::Arc;
 
 use kube::Client;
 use kube::api::{Api, DynamicObject};
@@ -44,32 +44,18 @@ pub(crate) struct Kube {
     reached: Arc<std::sync::atomic::AtomicBool>,
 }
 
-/// Connections by host. A `Weak` keeps the host's allocation (not the host) alive, so a live
-/// entry's address is never reused by another host.
-static CONNECTIONS: Mutex<Vec<(Weak<Host>, Arc<Kube>)>> = Mutex::new(Vec::new());
+/// The cluster connection of a run (a [`Host::slot`]).
+#[derive(Default)]
+struct KubeSlot(tokio::sync::OnceCell<Arc<Kube>>);
 
 /// The cluster connection of `host`, built on first use.
-pub(crate) fn kube(host: &Arc<Host>) -> Result<Arc<Kube>, HostError> {
+pub(crate) fn kube(host: &Host) -> Result<Arc<Kube>, HostError> {
     // `collate-run check` stops before the first remote call: do not even read the kubeconfig.
     host.guard_remote("k8s: connect")?;
-    {
-        let mut conns = CONNECTIONS.lock().unwrap_or_else(|e| e.into_inner());
-        conns.retain(|(w, _)| w.strong_count() > 0);
-        if let Some((_, k)) = conns
-            .iter()
-            .find(|(w, _)| std::ptr::eq(w.as_ptr(), Arc::as_ptr(host)))
-        {
-            return Ok(k.clone());
-        }
-    }
-    let context = host.settings().kube_context.clone();
-    let kube = Arc::new(host.block_on(connect(context.as_deref()))?);
-    let _ = host.kube.set(kube.client.clone());
-    CONNECTIONS
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .push((Arc::downgrade(host), kube.clone()));
-    Ok(kube)
+    let slot = host.slot::<KubeSlot>();
+    let context = host.settings().kube_context.as_deref();
+    let connect = || async { connect(context).await.map(Arc::new) };
+    host.block_on(slot.0.get_or_try_init(connect)).cloned()
 }
 
 fn context_names() -> Vec<String> {

@@ -14,7 +14,7 @@ use crate::diff;
 use crate::error::{ErrorKind, HostError};
 use crate::host::Host;
 use crate::journal::{Action, Change, FieldChange};
-use crate::secret::{Secret, mask_text};
+use crate::secret_value::{Secret, mask_text};
 
 /// The field manager of everything collate-run applies.
 pub(crate) const FIELD_MANAGER: &str = "collate-run";

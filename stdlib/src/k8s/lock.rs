@@ -2,7 +2,7 @@
 //! background while the run holds it, taken over once expired, released by `k8s::unlock` or when
 //! the run ends.
 
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
@@ -57,12 +57,22 @@ impl LeaseState {
 }
 
 struct Held {
-    host: Weak<Host>,
     key: String,
     renewer: tokio::task::JoinHandle<()>,
 }
 
-static HELD: Mutex<Vec<Held>> = Mutex::new(Vec::new());
+/// The leases a run holds, each with its renewal task (a [`Host::slot`]).
+#[derive(Default)]
+struct Leases(Mutex<Vec<Held>>);
+
+impl Leases {
+    fn of(host: &Host) -> Arc<Leases> {
+        host.slot::<Leases>()
+    }
+    fn held(&self) -> std::sync::MutexGuard<'_, Vec<Held>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
 
 fn key(ns: &str, name: &str) -> String {
     format!("{ns}/{name}")
@@ -247,8 +257,9 @@ fn ensure_namespace(host: &Host, kube: &Arc<Kube>, ns: &str) -> Result<(), HostE
 
 fn start_renewal(host: &Arc<Host>, api: Api<Lease>, ns: &str, name: &str, me: &str, ttl: i64) {
     let k = key(ns, name);
-    let mut held = HELD.lock().unwrap_or_else(|e| e.into_inner());
-    if held.iter().any(|h| h.key == k && h.host.strong_count() > 0) {
+    let leases = Leases::of(host);
+    let mut held = leases.held();
+    if held.iter().any(|h| h.key == k) {
         return;
     }
     let (name, me) = (name.to_string(), me.to_string());
@@ -269,11 +280,7 @@ fn start_renewal(host: &Arc<Host>, api: Api<Lease>, ns: &str, name: &str, me: &s
             let _ = api.replace(&name, &PostParams::default(), &l).await;
         }
     });
-    held.push(Held {
-        host: Arc::downgrade(host),
-        key: k,
-        renewer,
-    });
+    held.push(Held { key: k, renewer });
 }
 
 /// Releases `ns/name` if this process holds it. `Ok(true)` when a lease was released.
@@ -285,8 +292,7 @@ pub(crate) fn unlock(
 ) -> Result<bool, HostError> {
     let k = key(ns, name);
     {
-        let mut held = HELD.lock().unwrap_or_else(|e| e.into_inner());
-        held.retain(|h| {
+        Leases::of(host).held().retain(|h| {
             let mine = h.key == k;
             if mine {
                 h.renewer.abort();
@@ -318,11 +324,9 @@ pub(crate) fn unlock(
 
 /// Releases every lock `host` still holds (the runtime calls this when a run ends).
 pub fn release_all(host: &Arc<Host>) {
-    let keys: Vec<String> = HELD
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
+    let keys: Vec<String> = Leases::of(host)
+        .held()
         .iter()
-        .filter(|h| std::ptr::eq(h.host.as_ptr(), Arc::as_ptr(host)))
         .map(|h| h.key.clone())
         .collect();
     if keys.is_empty() {

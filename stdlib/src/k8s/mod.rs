@@ -19,15 +19,15 @@ use serde_json::{Value, json};
 use crate::error::{HostError, RhaiResult};
 use crate::host::Host;
 use crate::journal::{Action, Change};
-use crate::secret::Secret;
+use crate::secret_value::Secret;
 use crate::value::{Secrets, check_keys, opt_bool, to_json};
 use client::{Kube, Res};
 use converge::{Desired, converge, read_live, to_script};
 
 pub use lock::release_all as release_locks;
 
-/// Takes the run lock of the config (see [`Host::set_run_lock`]).
-pub(crate) fn take_run_lock(host: &Arc<Host>, l: &crate::host::RunLock) -> Result<(), HostError> {
+/// Takes the run lock of the config: the runtime hands this to [`Host::set_run_lock`].
+pub fn take_run_lock(host: &Arc<Host>, l: &crate::host::RunLock) -> Result<(), HostError> {
     let kube = client::kube(host)?;
     lock::lock(host, &kube, &l.namespace, &l.name, l.ttl, l.wait).map(|_| ())
 }
