@@ -479,6 +479,7 @@ mod tests {
         ("aws/sts.rs", include_str!("aws/sts.rs")),
         ("checks.rs", include_str!("checks.rs")),
         ("db.rs", include_str!("db.rs")),
+        ("globals.rs", include_str!("globals.rs")),
         ("helm/mod.rs", include_str!("helm/mod.rs")),
         ("http.rs", include_str!("http.rs")),
         ("json.rs", include_str!("json.rs")),

@@ -1,12 +1,14 @@
 //! The standard library of collate-run: one Rhai namespace per file (`aws::iam`, `k8s`, `helm`,
-//! `template`, `yaml`, `json`, `http`, `secret`, `log`), all reading the per-run [`host::Host`]
-//! for the run mode, the journal and the async bridge.
+//! `template`, `yaml`, `json`, `http`, `secret`, `log`; the global helpers in `globals`, the
+//! `parallel` worker pool in `parallel`), all reading the per-run [`host::Host`] for the run
+//! mode, the journal and the async bridge.
 
 pub mod aws;
 pub mod checks;
 pub mod db;
 pub mod diff;
 pub mod error;
+pub mod globals;
 pub mod helm;
 pub mod host;
 pub mod http;
@@ -14,6 +16,7 @@ pub mod journal;
 pub mod json;
 pub mod k8s;
 pub mod log;
+pub mod parallel;
 pub mod secret;
 pub mod secret_value;
 pub mod suggest;
@@ -30,7 +33,7 @@ pub use secret_value::Secret;
 /// Registers every namespace and global helper of the standard library with `engine`.
 pub fn register(engine: &mut Engine) {
     engine.register_type_with_name::<Secret>("Secret");
-    engine.register_global_module(exported_module!(log::globals).into());
+    engine.register_global_module(exported_module!(globals::globals).into());
     engine.register_static_module("log", exported_module!(log::log_module).into());
     engine.register_static_module("secret", exported_module!(secret::secret_module).into());
     engine.register_static_module(
