@@ -595,6 +595,13 @@ fn bucket_plan_apply_unchanged_update_and_regions() {
     )
     .succeeds()
     .stdout_contains("false");
+    // A bucket in another region than the run's (eu-west-1) exists too.
+    run(
+        &moto,
+        r#"print(`other-region=${aws::s3::bucket_exists("collate-argo-artifacts-us-east-1")}`);"#,
+    )
+    .succeeds()
+    .stdout_contains("other-region=true");
 
     // Bad input.
     run(&moto, r#"aws::s3::ensure_bucket("Bad_Name");"#)

@@ -780,10 +780,9 @@ fn ensure_role_pass(ctx: &NativeCallContext, name: &str, opts: &Map) -> RhaiResu
                         .send()
                         .await
                     {
-                        Ok(_) => Ok(true),
                         // Created by somebody else since our read: converge that one.
-                        Err(e) if has_code(&e, "EntityAlreadyExists") => Ok(false),
-                        Err(e) => Err(principal_error(c, op, name, e)),
+                        Err(e) if has_code(&e, "EntityAlreadyExists") => Ok(Attempt::Done(false)),
+                        other => principal_attempt(c, op, name, other.map(|_| true)),
                     }
                 })
             })?;
@@ -799,13 +798,14 @@ fn ensure_role_pass(ctx: &NativeCallContext, name: &str, opts: &Map) -> RhaiResu
                 let op = "iam:UpdateAssumeRolePolicy";
                 retry_principal(&host, || {
                     host.mutate(&format!("{op} {name}"), async {
-                        c.iam
+                        let sent = c
+                            .iam
                             .update_assume_role_policy()
                             .role_name(name)
                             .policy_document(&trust_text)
                             .send()
-                            .await
-                            .map_err(|e| principal_error(c, op, name, e))
+                            .await;
+                        principal_attempt(c, op, name, sent)
                     })
                 })?;
             }
@@ -980,46 +980,57 @@ where
     })
 }
 
-/// A trust policy naming an OIDC provider created moments ago can be refused for a few
-/// seconds ("Invalid principal in policy") while IAM propagates it.
-fn principal_error<E>(
+/// One try of a call whose trust policy names an OIDC provider: IAM may refuse it for a few
+/// seconds ("Invalid principal in policy") while it propagates a provider created moments ago.
+enum Attempt<T> {
+    Done(T),
+    Propagating(HostError),
+}
+
+/// The answer to an IAM call that may be refused while a new OIDC provider propagates: the
+/// SDK error's code (`MalformedPolicyDocument`) and IAM's own message name the principal.
+fn principal_attempt<T, E>(
     c: &Clients,
     op: &str,
     name: &str,
-    e: aws_sdk_iam::error::SdkError<E, aws_sdk_iam::config::http::HttpResponse>,
-) -> HostError
+    result: Result<T, aws_sdk_iam::error::SdkError<E, aws_sdk_iam::config::http::HttpResponse>>,
+) -> Result<Attempt<T>, HostError>
 where
     E: aws_sdk_iam::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
-    let propagating = has_code(&e, "MalformedPolicyDocument")
-        && aws_sdk_iam::error::ProvideErrorMetadata::message(&e)
-            .is_some_and(|m| m.contains("principal"));
-    let err = sdk_error(c, op, name, e);
-    if propagating {
-        HostError::new(ErrorKind::Conflict, err.message).with_hint(
-            "the trust policy names an OIDC provider IAM does not know (yet); check `aws::iam::ensure_oidc_provider` ran for this issuer",
-        )
-    } else {
-        err
+    match result {
+        Ok(v) => Ok(Attempt::Done(v)),
+        Err(e) => {
+            let propagating = has_code(&e, "MalformedPolicyDocument")
+                && aws_sdk_iam::error::ProvideErrorMetadata::message(&e)
+                    .is_some_and(|m| m.contains("principal"));
+            let err = sdk_error(c, op, name, e);
+            if propagating {
+                Ok(Attempt::Propagating(HostError::new(ErrorKind::Conflict, err.message).with_hint(
+                    "the trust policy names an OIDC provider IAM does not know (yet); check `aws::iam::ensure_oidc_provider` ran for this issuer",
+                )))
+            } else {
+                Err(err)
+            }
+        }
     }
 }
 
+/// Runs `f` until it is not refused for a propagating principal (5 retries, 2, 4, ... seconds
+/// apart); the last refusal is the error.
 fn retry_principal<T>(
     host: &Host,
-    mut f: impl FnMut() -> Result<T, HostError>,
+    mut f: impl FnMut() -> Result<Attempt<T>, HostError>,
 ) -> Result<T, HostError> {
     let mut attempt = 0;
     loop {
-        match f() {
-            Err(e)
-                if e.kind == ErrorKind::Conflict
-                    && attempt < 5
-                    && e.message.contains("principal") =>
-            {
+        match f()? {
+            Attempt::Done(v) => return Ok(v),
+            Attempt::Propagating(e) if attempt >= 5 => return Err(e),
+            Attempt::Propagating(_) => {
                 attempt += 1;
                 host.sleep(std::time::Duration::from_secs(2 * attempt));
             }
-            other => return other,
         }
     }
 }

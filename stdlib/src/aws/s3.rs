@@ -105,6 +105,43 @@ fn desired_json(name: &str, spec: &Spec) -> Value {
     d
 }
 
+/// The region of bucket `name` owned by `account` (HeadBucket, asked in `region`), or `None`
+/// when no such bucket exists. A bucket of another account (403) is an error.
+async fn head_region(
+    c: &crate::aws::Clients,
+    account: &str,
+    name: &str,
+    region: &str,
+) -> Result<Option<String>, HostError> {
+    let op = "s3:HeadBucket";
+    let s3 = c.s3(region);
+    match s3
+        .head_bucket()
+        .bucket(name)
+        .expected_bucket_owner(account)
+        .send()
+        .await
+    {
+        Ok(out) => Ok(Some(out.bucket_region().unwrap_or(region).to_string())),
+        Err(e) => {
+            let region_header = e
+                .raw_response()
+                .and_then(|r| r.headers().get("x-amz-bucket-region"))
+                .map(str::to_string);
+            match status(&e) {
+                Some(404) => Ok(None),
+                Some(403) => Err(HostError::new(
+                    ErrorKind::Conflict,
+                    format!("S3 bucket `{name}` exists but is owned by another account, or these credentials may not read it (`{op}`: HTTP 403)"),
+                )
+                .with_hint("bucket names are global across all AWS accounts: choose another name, e.g. with the account id in it")),
+                Some(301) if region_header.is_some() => Ok(region_header),
+                _ => Err(sdk_error(c, op, name, e)),
+            }
+        }
+    }
+}
+
 /// The bucket as it is: `None` when absent. Errors when it belongs to someone else.
 fn read_bucket(
     host: &Host,
@@ -113,30 +150,11 @@ fn read_bucket(
     name: &str,
     spec: &Spec,
 ) -> Result<Option<Value>, HostError> {
-    let op = "s3:HeadBucket";
-    host.read(&format!("{op} {name}"), async {
-        let s3 = c.s3(&spec.region);
-        let live_region = match s3.head_bucket().bucket(name).expected_bucket_owner(account).send().await {
-            Ok(out) => out.bucket_region().unwrap_or(&spec.region).to_string(),
-            Err(e) => {
-                let region_header = e
-                    .raw_response()
-                    .and_then(|r| r.headers().get("x-amz-bucket-region"))
-                    .map(str::to_string);
-                match status(&e) {
-                    Some(404) => return Ok(None),
-                    Some(403) => {
-                        return Err(HostError::new(
-                            ErrorKind::Conflict,
-                            format!("S3 bucket `{name}` exists but is owned by another account, or these credentials may not read it (`{op}`: HTTP 403)"),
-                        )
-                        .with_hint("bucket names are global across all AWS accounts: choose another name, e.g. with the account id in it"));
-                    }
-                    Some(301) if region_header.is_some() => region_header.unwrap_or_default(),
-                    _ => return Err(sdk_error(c, op, name, e)),
-                }
-            }
+    host.read(&format!("s3:HeadBucket {name}"), async {
+        let Some(live_region) = head_region(c, account, name, &spec.region).await? else {
+            return Ok(None);
         };
+        let s3 = c.s3(&spec.region);
         if live_region != spec.region {
             return Err(HostError::new(
                 ErrorKind::Conflict,
@@ -463,18 +481,11 @@ pub mod s3_module {
         let host = Host::of(&ctx)?;
         let c = &*clients(&host)?;
         let account = identity(&host, c)?.account;
-        let spec = Spec {
-            region: c.region.clone(),
-            encryption: None,
-            block_public: None,
-            versioning: None,
-            tags: None,
-        };
-        match read_bucket(&host, c, &account, name, &spec) {
-            Ok(live) => Ok(live.is_some()),
-            // In another region still exists.
-            Err(e) if e.message.contains("is in region") => Ok(true),
-            Err(e) => Err(e.into()),
-        }
+        // A bucket in another region exists too.
+        let found = host.read(
+            &format!("s3:HeadBucket {name}"),
+            head_region(c, &account, name, &c.region),
+        )?;
+        Ok(found.is_some())
     }
 }
