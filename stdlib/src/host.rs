@@ -474,7 +474,7 @@ mod tests {
         ("aws/mod.rs", include_str!("aws/mod.rs")),
         ("aws/ecr.rs", include_str!("aws/ecr.rs")),
         ("aws/eks.rs", include_str!("aws/eks.rs")),
-        ("aws/iam.rs", include_str!("aws/iam.rs")),
+        ("aws/iam/mod.rs", include_str!("aws/iam/mod.rs")),
         ("aws/s3.rs", include_str!("aws/s3.rs")),
         ("aws/sts.rs", include_str!("aws/sts.rs")),
         ("checks.rs", include_str!("checks.rs")),

@@ -5,6 +5,7 @@
 
 pub mod aws;
 pub mod checks;
+pub mod converge;
 pub mod db;
 pub mod diff;
 pub mod error;

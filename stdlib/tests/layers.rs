@@ -10,6 +10,7 @@ use std::path::Path;
 
 /// The core modules: they import only each other. Every other top-level module is a namespace.
 const CORE: &[&str] = &[
+    "converge",
     "diff",
     "error",
     "host",

@@ -200,27 +200,6 @@ pub(crate) fn identity(host: &Host, c: &Clients) -> Result<Identity, HostError> 
     Ok(id)
 }
 
-/// Runs a converge step once more when it lost a create race (`pass` returns `None`: somebody
-/// created the object between its read and its create, e.g. `EntityAlreadyExists`). The second
-/// pass reads that object and converges it, so two runs at once both end without an error.
-pub(crate) fn converge_racing<T>(
-    what: &str,
-    name: &str,
-    mut pass: impl FnMut() -> crate::error::RhaiResult<Option<T>>,
-) -> crate::error::RhaiResult<T> {
-    for _ in 0..2 {
-        if let Some(done) = pass()? {
-            return Ok(done);
-        }
-    }
-    Err(HostError::new(
-        ErrorKind::Conflict,
-        format!("{what} `{name}` is being created and deleted by somebody else at the same time"),
-    )
-    .with_hint("another run or person is changing it: re-run when they are done")
-    .into())
-}
-
 /// `true` when the SDK error carries the service error `code`.
 pub(crate) fn has_code<E: ProvideErrorMetadata, R>(e: &SdkError<E, R>, code: &str) -> bool {
     match e {

@@ -13,10 +13,10 @@ use rhai::{Dynamic, Map};
 use serde_json::{Value, json};
 
 use crate::aws::{clients, has_code, identity, opt_tags, sdk_error, status};
+use crate::converge::{self, Applied, Planned, Resource};
 use crate::diff;
 use crate::error::{ErrorKind, HostError, RhaiResult};
 use crate::host::Host;
-use crate::journal::{Action, Change};
 use crate::value::{check_keys, from_json, opt_bool, opt_str};
 
 const OPTIONS: &[&str] = &["region", "encryption", "block_public", "versioning", "tags"];
@@ -261,51 +261,100 @@ fn ensure_bucket(ctx: &NativeCallContext, name: &str, opts: &Map) -> RhaiResult<
         versioning: opt_bool(opts, "versioning")?,
         tags: opt_tags(opts, "tags")?,
     };
-    let account = identity(&host, c)?.account;
-    let live = read_bucket(&host, c, &account, name, &spec)?;
-    let desired = desired_json(name, &spec);
-    let fields = diff::diff(&desired, live.as_ref(), &|_| false);
-    let action = match (&live, fields.is_empty()) {
-        (None, _) => Action::Create,
-        (Some(_), false) => Action::Update,
-        (Some(_), true) => Action::Unchanged,
+    let id = identity(&host, c)?;
+    let bucket = Bucket {
+        c,
+        account: id.account.clone(),
+        arn: format!("arn:{}:s3:::{name}", id.partition),
+        desired: desired_json(name, &spec),
+        name,
+        spec,
     };
-    let changed: Vec<&str> = fields
-        .iter()
-        .map(|f| f.path.split(['.', '[']).next().unwrap_or(""))
-        .collect();
-    if action.is_change() && !host.is_plan() {
-        apply(&host, c, name, &spec, live.as_ref(), &changed)?;
-    }
-    // The bucket as it is now (or would be): live merged with what was set.
-    let mut object = live.unwrap_or_else(|| json!({}));
-    if let (Some(Value::Object(o)), Value::Object(d)) = (Some(&mut object), &desired) {
-        for (k, v) in d {
-            if k == "tags" {
-                let tags = o.entry("tags").or_insert_with(|| json!({}));
-                for (tk, tv) in v.as_object().into_iter().flatten() {
-                    tags[tk] = tv.clone();
+    let done = converge::ensure(&host, &bucket)?;
+    let mut out = done.change.outcome(from_json(&done.object));
+    out.insert("arn".into(), bucket.arn.clone().into());
+    out.insert("region".into(), bucket.spec.region.clone().into());
+    Ok(out)
+}
+
+/// The bucket the script asks for, as a converge resource.
+struct Bucket<'a> {
+    c: &'a crate::aws::Clients,
+    account: String,
+    name: &'a str,
+    spec: Spec,
+    /// What the diff compares: only the fields the script set.
+    desired: Value,
+    arn: String,
+}
+
+impl Bucket<'_> {
+    /// The bucket as it is now (or would be): live merged with what the script set.
+    fn merged(&self, live: Option<&Value>) -> Value {
+        let mut object = live.cloned().unwrap_or_else(|| json!({}));
+        if let (Value::Object(o), Value::Object(d)) = (&mut object, &self.desired) {
+            for (k, v) in d {
+                if k == "tags" {
+                    let tags = o.entry("tags").or_insert_with(|| json!({}));
+                    for (tk, tv) in v.as_object().into_iter().flatten() {
+                        tags[tk] = tv.clone();
+                    }
+                } else {
+                    o.insert(k.clone(), v.clone());
                 }
-            } else {
-                o.insert(k.clone(), v.clone());
             }
         }
+        object["arn"] = json!(self.arn);
+        object
     }
-    object["arn"] = json!(format!("arn:{}:s3:::{name}", identity(&host, c)?.partition));
-    let change = host
-        .journal()
-        .record(Change::new("aws.s3.bucket", name, action).with_fields(fields));
-    let mut out = change.outcome(from_json(&object));
-    out.insert(
-        "arn".into(),
-        object["arn"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string()
-            .into(),
-    );
-    out.insert("region".into(), spec.region.clone().into());
-    Ok(out)
+}
+
+impl Resource for Bucket<'_> {
+    type State = Option<Value>;
+    type Object = Value;
+
+    fn kind(&self) -> String {
+        "aws.s3.bucket".into()
+    }
+    fn name(&self) -> String {
+        self.name.to_string()
+    }
+    fn read(&self, host: &Host) -> Result<Option<Value>, HostError> {
+        read_bucket(host, self.c, &self.account, self.name, &self.spec)
+    }
+    fn exists(&self, live: &Option<Value>) -> bool {
+        live.is_some()
+    }
+    fn diff(&self, _: &Host, live: &Option<Value>) -> Result<Planned, HostError> {
+        Ok(Planned::fields(diff::diff(
+            &self.desired,
+            live.as_ref(),
+            &|_| false,
+        )))
+    }
+    fn current(&self, live: &Option<Value>) -> Value {
+        self.merged(live.as_ref())
+    }
+    fn predict(&self, _: &Host, live: &Option<Value>, _: &Planned) -> Result<Value, HostError> {
+        Ok(self.merged(live.as_ref()))
+    }
+    fn create(
+        &self,
+        host: &Host,
+        live: &Option<Value>,
+        planned: &mut Planned,
+    ) -> Result<Applied<Value>, HostError> {
+        self.update(host, live, planned)
+    }
+    fn update(
+        &self,
+        host: &Host,
+        live: &Option<Value>,
+        planned: &mut Planned,
+    ) -> Result<Applied<Value>, HostError> {
+        apply(host, self.c, self.name, &self.spec, live.as_ref(), planned)?;
+        Ok(Applied::Done(self.merged(live.as_ref())))
+    }
 }
 
 fn apply(
@@ -314,7 +363,7 @@ fn apply(
     name: &str,
     spec: &Spec,
     live: Option<&Value>,
-    changed: &[&str],
+    planned: &Planned,
 ) -> Result<(), HostError> {
     let s3 = c.s3(&spec.region);
     let creating = live.is_none();
@@ -342,7 +391,7 @@ fn apply(
             }
         })?;
     }
-    let wants = |field: &str| creating || changed.contains(&field);
+    let wants = |field: &str| creating || planned.touches(field);
     if let Some(enc) = spec.encryption.as_ref().filter(|_| wants("encryption")) {
         let op = "s3:PutBucketEncryption";
         let by_default = ServerSideEncryptionByDefault::builder()

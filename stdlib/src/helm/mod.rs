@@ -7,6 +7,8 @@
 
 mod chart;
 mod cli;
+mod release;
+mod repo;
 mod storage;
 
 use std::path::PathBuf;
@@ -19,17 +21,17 @@ use serde_json::{Value, json};
 use crate::diff;
 use crate::error::{ErrorKind, HostError, RhaiResult};
 use crate::host::Host;
-use crate::journal::{Action, Change, FieldChange};
+use crate::journal::FieldChange;
 use crate::secret_value::{Secret, mask_text};
-use crate::value::{Secrets, check_keys, opt_bool, opt_str, to_json_with_secret_paths};
+use crate::value::{Secrets, check_keys, opt_str, to_json_with_secret_paths};
 use cli::Helm;
 
-/// A deployed release: what `helm get metadata` describes.
 /// Helm repositories a plan would add (name → URL), a [`Host::slot`]: charts from them are
 /// read with `--repo`.
 #[derive(Default)]
 struct PlannedRepos(std::sync::Mutex<std::collections::HashMap<String, String>>);
 
+/// A deployed release: what `helm get metadata` describes.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Release {
     pub name: String,
@@ -414,163 +416,6 @@ fn render(
     }
 }
 
-fn parse_timeout(opts: &Map) -> Result<Option<String>, HostError> {
-    match opts.get("timeout") {
-        None => Ok(None),
-        Some(t) if t.is_unit() => Ok(None),
-        Some(t) if t.is_int() => Ok(Some(format!("{}s", t.as_int().unwrap_or(300)))),
-        Some(t) if t.is_string() => Ok(Some(t.to_string())),
-        Some(t) => Err(HostError::input(format!(
-            "option `timeout` must be seconds or a string like \"10m\", not `{}`",
-            t.type_name()
-        ))),
-    }
-}
-
-const UPGRADE_KEYS: &[&str] = &[
-    "namespace",
-    "version",
-    "values",
-    "wait",
-    "timeout",
-    "atomic",
-    "create_namespace",
-    "disable_openapi_validation",
-];
-
-fn upgrade_install_impl(
-    ctx: &NativeCallContext,
-    release: &str,
-    chart: &str,
-    opts: &Map,
-) -> RhaiResult<Map> {
-    let o = parse_opts("helm::upgrade_install", opts, UPGRADE_KEYS)?;
-    let host = Host::of(ctx)?;
-    host.guard_remote(&format!("helm upgrade --install {release}"))?;
-    let helm = Helm::find(&host)?;
-    let chart = ChartRef::resolve(&host, ctx, chart)?;
-    let read = read_release_and_values(&host, &helm, release, &o.namespace)?;
-    let (live, live_values) = match read {
-        Some((r, v)) => (Some(r), v),
-        None => (None, json!({})),
-    };
-    if let Some(rel) = live.as_ref().filter(|r| r.status.starts_with("pending-")) {
-        return Err(stuck(rel).into());
-    }
-    let chart::Meta {
-        name: want_name,
-        version: want_version,
-    } = desired_chart(&host, &helm, &chart, o.version.as_deref())?;
-    let want_chart = format!(
-        "{want_name}-{}",
-        want_version.clone().unwrap_or_else(|| "(latest)".into())
-    );
-
-    let (action, fields) = match &live {
-        None => {
-            let mut f = vec![FieldChange {
-                path: s("chart"),
-                before: None,
-                after: Some(json!(want_chart)),
-            }];
-            f.extend(values_diff(&o.values_masked, &json!({}), &o.secret_paths));
-            (Action::Create, f)
-        }
-        Some(rel) => {
-            let mut f = Vec::new();
-            let live_chart = format!("{}-{}", rel.chart, rel.version);
-            if rel.chart != want_name || want_version.as_deref().is_some_and(|v| v != rel.version) {
-                f.push(FieldChange {
-                    path: s("chart"),
-                    before: Some(json!(live_chart)),
-                    after: Some(json!(want_chart)),
-                });
-            }
-            if rel.status != "deployed" {
-                f.push(FieldChange {
-                    path: s("status"),
-                    before: Some(json!(rel.status)),
-                    after: Some(json!("deployed")),
-                });
-            }
-            f.extend(values_diff(&o.values, &live_values, &o.secret_paths));
-            (
-                if f.is_empty() {
-                    Action::Unchanged
-                } else {
-                    Action::Update
-                },
-                f,
-            )
-        }
-    };
-
-    let result = if action == Action::Unchanged {
-        live.clone().expect("an unchanged release exists")
-    } else if host.is_plan() {
-        // The values are checked against the chart's schema before anything is installed.
-        render(&host, &helm, release, &chart, &o)?;
-        Release {
-            name: release.to_string(),
-            namespace: o.namespace.clone(),
-            revision: live.as_ref().map(|r| r.revision + 1).unwrap_or(1),
-            status: s("deployed"),
-            chart: want_name.clone(),
-            version: want_version.clone().unwrap_or_default(),
-            app_version: live
-                .as_ref()
-                .map(|r| r.app_version.clone())
-                .unwrap_or_default(),
-            // Known once it is deployed.
-            deployed_at: None,
-        }
-    } else {
-        let (chart_args, repo) = chart.helm_args(&host, o.version.as_deref());
-        let mut args = vec![s("upgrade"), s("--install"), release.to_string()];
-        args.extend(chart_args);
-        args.extend([
-            s("-n"),
-            o.namespace.clone(),
-            s("-f"),
-            s("-"),
-            s("--reset-values"),
-            s("-o"),
-            s("json"),
-        ]);
-        if opt_bool(opts, "wait")?.unwrap_or(false) {
-            args.push(s("--wait"));
-        }
-        if let Some(t) = parse_timeout(opts)? {
-            args.extend([s("--timeout"), t]);
-        }
-        let atomic = opt_bool(opts, "atomic")?.unwrap_or(false);
-        if opt_bool(opts, "create_namespace")?.unwrap_or(false) {
-            args.push(s("--create-namespace"));
-        }
-        if opt_bool(opts, "disable_openapi_validation")?.unwrap_or(false) {
-            args.push(s("--disable-openapi-validation"));
-        }
-        let h = helm.clone();
-        let input = values_input(&o.values);
-        let out = host.mutate(&format!("helm upgrade --install {release}"), async move {
-            if atomic {
-                args.push(s(h.atomic_flag().await?));
-            }
-            h.run_fresh(args, true, input, repo.as_deref()).await
-        })?;
-        let doc: Value = serde_json::from_str(out.stdout.trim()).map_err(|e| {
-            HostError::api(format!(
-                "`helm upgrade --install {release}` printed something that is not JSON: {e}"
-            ))
-        })?;
-        Release::from_release(&doc)
-    };
-    let change = Change::new("helm.release", format!("{}/{release}", o.namespace), action)
-        .with_fields(fields);
-    let change = host.journal().record(change);
-    Ok(change.outcome(result.to_map().into()))
-}
-
 #[export_module]
 pub mod helm_module {
     use super::*;
@@ -589,78 +434,7 @@ pub mod helm_module {
     #[rhai_fn(return_raw)]
     pub fn ensure_repo(ctx: NativeCallContext, name: &str, url: &str) -> RhaiResult<Map> {
         let host = Host::of(&ctx)?;
-        let mut obj = Map::new();
-        obj.insert("name".into(), name.into());
-        obj.insert("url".into(), url.into());
-        if url.starts_with("oci://") {
-            let c = host.journal().record(
-                Change::new("helm.repo", name, Action::Unchanged)
-                    .with_note("OCI registries need no repository"),
-            );
-            return Ok(c.outcome(obj.into()));
-        }
-        host.guard_remote(&format!("helm repo add {name}"))?;
-        let norm = |u: &str| u.trim_end_matches('/').to_string();
-        // Already configured with this URL (helm's own repository file says so): no helm process.
-        if chart::configured_repo_url(name).is_some_and(|u| norm(&u) == norm(url)) {
-            let c = host
-                .journal()
-                .record(Change::new("helm.repo", name, Action::Unchanged));
-            return Ok(c.outcome(obj.into()));
-        }
-        let helm = Helm::find(&host)?;
-        let h = helm.clone();
-        let listed = host.read("helm repo list", async move {
-            match h
-                .run(vec![s("repo"), s("list"), s("-o"), s("json")], false)
-                .await
-            {
-                Ok(o) => Ok(serde_json::from_str::<Value>(o.stdout.trim()).unwrap_or(json!([]))),
-                Err(e) if e.message.contains("no repositories") => Ok(json!([])),
-                Err(e) => Err(e),
-            }
-        })?;
-        let current = listed
-            .as_array()
-            .and_then(|a| a.iter().find(|r| r["name"] == name))
-            .and_then(|r| r["url"].as_str().map(str::to_string));
-        let action = match &current {
-            None => Action::Create,
-            Some(u) if norm(u) == norm(url) => Action::Unchanged,
-            Some(_) => Action::Update,
-        };
-        if action.is_change() && host.is_plan() {
-            host.slot::<PlannedRepos>()
-                .0
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(name.to_string(), url.to_string());
-        }
-        if action.is_change() && !host.is_plan() {
-            let args = vec![
-                s("repo"),
-                s("add"),
-                name.to_string(),
-                url.to_string(),
-                s("--force-update"),
-            ];
-            host.mutate(&format!("helm repo add {name}"), async move {
-                helm.run(args, false).await
-            })?;
-        }
-        let fields = if action.is_change() {
-            vec![FieldChange {
-                path: s("url"),
-                before: current.map(Value::String),
-                after: Some(json!(url)),
-            }]
-        } else {
-            Vec::new()
-        };
-        let c = host
-            .journal()
-            .record(Change::new("helm.repo", name, action).with_fields(fields));
-        Ok(c.outcome(obj.into()))
+        repo::ensure(&host, name, url)
     }
 
     /// Installs or upgrades a release: `#{namespace, version, values, wait, timeout, atomic,
@@ -692,7 +466,7 @@ pub mod helm_module {
         opts: Map,
     ) -> RhaiResult<Map> {
         crate::host::track(&ctx);
-        upgrade_install_impl(&ctx, release, chart, &opts)
+        release::upgrade_install(&ctx, release, chart, &opts)
     }
 
     /// Renders a chart with `#{namespace, version, values}` as `helm template` does, which also

@@ -7,10 +7,10 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::client::{Kube, Res};
-use super::converge::{Converged, Desired, converge, creation_diff, read_live};
+use super::converge::{Desired, NotServedYet, converge, read_live};
+use crate::converge::{self, Converged};
 use crate::error::HostError;
 use crate::host::Host;
-use crate::journal::{Action, Change};
 
 /// Splits the input into manifests: `List` kinds are flattened, empty documents dropped.
 pub(crate) fn manifests(docs: Vec<Value>) -> Result<Vec<Value>, HostError> {
@@ -89,7 +89,7 @@ pub(crate) fn apply_all(
     docs: Vec<Value>,
     default_ns: Option<&str>,
     force: bool,
-) -> Result<Vec<Converged>, HostError> {
+) -> Result<Vec<Converged<Value>>, HostError> {
     let ms = manifests(docs)?;
     let indexed: Vec<(usize, Value)> = {
         let mut v: Vec<(usize, Value)> = ms.into_iter().enumerate().collect();
@@ -112,7 +112,7 @@ pub(crate) fn apply_all(
             )
         })
         .collect();
-    let mut results: Vec<(usize, Converged)> = Vec::new();
+    let mut results: Vec<(usize, Converged<Value>)> = Vec::new();
     let mut crds_applied = false;
     for (i, mut m) in indexed {
         let api_version = m["apiVersion"].as_str().unwrap_or_default().to_string();
@@ -143,13 +143,12 @@ pub(crate) fn apply_all(
                 } else {
                     format!("{ns}/{name}")
                 };
-                let change = Change::new(format!("k8s.{kind}"), shown, Action::Create)
-                    .with_fields(creation_diff(&m, false))
-                    .with_note(format!(
-                        "`{kind}` is defined by a CustomResourceDefinition applied in this run"
-                    ));
-                let change = host.journal().record(change);
-                results.push((i, Converged { change, object: m }));
+                let r = NotServedYet {
+                    kind: &kind,
+                    shown,
+                    manifest: &m,
+                };
+                results.push((i, converge::ensure(host, &r)?));
                 continue;
             }
             return Err(HostError::not_found(format!(

@@ -1,6 +1,7 @@
-//! Server-side apply as a converge step, shared by every `ensure_*` and by `apply`: read the live
-//! object, predict the result with a server-side dry-run (or locally when the namespace does not
-//! exist yet), diff, journal, and apply only when something differs.
+//! Kubernetes objects as converge resources (see [`crate::converge`]): server-side apply, shared
+//! by every `ensure_*` and by `apply` — the live object and the server's prediction (a dry-run
+//! apply; locally when the namespace does not exist yet) are read and diffed, and the object is
+//! applied only when something differs — and delete.
 
 use std::sync::Arc;
 
@@ -10,11 +11,12 @@ use rhai::Dynamic;
 use serde_json::{Map as JsonMap, Value};
 
 use super::client::{Kube, Res};
+use crate::converge::{self, Applied, Converged, Planned, Resource};
 use crate::diff;
 use crate::error::{ErrorKind, HostError};
 use crate::host::Host;
-use crate::journal::{Action, Change, FieldChange};
-use crate::secret_value::{Secret, mask_text};
+use crate::journal::FieldChange;
+use crate::secret_value::Secret;
 
 /// The field manager of everything collate-run applies.
 pub(crate) const FIELD_MANAGER: &str = "collate-run";
@@ -42,13 +44,6 @@ impl Desired {
     fn is_secret(&self) -> bool {
         self.res.ar.kind == "Secret" && self.res.ar.group.is_empty()
     }
-}
-
-/// The result of converging one object.
-pub(crate) struct Converged {
-    pub change: Change,
-    /// The live object after apply, or the predicted one in plan mode.
-    pub object: Value,
 }
 
 /// Fields the server owns that never count as a difference.
@@ -104,18 +99,6 @@ pub(crate) fn index_lists(v: &Value) -> Value {
     }
 }
 
-fn mask_field(mut f: FieldChange) -> FieldChange {
-    let m = |v: Option<Value>| {
-        v.map(|v| match v {
-            Value::String(s) => Value::String(mask_text(&s)),
-            other => other,
-        })
-    };
-    f.before = m(f.before);
-    f.after = m(f.after);
-    f
-}
-
 /// The fields that differ between `live` and `predicted` (both full objects from the server),
 /// including fields the apply removes.
 pub(crate) fn object_diff(live: &Value, predicted: &Value, secret: bool) -> Vec<FieldChange> {
@@ -133,7 +116,7 @@ pub(crate) fn object_diff(live: &Value, predicted: &Value, secret: bool) -> Vec<
             });
         }
     }
-    fields.into_iter().map(mask_field).collect()
+    fields
 }
 
 /// The fields of an object about to be created (what the script set).
@@ -142,9 +125,6 @@ pub(crate) fn creation_diff(desired: &Value, secret: bool) -> Vec<FieldChange> {
     let is_secret =
         |path: &str| secret && (path.starts_with("data") || path.starts_with("stringData"));
     diff::diff(&d, None, &is_secret)
-        .into_iter()
-        .map(mask_field)
-        .collect()
 }
 
 /// Reads one object; `None` when absent.
@@ -200,93 +180,277 @@ pub(crate) fn namespace_exists(host: &Host, kube: &Arc<Kube>, ns: &str) -> Resul
     Ok(read_live(host, kube, &res, "", ns)?.is_some())
 }
 
+/// One object to server-side apply, as a converge [`Resource`]: the live object and the
+/// server's prediction (a dry-run apply) are read side by side; the diff is between the two.
+pub(crate) struct Applying<'a> {
+    pub kube: &'a Arc<Kube>,
+    pub d: &'a Desired,
+    /// Take over fields owned by another manager (`force` in server-side apply).
+    pub force: bool,
+}
+
+/// What [`Applying`] reads: the live object, and the dry-run's result.
+pub(crate) struct Observed {
+    live: Option<Value>,
+    predicted: Result<Value, HostError>,
+}
+
+impl Applying<'_> {
+    fn params(&self) -> PatchParams {
+        let mut params = PatchParams::apply(FIELD_MANAGER);
+        params.force = self.force;
+        params
+    }
+    fn what(&self) -> String {
+        format!("apply {} {}", self.d.res.describe(), self.d.display_name())
+    }
+    /// The real apply (apply mode).
+    fn apply(&self, host: &Host) -> Result<Applied<Value>, HostError> {
+        let api = self.kube.api(&self.d.res, &self.d.namespace)?;
+        let what = self.what();
+        let params = self.params();
+        host.mutate(
+            &format!("k8s: {what}"),
+            apply(&api, self.kube, self.d, &params, &what),
+        )
+        .map(Applied::Done)
+    }
+}
+
+impl Resource for Applying<'_> {
+    type State = Observed;
+    type Object = Value;
+
+    fn kind(&self) -> String {
+        self.d.journal_kind()
+    }
+    fn name(&self) -> String {
+        self.d.display_name()
+    }
+    fn read(&self, host: &Host) -> Result<Observed, HostError> {
+        let (d, kube) = (self.d, self.kube);
+        let api = kube.api(&d.res, &d.namespace)?;
+        let what = self.what();
+        let get_what = format!("get {} {}", d.res.describe(), d.display_name());
+        let dry_what = format!("dry-run {what}");
+        let dry_params = self.params().dry_run();
+        // Independent: one round trip instead of two.
+        host.read(&format!("k8s: get + dry-run {what}"), async {
+            let (live, predicted) = futures::join!(
+                get(&api, kube, &d.name, &get_what),
+                apply(&api, kube, d, &dry_params, &dry_what)
+            );
+            Ok(Observed {
+                live: live?,
+                predicted,
+            })
+        })
+    }
+    fn exists(&self, s: &Observed) -> bool {
+        s.live.is_some()
+    }
+    fn diff(&self, host: &Host, s: &Observed) -> Result<Planned, HostError> {
+        let d = self.d;
+        let secret = d.is_secret();
+        match (&s.live, &s.predicted) {
+            (Some(live), Ok(predicted)) => {
+                Ok(Planned::fields(object_diff(live, predicted, secret)))
+            }
+            (None, Ok(_)) => Ok(Planned::fields(creation_diff(&d.body, secret))),
+            (None, Err(e))
+                if e.kind == ErrorKind::NotFound
+                    && d.res.namespaced
+                    && !namespace_exists(host, self.kube, &d.namespace)? =>
+            {
+                if !host.is_plan() {
+                    return Err(HostError::not_found(format!(
+                        "cannot create {} `{}`: namespace `{}` does not exist",
+                        d.res.ar.kind,
+                        d.display_name(),
+                        d.namespace
+                    ))
+                    .with_hint(format!(
+                        "create it first with `k8s::ensure_namespace(\"{}\")`",
+                        d.namespace
+                    )));
+                }
+                Ok(
+                    Planned::fields(creation_diff(&d.body, secret)).with_note(format!(
+                        "namespace `{}` does not exist yet: will be created",
+                        d.namespace
+                    )),
+                )
+            }
+            (_, Err(e)) => Err(e.clone()),
+        }
+    }
+    fn current(&self, s: &Observed) -> Value {
+        match (&s.predicted, &s.live) {
+            (Ok(p), _) => p.clone(),
+            (Err(_), Some(l)) => l.clone(),
+            (Err(_), None) => self.d.body.clone(),
+        }
+    }
+    fn predict(&self, _: &Host, s: &Observed, _: &Planned) -> Result<Value, HostError> {
+        Ok(self.current(s))
+    }
+    fn create(
+        &self,
+        host: &Host,
+        _: &Observed,
+        _: &mut Planned,
+    ) -> Result<Applied<Value>, HostError> {
+        self.apply(host)
+    }
+    fn update(
+        &self,
+        host: &Host,
+        _: &Observed,
+        _: &mut Planned,
+    ) -> Result<Applied<Value>, HostError> {
+        self.apply(host)
+    }
+}
+
 /// Server-side applies `d` (dry-run first), journals the change and returns the object.
 pub(crate) fn converge(
     host: &Host,
     kube: &Arc<Kube>,
     d: &Desired,
     force: bool,
-) -> Result<Converged, HostError> {
-    let api = kube.api(&d.res, &d.namespace)?;
-    let mut params = PatchParams::apply(FIELD_MANAGER);
-    params.force = force;
-    let shown = d.display_name();
-    let what = format!("apply {} {shown}", d.res.describe());
+) -> Result<Converged<Value>, HostError> {
+    converge::ensure(host, &Applying { kube, d, force })
+}
 
-    // The live object and the server's prediction (a dry-run apply) are independent: read them
-    // side by side, one round trip instead of two.
-    let (live, dry) = {
-        let get_what = format!("get {} {shown}", d.res.describe());
-        let dry_what = format!("dry-run {what}");
-        let dry_params = params.clone().dry_run();
-        host.read(&format!("k8s: get + dry-run {what}"), async {
-            let (live, dry) = futures::join!(
-                get(&api, kube, &d.name, &get_what),
-                apply(&api, kube, d, &dry_params, &dry_what)
-            );
-            Ok((live?, dry))
-        })?
-    };
-    let mut note = None;
-    let predicted = match dry {
-        Ok(p) => Some(p),
-        Err(e)
-            if e.kind == ErrorKind::NotFound
-                && live.is_none()
-                && d.res.namespaced
-                && !namespace_exists(host, kube, &d.namespace)? =>
-        {
-            if !host.is_plan() {
-                return Err(HostError::not_found(format!(
-                    "cannot create {} `{shown}`: namespace `{}` does not exist",
-                    d.res.ar.kind, d.namespace
-                ))
-                .with_hint(format!(
-                    "create it first with `k8s::ensure_namespace(\"{}\")`",
-                    d.namespace
-                )));
-            }
-            note = Some(format!(
-                "namespace `{}` does not exist yet: will be created",
-                d.namespace
-            ));
-            None
-        }
-        Err(e) => return Err(e),
-    };
+/// One object to delete, as a converge [`Resource`].
+pub(crate) struct Deleting<'a> {
+    pub kube: &'a Arc<Kube>,
+    pub res: &'a Res,
+    pub namespace: &'a str,
+    pub name: &'a str,
+}
 
-    let secret = d.is_secret();
-    let (action, fields) = match (&live, &predicted) {
-        (None, _) => (Action::Create, creation_diff(&d.body, secret)),
-        (Some(l), Some(p)) => {
-            let f = object_diff(l, p, secret);
-            (
-                if f.is_empty() {
-                    Action::Unchanged
-                } else {
-                    Action::Update
-                },
-                f,
-            )
-        }
-        (Some(_), None) => unreachable!("a live object has a namespace"),
-    };
+impl Resource for Deleting<'_> {
+    type State = Option<Value>;
+    type Object = Value;
 
-    let object = if action.is_change() && !host.is_plan() {
-        host.mutate(
-            &format!("k8s: {what}"),
-            apply(&api, kube, d, &params, &what),
-        )?
-    } else {
-        predicted.or(live).unwrap_or_else(|| d.body.clone())
-    };
-
-    let mut change = Change::new(d.journal_kind(), shown, action).with_fields(fields);
-    if let Some(n) = note {
-        change = change.with_note(n);
+    fn kind(&self) -> String {
+        format!("k8s.{}", self.res.ar.kind)
     }
-    let change = host.journal().record(change);
-    Ok(Converged { change, object })
+    fn name(&self) -> String {
+        place(self.res, self.namespace, self.name)
+    }
+    fn read(&self, host: &Host) -> Result<Option<Value>, HostError> {
+        read_live(host, self.kube, self.res, self.namespace, self.name)
+    }
+    fn exists(&self, s: &Option<Value>) -> bool {
+        s.is_some()
+    }
+    fn diff(&self, _: &Host, _: &Option<Value>) -> Result<Planned, HostError> {
+        Ok(Planned::default())
+    }
+    fn current(&self, s: &Option<Value>) -> Value {
+        s.clone().unwrap_or(Value::Null)
+    }
+    fn predict(&self, _: &Host, s: &Option<Value>, _: &Planned) -> Result<Value, HostError> {
+        Ok(self.current(s))
+    }
+    fn create(
+        &self,
+        _: &Host,
+        _: &Option<Value>,
+        _: &mut Planned,
+    ) -> Result<Applied<Value>, HostError> {
+        Err(HostError::input("internal: a delete does not create"))
+    }
+    fn update(
+        &self,
+        _: &Host,
+        _: &Option<Value>,
+        _: &mut Planned,
+    ) -> Result<Applied<Value>, HostError> {
+        Err(HostError::input("internal: a delete does not update"))
+    }
+    fn delete(&self, host: &Host, _: &Option<Value>) -> Result<(), HostError> {
+        let api = self.kube.api(self.res, self.namespace)?;
+        let what = format!("delete {} {}", self.res.describe(), self.name());
+        let (k, n) = (self.kube.clone(), self.name.to_string());
+        host.mutate(&format!("k8s: {what}"), async move {
+            match api.delete(&n, &kube::api::DeleteParams::background()).await {
+                Ok(_) => Ok(()),
+                // Gone since our read: what a delete wants.
+                Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+                Err(e) => Err(k.err(&what, e)),
+            }
+        })
+    }
+}
+
+/// Deletes one object when it exists; journals the change.
+pub(crate) fn delete(
+    host: &Host,
+    kube: &Arc<Kube>,
+    res: &Res,
+    namespace: &str,
+    name: &str,
+) -> Result<Converged<Value>, HostError> {
+    let r = Deleting {
+        kube,
+        res,
+        namespace,
+        name,
+    };
+    converge::remove(host, &r, Value::Null)
+}
+
+/// A manifest of a kind that a CustomResourceDefinition applied earlier in the same plan
+/// defines: the cluster cannot dry-run it yet, so the plan shows it as created from the
+/// manifest (plans only: an apply waits for the CRD and applies it for real).
+pub(crate) struct NotServedYet<'a> {
+    pub kind: &'a str,
+    pub shown: String,
+    pub manifest: &'a Value,
+}
+
+impl Resource for NotServedYet<'_> {
+    type State = ();
+    type Object = Value;
+
+    fn kind(&self) -> String {
+        format!("k8s.{}", self.kind)
+    }
+    fn name(&self) -> String {
+        self.shown.clone()
+    }
+    fn read(&self, _: &Host) -> Result<(), HostError> {
+        Ok(())
+    }
+    fn exists(&self, _: &()) -> bool {
+        false
+    }
+    fn diff(&self, _: &Host, _: &()) -> Result<Planned, HostError> {
+        Ok(
+            Planned::fields(creation_diff(self.manifest, false)).with_note(format!(
+                "`{}` is defined by a CustomResourceDefinition applied in this run",
+                self.kind
+            )),
+        )
+    }
+    fn current(&self, _: &()) -> Value {
+        self.manifest.clone()
+    }
+    fn predict(&self, _: &Host, _: &(), _: &Planned) -> Result<Value, HostError> {
+        Ok(self.manifest.clone())
+    }
+    fn create(&self, _: &Host, _: &(), _: &mut Planned) -> Result<Applied<Value>, HostError> {
+        Err(HostError::input(format!(
+            "internal: `{}` is not served yet; only a plan can show it",
+            self.kind
+        )))
+    }
+    fn update(&self, host: &Host, s: &(), p: &mut Planned) -> Result<Applied<Value>, HostError> {
+        self.create(host, s, p)
+    }
 }
 
 /// An object as scripts see it: no managed fields; a Secret's `data` decoded into Secret values.

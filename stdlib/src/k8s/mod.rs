@@ -18,7 +18,6 @@ use serde_json::{Value, json};
 
 use crate::error::{HostError, RhaiResult};
 use crate::host::Host;
-use crate::journal::{Action, Change};
 use crate::secret_value::Secret;
 use crate::value::{Secrets, check_keys, opt_bool, to_json};
 use client::{Kube, Res};
@@ -588,34 +587,13 @@ pub mod k8s_module {
     ) -> RhaiResult<Map> {
         let (host, kube) = setup(&ctx)?;
         let res = resolve(&host, &kube, kind)?;
-        let live = read_live(&host, &kube, &res, namespace, name)?;
-        let shown = converge::place(&res, namespace, name);
-        let action = if live.is_some() {
-            Action::Delete
+        let c = converge::delete(&host, &kube, &res, namespace, name)?;
+        let object = if c.object.is_null() {
+            Dynamic::UNIT
         } else {
-            Action::Unchanged
+            to_script(&c.object)
         };
-        if live.is_some() && !host.is_plan() {
-            let api = kube.api(&res, namespace)?;
-            let (k, what, n) = (
-                kube.clone(),
-                format!("delete {} {shown}", res.describe()),
-                name.to_string(),
-            );
-            host.mutate(&format!("k8s: {what}"), async move {
-                match api.delete(&n, &kube::api::DeleteParams::background()).await {
-                    Ok(_) => Ok(()),
-                    Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-                    Err(e) => Err(k.err(&what, e)),
-                }
-            })?;
-        }
-        let mut change = Change::new(format!("k8s.{}", res.ar.kind), shown, action);
-        if live.is_none() {
-            change = change.with_note("already absent");
-        }
-        let change = host.journal().record(change);
-        Ok(change.outcome(live.map(|l| to_script(&l)).unwrap_or(Dynamic::UNIT)))
+        Ok(c.change.outcome(object))
     }
 
     /// Watches an object until `condition` holds or `timeout` (seconds, or `"5m"`) runs out.

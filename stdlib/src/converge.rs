@@ -1,0 +1,403 @@
+//! The one converge driver: every `ensure_*`, `apply`, `delete` and helm release goes through
+//! [`ensure`] or [`remove`].
+//!
+//! A resource kind supplies what only it knows — how to read the live object, the fields that
+//! differ, the object a plan predicts, and the calls that create, update or delete it — as an
+//! implementation of [`Resource`]. The driver owns the sequence and everything that must be the
+//! same for every kind:
+//!
+//! 1. read (a remote read, allowed in plan mode);
+//! 2. diff → the action (`create` when absent, `update` when fields differ, else `unchanged`);
+//! 3. in a plan: the resource's prediction, no change; in an apply: `create`/`update` (their
+//!    remote calls go through [`Host::mutate`], which refuses outside apply mode);
+//! 4. a create that lost a race (somebody created the object between our read and our create)
+//!    reads again and converges that object;
+//! 5. masking: every before/after string passes through the secret mask;
+//! 6. the journal entry, and the result map scripts get: `#{changed, object, diff}`.
+
+use rhai::{Dynamic, Map};
+use serde_json::Value;
+
+use crate::error::{ErrorKind, HostError};
+use crate::host::Host;
+use crate::journal::{Action, Change, FieldChange};
+use crate::secret_value::mask_text;
+
+/// What a diff found: the fields that differ (secrets may still be in them: the driver masks)
+/// and an optional note for the journal ("namespace does not exist yet: will be created").
+#[derive(Debug, Default, Clone)]
+pub struct Planned {
+    pub fields: Vec<FieldChange>,
+    pub note: Option<String>,
+}
+
+impl Planned {
+    pub fn fields(fields: Vec<FieldChange>) -> Planned {
+        Planned { fields, note: None }
+    }
+    pub fn with_note(mut self, note: impl Into<String>) -> Planned {
+        self.note = Some(note.into());
+        self
+    }
+    /// `true` when some field's top-level key is `key` (`trust` for `trust.Statement.0.Effect`).
+    pub fn touches(&self, key: &str) -> bool {
+        self.fields.iter().any(|f| top_field(&f.path) == key)
+    }
+}
+
+/// The top-level key of a diff path: `trust` for `trust.Statement[0]`.
+pub fn top_field(path: &str) -> &str {
+    path.split(['.', '[']).next().unwrap_or(path)
+}
+
+/// What a create or update did.
+pub enum Applied<O> {
+    /// The object as it is now.
+    Done(O),
+    /// Somebody else created the object between our read and our create (IAM's
+    /// `EntityAlreadyExists`, Kubernetes' `AlreadyExists`): the driver reads it and converges it.
+    Raced,
+}
+
+/// One kind of remote object, as the driver sees it.
+pub trait Resource {
+    /// What [`Resource::read`] finds (usually `Option<Live>`).
+    type State;
+    /// The object scripts get back (JSON for Kubernetes, a Rhai map elsewhere).
+    type Object;
+
+    /// The journal's kind: `aws.iam.role`, `k8s.Secret`, `helm.release`.
+    fn kind(&self) -> String;
+    /// The journal's name: `collate-server-role`, `collate/db-credentials`.
+    fn name(&self) -> String;
+    /// Reads the live object (through [`Host::read`]).
+    fn read(&self, host: &Host) -> Result<Self::State, HostError>;
+    /// `true` when the state holds a live object.
+    fn exists(&self, state: &Self::State) -> bool;
+    /// The fields the converge changes (for an absent object: the fields it sets). May read
+    /// more (a server-side dry-run), never change anything.
+    fn diff(&self, host: &Host, state: &Self::State) -> Result<Planned, HostError>;
+    /// The live object, when nothing differs.
+    fn current(&self, state: &Self::State) -> Self::Object;
+    /// The object as it would be after the converge (plan mode). May check more (a chart's
+    /// schema), never change anything.
+    fn predict(
+        &self,
+        host: &Host,
+        state: &Self::State,
+        planned: &Planned,
+    ) -> Result<Self::Object, HostError>;
+    /// Creates the object (apply mode). May add a note on what it did to `planned`.
+    fn create(
+        &self,
+        host: &Host,
+        state: &Self::State,
+        planned: &mut Planned,
+    ) -> Result<Applied<Self::Object>, HostError>;
+    /// Changes what differs (apply mode). May add a note on what it did to `planned`.
+    fn update(
+        &self,
+        host: &Host,
+        state: &Self::State,
+        planned: &mut Planned,
+    ) -> Result<Applied<Self::Object>, HostError>;
+    /// Deletes the live object (apply mode). Kinds that cannot be deleted keep the default.
+    fn delete(&self, host: &Host, state: &Self::State) -> Result<(), HostError> {
+        let _ = (host, state);
+        Err(HostError::input(format!(
+            "`{}` objects cannot be deleted by collate-run",
+            self.kind()
+        )))
+    }
+    /// The fields a delete removes (shown in the plan); none by default.
+    fn deletion_fields(&self, state: &Self::State) -> Vec<FieldChange> {
+        let _ = state;
+        Vec::new()
+    }
+}
+
+/// The result of converging one object.
+pub struct Converged<O> {
+    pub change: Change,
+    /// The live object after the change, or the predicted one in plan mode.
+    pub object: O,
+}
+
+impl<O: Clone + Into<Dynamic>> Converged<O> {
+    /// `#{changed, object, diff}` for the script.
+    pub fn outcome(&self) -> Map {
+        self.change.outcome(self.object.clone().into())
+    }
+}
+
+/// How often a create that lost a race is retried before the driver gives up.
+const RACE_PASSES: usize = 2;
+
+/// Converges `r`: reads it, diffs, and in apply mode creates or updates what differs; in plan
+/// mode predicts. Journals the change and returns it with the object.
+pub fn ensure<R: Resource>(host: &Host, r: &R) -> Result<Converged<R::Object>, HostError> {
+    for _ in 0..RACE_PASSES {
+        let state = r.read(host)?;
+        let mut planned = r.diff(host, &state)?;
+        let action = match (r.exists(&state), planned.fields.is_empty()) {
+            (false, _) => Action::Create,
+            (true, false) => Action::Update,
+            (true, true) => Action::Unchanged,
+        };
+        let object = match action {
+            Action::Unchanged => r.current(&state),
+            _ if host.is_plan() => r.predict(host, &state, &planned)?,
+            Action::Create => match r.create(host, &state, &mut planned)? {
+                Applied::Done(o) => o,
+                Applied::Raced => continue,
+            },
+            _ => match r.update(host, &state, &mut planned)? {
+                Applied::Done(o) => o,
+                Applied::Raced => continue,
+            },
+        };
+        let change = record(host, r, action, planned);
+        return Ok(Converged { change, object });
+    }
+    Err(HostError::new(
+        ErrorKind::Conflict,
+        format!(
+            "{} `{}` is being created and deleted by somebody else at the same time",
+            r.kind(),
+            r.name()
+        ),
+    )
+    .with_hint("another run or person is changing it: re-run when they are done"))
+}
+
+/// Deletes `r` when it exists (in apply mode); an absent object is `unchanged` ("already
+/// absent"). The object returned is the one deleted, `absent` when there was none.
+pub fn remove<R: Resource>(
+    host: &Host,
+    r: &R,
+    absent: R::Object,
+) -> Result<Converged<R::Object>, HostError> {
+    let state = r.read(host)?;
+    if !r.exists(&state) {
+        let planned = Planned::default().with_note("already absent");
+        let change = record(host, r, Action::Unchanged, planned);
+        return Ok(Converged {
+            change,
+            object: absent,
+        });
+    }
+    let planned = Planned::fields(r.deletion_fields(&state));
+    if !host.is_plan() {
+        r.delete(host, &state)?;
+    }
+    let object = r.current(&state);
+    let change = record(host, r, Action::Delete, planned);
+    Ok(Converged { change, object })
+}
+
+/// Journals one converge with its fields masked.
+fn record<R: Resource>(host: &Host, r: &R, action: Action, planned: Planned) -> Change {
+    let fields = planned.fields.into_iter().map(mask_field).collect();
+    let mut change = Change::new(r.kind(), r.name(), action).with_fields(fields);
+    if let Some(n) = planned.note {
+        change = change.with_note(n);
+    }
+    host.journal().record(change)
+}
+
+/// A field with every string in its before/after values passed through the secret mask.
+fn mask_field(mut f: FieldChange) -> FieldChange {
+    f.before = f.before.map(mask_value);
+    f.after = f.after.map(mask_value);
+    f
+}
+
+fn mask_value(v: Value) -> Value {
+    match v {
+        Value::String(s) => Value::String(mask_text(&s)),
+        Value::Array(a) => Value::Array(a.into_iter().map(mask_value).collect()),
+        Value::Object(o) => Value::Object(o.into_iter().map(|(k, v)| (k, mask_value(v))).collect()),
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::Mutex;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::host::{Mode, Settings};
+    use crate::journal::Silent;
+    use crate::secret_value::Secret;
+
+    /// An in-memory resource: the driver's sequence is what is under test.
+    #[derive(Default)]
+    struct Memory {
+        live: Mutex<Option<String>>,
+        want: String,
+        /// Creates that lose a race before succeeding.
+        races: Mutex<usize>,
+        calls: Mutex<Vec<&'static str>>,
+    }
+
+    impl Resource for Memory {
+        type State = Option<String>;
+        type Object = String;
+        fn kind(&self) -> String {
+            "test.memory".into()
+        }
+        fn name(&self) -> String {
+            "m".into()
+        }
+        fn read(&self, _: &Host) -> Result<Option<String>, HostError> {
+            self.calls.lock().unwrap().push("read");
+            Ok(self.live.lock().unwrap().clone())
+        }
+        fn exists(&self, s: &Option<String>) -> bool {
+            s.is_some()
+        }
+        fn diff(&self, _: &Host, s: &Option<String>) -> Result<Planned, HostError> {
+            Ok(Planned::fields(crate::diff::diff(
+                &json!({"value": self.want}),
+                s.as_ref().map(|l| json!({"value": l})).as_ref(),
+                &|_| false,
+            )))
+        }
+        fn current(&self, s: &Option<String>) -> String {
+            s.clone().unwrap_or_default()
+        }
+        fn predict(&self, _: &Host, _: &Option<String>, _: &Planned) -> Result<String, HostError> {
+            Ok(self.want.clone())
+        }
+        fn create(
+            &self,
+            host: &Host,
+            _: &Option<String>,
+            _: &mut Planned,
+        ) -> Result<Applied<String>, HostError> {
+            self.calls.lock().unwrap().push("create");
+            let mut races = self.races.lock().unwrap();
+            if *races > 0 {
+                *races -= 1;
+                if *races == 0 {
+                    *self.live.lock().unwrap() = Some("theirs".into());
+                }
+                return Ok(Applied::Raced);
+            }
+            host.mutate("create", async { Ok(()) })?;
+            *self.live.lock().unwrap() = Some(self.want.clone());
+            Ok(Applied::Done(self.want.clone()))
+        }
+        fn update(
+            &self,
+            host: &Host,
+            s: &Option<String>,
+            p: &mut Planned,
+        ) -> Result<Applied<String>, HostError> {
+            self.calls.lock().unwrap().push("update");
+            assert!(s.is_some() && !p.fields.is_empty());
+            host.mutate("update", async { Ok(()) })?;
+            *self.live.lock().unwrap() = Some(self.want.clone());
+            Ok(Applied::Done(self.want.clone()))
+        }
+        fn delete(&self, host: &Host, _: &Option<String>) -> Result<(), HostError> {
+            self.calls.lock().unwrap().push("delete");
+            host.mutate("delete", async { Ok(()) })?;
+            *self.live.lock().unwrap() = None;
+            Ok(())
+        }
+    }
+
+    fn host(mode: Mode) -> (tokio::runtime::Runtime, Arc<Host>) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let settings = Settings {
+            mode,
+            ..Settings::default()
+        };
+        let h = Host::new(settings, rt.handle().clone(), Arc::new(Silent));
+        h.journal().set_planned(mode == Mode::Plan);
+        (rt, h)
+    }
+
+    fn memory(live: Option<&str>, want: &str) -> Memory {
+        Memory {
+            live: Mutex::new(live.map(str::to_string)),
+            want: want.into(),
+            ..Memory::default()
+        }
+    }
+
+    #[test]
+    fn creates_updates_and_then_changes_nothing() {
+        let (_rt, h) = host(Mode::Apply);
+        let m = memory(None, "a");
+        let c = ensure(&h, &m).unwrap();
+        assert_eq!((c.change.action, c.object.as_str()), (Action::Create, "a"));
+        let c = ensure(&h, &m).unwrap();
+        assert_eq!(c.change.action, Action::Unchanged);
+        assert!(c.change.fields.is_empty());
+        let m = memory(Some("a"), "b");
+        let c = ensure(&h, &m).unwrap();
+        assert_eq!(c.change.action, Action::Update);
+        assert_eq!(c.change.fields[0].path, "value");
+        assert_eq!(*m.live.lock().unwrap(), Some("b".into()));
+        assert_eq!(h.remote_calls().1, 2, "one write per change");
+    }
+
+    #[test]
+    fn a_plan_predicts_and_changes_nothing() {
+        let (_rt, h) = host(Mode::Plan);
+        let m = memory(Some("a"), "b");
+        let c = ensure(&h, &m).unwrap();
+        assert_eq!((c.change.action, c.object.as_str()), (Action::Update, "b"));
+        assert!(c.change.planned);
+        assert_eq!(*m.live.lock().unwrap(), Some("a".into()));
+        assert_eq!(*m.calls.lock().unwrap(), ["read"]);
+        let c = remove(&h, &m, String::new()).unwrap();
+        assert_eq!(c.change.action, Action::Delete);
+        assert_eq!(*m.live.lock().unwrap(), Some("a".into()));
+        assert_eq!(h.remote_calls().1, 0);
+    }
+
+    #[test]
+    fn a_lost_create_race_converges_the_winners_object() {
+        let (_rt, h) = host(Mode::Apply);
+        let m = memory(None, "a");
+        *m.races.lock().unwrap() = 1;
+        let c = ensure(&h, &m).unwrap();
+        assert_eq!(c.change.action, Action::Update, "theirs → ours");
+        assert_eq!(
+            *m.calls.lock().unwrap(),
+            ["read", "create", "read", "update"]
+        );
+        // The object keeps vanishing: created by somebody, deleted before we read it.
+        let m = memory(None, "a");
+        *m.races.lock().unwrap() = 5;
+        let e = ensure(&h, &m).err().unwrap();
+        assert_eq!(e.kind, ErrorKind::Conflict);
+        assert!(e.message.contains("test.memory `m`"), "{}", e.message);
+    }
+
+    #[test]
+    fn delete_of_an_absent_object_is_unchanged_and_secrets_are_masked() {
+        let (_rt, h) = host(Mode::Apply);
+        let m = memory(None, "x");
+        let c = remove(&h, &m, "gone".into()).unwrap();
+        assert_eq!(c.change.action, Action::Unchanged);
+        assert_eq!(c.change.note.as_deref(), Some("already absent"));
+        assert_eq!(c.object, "gone");
+        let _s = Secret::new("hunter2-very-secret", "test");
+        let m = memory(Some("old"), "pw=hunter2-very-secret");
+        let c = ensure(&h, &m).unwrap();
+        let shown = serde_json::to_string(&c.change.fields).unwrap();
+        assert!(!shown.contains("hunter2"), "{shown}");
+        let c = remove(&h, &m, String::new()).unwrap();
+        assert_eq!(c.change.action, Action::Delete);
+        assert_eq!(*m.live.lock().unwrap(), None);
+    }
+}

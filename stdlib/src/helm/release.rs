@@ -1,0 +1,254 @@
+//! A helm release as a converge resource (see [`crate::converge`]): read from helm's release
+//! records with its user-supplied values, compared by chart name and version, status and values;
+//! a plan checks the values against the chart's schema; an apply runs `helm upgrade --install`
+//! with the values on stdin.
+
+use std::sync::Arc;
+
+use rhai::{Map, NativeCallContext};
+use serde_json::{Value, json};
+
+use super::cli::Helm;
+use super::{
+    ChartRef, Opts, Release, chart, desired_chart, parse_opts, read_release_and_values, render, s,
+    stuck, values_diff, values_input,
+};
+use crate::converge::{self, Applied, Planned, Resource};
+use crate::error::{HostError, RhaiResult};
+use crate::host::Host;
+use crate::journal::FieldChange;
+use crate::value::opt_bool;
+
+const UPGRADE_KEYS: &[&str] = &[
+    "namespace",
+    "version",
+    "values",
+    "wait",
+    "timeout",
+    "atomic",
+    "create_namespace",
+    "disable_openapi_validation",
+];
+
+/// `timeout`: seconds, or helm's duration text (`"10m"`).
+fn parse_timeout(opts: &Map) -> Result<Option<String>, HostError> {
+    match opts.get("timeout") {
+        None => Ok(None),
+        Some(t) if t.is_unit() => Ok(None),
+        Some(t) if t.is_int() => Ok(Some(format!("{}s", t.as_int().unwrap_or(300)))),
+        Some(t) if t.is_string() => Ok(Some(t.to_string())),
+        Some(t) => Err(HostError::input(format!(
+            "option `timeout` must be seconds or a string like \"10m\", not `{}`",
+            t.type_name()
+        ))),
+    }
+}
+
+/// The release the script asks for.
+struct Upgrade<'a> {
+    host: Arc<Host>,
+    helm: Helm,
+    release: &'a str,
+    chart: ChartRef,
+    o: Opts,
+    wait: bool,
+    timeout: Option<String>,
+    atomic: bool,
+    create_namespace: bool,
+    disable_openapi_validation: bool,
+}
+
+/// The installed release (with its user-supplied values) and the chart it should run.
+struct Observed {
+    live: Option<(Release, Value)>,
+    want: chart::Meta,
+}
+
+impl Observed {
+    /// `name-version`, `(latest)` for a version only the install knows.
+    fn want_chart(&self) -> String {
+        format!(
+            "{}-{}",
+            self.want.name,
+            self.want.version.as_deref().unwrap_or("(latest)")
+        )
+    }
+}
+
+impl Upgrade<'_> {
+    /// `helm upgrade --install`, the values on stdin; the release helm reports.
+    fn install(&self) -> Result<Applied<Release>, HostError> {
+        let (host, release, o) = (&self.host, self.release, &self.o);
+        let (chart_args, repo) = self.chart.helm_args(host, o.version.as_deref());
+        let mut args = vec![s("upgrade"), s("--install"), release.to_string()];
+        args.extend(chart_args);
+        args.extend([
+            s("-n"),
+            o.namespace.clone(),
+            s("-f"),
+            s("-"),
+            s("--reset-values"),
+            s("-o"),
+            s("json"),
+        ]);
+        if self.wait {
+            args.push(s("--wait"));
+        }
+        if let Some(t) = &self.timeout {
+            args.extend([s("--timeout"), t.clone()]);
+        }
+        if self.create_namespace {
+            args.push(s("--create-namespace"));
+        }
+        if self.disable_openapi_validation {
+            args.push(s("--disable-openapi-validation"));
+        }
+        let (h, atomic) = (self.helm.clone(), self.atomic);
+        let input = values_input(&o.values);
+        let out = host.mutate(&format!("helm upgrade --install {release}"), async move {
+            if atomic {
+                args.push(s(h.atomic_flag().await?));
+            }
+            h.run_fresh(args, true, input, repo.as_deref()).await
+        })?;
+        let doc: Value = serde_json::from_str(out.stdout.trim()).map_err(|e| {
+            HostError::api(format!(
+                "`helm upgrade --install {release}` printed something that is not JSON: {e}"
+            ))
+        })?;
+        Ok(Applied::Done(Release::from_release(&doc)))
+    }
+}
+
+impl Resource for Upgrade<'_> {
+    type State = Observed;
+    type Object = Release;
+
+    fn kind(&self) -> String {
+        "helm.release".into()
+    }
+    fn name(&self) -> String {
+        format!("{}/{}", self.o.namespace, self.release)
+    }
+    fn read(&self, _: &Host) -> Result<Observed, HostError> {
+        let host = &self.host;
+        let live = read_release_and_values(host, &self.helm, self.release, &self.o.namespace)?;
+        if let Some((rel, _)) = live
+            .as_ref()
+            .filter(|(r, _)| r.status.starts_with("pending-"))
+        {
+            return Err(stuck(rel));
+        }
+        let want = desired_chart(host, &self.helm, &self.chart, self.o.version.as_deref())?;
+        Ok(Observed { live, want })
+    }
+    fn exists(&self, s: &Observed) -> bool {
+        s.live.is_some()
+    }
+    fn diff(&self, _: &Host, st: &Observed) -> Result<Planned, HostError> {
+        let o = &self.o;
+        let want_chart = st.want_chart();
+        let Some((rel, live_values)) = &st.live else {
+            let mut f = vec![FieldChange {
+                path: s("chart"),
+                before: None,
+                after: Some(json!(want_chart)),
+            }];
+            f.extend(values_diff(&o.values_masked, &json!({}), &o.secret_paths));
+            return Ok(Planned::fields(f));
+        };
+        let mut f = Vec::new();
+        let version_differs = st.want.version.as_deref().is_some_and(|v| v != rel.version);
+        if rel.chart != st.want.name || version_differs {
+            f.push(FieldChange {
+                path: s("chart"),
+                before: Some(json!(format!("{}-{}", rel.chart, rel.version))),
+                after: Some(json!(want_chart)),
+            });
+        }
+        if rel.status != "deployed" {
+            f.push(FieldChange {
+                path: s("status"),
+                before: Some(json!(rel.status)),
+                after: Some(json!("deployed")),
+            });
+        }
+        f.extend(values_diff(&o.values, live_values, &o.secret_paths));
+        Ok(Planned::fields(f))
+    }
+    fn current(&self, st: &Observed) -> Release {
+        match &st.live {
+            Some((r, _)) => r.clone(),
+            None => Release {
+                name: self.release.to_string(),
+                namespace: self.o.namespace.clone(),
+                revision: 0,
+                status: s("uninstalled"),
+                chart: st.want.name.clone(),
+                version: st.want.version.clone().unwrap_or_default(),
+                app_version: String::new(),
+                deployed_at: None,
+            },
+        }
+    }
+    fn predict(&self, host: &Host, st: &Observed, _: &Planned) -> Result<Release, HostError> {
+        // The values are checked against the chart's schema before anything is installed.
+        render(host, &self.helm, self.release, &self.chart, &self.o)?;
+        let live = st.live.as_ref().map(|(r, _)| r);
+        Ok(Release {
+            name: self.release.to_string(),
+            namespace: self.o.namespace.clone(),
+            revision: live.map(|r| r.revision + 1).unwrap_or(1),
+            status: s("deployed"),
+            chart: st.want.name.clone(),
+            version: st.want.version.clone().unwrap_or_default(),
+            app_version: live.map(|r| r.app_version.clone()).unwrap_or_default(),
+            // Known once it is deployed.
+            deployed_at: None,
+        })
+    }
+    fn create(
+        &self,
+        _: &Host,
+        _: &Observed,
+        _: &mut Planned,
+    ) -> Result<Applied<Release>, HostError> {
+        self.install()
+    }
+    fn update(
+        &self,
+        _: &Host,
+        _: &Observed,
+        _: &mut Planned,
+    ) -> Result<Applied<Release>, HostError> {
+        self.install()
+    }
+}
+
+/// `helm::upgrade_install(release, chart, opts)`.
+pub(super) fn upgrade_install(
+    ctx: &NativeCallContext,
+    release: &str,
+    chart: &str,
+    opts: &Map,
+) -> RhaiResult<Map> {
+    let o = parse_opts("helm::upgrade_install", opts, UPGRADE_KEYS)?;
+    let host = Host::of(ctx)?;
+    host.guard_remote(&format!("helm upgrade --install {release}"))?;
+    let helm = Helm::find(&host)?;
+    let chart = ChartRef::resolve(&host, ctx, chart)?;
+    let r = Upgrade {
+        helm,
+        release,
+        chart,
+        o,
+        wait: opt_bool(opts, "wait")?.unwrap_or(false),
+        timeout: parse_timeout(opts)?,
+        atomic: opt_bool(opts, "atomic")?.unwrap_or(false),
+        create_namespace: opt_bool(opts, "create_namespace")?.unwrap_or(false),
+        disable_openapi_validation: opt_bool(opts, "disable_openapi_validation")?.unwrap_or(false),
+        host: host.clone(),
+    };
+    let done = converge::ensure(&host, &r)?;
+    Ok(done.change.outcome(done.object.to_map().into()))
+}
