@@ -13,7 +13,7 @@ use rhai::plugin::*;
 use crate::error::{ErrorKind, HostError, RhaiResult};
 use crate::host::Host;
 use crate::secret_value::Secret;
-use crate::value::{check_keys, opt_int, opt_str};
+use crate::value::{check_keys, opt};
 
 /// The options `db::version` takes.
 const OPTIONS: &[&str] = &[
@@ -95,7 +95,7 @@ struct ServerVersion {
 fn parse_target(host: &Host, ctx: &NativeCallContext, opts: &Map) -> Result<Target, HostError> {
     check_keys("db::version", opts, OPTIONS)?;
     let required = |key: &str| -> Result<String, HostError> {
-        match opt_str(opts, key)? {
+        match opt::<String>(opts, key)? {
             Some(v) if !v.is_empty() => Ok(v),
             _ => Err(HostError::input(format!(
                 "`db::version` needs option `{key}`"
@@ -115,7 +115,7 @@ fn parse_target(host: &Host, ctx: &NativeCallContext, opts: &Map) -> Result<Targ
         Scheme::Postgres => 5432,
         Scheme::Mysql => 3306,
     };
-    let port = opt_int(opts, "port")?.unwrap_or(default_port);
+    let port = opt::<i64>(opts, "port")?.unwrap_or(default_port);
     let port = u16::try_from(port)
         .ok()
         .filter(|p| *p > 0)
@@ -131,12 +131,14 @@ fn parse_target(host: &Host, ctx: &NativeCallContext, opts: &Map) -> Result<Targ
         }
         _ => return Err(HostError::input("`db::version` needs option `password`")),
     };
-    let tls = Tls::parse(opt_str(opts, "tls")?.as_deref().unwrap_or("prefer"))?;
-    let ca_file = match opt_str(opts, "ca_file")? {
+    let tls = Tls::parse(opt::<String>(opts, "tls")?.as_deref().unwrap_or("prefer"))?;
+    let ca_file = match opt::<String>(opts, "ca_file")? {
         Some(p) if !p.is_empty() => Some(host.check_read(&host.resolve_from(ctx, &p))?),
         _ => None,
     };
-    let timeout = opt_int(opts, "timeout")?.unwrap_or(DEFAULT_TIMEOUT).max(1);
+    let timeout = opt::<i64>(opts, "timeout")?
+        .unwrap_or(DEFAULT_TIMEOUT)
+        .max(1);
     Ok(Target {
         scheme,
         host: required("host")?,

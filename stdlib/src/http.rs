@@ -16,7 +16,7 @@ use rhai::{FnPtr, Map};
 use crate::error::{ErrorKind, HostError, RhaiResult, error_chain};
 use crate::host::Host;
 use crate::secret_value::Secret;
-use crate::value::{Secrets, check_keys, from_json, opt_bool, opt_int, to_json};
+use crate::value::{Secrets, check_keys, from_json, opt, to_json};
 
 /// Options every call takes.
 const CALL_OPTIONS: &[&str] = &[
@@ -142,7 +142,7 @@ fn build_request(method: reqwest::Method, url: &str, opts: &Map) -> Result<Reque
             Some((user, password))
         }
     };
-    let timeout = opt_int(opts, "timeout")?
+    let timeout = opt::<i64>(opts, "timeout")?
         .unwrap_or(DEFAULT_TIMEOUT as i64)
         .max(1) as u64;
     Ok(Request {
@@ -269,8 +269,8 @@ fn call(
         CALL_OPTIONS,
     )?;
     let host = Host::of(ctx)?;
-    let fail = opt_bool(opts, "fail")?.unwrap_or(false);
-    let safe = opt_bool(opts, "safe")?.unwrap_or(false);
+    let fail = opt::<bool>(opts, "fail")?.unwrap_or(false);
+    let safe = opt::<bool>(opts, "safe")?.unwrap_or(false);
     let req = build_request(method.clone(), url, opts)?;
     let what = format!("http {method} {url}");
     let resp = if method == reqwest::Method::GET || safe {
@@ -373,8 +373,10 @@ pub mod http_module {
                 .into());
             }
         };
-        let interval = Duration::from_secs(opt_int(&opts, "interval")?.unwrap_or(5).max(0) as u64);
-        let timeout = Duration::from_secs(opt_int(&opts, "timeout")?.unwrap_or(300).max(0) as u64);
+        let interval =
+            Duration::from_secs(opt::<i64>(&opts, "interval")?.unwrap_or(5).max(0) as u64);
+        let timeout =
+            Duration::from_secs(opt::<i64>(&opts, "timeout")?.unwrap_or(300).max(0) as u64);
         let mut req_opts = Map::new();
         for key in ["headers", "bearer", "basic"] {
             if let Some(v) = opts.get(key) {

@@ -3,6 +3,8 @@
 //! A [`crate::secret_value::Secret`] inside a Rhai value is revealed only when converting for an API
 //! call ([`Secrets::Reveal`]); for the journal, output and errors it becomes `***`.
 
+use std::time::Duration;
+
 use rhai::{Array, Dynamic, Map};
 use serde_json::Value;
 
@@ -139,40 +141,175 @@ pub fn display(d: &Dynamic) -> String {
     }
 }
 
-/// Reads an optional string option from an options map.
-pub fn opt_str(opts: &Map, key: &str) -> Result<Option<String>, HostError> {
+/// A type an option (or an argument) can be read as: the one reader of the standard library.
+/// `what` names the value in errors ("option `timeout`").
+pub trait FromScript: Sized {
+    fn from_script(v: &Dynamic, what: &str) -> Result<Self, HostError>;
+}
+
+/// The error for a value of the wrong type: "option `x` must be a string, not `i64`".
+fn wrong_type(what: &str, expected: &str, v: &Dynamic) -> HostError {
+    HostError::input(format!(
+        "{what} must be {expected}, not `{}`",
+        v.type_name()
+    ))
+}
+
+/// Reads option `key` of an options map as a `T`; absent or `()` is `None`.
+///
+/// `opt::<String>`, `opt::<bool>`, `opt::<i64>`, `opt::<Vec<String>>`, `opt::<Map>`,
+/// `opt::<Value>` (JSON, secrets revealed: it is sent to an API), `opt::<Duration>` (seconds or
+/// `"90s"`, `"5m"`, `"1h30m"`), `opt::<Tags>`.
+pub fn opt<T: FromScript>(opts: &Map, key: &str) -> Result<Option<T>, HostError> {
     match opts.get(key) {
         None => Ok(None),
         Some(v) if v.is_unit() => Ok(None),
-        Some(v) if v.is_string() => Ok(Some(v.to_string())),
-        Some(v) => Err(HostError::input(format!(
-            "option `{key}` must be a string, not `{}`",
-            v.type_name()
-        ))),
+        Some(v) => T::from_script(v, &format!("option `{key}`")).map(Some),
     }
 }
 
-/// Reads an optional bool option from an options map.
-pub fn opt_bool(opts: &Map, key: &str) -> Result<Option<bool>, HostError> {
-    match opts.get(key) {
-        None => Ok(None),
-        Some(v) if v.is_unit() => Ok(None),
-        Some(v) => v
-            .as_bool()
-            .map(Some)
-            .map_err(|t| HostError::input(format!("option `{key}` must be a bool, not `{t}`"))),
+impl FromScript for String {
+    fn from_script(v: &Dynamic, what: &str) -> Result<Self, HostError> {
+        if v.is_string() {
+            Ok(v.to_string())
+        } else {
+            Err(wrong_type(what, "a string", v))
+        }
     }
 }
 
-/// Reads an optional integer option from an options map.
-pub fn opt_int(opts: &Map, key: &str) -> Result<Option<i64>, HostError> {
-    match opts.get(key) {
-        None => Ok(None),
-        Some(v) if v.is_unit() => Ok(None),
-        Some(v) => v
-            .as_int()
-            .map(Some)
-            .map_err(|t| HostError::input(format!("option `{key}` must be an integer, not `{t}`"))),
+impl FromScript for bool {
+    fn from_script(v: &Dynamic, what: &str) -> Result<Self, HostError> {
+        v.as_bool().map_err(|_| wrong_type(what, "a bool", v))
+    }
+}
+
+impl FromScript for i64 {
+    fn from_script(v: &Dynamic, what: &str) -> Result<Self, HostError> {
+        v.as_int().map_err(|_| wrong_type(what, "an integer", v))
+    }
+}
+
+impl FromScript for Map {
+    fn from_script(v: &Dynamic, what: &str) -> Result<Self, HostError> {
+        v.read_lock::<Map>()
+            .map(|m| m.clone())
+            .ok_or_else(|| wrong_type(what, "a map", v))
+    }
+}
+
+/// A map as JSON, secrets revealed (it is sent to an API).
+impl FromScript for Value {
+    fn from_script(v: &Dynamic, what: &str) -> Result<Self, HostError> {
+        if v.is_map() {
+            to_json(v, Secrets::Reveal)
+        } else {
+            Err(wrong_type(what, "a map", v))
+        }
+    }
+}
+
+impl FromScript for Vec<String> {
+    fn from_script(v: &Dynamic, what: &str) -> Result<Self, HostError> {
+        let arr = v
+            .read_lock::<rhai::Array>()
+            .ok_or_else(|| wrong_type(what, "a list of strings", v))?;
+        arr.iter()
+            .map(|i| {
+                if i.is_string() {
+                    Ok(i.to_string())
+                } else {
+                    Err(HostError::input(format!(
+                        "{what} must be a list of strings; it holds a `{}`",
+                        i.type_name()
+                    )))
+                }
+            })
+            .collect()
+    }
+}
+
+/// Seconds (an integer), or text: `"90"`, `"90s"`, `"5m"`, `"1h30m"`.
+impl FromScript for Duration {
+    fn from_script(v: &Dynamic, what: &str) -> Result<Self, HostError> {
+        if let Ok(i) = v.as_int() {
+            return u64::try_from(i)
+                .map(Duration::from_secs)
+                .map_err(|_| HostError::input(format!("{what} must not be negative")));
+        }
+        if v.is_string() {
+            return parse_duration(&v.to_string());
+        }
+        Err(wrong_type(what, "seconds or a string like \"5m\"", v))
+    }
+}
+
+/// Parses a duration: seconds as a number, or `"90s"`, `"5m"`, `"1h"`, `"1h30m"`.
+pub fn parse_duration(text: &str) -> Result<Duration, HostError> {
+    let invalid = || {
+        HostError::input(format!("invalid duration `{text}`"))
+            .with_hint("e.g. 300, \"90s\", \"5m\", \"1h30m\"")
+    };
+    let mut rest = text.trim();
+    if rest.is_empty() {
+        return Err(invalid());
+    }
+    let mut secs = 0u64;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let n: u64 = rest[..digits].parse().map_err(|_| invalid())?;
+        rest = &rest[digits..];
+        let unit = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let scale = match &rest[..unit] {
+            "" if rest.is_empty() && secs == 0 => 1,
+            "s" => 1,
+            "m" => 60,
+            "h" => 3600,
+            _ => return Err(invalid()),
+        };
+        secs = n
+            .checked_mul(scale)
+            .and_then(|n| secs.checked_add(n))
+            .ok_or_else(invalid)?;
+        rest = &rest[unit..];
+    }
+    Ok(Duration::from_secs(secs))
+}
+
+/// Resource tags: a map of string (or number, bool) values. An empty map is the same as none
+/// (nothing to manage): `opt::<Tags>` gives `None` for it through [`Tags::non_empty`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Tags(pub Vec<(String, String)>);
+
+impl Tags {
+    /// `None` for no tags.
+    pub fn non_empty(t: Option<Tags>) -> Option<Vec<(String, String)>> {
+        t.map(|t| t.0).filter(|t| !t.is_empty())
+    }
+}
+
+impl FromScript for Tags {
+    fn from_script(v: &Dynamic, what: &str) -> Result<Self, HostError> {
+        let map = v
+            .read_lock::<Map>()
+            .ok_or_else(|| wrong_type(what, "a map", v))?;
+        map.iter()
+            .map(|(k, v)| {
+                if v.is_string() || v.is_int() || v.is_bool() || v.is_float() {
+                    Ok((k.to_string(), v.to_string()))
+                } else {
+                    Err(HostError::input(format!(
+                        "tag `{k}` must be a string, not `{}`",
+                        v.type_name()
+                    )))
+                }
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Tags)
     }
 }
 
@@ -212,6 +349,36 @@ mod tests {
             to_json(&d, Secrets::Reveal).unwrap()["password"],
             "s3cr3t-value"
         );
+    }
+
+    #[test]
+    fn one_reader_for_every_option_type() {
+        let mut m = Map::new();
+        m.insert("s".into(), "x".into());
+        m.insert("n".into(), Dynamic::from(3_i64));
+        m.insert("t".into(), "1h30m".into());
+        m.insert("u".into(), Dynamic::UNIT);
+        assert_eq!(opt::<String>(&m, "s").unwrap().as_deref(), Some("x"));
+        assert_eq!(opt::<i64>(&m, "n").unwrap(), Some(3));
+        assert_eq!(
+            opt::<Duration>(&m, "n").unwrap(),
+            Some(Duration::from_secs(3))
+        );
+        assert_eq!(
+            opt::<Duration>(&m, "t").unwrap(),
+            Some(Duration::from_secs(5400))
+        );
+        assert_eq!(opt::<bool>(&m, "u").unwrap(), None);
+        assert_eq!(opt::<bool>(&m, "missing").unwrap(), None);
+        let e = opt::<bool>(&m, "s").unwrap_err();
+        assert_eq!(e.message, "option `s` must be a bool, not `string`");
+        let e = opt::<Vec<String>>(&m, "n").unwrap_err();
+        assert_eq!(e.message, "option `n` must be a list of strings, not `i64`");
+        for bad in ["", "5 minutes", "m", "5x", "1h30"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse_duration("90").unwrap().as_secs(), 90);
+        assert_eq!(parse_duration("2m30s").unwrap().as_secs(), 150);
     }
 
     #[test]

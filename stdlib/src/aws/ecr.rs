@@ -10,7 +10,7 @@ use crate::aws::{Clients, sdk_error};
 use crate::error::{HostError, RhaiResult};
 use crate::host::Host;
 use crate::secret_value::Secret;
-use crate::value::{check_keys, opt_str};
+use crate::value::{check_keys, opt};
 
 /// A registry host split into its parts.
 #[derive(Debug, PartialEq, Eq)]
@@ -71,7 +71,7 @@ fn docker_config(ctx: &NativeCallContext, registry: &str, opts: &Map) -> RhaiRes
     check_keys("aws::ecr::docker_config", opts, &["profile"])?;
     let reg = parse_registry(registry)?;
     let host = Host::of(ctx)?;
-    let profile = opt_str(opts, "profile")?;
+    let profile = opt::<String>(opts, "profile")?;
     let op = "ecr:GetAuthorizationToken";
     let what = format!("{op} {}", reg.host);
     let token = match &profile {

@@ -335,62 +335,6 @@ where
     }
 }
 
-/// Reads an optional list-of-strings option.
-pub(crate) fn opt_strings(opts: &rhai::Map, key: &str) -> Result<Option<Vec<String>>, HostError> {
-    let Some(v) = opts.get(key).filter(|v| !v.is_unit()) else {
-        return Ok(None);
-    };
-    let arr = v.read_lock::<rhai::Array>().ok_or_else(|| {
-        HostError::input(format!(
-            "option `{key}` must be a list of strings, not `{}`",
-            v.type_name()
-        ))
-    })?;
-    arr.iter()
-        .map(|i| {
-            if i.is_string() {
-                Ok(i.to_string())
-            } else {
-                Err(HostError::input(format!(
-                    "option `{key}` must be a list of strings; it holds a `{}`",
-                    i.type_name()
-                )))
-            }
-        })
-        .collect::<Result<Vec<_>, _>>()
-        .map(Some)
-}
-
-/// Reads an optional `tags` option: a map of string (or number, bool) values; an empty map is
-/// the same as none (nothing to manage).
-pub(crate) fn opt_tags(
-    opts: &rhai::Map,
-    key: &str,
-) -> Result<Option<Vec<(String, String)>>, HostError> {
-    let Some(v) = opts.get(key).filter(|v| !v.is_unit()) else {
-        return Ok(None);
-    };
-    let map = v.read_lock::<rhai::Map>().ok_or_else(|| {
-        HostError::input(format!(
-            "option `{key}` must be a map, not `{}`",
-            v.type_name()
-        ))
-    })?;
-    map.iter()
-        .map(|(k, v)| {
-            if v.is_string() || v.is_int() || v.is_bool() || v.is_float() {
-                Ok((k.to_string(), v.to_string()))
-            } else {
-                Err(HostError::input(format!(
-                    "tag `{k}` must be a string, not `{}`",
-                    v.type_name()
-                )))
-            }
-        })
-        .collect::<Result<Vec<_>, _>>()
-        .map(|t| (!t.is_empty()).then_some(t))
-}
-
 /// An SDK timestamp as RFC 3339 text for maps handed to scripts.
 pub(crate) fn time(t: Option<&aws_smithy_types_dt::DateTime>) -> rhai::Dynamic {
     t.and_then(|t| t.fmt(aws_smithy_types_dt::Format::DateTime).ok())

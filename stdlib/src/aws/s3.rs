@@ -12,12 +12,12 @@ use rhai::plugin::*;
 use rhai::{Dynamic, Map};
 use serde_json::{Value, json};
 
-use crate::aws::{clients, has_code, identity, opt_tags, sdk_error, status};
+use crate::aws::{clients, has_code, identity, sdk_error, status};
 use crate::converge::{self, Applied, Planned, Resource};
 use crate::diff;
 use crate::error::{ErrorKind, HostError, RhaiResult};
 use crate::host::Host;
-use crate::value::{check_keys, from_json, opt_bool, opt_str};
+use crate::value::{Tags, check_keys, from_json, opt};
 
 const OPTIONS: &[&str] = &["region", "encryption", "block_public", "versioning", "tags"];
 
@@ -59,12 +59,12 @@ fn encryption_spec(d: Option<&Dynamic>) -> Result<Option<Value>, HostError> {
             &m,
             &["algorithm", "kms_key", "bucket_key"],
         )?;
-        let algorithm = opt_str(&m, "algorithm")?.unwrap_or_else(|| "aws:kms".into());
+        let algorithm = opt::<String>(&m, "algorithm")?.unwrap_or_else(|| "aws:kms".into());
         let mut v = json!({"algorithm": check(&algorithm)?});
-        if let Some(k) = opt_str(&m, "kms_key")? {
+        if let Some(k) = opt::<String>(&m, "kms_key")? {
             v["kms_key"] = json!(k);
         }
-        if let Some(b) = opt_bool(&m, "bucket_key")? {
+        if let Some(b) = opt::<bool>(&m, "bucket_key")? {
             v["bucket_key"] = json!(b);
         }
         return Ok(Some(v));
@@ -255,11 +255,11 @@ fn ensure_bucket(ctx: &NativeCallContext, name: &str, opts: &Map) -> RhaiResult<
     let host = Host::of(ctx)?;
     let c = &*clients(&host)?;
     let spec = Spec {
-        region: opt_str(opts, "region")?.unwrap_or_else(|| c.region.clone()),
+        region: opt::<String>(opts, "region")?.unwrap_or_else(|| c.region.clone()),
         encryption: encryption_spec(opts.get("encryption"))?,
-        block_public: opt_bool(opts, "block_public")?,
-        versioning: opt_bool(opts, "versioning")?,
-        tags: opt_tags(opts, "tags")?,
+        block_public: opt::<bool>(opts, "block_public")?,
+        versioning: opt::<bool>(opts, "versioning")?,
+        tags: Tags::non_empty(opt::<Tags>(opts, "tags")?),
     };
     let id = identity(&host, c)?;
     let bucket = Bucket {

@@ -23,7 +23,7 @@ use crate::error::{ErrorKind, HostError, RhaiResult};
 use crate::host::Host;
 use crate::journal::FieldChange;
 use crate::secret_value::{Secret, mask_text};
-use crate::value::{Secrets, check_keys, opt_str, to_json_with_secret_paths};
+use crate::value::{Secrets, check_keys, opt, to_json_with_secret_paths};
 use cli::Helm;
 
 /// Helm repositories a plan would add (name → URL), a [`Host::slot`]: charts from them are
@@ -148,8 +148,8 @@ fn parse_opts(what: &str, opts: &Map, known: &[&str]) -> Result<Opts, HostError>
     let (masked, _) = to_json_with_secret_paths(&values, Secrets::Mask)?;
     let norm = |v: Value| if v.is_null() { json!({}) } else { v };
     Ok(Opts {
-        namespace: opt_str(opts, "namespace")?.unwrap_or_else(|| "default".into()),
-        version: opt_str(opts, "version")?,
+        namespace: opt::<String>(opts, "namespace")?.unwrap_or_else(|| "default".into()),
+        version: opt::<String>(opts, "version")?,
         values: norm(revealed),
         values_masked: norm(masked),
         secret_paths,

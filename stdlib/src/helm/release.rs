@@ -4,6 +4,7 @@
 //! with the values on stdin.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use rhai::{Map, NativeCallContext};
 use serde_json::{Value, json};
@@ -17,7 +18,7 @@ use crate::converge::{self, Applied, Planned, Resource};
 use crate::error::{HostError, RhaiResult};
 use crate::host::Host;
 use crate::journal::FieldChange;
-use crate::value::opt_bool;
+use crate::value::opt;
 
 const UPGRADE_KEYS: &[&str] = &[
     "namespace",
@@ -29,20 +30,6 @@ const UPGRADE_KEYS: &[&str] = &[
     "create_namespace",
     "disable_openapi_validation",
 ];
-
-/// `timeout`: seconds, or helm's duration text (`"10m"`).
-fn parse_timeout(opts: &Map) -> Result<Option<String>, HostError> {
-    match opts.get("timeout") {
-        None => Ok(None),
-        Some(t) if t.is_unit() => Ok(None),
-        Some(t) if t.is_int() => Ok(Some(format!("{}s", t.as_int().unwrap_or(300)))),
-        Some(t) if t.is_string() => Ok(Some(t.to_string())),
-        Some(t) => Err(HostError::input(format!(
-            "option `timeout` must be seconds or a string like \"10m\", not `{}`",
-            t.type_name()
-        ))),
-    }
-}
 
 /// The release the script asks for.
 struct Upgrade<'a> {
@@ -242,11 +229,12 @@ pub(super) fn upgrade_install(
         release,
         chart,
         o,
-        wait: opt_bool(opts, "wait")?.unwrap_or(false),
-        timeout: parse_timeout(opts)?,
-        atomic: opt_bool(opts, "atomic")?.unwrap_or(false),
-        create_namespace: opt_bool(opts, "create_namespace")?.unwrap_or(false),
-        disable_openapi_validation: opt_bool(opts, "disable_openapi_validation")?.unwrap_or(false),
+        wait: opt::<bool>(opts, "wait")?.unwrap_or(false),
+        timeout: opt::<Duration>(opts, "timeout")?.map(|d| format!("{}s", d.as_secs())),
+        atomic: opt::<bool>(opts, "atomic")?.unwrap_or(false),
+        create_namespace: opt::<bool>(opts, "create_namespace")?.unwrap_or(false),
+        disable_openapi_validation: opt::<bool>(opts, "disable_openapi_validation")?
+            .unwrap_or(false),
         host: host.clone(),
     };
     let done = converge::ensure(&host, &r)?;

@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 use crate::error::{HostError, RhaiResult};
 use crate::host::Host;
 use crate::secret_value::Secret;
-use crate::value::{Secrets, check_keys, opt_bool, to_json};
+use crate::value::{FromScript, Secrets, check_keys, opt, to_json};
 use client::{Kube, Res};
 use converge::{Desired, converge, read_live, to_script};
 
@@ -46,19 +46,6 @@ fn resolve(host: &Host, kube: &Arc<Kube>, kind: &str) -> Result<Res, HostError> 
     host.read(&format!("k8s: resolve kind {kind}"), kube.resolve(kind))
 }
 
-/// A map option converted to JSON (secrets revealed: it is sent to the API).
-fn opt_map(opts: &Map, key: &str) -> Result<Option<Value>, HostError> {
-    match opts.get(key) {
-        None => Ok(None),
-        Some(v) if v.is_unit() => Ok(None),
-        Some(v) if v.is_map() => Ok(Some(to_json(v, Secrets::Reveal)?)),
-        Some(v) => Err(HostError::input(format!(
-            "option `{key}` must be a map, not `{}`",
-            v.type_name()
-        ))),
-    }
-}
-
 /// `metadata` with name, namespace and the optional labels/annotations of `opts`.
 fn metadata(ns: &str, name: &str, opts: &Map) -> Result<Value, HostError> {
     let mut m = json!({"name": name});
@@ -66,7 +53,7 @@ fn metadata(ns: &str, name: &str, opts: &Map) -> Result<Value, HostError> {
         m["namespace"] = json!(ns);
     }
     for key in ["labels", "annotations"] {
-        if let Some(v) = opt_map(opts, key)? {
+        if let Some(v) = opt::<Value>(opts, key)? {
             m[key] = v;
         }
     }
@@ -136,37 +123,6 @@ fn secret_data(
     Ok(())
 }
 
-fn map_arg(opts: &Map, key: &str) -> Result<Option<Map>, HostError> {
-    match opts.get(key) {
-        None => Ok(None),
-        Some(v) if v.is_unit() => Ok(None),
-        Some(v) => v
-            .read_lock::<Map>()
-            .map(|m| Some(m.clone()))
-            .ok_or_else(|| {
-                HostError::input(format!(
-                    "option `{key}` must be a map, not `{}`",
-                    v.type_name()
-                ))
-            }),
-    }
-}
-
-fn duration_arg(d: &Dynamic, what: &str) -> Result<Duration, HostError> {
-    if let Ok(i) = d.as_int() {
-        return u64::try_from(i)
-            .map(Duration::from_secs)
-            .map_err(|_| HostError::input(format!("{what} must not be negative")));
-    }
-    if d.is_string() {
-        return wait::parse_duration(&d.to_string());
-    }
-    Err(HostError::input(format!(
-        "{what} must be seconds or a string like \"5m\", not `{}`",
-        d.type_name()
-    )))
-}
-
 /// Input of `apply`: YAML text (one or many documents), a map, or an array of maps.
 fn documents(input: &Dynamic) -> Result<Vec<Value>, HostError> {
     if input.is_string() {
@@ -188,8 +144,8 @@ fn documents(input: &Dynamic) -> Result<Vec<Value>, HostError> {
 fn apply_impl(ctx: &NativeCallContext, input: Dynamic, opts: &Map) -> RhaiResult<Dynamic> {
     check_keys("k8s::apply", opts, &["namespace", "force"])?;
     let (host, kube) = setup(ctx)?;
-    let ns = crate::value::opt_str(opts, "namespace")?;
-    let force = opt_bool(opts, "force")?.unwrap_or(true);
+    let ns = crate::value::opt::<String>(opts, "namespace")?;
+    let force = opt::<bool>(opts, "force")?.unwrap_or(true);
     let single = input.is_map();
     let docs = documents(&input)?;
     let results = apply::apply_all(&host, &kube, docs, ns.as_deref(), force)?;
@@ -289,11 +245,11 @@ pub mod k8s_module {
         let (host, kube) = setup(&ctx)?;
         let mut data = serde_json::Map::new();
         for field in ["data", "string_data"] {
-            if let Some(m) = map_arg(&opts, field)? {
+            if let Some(m) = opt::<Map>(&opts, field)? {
                 secret_data(namespace, name, &m, field, &mut data)?;
             }
         }
-        let kind = crate::value::opt_str(&opts, "type")?.unwrap_or_else(|| "Opaque".into());
+        let kind = crate::value::opt::<String>(&opts, "type")?.unwrap_or_else(|| "Opaque".into());
         let body = json!({"apiVersion": "v1", "kind": "Secret", "metadata": metadata(namespace, name, &opts)?,
             "type": kind, "data": data});
         ensure(&host, &kube, well_known("Secret"), namespace, name, body)
@@ -410,12 +366,12 @@ pub mod k8s_module {
                 "annotations": {"kubernetes.io/service-account.name": service_account}}});
         let res = well_known("Secret");
         let mut out = ensure(&host, &kube, res.clone(), namespace, name, body)?;
-        let wait = opt_bool(&opts, "wait")?.unwrap_or(true);
+        let wait = opt::<bool>(&opts, "wait")?.unwrap_or(true);
         if !wait || host.is_plan() {
             return Ok(out);
         }
         let timeout = match opts.get("timeout") {
-            Some(t) if !t.is_unit() => duration_arg(t, "`timeout`")?,
+            Some(t) if !t.is_unit() => Duration::from_script(t, "`timeout`")?,
             _ => Duration::from_secs(30),
         };
         let started = std::time::Instant::now();
@@ -543,7 +499,7 @@ pub mod k8s_module {
                 lp = lp.labels(&sel.join(","));
             }
         }
-        if let Some(f) = crate::value::opt_str(&opts, "fields")? {
+        if let Some(f) = crate::value::opt::<String>(&opts, "fields")? {
             lp = lp.fields(&f);
         }
         let api = if namespace.is_empty() || !res.namespaced {
@@ -618,7 +574,7 @@ pub mod k8s_module {
     ) -> RhaiResult<Dynamic> {
         crate::host::track(&ctx);
         let cond = wait::Condition::parse(condition)?;
-        let timeout = duration_arg(&timeout, "the wait timeout")?;
+        let timeout = Duration::from_script(&timeout, "the wait timeout")?;
         let (host, kube) = setup(&ctx)?;
         let res = resolve(&host, &kube, kind)?;
         if host.is_plan() {
@@ -662,7 +618,7 @@ pub mod k8s_module {
         crate::host::track(&ctx);
         check_keys("k8s::lock", &opts, &["wait"])?;
         let wait = match opts.get("wait") {
-            Some(w) if !w.is_unit() => duration_arg(w, "`wait`")?,
+            Some(w) if !w.is_unit() => Duration::from_script(w, "`wait`")?,
             _ => Duration::ZERO,
         };
         let (host, kube) = setup(&ctx)?;

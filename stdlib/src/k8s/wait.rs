@@ -205,26 +205,6 @@ pub(crate) fn summary(obj: Option<&Value>) -> String {
     }
 }
 
-/// Parses a timeout: seconds as a number, or `"90s"`, `"5m"`, `"1h"`.
-pub(crate) fn parse_duration(s: &str) -> Result<Duration, HostError> {
-    let s = s.trim();
-    let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = n.parse().map_err(|_| {
-        HostError::input(format!("invalid duration `{s}`"))
-            .with_hint("e.g. 300, \"90s\", \"5m\", \"1h\"")
-    })?;
-    let secs = match unit {
-        "" | "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        _ => {
-            return Err(HostError::input(format!("invalid duration `{s}`"))
-                .with_hint("e.g. 300, \"90s\", \"5m\", \"1h\""));
-        }
-    };
-    Ok(Duration::from_secs(secs))
-}
-
 /// Watches `kind ns/name` until `cond` holds; returns the object (`None` once deleted).
 pub(crate) fn wait(
     host: &Host,
@@ -354,12 +334,5 @@ mod tests {
     fn failed_job_fails_fast() {
         let j = json!({"kind": "Job", "status": {"conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}]}});
         assert!(satisfied(Some(&j), &Condition::parse("Complete").unwrap()).is_err());
-    }
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("90").unwrap().as_secs(), 90);
-        assert_eq!(parse_duration("5m").unwrap().as_secs(), 300);
-        assert!(parse_duration("5 minutes").is_err());
     }
 }

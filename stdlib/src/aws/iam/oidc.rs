@@ -6,12 +6,12 @@ use rhai::{Map, NativeCallContext};
 use serde_json::{Value, json};
 
 use super::{STS_AUDIENCE, iam_tags, issuer_host_path, oidc_provider_arn, tags_map, tags_to_set};
-use crate::aws::{Clients, clients, has_code, identity, opt_strings, opt_tags, sdk_error};
+use crate::aws::{Clients, clients, has_code, identity, sdk_error};
 use crate::converge::{self, Applied, Planned, Resource};
 use crate::diff;
 use crate::error::{HostError, RhaiResult};
 use crate::host::Host;
-use crate::value::{check_keys, from_json};
+use crate::value::{Tags, check_keys, from_json, opt};
 
 pub(super) struct LiveProvider {
     pub url: String,
@@ -311,7 +311,7 @@ pub(super) fn ensure(ctx: &NativeCallContext, issuer: &str, opts: &Map) -> RhaiR
     )?;
     let host = Host::of(ctx)?;
     let hp = issuer_host_path(issuer)?;
-    let mut thumbprints = opt_strings(opts, "thumbprints")?
+    let mut thumbprints = opt::<Vec<String>>(opts, "thumbprints")?
         .map(|t| t.into_iter().map(|s| s.to_lowercase()).collect::<Vec<_>>());
     if let Some(bad) = thumbprints
         .iter()
@@ -332,9 +332,10 @@ pub(super) fn ensure(ctx: &NativeCallContext, issuer: &str, opts: &Map) -> RhaiR
         c,
         hp,
         arn,
-        client_ids: opt_strings(opts, "client_ids")?.unwrap_or_else(|| vec![STS_AUDIENCE.into()]),
+        client_ids: opt::<Vec<String>>(opts, "client_ids")?
+            .unwrap_or_else(|| vec![STS_AUDIENCE.into()]),
         thumbprints,
-        tags: opt_tags(opts, "tags")?,
+        tags: Tags::non_empty(opt::<Tags>(opts, "tags")?),
     };
     let done = converge::ensure(&host, &provider)?;
     let mut out = done.change.outcome(from_json(&done.object));

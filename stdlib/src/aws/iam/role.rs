@@ -7,13 +7,13 @@ use rhai::{Dynamic, Map, NativeCallContext};
 use serde_json::{Value, json};
 
 use super::{UNKNOWN, iam_tags, policy_value, role_arn, tags_map, tags_to_set};
-use crate::aws::{Clients, clients, has_code, identity, opt_strings, opt_tags, policy, sdk_error};
+use crate::aws::{Clients, clients, has_code, identity, policy, sdk_error};
 use crate::converge::{self, Applied, Planned, Resource};
 use crate::diff;
 use crate::error::{ErrorKind, HostError, RhaiResult};
 use crate::host::Host;
 use crate::journal::FieldChange;
-use crate::value::{check_keys, from_json, opt_bool, opt_int, opt_str};
+use crate::value::{Tags, check_keys, from_json, opt};
 
 #[derive(Clone)]
 pub(super) struct LiveRole {
@@ -209,7 +209,7 @@ fn role_spec(name: &str, opts: &Map) -> Result<RoleSpec, HostError> {
             }
         }
     }
-    let max_session = opt_int(opts, "max_session")?
+    let max_session = opt::<i64>(opts, "max_session")?
         .map(|s| {
             if (3600..=43200).contains(&s) {
                 Ok(s as i32)
@@ -220,7 +220,7 @@ fn role_spec(name: &str, opts: &Map) -> Result<RoleSpec, HostError> {
             }
         })
         .transpose()?;
-    let path = opt_str(opts, "path")?.unwrap_or_else(|| "/".into());
+    let path = opt::<String>(opts, "path")?.unwrap_or_else(|| "/".into());
     if !path.starts_with('/') || !path.ends_with('/') {
         return Err(HostError::input(format!(
             "option `path` is `{path}`; an IAM path starts and ends with `/`"
@@ -228,12 +228,12 @@ fn role_spec(name: &str, opts: &Map) -> Result<RoleSpec, HostError> {
     }
     Ok(RoleSpec {
         trust,
-        policies: opt_strings(opts, "policies")?.unwrap_or_default(),
+        policies: opt::<Vec<String>>(opts, "policies")?.unwrap_or_default(),
         inline,
-        tags: opt_tags(opts, "tags")?,
-        description: opt_str(opts, "description")?,
+        tags: Tags::non_empty(opt::<Tags>(opts, "tags")?),
+        description: opt::<String>(opts, "description")?,
         max_session,
-        exclusive: opt_bool(opts, "exclusive")?.unwrap_or(false),
+        exclusive: opt::<bool>(opts, "exclusive")?.unwrap_or(false),
         path,
     })
 }
