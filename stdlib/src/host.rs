@@ -487,6 +487,7 @@ mod tests {
         ("log.rs", include_str!("log.rs")),
         ("secret.rs", include_str!("secret.rs")),
         ("template.rs", include_str!("template.rs")),
+        ("time.rs", include_str!("time.rs")),
         ("yaml.rs", include_str!("yaml.rs")),
     ];
 

@@ -1,5 +1,5 @@
 //! The standard library of collate-run: one Rhai namespace per file (`aws::iam`, `k8s`, `helm`,
-//! `template`, `yaml`, `json`, `http`, `secret`, `log`; the global helpers in `globals`, the
+//! `template`, `yaml`, `json`, `http`, `secret`, `log`, `time`; the global helpers in `globals`, the
 //! `parallel` worker pool in `parallel`), all reading the per-run [`host::Host`] for the run
 //! mode, the journal and the async bridge.
 
@@ -22,6 +22,7 @@ pub mod secret;
 pub mod secret_value;
 pub mod suggest;
 pub mod template;
+pub mod time;
 pub mod value;
 pub mod yaml;
 
@@ -41,6 +42,7 @@ pub fn register(engine: &mut Engine) {
         "template",
         exported_module!(template::template_module).into(),
     );
+    engine.register_static_module("time", exported_module!(time::time_module).into());
     engine.register_static_module("yaml", exported_module!(yaml::yaml_module).into());
     engine.register_static_module("json", exported_module!(json::json_module).into());
     engine.register_static_module("http", exported_module!(http::http_module).into());

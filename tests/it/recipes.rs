@@ -675,12 +675,15 @@ fn full_re_indexes_again_after_a_failed_re_index() {
     assert_eq!(w.api.triggers(), 1);
     w.trust_issued_argo_token();
 
-    // The release is unchanged, but the last re-index failed: re-index again.
+    // The release is unchanged, but the last re-index failed: re-index again. The check and
+    // the re-index share one session: one basic login.
     w.api.configure(|o| o.outcome = Outcome::Success);
-    w.recipe("full.rhai")
+    let before = logins(&w.api);
+    basic_auth(w.recipe("full.rhai"))
         .succeeds()
         .stdout_contains("re-indexing search: the last re-index ended failed");
     assert_eq!(w.api.triggers(), 2);
+    assert_eq!(logins(&w.api) - before, 1, "one login per run");
 
     // Now it succeeded: nothing to do.
     w.recipe("full.rhai").succeeds();
