@@ -51,6 +51,7 @@ SECRETS_ENV = {
     "COLLATE_ES_PASSWORD": "bench-es-password",
     "ARGO_DB_PASSWORD": "bench-argo-password",
     "COLLATE_ADMIN_TOKEN": "bench-admin-token",
+    "COLLATE_ADMIN_PASSWORD": "bench-admin-password",
 }
 
 

@@ -19,11 +19,11 @@
 #
 # Environment (bench/bench.py sets it): AWS_ENDPOINT_URL (moto), AWS credentials/region, KUBECONFIG
 # (the Kubernetes API test server), HELM_BIN and HELM_*_HOME, CHARTS (the real charts, packaged),
-# COLLATE_DB_PASSWORD, COLLATE_ES_PASSWORD, ARGO_DB_PASSWORD. WORK: a scratch folder.
+# COLLATE_DB_PASSWORD, COLLATE_ES_PASSWORD, ARGO_DB_PASSWORD, COLLATE_ADMIN_PASSWORD. WORK: a scratch folder.
 set -euo pipefail
 
 : "${AWS_ENDPOINT_URL:?}" "${KUBECONFIG:?}" "${CHARTS:?}" "${WORK:?}"
-: "${COLLATE_DB_PASSWORD:?}" "${COLLATE_ES_PASSWORD:?}" "${ARGO_DB_PASSWORD:?}"
+: "${COLLATE_DB_PASSWORD:?}" "${COLLATE_ES_PASSWORD:?}" "${ARGO_DB_PASSWORD:?}" "${COLLATE_ADMIN_PASSWORD:?}"
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 AWS_BIN="${AWS_BIN:-$ROOT/.venv-test/bin/aws}"
 KUBECTL="${KUBECTL:-$ROOT/.tools/bin/kubectl}"
@@ -267,6 +267,17 @@ openmetadata:
           secretRef: db-credentials
           secretKey: password
       dbParams: "allowPublicKeyRetrieval=true&useSSL=true&serverTimezone=UTC"
+    # The customer's administrators and domain (the example config's `auth:`; the guide leaves
+    # them to the UI, with the chart's well-known default administrator until then).
+    authorizer:
+      initialAdmins: ["jane.doe:${COLLATE_ADMIN_PASSWORD}"]
+      principalDomain: acme.com
+      enforcePrincipalDomain: false
+      allowedEmailRegistrationDomains: ["all"]
+    authentication:
+      provider: basic
+      clientType: public
+      enableSelfSignup: false
     pipelineServiceClientConfig:
       type: argoWorkflows
       metadataApiEndpoint: "http://openmetadata:8585/api"

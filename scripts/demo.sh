@@ -73,7 +73,7 @@ openmetadata: {url: "$api", health_timeout: 20}
 reindex: {poll_interval: 0, timeout: 30}
 YAML
 export COLLATE_DB_PASSWORD=demo-db-password COLLATE_ES_PASSWORD=demo-es-password \
-       ARGO_DB_PASSWORD=demo-argo-password COLLATE_ADMIN_TOKEN=demo-admin-token DEMO_ARGO_TOKEN=demo
+       ARGO_DB_PASSWORD=demo-argo-password COLLATE_ADMIN_TOKEN=demo-admin-token COLLATE_ADMIN_PASSWORD=demo-admin-password DEMO_ARGO_TOKEN=demo
 
 run() {
     echo

@@ -290,7 +290,7 @@ impl Config {
                     set_path(&mut value, &spec.path, default.clone());
                 } else if !spec.optional {
                     let e = self.missing(&spec.path);
-                    problems.push((None, e.message, e.hint));
+                    problems.push((None, e.message, spec.hint.clone().or(e.hint)));
                 }
                 continue;
             };
@@ -354,6 +354,8 @@ struct Spec {
     ty: String,
     optional: bool,
     default: Option<Value>,
+    /// What to do when a required key is missing (`#{type, hint}`), instead of the generic hint.
+    hint: Option<String>,
 }
 
 const TYPES: &[&str] = &[
@@ -363,8 +365,8 @@ const TYPES: &[&str] = &[
 fn parse_schema(schema: &Map) -> Result<Vec<Spec>, HostError> {
     let mut specs = Vec::new();
     for (path, spec) in schema {
-        let (ty, default) = if spec.is_string() {
-            (spec.to_string(), None)
+        let (ty, default, hint) = if spec.is_string() {
+            (spec.to_string(), None, None)
         } else if let Some(m) = spec.read_lock::<Map>() {
             let ty = m
                 .get("type")
@@ -377,10 +379,11 @@ fn parse_schema(schema: &Map) -> Result<Vec<Spec>, HostError> {
                 )?),
                 None => None,
             };
-            (ty, default)
+            let hint = m.get("hint").map(|h| h.to_string());
+            (ty, default, hint)
         } else {
             return Err(HostError::input(format!(
-                "schema entry `{path}` must be a type string or a map `#{{type, default}}`"
+                "schema entry `{path}` must be a type string or a map `#{{type, default, hint}}`"
             )));
         };
         let optional = ty.ends_with('?') || default.is_some();
@@ -396,6 +399,7 @@ fn parse_schema(schema: &Map) -> Result<Vec<Spec>, HostError> {
             ty,
             optional,
             default,
+            hint,
         });
     }
     Ok(specs)

@@ -168,8 +168,9 @@ pub fn build(host: Option<&Arc<Host>>, config: Arc<Config>, lib_dirs: &[PathBuf]
         .with_params_info(["config: map", "schema: map", "map"])
         .with_comments([
             "/// Checks `config` against `schema` (dotted key → type, `?` = optional, or",
-            "/// `#{type, \"default\": value}`; types `string`, `int`, `bool`, `list`, `map`, `any`,",
-            "/// `secret`): unknown keys (with \"did you mean\"), wrong types and missing keys are reported",
+            "/// `#{type, \"default\": value, hint}`; types `string`, `int`, `bool`, `list`, `map`, `any`,",
+            "/// `secret`; `hint` says what to do when a required key is missing): unknown keys (with",
+            "/// \"did you mean\"), wrong types and missing keys are reported",
             "/// all at once, each at its `file:line:col`. Returns the config with the defaults filled in",
             "/// and the `secret` keys resolved to Secrets.",
             "///",

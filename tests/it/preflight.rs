@@ -70,6 +70,7 @@ impl World {
              database: {{host: 127.0.0.1, port: {pg}, name: {db}, user: {user}, password: {{env: COLLATE_DB_PASSWORD}}}}\n\
              search: {{host: 127.0.0.1, port: {port}, scheme: http, type: opensearch, user: collate, password: {{env: COLLATE_ES_PASSWORD}}}}\n\
              argo:\n  archive: false\n  api_url: http://127.0.0.1:{port}\n  database: {{host: 127.0.0.1, name: argo, user: argo, password: {{env: ARGO_DB_PASSWORD}}}}\n\
+             auth: {{admins: [ops], principal_domain: test.example}}\n\
              {extra}",
             pg = self.pg.port(),
             db = postgres::DATABASE,
@@ -137,6 +138,10 @@ fn preflight_passes_and_prints_one_table() {
         .stdout_contains("opensearch 3.4.0")
         .stdout_contains("v3.7.1")
         .stdout_contains("every requirement is met")
+        .stdout_contains(
+            "administrators ops@test.example; initial password: OpenMetadata's default",
+        )
+        .stdout_contains("set `auth.admin_password`")
         .never_shows(postgres::PASSWORD)
         .never_shows(SEARCH_PASSWORD)
         .never_shows(ARGO_TOKEN);
@@ -145,6 +150,15 @@ fn preflight_passes_and_prints_one_table() {
         1,
         "one table\n{out}"
     );
+    // With an initial password for the administrators, no warning.
+    Run::recipe("preflight.rhai")
+        .config_yaml(&w.config(""))
+        .config_yaml("auth: {admin_password: {env: ADMIN_PW}}\n")
+        .envs(w.env())
+        .env("ADMIN_PW", "pw-canary-1")
+        .succeeds()
+        .never_shows("initial password: OpenMetadata's default")
+        .never_shows("pw-canary-1");
     assert!(!out.stdout.contains("FAIL"), "{out}");
     // The search and Argo calls carried the configured credentials.
     let seen = w.http.seen();
@@ -191,7 +205,7 @@ fn every_failing_requirement_has_its_row_and_the_apply_does_not_start() {
         .stdout_contains("1 of 2 nodes big enough; too small: small (2 vCPU, 8 GiB, 50 GiB)")
         .stdout_contains("opensearch 2.11.0")
         .stdout_contains("v3.3.9")
-        .stderr_contains("preflight: 5 of 6 requirements not met")
+        .stderr_contains("preflight: 5 of 7 requirements not met")
         .stderr_contains("--skip-preflight")
         .never_shows(postgres::PASSWORD);
     assert_eq!(
@@ -233,7 +247,7 @@ fn plan_runs_preflight_and_a_lowered_sizing_passes_a_small_cluster() {
         .envs(w.env())
         .plan()
         .fails_with(5);
-    out.stderr_contains("1 of 6 requirements not met (3 worker nodes");
+    out.stderr_contains("1 of 7 requirements not met (3 worker nodes");
     // A test cluster lowers the numbers in the config.
     let small = "preflight:\n  nodes: {min_count: 1, cpu: 2, memory_gib: 4, storage_gib: 20}\n";
     Run::recipe("preflight.rhai")

@@ -26,6 +26,7 @@ fn secrets_env() -> Vec<(&'static str, &'static str)> {
         ("COLLATE_ES_PASSWORD", "es-canary-77ab"),
         ("ARGO_DB_PASSWORD", "argo-canary-9c2d"),
         ("COLLATE_ADMIN_TOKEN", "om-admin-token"),
+        ("COLLATE_ADMIN_PASSWORD", "admin-canary-3q8v"),
     ]
 }
 
@@ -276,6 +277,42 @@ fn assert_guide_intent(w: &World) {
     assert_eq!(
         var("ARGO_WORKFLOW_EXECUTOR_SERVICE_ACCOUNT_NAME"),
         "om-role"
+    );
+    // Identity (config `auth:`): the customer's administrators, domain and initial password,
+    // not the chart's `admin` at open-metadata.org; no self sign-up.
+    let secret_var = |name: &str, k: &str| {
+        let s = w.get("v1", "Secret", "collate", name);
+        let v = s["data"][k]
+            .as_str()
+            .unwrap_or_else(|| panic!("no {k} in {name}: {s}"));
+        unbase64(v).trim_matches('"').to_string()
+    };
+    let admins = secret_var(
+        "openmetadata-authorizer-secret",
+        "AUTHORIZER_ADMIN_PRINCIPALS",
+    );
+    assert!(admins.contains("jane.doe:admin-canary-3q8v"), "{admins}");
+    assert!(!admins.contains("\"admin\""), "{admins}");
+    assert_eq!(
+        secret_var(
+            "openmetadata-authorizer-secret",
+            "AUTHORIZER_PRINCIPAL_DOMAIN"
+        ),
+        "acme.com"
+    );
+    assert_eq!(
+        secret_var(
+            "openmetadata-authentication-secret",
+            "AUTHENTICATION_PROVIDER"
+        ),
+        "basic"
+    );
+    assert_eq!(
+        secret_var(
+            "openmetadata-authentication-secret",
+            "AUTHENTICATION_ENABLE_SELF_SIGNUP"
+        ),
+        "false"
     );
     let server_sa = w.get("v1", "ServiceAccount", "collate", "openmetadata");
     assert_eq!(
@@ -634,6 +671,43 @@ fn reindex_basic_login_refusals_say_why() {
         .stderr_contains("refused (HTTP 403)")
         .stderr_contains("the server uses SSO");
     assert_eq!(api.triggers(), 0);
+}
+
+/// `auth.admins` and `auth.principal_domain` have no default (the chart's are the same on every
+/// install): a config without them fails in `check` and `--plan`, naming the key, with a hint.
+#[test]
+fn a_config_without_administrators_fails_naming_the_key() {
+    let text = std::fs::read_to_string(example()).expect("example config");
+    let stripped: String = text
+        .lines()
+        .filter(|l| !l.starts_with("  admins:") && !l.starts_with("  principal_domain:"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert!(
+        text.contains("\n  admins:") && text.contains("\n  principal_domain:"),
+        "the example config sets both keys"
+    );
+    for run in [
+        Run::recipe("full.rhai").plan(),
+        Run::check(root().join("recipes/full.rhai")),
+    ] {
+        run.config_yaml(&stripped)
+            .envs(secrets_env())
+            .fails_with(3)
+            .stderr_contains("missing config key `auth.admins`")
+            .stderr_contains("name the Collate administrators")
+            .stderr_contains("missing config key `auth.principal_domain`");
+    }
+    // SSO without its settings, and an e-mail where a user name belongs.
+    Run::recipe("full.rhai")
+        .plan()
+        .config(example())
+        .config_yaml("auth: {provider: google, admins: [jane@acme.com], admin_password: null}\n")
+        .envs(secrets_env())
+        .fails_with(3)
+        .stderr_contains("auth.authority is needed with auth.provider google")
+        .stderr_contains("auth.public_keys is needed")
+        .stderr_contains("'jane@acme.com' is not a user name");
 }
 
 #[test]

@@ -28,6 +28,7 @@ const DB: &str = "db-canary-Q7xv93Lk";
 const ES: &str = "es-canary-Z4mp28Rw";
 const ARGO_DB: &str = "argo-canary-H2tn56Yb";
 const ADMIN: &str = "admin-canary-P9kd41Vs";
+const ADMIN_PASSWORD: &str = "adminpw-canary-T6wr18Jn";
 
 fn secrets_env() -> Vec<(&'static str, &'static str)> {
     vec![
@@ -35,6 +36,7 @@ fn secrets_env() -> Vec<(&'static str, &'static str)> {
         ("COLLATE_ES_PASSWORD", ES),
         ("ARGO_DB_PASSWORD", ARGO_DB),
         ("COLLATE_ADMIN_TOKEN", ADMIN),
+        ("COLLATE_ADMIN_PASSWORD", ADMIN_PASSWORD),
     ]
 }
 
@@ -457,10 +459,18 @@ fn secrets_never_leak_in_any_mode_or_recipe() {
     outputs.push(("forced re-index failure".into(), out));
     runs += 2;
 
-    let canaries: Vec<String> = [DB, ES, ARGO_DB, ADMIN, sa.as_str(), ecr.as_str()]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let canaries: Vec<String> = [
+        DB,
+        ES,
+        ARGO_DB,
+        ADMIN,
+        ADMIN_PASSWORD,
+        sa.as_str(),
+        ecr.as_str(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
     let mut found = Vec::new();
     for (label, out) in &outputs {
         for l in leaks(&out.stdout, &canaries) {
