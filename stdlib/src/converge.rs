@@ -75,32 +75,48 @@ pub trait Resource {
     /// `true` when the state holds a live object.
     fn exists(&self, state: &Self::State) -> bool;
     /// The fields the converge changes (for an absent object: the fields it sets). May read
-    /// more (a server-side dry-run), never change anything.
-    fn diff(&self, host: &Host, state: &Self::State) -> Result<Planned, HostError>;
-    /// The live object, when nothing differs.
+    /// more (a server-side dry-run), never change anything. Kinds that are only deleted keep
+    /// the default (nothing to change).
+    fn diff(&self, host: &Host, state: &Self::State) -> Result<Planned, HostError> {
+        let _ = (host, state);
+        Ok(Planned::default())
+    }
+    /// The live object, when nothing differs (and the object a delete removes).
     fn current(&self, state: &Self::State) -> Self::Object;
     /// The object as it would be after the converge (plan mode). May check more (a chart's
-    /// schema), never change anything.
+    /// schema), never change anything. Default: the live object.
     fn predict(
         &self,
         host: &Host,
         state: &Self::State,
         planned: &Planned,
-    ) -> Result<Self::Object, HostError>;
-    /// Creates the object (apply mode). May add a note on what it did to `planned`.
+    ) -> Result<Self::Object, HostError> {
+        let _ = (host, planned);
+        Ok(self.current(state))
+    }
+    /// Creates the object (apply mode). May add a note on what it did to `planned`. Kinds that
+    /// are only deleted keep the default (an internal error: `ensure` is never called on them).
     fn create(
         &self,
         host: &Host,
         state: &Self::State,
         planned: &mut Planned,
-    ) -> Result<Applied<Self::Object>, HostError>;
+    ) -> Result<Applied<Self::Object>, HostError> {
+        let _ = (host, state, planned);
+        Err(HostError::input(format!(
+            "internal: `{}` is only deleted, never created",
+            self.kind()
+        )))
+    }
     /// Changes what differs (apply mode). May add a note on what it did to `planned`.
     fn update(
         &self,
         host: &Host,
         state: &Self::State,
         planned: &mut Planned,
-    ) -> Result<Applied<Self::Object>, HostError>;
+    ) -> Result<Applied<Self::Object>, HostError> {
+        self.create(host, state, planned)
+    }
     /// Deletes the live object (apply mode). Kinds that cannot be deleted keep the default.
     fn delete(&self, host: &Host, state: &Self::State) -> Result<(), HostError> {
         let _ = (host, state);

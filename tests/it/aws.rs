@@ -899,3 +899,77 @@ fn ensure_calls_converge_when_they_lose_a_create_race() {
     assert_eq!(again.summary()["create"], 0, "{again}");
     assert_eq!(again.summary()["update"], 0, "{again}");
 }
+
+/// The deletes teardown uses: a role with managed and inline policies (planned with what goes,
+/// then deleted; again: unchanged), a bucket with an object (refused without `empty`, deleted
+/// with it), the OIDC provider.
+#[test]
+fn deletes_plan_delete_and_are_idempotent() {
+    needs!("moto");
+    let moto = Moto::start();
+    let issuer = moto.create_eks_cluster(CLUSTER);
+    run(
+        &moto,
+        &format!(
+            r#"
+            aws::iam::ensure_oidc_provider("{issuer}");
+            aws::iam::ensure_role("gone-role", #{{
+                trust: aws::iam::irsa_trust("{issuer}", "ns", "sa"),
+                policies: ["{S3_READ}"],
+                inline: #{{ extra: #{{ Version: "2012-10-17", Statement: [#{{ Effect: "Allow", Action: "s3:GetObject", Resource: "*" }}] }} }},
+            }});
+            aws::s3::ensure_bucket("gone-bucket");
+            "#
+        ),
+    )
+    .succeeds();
+    moto.python("c('s3').put_object(Bucket='gone-bucket', Key='a/b', Body=b'x')\nout = 1");
+    let delete = format!(
+        r#"
+        aws::iam::delete_role("gone-role");
+        aws::s3::delete_bucket("gone-bucket", #{{ empty: true }});
+        aws::iam::delete_oidc_provider("{issuer}");
+        "#
+    );
+    let plan = run(&moto, &delete).plan().json().succeeds();
+    let diff = plan.changes();
+    let role = diff.iter().find(|c| c["kind"] == "aws.iam.role").unwrap();
+    let paths: Vec<&str> = role["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["path"].as_str().unwrap())
+        .collect();
+    assert!(paths.contains(&"inline.extra"), "{paths:?}");
+    assert!(
+        paths.iter().any(|p| p.contains("AmazonS3ReadOnlyAccess")),
+        "{paths:?}"
+    );
+    assert!(
+        plan.stdout.contains("1 object versions and delete markers"),
+        "{plan}"
+    );
+    assert_eq!(moto.role_names(), vec!["gone-role".to_string()]);
+
+    // A bucket with data is refused without `empty`.
+    run(&moto, r#"aws::s3::delete_bucket("gone-bucket", #{});"#)
+        .fails_with(4)
+        .stderr_contains("S3 bucket `gone-bucket` is not empty")
+        .stderr_contains("empty: true");
+    assert_eq!(moto.bucket_names(), vec!["gone-bucket".to_string()]);
+
+    let out = run(&moto, &delete).json().succeeds();
+    assert!(
+        actions(&out).iter().all(|(_, _, a)| a == "delete"),
+        "{:?}",
+        actions(&out)
+    );
+    assert!(moto.role_names().is_empty() && moto.bucket_names().is_empty());
+    assert!(moto.oidc_provider_arns().is_empty());
+    let again = run(&moto, &delete).json().succeeds();
+    assert!(
+        actions(&again).iter().all(|(_, _, a)| a == "unchanged"),
+        "{:?}",
+        actions(&again)
+    );
+}

@@ -976,6 +976,95 @@ fn full_with_the_aws_prerequisites_on_moto() {
     assert!(again.changed().is_empty(), "{:#?}", again.changed());
 }
 
+/// teardown.rhai after a full deployment with the AWS prerequisites: a plan lists every deletion
+/// and changes nothing; an apply without `teardown.confirm` = the cluster name is refused before
+/// any change; with it, the releases, objects, namespaces and roles go, the bucket and the OIDC
+/// provider stay; a second run changes nothing; asked to, the bucket (with an object in it) and
+/// the provider go too.
+#[test]
+fn teardown_removes_what_the_recipes_made_and_keeps_shared_things() {
+    needs!("helm", "moto");
+    let w = World::start();
+    let moto = collate_run_tests::moto::Moto::start();
+    moto.create_eks_cluster("acme-eks");
+    let aws = "account_id: \"\"\n";
+    w.recipe("full.rhai")
+        .config_yaml(&format!(
+            "steps: {{prereqs: true, preflight: false, reindex: false}}\n{aws}"
+        ))
+        .envs(moto.env())
+        .succeeds();
+    assert_eq!(moto.role_names().len(), 4);
+    let teardown = || w.recipe("teardown.rhai").config_yaml(aws).envs(moto.env());
+
+    let plan = teardown().plan().succeeds();
+    let planned = plan.changed();
+    for want in [
+        "delete helm.release collate/openmetadata",
+        "delete helm.release argo-workflows/argo-workflows",
+        "delete k8s.Secret collate/db-credentials",
+        "delete k8s.Role collate/om-argo-role",
+        "delete k8s.Namespace collate",
+        "delete aws.iam.role collate-server-role",
+    ] {
+        assert!(planned.iter().any(|c| c == want), "{want}: {planned:#?}");
+    }
+    assert!(
+        !planned
+            .iter()
+            .any(|c| c.contains("aws.s3.bucket") || c.contains("oidc_provider")),
+        "{planned:#?}"
+    );
+    assert_eq!(moto.role_names().len(), 4, "the plan deleted a role");
+    w.get("v1", "Namespace", "", "collate");
+
+    teardown()
+        .fails_with(3)
+        .stdout_contains("teardown.confirm is empty, not the cluster name")
+        .stdout_contains("--set teardown.confirm=acme-eks");
+    teardown()
+        .set("teardown.confirm", "other-cluster")
+        .fails_with(3)
+        .stdout_contains("teardown.confirm is `other-cluster`");
+    assert_eq!(
+        moto.role_names().len(),
+        4,
+        "a refused teardown deleted a role"
+    );
+
+    teardown().set("teardown.confirm", "acme-eks").succeeds();
+    assert!(moto.role_names().is_empty(), "{:?}", moto.role_names());
+    for ns in ["collate", "argo-workflows"] {
+        assert!(
+            w.kube.get("v1", "Namespace", "", ns).is_none(),
+            "{ns} is left"
+        );
+    }
+    assert_eq!(moto.bucket_names().len(), 1, "the bucket is kept");
+    assert_eq!(moto.oidc_provider_arns().len(), 1, "the provider is kept");
+    let again = teardown().set("teardown.confirm", "acme-eks").succeeds();
+    assert!(again.changed().is_empty(), "{:#?}", again.changed());
+
+    // Asked to: the bucket, emptied first, and the provider.
+    moto.python(
+        "c('s3').put_object(Bucket='collate-argo-artifacts-eu-west-1', Key='workflows/x/log', Body=b'l')\nout = 1",
+    );
+    let opts = "teardown: {bucket: true, oidc_provider: true}\n";
+    let plan = teardown().config_yaml(opts).plan().succeeds();
+    assert!(
+        plan.changed()
+            .iter()
+            .any(|c| c == "delete aws.s3.bucket collate-argo-artifacts-eu-west-1"),
+        "{plan}"
+    );
+    teardown()
+        .config_yaml(opts)
+        .set("teardown.confirm", "acme-eks")
+        .succeeds();
+    assert!(moto.bucket_names().is_empty(), "{:?}", moto.bucket_names());
+    assert!(moto.oidc_provider_arns().is_empty());
+}
+
 /// Decodes Secret data read straight from the test server.
 fn unbase64(text: &str) -> String {
     String::from_utf8(BASE64_STANDARD.decode(text).expect("base64")).expect("utf-8")

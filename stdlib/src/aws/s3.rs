@@ -17,6 +17,7 @@ use crate::converge::{self, Applied, Planned, Resource};
 use crate::diff;
 use crate::error::{ErrorKind, HostError, RhaiResult};
 use crate::host::Host;
+use crate::journal::FieldChange;
 use crate::value::{Tags, check_keys, from_json, opt};
 
 const OPTIONS: &[&str] = &["region", "encryption", "block_public", "versioning", "tags"];
@@ -484,6 +485,187 @@ fn apply(
     Ok(())
 }
 
+/// A bucket to delete, emptied first when asked (every object version and delete marker).
+struct Gone<'a> {
+    c: &'a crate::aws::Clients,
+    account: String,
+    name: &'a str,
+    empty: bool,
+}
+
+/// A bucket about to be deleted: its region, and with `empty` how many object versions (and
+/// delete markers) go with it.
+struct Found {
+    region: String,
+    versions: Option<usize>,
+}
+
+impl Gone<'_> {
+    /// Every object version and delete marker of the bucket, as (key, version id).
+    async fn versions(
+        &self,
+        s3: &aws_sdk_s3::Client,
+    ) -> Result<Vec<(String, Option<String>)>, HostError> {
+        let (c, name) = (self.c, self.name);
+        let op = "s3:ListObjectVersions";
+        let mut out = Vec::new();
+        // No paginator in the SDK for this one: follow the two markers by hand.
+        let (mut key, mut version) = (None, None);
+        loop {
+            let page = s3
+                .list_object_versions()
+                .bucket(name)
+                .set_key_marker(key)
+                .set_version_id_marker(version)
+                .send()
+                .await
+                .map_err(|e| sdk_error(c, op, name, e))?;
+            for v in page.versions() {
+                out.push((
+                    v.key().unwrap_or_default().to_string(),
+                    v.version_id().map(str::to_string),
+                ));
+            }
+            for m in page.delete_markers() {
+                out.push((
+                    m.key().unwrap_or_default().to_string(),
+                    m.version_id().map(str::to_string),
+                ));
+            }
+            if page.is_truncated() != Some(true) {
+                return Ok(out);
+            }
+            key = page.next_key_marker().map(str::to_string);
+            version = page.next_version_id_marker().map(str::to_string);
+        }
+    }
+}
+
+impl Resource for Gone<'_> {
+    type State = Option<Found>;
+    type Object = Value;
+
+    fn kind(&self) -> String {
+        "aws.s3.bucket".into()
+    }
+    fn name(&self) -> String {
+        self.name.to_string()
+    }
+    fn read(&self, host: &Host) -> Result<Option<Found>, HostError> {
+        let region = self.c.region.clone();
+        host.read(&format!("s3:HeadBucket {}", self.name), async {
+            let Some(region) = head_region(self.c, &self.account, self.name, &region).await? else {
+                return Ok(None);
+            };
+            let versions = if self.empty {
+                Some(self.versions(&self.c.s3(&region)).await?.len())
+            } else {
+                None
+            };
+            Ok(Some(Found { region, versions }))
+        })
+    }
+    fn exists(&self, found: &Option<Found>) -> bool {
+        found.is_some()
+    }
+    fn current(&self, found: &Option<Found>) -> Value {
+        match found {
+            Some(f) => json!({"name": self.name, "region": f.region}),
+            None => Value::Null,
+        }
+    }
+    fn deletion_fields(&self, found: &Option<Found>) -> Vec<FieldChange> {
+        match found.as_ref().and_then(|f| f.versions) {
+            Some(n) if n > 0 => vec![FieldChange {
+                path: "objects".into(),
+                before: Some(json!(format!("{n} object versions and delete markers"))),
+                after: None,
+            }],
+            _ => Vec::new(),
+        }
+    }
+    fn delete(&self, host: &Host, found: &Option<Found>) -> Result<(), HostError> {
+        let (c, name) = (self.c, self.name);
+        let Some(found) = found else { return Ok(()) };
+        let s3 = c.s3(&found.region);
+        if self.empty {
+            let versions =
+                host.read(&format!("s3:ListObjectVersions {name}"), self.versions(&s3))?;
+            // DeleteObjects takes at most 1000 keys per call.
+            for chunk in versions.chunks(1000) {
+                let objects = chunk
+                    .iter()
+                    .map(|(k, v)| {
+                        aws_sdk_s3::types::ObjectIdentifier::builder()
+                            .key(k)
+                            .set_version_id(v.clone())
+                            .build()
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| HostError::input(format!("objects of `{name}`: {e}")))?;
+                let delete = aws_sdk_s3::types::Delete::builder()
+                    .set_objects(Some(objects))
+                    .quiet(true)
+                    .build()
+                    .map_err(|e| HostError::input(format!("objects of `{name}`: {e}")))?;
+                let op = "s3:DeleteObjects";
+                let out = host.mutate(&format!("{op} {name}"), async {
+                    s3.delete_objects()
+                        .bucket(name)
+                        .delete(delete)
+                        .send()
+                        .await
+                        .map_err(|e| sdk_error(c, op, name, e))
+                })?;
+                if let Some(e) = out.errors().first() {
+                    return Err(HostError::api(format!(
+                        "`{op}` could not delete `{}` from S3 bucket `{name}`: {} ({})",
+                        e.key().unwrap_or_default(),
+                        e.message().unwrap_or_default(),
+                        e.code().unwrap_or_default()
+                    )));
+                }
+            }
+        }
+        let op = "s3:DeleteBucket";
+        host.mutate(&format!("{op} {name}"), async {
+            match s3.delete_bucket().bucket(name).send().await {
+                Err(e) if has_code(&e, "NoSuchBucket") => Ok(()),
+                Err(e) if has_code(&e, "BucketNotEmpty") => Err(HostError::new(
+                    ErrorKind::Conflict,
+                    format!("S3 bucket `{name}` is not empty (`{op}`: BucketNotEmpty)"),
+                )
+                .with_hint("pass `#{ empty: true }` to delete every object version first (the data is lost)")),
+                other => other.map(|_| ()).map_err(|e| sdk_error(c, op, name, e)),
+            }
+        })
+    }
+}
+
+fn delete_bucket(ctx: &NativeCallContext, name: &str, opts: &Map) -> RhaiResult<Map> {
+    check_keys("aws::s3::delete_bucket", opts, &["empty"])?;
+    let empty = opt::<bool>(opts, "empty")?.unwrap_or(false);
+    let host = Host::of(ctx)?;
+    let c = &*clients(&host)?;
+    let account = identity(&host, c)?.account;
+    let gone = converge::remove(
+        &host,
+        &Gone {
+            c,
+            account,
+            name,
+            empty,
+        },
+        Value::Null,
+    )?;
+    let object = if gone.object.is_null() {
+        Dynamic::UNIT
+    } else {
+        from_json(&gone.object)
+    };
+    Ok(gone.change.outcome(object))
+}
+
 #[export_module]
 pub mod s3_module {
     use super::*;
@@ -506,6 +688,19 @@ pub mod s3_module {
     pub fn ensure_bucket(ctx: NativeCallContext, name: &str, opts: Map) -> RhaiResult<Map> {
         crate::host::track(&ctx);
         super::ensure_bucket(&ctx, name, &opts)
+    }
+
+    /// Deletes an S3 bucket. A bucket with objects is refused (`conflict`) unless `empty: true`,
+    /// which deletes every object version and delete marker first (the data is lost; a plan
+    /// says how many). An absent bucket is `unchanged`. Returns `#{changed, object, diff}`.
+    ///
+    /// ```rhai
+    /// aws::s3::delete_bucket("collate-argo-artifacts-eu-west-1", #{ empty: true });
+    /// ```
+    #[rhai_fn(return_raw)]
+    pub fn delete_bucket(ctx: NativeCallContext, name: &str, opts: Map) -> RhaiResult<Map> {
+        crate::host::track(&ctx);
+        super::delete_bucket(&ctx, name, &opts)
     }
 
     /// `ensure_bucket` with no options: the bucket exists in the run's region.

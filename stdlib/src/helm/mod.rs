@@ -469,6 +469,24 @@ pub mod helm_module {
         release::upgrade_install(&ctx, release, chart, &opts)
     }
 
+    /// Uninstalls a release (`helm uninstall`), with `#{wait, timeout}`: `wait` waits until its
+    /// resources are gone. An absent release is `unchanged` ("already absent"); a plan lists it
+    /// and uninstalls nothing. Returns `#{changed, object, diff}` (`object`: the release as it was).
+    ///
+    /// ```rhai
+    /// helm::uninstall("openmetadata", "collate", #{ wait: true, timeout: "5m" });
+    /// ```
+    #[rhai_fn(return_raw)]
+    pub fn uninstall(
+        ctx: NativeCallContext,
+        release: &str,
+        namespace: &str,
+        opts: Map,
+    ) -> RhaiResult<Map> {
+        crate::host::track(&ctx);
+        release::uninstall(&ctx, release, namespace, &opts)
+    }
+
     /// Renders a chart with `#{namespace, version, values}` as `helm template` does, which also
     /// validates the values against the chart's values.schema.json: a typo fails here, before
     /// anything is installed. Returns the manifests as YAML text (a Secret when values held one).

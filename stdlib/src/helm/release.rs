@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rhai::{Map, NativeCallContext};
+use rhai::{Dynamic, Map, NativeCallContext};
 use serde_json::{Value, json};
 
 use super::cli::Helm;
@@ -239,4 +239,89 @@ pub(super) fn upgrade_install(
     };
     let done = converge::ensure(&host, &r)?;
     Ok(done.change.outcome(done.object.to_map().into()))
+}
+
+/// A release to uninstall.
+struct Uninstall<'a> {
+    host: Arc<Host>,
+    helm: Helm,
+    release: &'a str,
+    namespace: String,
+    wait: bool,
+    timeout: Option<String>,
+}
+
+impl Resource for Uninstall<'_> {
+    type State = Option<Release>;
+    type Object = Option<Release>;
+
+    fn kind(&self) -> String {
+        "helm.release".into()
+    }
+    fn name(&self) -> String {
+        format!("{}/{}", self.namespace, self.release)
+    }
+    fn read(&self, _: &Host) -> Result<Option<Release>, HostError> {
+        super::read_release(&self.host, &self.helm, self.release, &self.namespace)
+    }
+    fn exists(&self, live: &Option<Release>) -> bool {
+        live.is_some()
+    }
+    fn current(&self, live: &Option<Release>) -> Option<Release> {
+        live.clone()
+    }
+    fn deletion_fields(&self, live: &Option<Release>) -> Vec<FieldChange> {
+        live.iter()
+            .map(|r| FieldChange {
+                path: s("chart"),
+                before: Some(json!(format!("{}-{}", r.chart, r.version))),
+                after: None,
+            })
+            .collect()
+    }
+    fn delete(&self, host: &Host, _: &Option<Release>) -> Result<(), HostError> {
+        let mut args = vec![
+            s("uninstall"),
+            self.release.to_string(),
+            s("-n"),
+            self.namespace.clone(),
+        ];
+        if self.wait {
+            args.push(s("--wait"));
+        }
+        if let Some(t) = &self.timeout {
+            args.extend([s("--timeout"), t.clone()]);
+        }
+        let h = self.helm.clone();
+        host.mutate(&format!("helm uninstall {}", self.release), async move {
+            h.run(args, true).await
+        })?;
+        Ok(())
+    }
+}
+
+/// `helm::uninstall(release, namespace, opts)`.
+pub(super) fn uninstall(
+    ctx: &NativeCallContext,
+    release: &str,
+    namespace: &str,
+    opts: &Map,
+) -> RhaiResult<Map> {
+    crate::value::check_keys("helm::uninstall", opts, &["wait", "timeout"])?;
+    let host = Host::of(ctx)?;
+    host.guard_remote(&format!("helm uninstall {release}"))?;
+    let r = Uninstall {
+        helm: Helm::find(&host)?,
+        release,
+        namespace: namespace.to_string(),
+        wait: opt::<bool>(opts, "wait")?.unwrap_or(false),
+        timeout: opt::<Duration>(opts, "timeout")?.map(|d| format!("{}s", d.as_secs())),
+        host: host.clone(),
+    };
+    let gone = converge::remove(&host, &r, None)?;
+    let object = gone
+        .object
+        .map(|r| Dynamic::from(r.to_map()))
+        .unwrap_or(Dynamic::UNIT);
+    Ok(gone.change.outcome(object))
 }

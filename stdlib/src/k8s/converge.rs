@@ -346,30 +346,8 @@ impl Resource for Deleting<'_> {
     fn exists(&self, s: &Option<Value>) -> bool {
         s.is_some()
     }
-    fn diff(&self, _: &Host, _: &Option<Value>) -> Result<Planned, HostError> {
-        Ok(Planned::default())
-    }
     fn current(&self, s: &Option<Value>) -> Value {
         s.clone().unwrap_or(Value::Null)
-    }
-    fn predict(&self, _: &Host, s: &Option<Value>, _: &Planned) -> Result<Value, HostError> {
-        Ok(self.current(s))
-    }
-    fn create(
-        &self,
-        _: &Host,
-        _: &Option<Value>,
-        _: &mut Planned,
-    ) -> Result<Applied<Value>, HostError> {
-        Err(HostError::input("internal: a delete does not create"))
-    }
-    fn update(
-        &self,
-        _: &Host,
-        _: &Option<Value>,
-        _: &mut Planned,
-    ) -> Result<Applied<Value>, HostError> {
-        Err(HostError::input("internal: a delete does not update"))
     }
     fn delete(&self, host: &Host, _: &Option<Value>) -> Result<(), HostError> {
         let api = self.kube.api(self.res, self.namespace)?;

@@ -241,6 +241,33 @@ pub mod iam_module {
         role::ensure(&ctx, name, &opts)
     }
 
+    /// Deletes an IAM role: its managed policies are detached, its inline policies deleted and
+    /// it is taken out of instance profiles first (IAM refuses otherwise). An absent role is
+    /// `unchanged` ("already absent"). A plan lists what would go. Returns `#{changed, object,
+    /// diff}` (`object`: the role as it was).
+    ///
+    /// ```rhai
+    /// aws::iam::delete_role("collate-ingestion-role");
+    /// ```
+    #[rhai_fn(return_raw)]
+    pub fn delete_role(ctx: NativeCallContext, name: &str) -> RhaiResult<Map> {
+        crate::host::track(&ctx);
+        role::delete(&ctx, name)
+    }
+
+    /// Deletes the IAM OIDC provider of an issuer (other workloads of the cluster may trust it:
+    /// teardown deletes it only when asked). An absent provider is `unchanged`. Returns
+    /// `#{changed, object, diff}`.
+    ///
+    /// ```rhai
+    /// aws::iam::delete_oidc_provider(aws::eks::oidc_issuer(config.cluster_name));
+    /// ```
+    #[rhai_fn(return_raw)]
+    pub fn delete_oidc_provider(ctx: NativeCallContext, issuer: &str) -> RhaiResult<Map> {
+        crate::host::track(&ctx);
+        oidc::delete(&ctx, issuer)
+    }
+
     /// An IAM role as `#{name, arn, role_id, path, trust, description, max_session, tags,
     /// created, policies: [attached ARNs], inline: #{name: document}}`, or `()` when absent.
     ///

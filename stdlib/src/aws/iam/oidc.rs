@@ -302,6 +302,67 @@ impl Resource for Provider<'_> {
     }
 }
 
+/// An OIDC provider to delete.
+struct Gone<'a> {
+    c: &'a Clients,
+    hp: String,
+    arn: String,
+}
+
+impl Resource for Gone<'_> {
+    type State = Option<LiveProvider>;
+    type Object = Value;
+
+    fn kind(&self) -> String {
+        "aws.iam.oidc_provider".into()
+    }
+    fn name(&self) -> String {
+        self.hp.clone()
+    }
+    fn read(&self, host: &Host) -> Result<Option<LiveProvider>, HostError> {
+        get_provider(host, self.c, &self.arn, &self.hp)
+    }
+    fn exists(&self, live: &Option<LiveProvider>) -> bool {
+        live.is_some()
+    }
+    fn current(&self, live: &Option<LiveProvider>) -> Value {
+        live.as_ref()
+            .map(|l| provider_object(&self.arn, &self.hp, &l.client_ids, &l.thumbprints, &l.tags))
+            .unwrap_or(Value::Null)
+    }
+    fn delete(&self, host: &Host, _: &Option<LiveProvider>) -> Result<(), HostError> {
+        let (c, hp) = (self.c, &self.hp);
+        let op = "iam:DeleteOpenIDConnectProvider";
+        host.mutate(&format!("{op} {hp}"), async {
+            match c
+                .iam
+                .delete_open_id_connect_provider()
+                .open_id_connect_provider_arn(&self.arn)
+                .send()
+                .await
+            {
+                Err(e) if has_code(&e, "NoSuchEntity") => Ok(()),
+                other => other.map(|_| ()).map_err(|e| sdk_error(c, op, hp, e)),
+            }
+        })
+    }
+}
+
+/// `aws::iam::delete_oidc_provider(issuer)`.
+pub(super) fn delete(ctx: &NativeCallContext, issuer: &str) -> RhaiResult<Map> {
+    let host = Host::of(ctx)?;
+    let hp = issuer_host_path(issuer)?;
+    let c = &*clients(&host)?;
+    let arn = oidc_provider_arn(&identity(&host, c)?, &hp);
+    let gone = converge::remove(&host, &Gone { c, hp, arn }, Value::Null)?;
+    let object = if gone.object.is_null() {
+        rhai::Dynamic::UNIT
+    } else {
+        from_json(&gone.object)
+    };
+    Ok(gone.change.outcome(object))
+}
+
 /// `aws::iam::ensure_oidc_provider(issuer, opts)`.
 pub(super) fn ensure(ctx: &NativeCallContext, issuer: &str, opts: &Map) -> RhaiResult<Map> {
     check_keys(

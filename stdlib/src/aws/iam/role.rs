@@ -512,6 +512,123 @@ impl Role<'_> {
     }
 }
 
+/// A role to delete: first its managed policies detached, its inline policies and instance
+/// profile memberships removed (IAM refuses to delete a role that has any).
+struct Gone<'a> {
+    c: &'a Clients,
+    name: &'a str,
+}
+
+impl Resource for Gone<'_> {
+    type State = Option<LiveRole>;
+    type Object = Map;
+
+    fn kind(&self) -> String {
+        "aws.iam.role".into()
+    }
+    fn name(&self) -> String {
+        self.name.to_string()
+    }
+    fn read(&self, host: &Host) -> Result<Option<LiveRole>, HostError> {
+        read_role(host, self.c, self.name, &[], true)
+    }
+    fn exists(&self, live: &Option<LiveRole>) -> bool {
+        live.is_some()
+    }
+    fn current(&self, live: &Option<LiveRole>) -> Map {
+        live.as_ref()
+            .map(|l| role_object(self.name, l))
+            .unwrap_or_default()
+    }
+    fn deletion_fields(&self, live: &Option<LiveRole>) -> Vec<FieldChange> {
+        let Some(l) = live else { return Vec::new() };
+        let gone = |path: String, before: Value| FieldChange {
+            path,
+            before: Some(before),
+            after: None,
+        };
+        let mut f = vec![gone("trust".into(), l.trust.clone())];
+        f.extend(
+            l.policies
+                .iter()
+                .map(|p| gone(crate::value::join_path("policies", p), json!(true))),
+        );
+        f.extend(
+            l.inline
+                .iter()
+                .map(|(n, _)| gone(crate::value::join_path("inline", n), json!(true))),
+        );
+        f
+    }
+    fn delete(&self, host: &Host, live: &Option<LiveRole>) -> Result<(), HostError> {
+        let (c, name) = (self.c, self.name);
+        let Some(l) = live else { return Ok(()) };
+        for p in &l.policies {
+            let send = c
+                .iam
+                .detach_role_policy()
+                .role_name(name)
+                .policy_arn(p)
+                .send();
+            role_policy_call(host, c, "iam:DetachRolePolicy", name, p, send)?;
+        }
+        for (n, _) in &l.inline {
+            let send = c
+                .iam
+                .delete_role_policy()
+                .role_name(name)
+                .policy_name(n)
+                .send();
+            role_policy_call(host, c, "iam:DeleteRolePolicy", name, n, send)?;
+        }
+        let op = "iam:ListInstanceProfilesForRole";
+        let profiles = host.read(&format!("{op} {name}"), async {
+            c.iam
+                .list_instance_profiles_for_role()
+                .role_name(name)
+                .into_paginator()
+                .items()
+                .send()
+                .try_collect()
+                .await
+                .map_err(|e| sdk_error(c, op, name, e))
+        })?;
+        for p in profiles {
+            let profile = p.instance_profile_name().to_string();
+            let send = c
+                .iam
+                .remove_role_from_instance_profile()
+                .role_name(name)
+                .instance_profile_name(&profile)
+                .send();
+            role_policy_call(
+                host,
+                c,
+                "iam:RemoveRoleFromInstanceProfile",
+                name,
+                &profile,
+                send,
+            )?;
+        }
+        let op = "iam:DeleteRole";
+        host.mutate(&format!("{op} {name}"), async {
+            match c.iam.delete_role().role_name(name).send().await {
+                // Deleted by somebody else since our read: what we want.
+                Err(e) if has_code(&e, "NoSuchEntity") => Ok(()),
+                other => other.map(|_| ()).map_err(|e| sdk_error(c, op, name, e)),
+            }
+        })
+    }
+}
+
+/// `aws::iam::delete_role(name)`.
+pub(super) fn delete(ctx: &NativeCallContext, name: &str) -> RhaiResult<Map> {
+    let host = Host::of(ctx)?;
+    let c = &*clients(&host)?;
+    let gone = converge::remove(&host, &Gone { c, name }, Map::new())?;
+    Ok(gone.outcome())
+}
+
 /// `aws::iam::ensure_role(name, opts)`.
 pub(super) fn ensure(ctx: &NativeCallContext, name: &str, opts: &Map) -> RhaiResult<Map> {
     let spec = role_spec(name, opts)?;
