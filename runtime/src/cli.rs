@@ -226,13 +226,20 @@ fn run(opts: &RunOpts, source: Source, mode: Mode) -> i32 {
     };
     if mode == Mode::Check {
         if code == exit::OK {
+            let deferred = session.config.deferred_secrets();
             match session.format {
-                Format::Json => report::Json::emit(
-                    serde_json::json!({"type": "check", "ok": true, "script": main_name}),
-                ),
-                Format::Human => println!(
-                    "ok: `{main_name}` parses, its imports resolve and its config checks pass"
-                ),
+                Format::Json => report::Json::emit(serde_json::json!({
+                    "type": "check", "ok": true, "script": main_name,
+                    "needed_at_run_time": deferred,
+                })),
+                Format::Human => {
+                    println!(
+                        "ok: `{main_name}` parses, its imports resolve and its config checks pass"
+                    );
+                    for d in &deferred {
+                        println!("  needed at run time: {d}");
+                    }
+                }
             }
         }
         return code;

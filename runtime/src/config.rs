@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use collate_stdlib::secret::{self, Secret};
 use collate_stdlib::value::{from_json, join_path};
 use collate_stdlib::yaml::{Pos, key_positions, parse_one};
-use collate_stdlib::{HostError, suggest};
+use collate_stdlib::{ErrorKind, HostError, suggest};
 use rhai::{Dynamic, Map};
 use serde_json::Value;
 
@@ -44,6 +44,11 @@ pub struct Config {
     pub value: Value,
     origins: HashMap<String, Origin>,
     sources: Vec<String>,
+    /// `collate-run check`: a secret whose environment variable or file is missing is not an
+    /// error but "needed at run time" (a fork's CI checks configs without their secrets).
+    pub defer_missing_secrets: bool,
+    /// The secrets deferred so far: `database.password (environment variable DB_PASSWORD)`.
+    deferred: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Config {
@@ -170,6 +175,22 @@ impl Config {
         } else {
             self.sources.join(", ")
         }
+    }
+
+    /// Records a secret that `check` could not read (see [`Config::defer_missing_secrets`]).
+    fn defer(&self, what: String) {
+        let mut d = self.deferred.lock().unwrap_or_else(|e| e.into_inner());
+        if !d.contains(&what) {
+            d.push(what);
+        }
+    }
+
+    /// The secrets `check` deferred: needed at run time.
+    pub fn deferred_secrets(&self) -> Vec<String> {
+        self.deferred
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     fn missing(&self, key: &str) -> HostError {
@@ -447,14 +468,32 @@ fn secret_from_ref(path: &str, v: &Value, cfg: &Config) -> Result<Secret, HostEr
             .unwrap_or_default()
             .to_string()
     };
+    let deferred = |found: Result<Secret, HostError>, what: String| match found {
+        Err(e)
+            if cfg.defer_missing_secrets && matches!(e.kind, ErrorKind::Config | ErrorKind::Io) =>
+        {
+            cfg.defer(format!("`{path}` ({what})"));
+            Ok(Secret::new(
+                String::new(),
+                format!("config {path}, needed at run time"),
+            ))
+        }
+        other => other,
+    };
     if only("env") {
-        secret::from_env(&s("env"))
+        let var = s("env");
+        deferred(
+            secret::from_env(&var),
+            format!("environment variable `{var}`"),
+        )
     } else if only("file") {
         let base = cfg
             .origin(path)
             .and_then(|o| Path::new(&o.file).parent().map(Path::to_path_buf))
             .unwrap_or_default();
-        secret::from_file(&base.join(s("file")))
+        let file = base.join(s("file"));
+        let shown = file.display().to_string();
+        deferred(secret::from_file(&file), format!("file `{shown}`"))
     } else if only("plaintext") {
         Ok(Secret::new(s("plaintext"), format!("config {path}")))
     } else {

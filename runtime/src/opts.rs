@@ -36,6 +36,10 @@ pub struct RunOpts {
     /// Allow scripts to run arbitrary processes and touch files outside the recipe folder.
     #[arg(long, global = true)]
     pub(crate) allow_exec: bool,
+    /// `check`: a secret whose environment variable or file is missing is an error (by default
+    /// it is listed as needed at run time, so a fork's CI can check configs without secrets).
+    #[arg(long, global = true)]
+    pub(crate) require_secrets: bool,
     /// Run even when a preflight requirement is not met.
     #[arg(long, global = true)]
     pub(crate) skip_preflight: bool,

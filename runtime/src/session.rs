@@ -32,8 +32,9 @@ impl Session {
         mode: Mode,
     ) -> Result<Session, Box<Diagnostic>> {
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-        let config = Config::load(&opts.config, &opts.set)
+        let mut config = Config::load(&opts.config, &opts.set)
             .map_err(|e| Box::new(Diagnostic::from_host(&e)))?;
+        config.defer_missing_secrets = mode == Mode::Check && !opts.require_secrets;
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()

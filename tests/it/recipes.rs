@@ -673,6 +673,41 @@ fn reindex_basic_login_refusals_say_why() {
     assert_eq!(api.triggers(), 0);
 }
 
+/// A fork's CI checks every customer's config without its secrets: `check` lists them as
+/// needed at run time; `--require-secrets` makes them errors again.
+#[test]
+fn check_lists_missing_secrets_as_needed_at_run_time() {
+    let check = || {
+        Run::check(root().join("recipes/full.rhai"))
+            .config(example())
+            .set("openmetadata.url", "http://127.0.0.1:1")
+    };
+    check()
+        .succeeds()
+        .stdout_contains(
+            "needed at run time: `database.password` (environment variable `COLLATE_DB_PASSWORD`)",
+        )
+        .stdout_contains("needed at run time: `auth.admin_password`");
+    let json = check().json().succeeds();
+    let last = json.json_lines().pop().expect("a JSON line");
+    assert_eq!(last["type"], "check", "{json}");
+    assert!(
+        last["needed_at_run_time"]
+            .to_string()
+            .contains("search.password"),
+        "{last}"
+    );
+    check()
+        .arg("--require-secrets")
+        .fails_with(3)
+        .stderr_contains("environment variable `COLLATE_DB_PASSWORD` is not set");
+    // With the secrets there, nothing is listed.
+    check()
+        .envs(secrets_env())
+        .succeeds()
+        .never_shows("needed at run time");
+}
+
 /// `auth.admins` and `auth.principal_domain` have no default (the chart's are the same on every
 /// install): a config without them fails in `check` and `--plan`, naming the key, with a hint.
 #[test]
