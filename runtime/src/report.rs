@@ -254,6 +254,9 @@ impl Reporter for Json {
     fn progress(&self, message: &str) {
         Json::emit(json!({"type": "progress", "message": message}));
     }
+    fn report(&self, name: &str, data: &Value, _: &str) {
+        Json::emit(json!({"type": "report", "name": name, "data": data}));
+    }
 }
 
 /// The closing summary.

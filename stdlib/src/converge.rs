@@ -16,12 +16,11 @@
 //! 6. the journal entry, and the result map scripts get: `#{changed, object, diff}`.
 
 use rhai::{Dynamic, Map};
-use serde_json::Value;
 
 use crate::error::{ErrorKind, HostError};
 use crate::host::Host;
 use crate::journal::{Action, Change, FieldChange};
-use crate::secret_value::mask_text;
+use crate::secret_value::mask_json;
 
 /// What a diff found: the fields that differ (secrets may still be in them: the driver masks)
 /// and an optional note for the journal ("namespace does not exist yet: will be created").
@@ -223,18 +222,9 @@ fn record<R: Resource>(host: &Host, r: &R, action: Action, planned: Planned) -> 
 
 /// A field with every string in its before/after values passed through the secret mask.
 fn mask_field(mut f: FieldChange) -> FieldChange {
-    f.before = f.before.map(mask_value);
-    f.after = f.after.map(mask_value);
+    f.before = f.before.map(mask_json);
+    f.after = f.after.map(mask_json);
     f
-}
-
-fn mask_value(v: Value) -> Value {
-    match v {
-        Value::String(s) => Value::String(mask_text(&s)),
-        Value::Array(a) => Value::Array(a.into_iter().map(mask_value).collect()),
-        Value::Object(o) => Value::Object(o.into_iter().map(|(k, v)| (k, mask_value(v))).collect()),
-        other => other,
-    }
 }
 
 #[cfg(test)]

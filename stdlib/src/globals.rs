@@ -110,6 +110,22 @@ pub mod globals {
         Ok(m)
     }
 
+    /// A script's result, for people and for programs: `text` is printed; with `--output json`
+    /// one line `{"type": "report", "name", "data"}` carries `data` instead (Secrets masked in
+    /// both). For read-only recipes whose output other tools consume (`status.rhai`).
+    ///
+    /// ```rhai
+    /// let rows = [#{ what: "release openmetadata", ok: true }];
+    /// report("status", #{ healthy: true, rows: rows }, "everything is healthy");
+    /// ```
+    #[rhai_fn(return_raw)]
+    pub fn report(ctx: NativeCallContext, name: &str, data: Dynamic, text: &str) -> RhaiResult<()> {
+        let host = Host::of(&ctx)?;
+        let json = crate::value::to_json(&data, crate::value::Secrets::Mask)?;
+        host.journal().report(name, &json, text);
+        Ok(())
+    }
+
     /// `true` in plan mode (`--plan`): nothing will be changed.
     ///
     /// ```rhai

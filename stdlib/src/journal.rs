@@ -132,6 +132,12 @@ pub trait Reporter: Send + Sync {
     fn log(&self, level: Level, message: &str);
     /// A long wait is still going: `message` says what is awaited.
     fn progress(&self, message: &str);
+    /// A script's structured result (`report(name, data, text)`): `data` for `--output json`,
+    /// `text` for people. Both already masked.
+    fn report(&self, name: &str, data: &Value, text: &str) {
+        let _ = (name, data);
+        self.log(Level::Info, text);
+    }
 }
 
 /// A reporter that keeps nothing (for unit tests and `docs`).
@@ -333,6 +339,13 @@ impl Journal {
 
     pub fn log(&self, level: Level, message: &str) {
         self.emit(Held::Log(level, crate::secret_value::mask_text(message)));
+    }
+
+    /// A script's structured result, masked, straight to the reporter.
+    pub fn report(&self, name: &str, data: &Value, text: &str) {
+        let data = crate::secret_value::mask_json(data.clone());
+        self.reporter
+            .report(name, &data, &crate::secret_value::mask_text(text));
     }
 
     /// A long wait is still going. Not shown from a `parallel` job whose output is held (it

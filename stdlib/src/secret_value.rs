@@ -86,6 +86,17 @@ fn register(value: &Arc<str>) {
     }
 }
 
+/// A JSON value with every string in it passed through [`mask_text`].
+pub fn mask_json(v: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match v {
+        Value::String(s) => Value::String(mask_text(&s)),
+        Value::Array(a) => Value::Array(a.into_iter().map(mask_json).collect()),
+        Value::Object(o) => Value::Object(o.into_iter().map(|(k, v)| (k, mask_json(v))).collect()),
+        other => other,
+    }
+}
+
 /// Replaces every known secret value (and its base64 form) in `text` with `***`.
 pub fn mask_text(text: &str) -> String {
     let reg = REGISTRY.read().unwrap_or_else(|e| e.into_inner());

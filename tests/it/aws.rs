@@ -825,8 +825,8 @@ fn doctor_irsa_finds_a_broken_trust() {
     let out = doctor().succeeds();
     out.stdout_contains("IRSA chain is consistent")
         .stderr_contains("annotations not checked");
-    // The header and 4 checks for each of the 4 roles; no problem rows.
-    assert_eq!(out.stdout.matches("  ok  ").count(), 1 + 4 * 4, "{out}");
+    // The header, the provider and 4 checks for each of the 4 roles; no problem rows.
+    assert_eq!(out.stdout.matches("  ok  ").count(), 1 + 1 + 4 * 4, "{out}");
     assert!(!out.stdout.contains("  x  "), "{out}");
 
     // The server role trusts another ServiceAccount and lost its policy.

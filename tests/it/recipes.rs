@@ -1011,6 +1011,74 @@ fn full_with_the_aws_prerequisites_on_moto() {
     assert!(again.changed().is_empty(), "{:#?}", again.changed());
 }
 
+/// status.rhai on a full deployment: one table, healthy (exit 0), the same rows in one JSON
+/// report; with a release gone it fails with exit 5 naming the row.
+#[test]
+fn status_reports_a_deployment_and_fails_when_something_is_wrong() {
+    needs!("helm", "moto");
+    let w = World::start();
+    let moto = collate_run_tests::moto::Moto::start();
+    moto.create_eks_cluster("acme-eks");
+    let aws = "account_id: \"\"\n";
+    w.recipe("full.rhai")
+        .config_yaml(&format!(
+            "steps: {{prereqs: true, preflight: false}}\n{aws}"
+        ))
+        .envs(moto.env())
+        .succeeds();
+    let status = || w.recipe("status.rhai").config_yaml(aws).envs(moto.env());
+    let out = status().succeeds();
+    let report = out
+        .json_lines()
+        .into_iter()
+        .find(|l| l["type"] == "report")
+        .unwrap_or_else(|| panic!("no report line: {out}"));
+    assert_eq!(report["name"], "status");
+    assert_eq!(report["data"]["healthy"], true, "{report}");
+    let rows = report["data"]["rows"].as_array().unwrap();
+    let find = |what: &str| {
+        rows.iter()
+            .find(|r| r["requirement"].as_str().unwrap().starts_with(what))
+            .unwrap_or_else(|| panic!("no row {what}: {report}"))
+    };
+    assert!(
+        find("release collate/openmetadata")["found"]
+            .as_str()
+            .unwrap()
+            .contains("openmetadata-1.12.4"),
+        "{report}"
+    );
+    assert_eq!(find("deployment collate/openmetadata")["verdict"], "ok");
+    assert_eq!(find("kubernetes")["verdict"], "ok");
+    assert!(
+        find("last search re-index")["found"]
+            .as_str()
+            .unwrap()
+            .starts_with("success"),
+        "{report}"
+    );
+    // The provider, and for each of the 4 roles: exists, trust sub, trust aud, policies, annotation.
+    assert_eq!(find("IRSA")["found"], "21 checks ok", "{report}");
+    // Human output: the table.
+    Run::recipe("status.rhai")
+        .config(example())
+        .config_yaml(&w.overrides("account_id: \"\""))
+        .envs(secrets_env())
+        .envs(w.kube.env())
+        .envs(moto.env())
+        .succeeds()
+        .stdout_contains("how to fix")
+        .stdout_contains("release argo-workflows/argo-workflows");
+
+    // The Argo release is gone: exit 5, the row says so.
+    w.kube
+        .helm(&["uninstall", "argo-workflows", "-n", "argo-workflows"]);
+    status()
+        .fails_with(5)
+        .stdout_contains("release argo-workflows/argo-workflows")
+        .stdout_contains("not installed");
+}
+
 /// teardown.rhai after a full deployment with the AWS prerequisites: a plan lists every deletion
 /// and changes nothing; an apply without `teardown.confirm` = the cluster name is refused before
 /// any change; with it, the releases, objects, namespaces and roles go, the bucket and the OIDC
