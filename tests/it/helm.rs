@@ -100,12 +100,19 @@ fn lifecycle(bin: &Path, driver: Option<&str>) {
     let ch = &out.changes()[0];
     assert_eq!(ch["action"], "update");
     let fields = ch["fields"].as_array().unwrap();
-    assert_eq!(fields.len(), 1, "{ch}");
+    assert_eq!(fields.len(), 2, "{ch}");
     assert_eq!(fields[0]["path"], "values.greeting");
     assert_eq!(
         (fields[0]["before"].as_str(), fields[0]["after"].as_str()),
         (Some("hello"), Some("bonjour"))
     );
+    // And what that changes in the rendered manifests (from the release record, or from
+    // `helm get manifest` with another storage driver).
+    assert_eq!(
+        fields[1]["path"],
+        "manifest[\"ConfigMap collate/mini-settings\"].data.greeting"
+    );
+    assert_eq!(fields[1]["after"], "bonjour");
     assert_eq!(revisions(&c), 1);
     run("bonjour")
         .succeeds()
@@ -331,16 +338,58 @@ fn repo_chart_schema_check_index_refresh_and_rerun() {
         .plan()
         .fails_with(1)
         .stderr_contains("additional properties 'bogusKey' not allowed");
-    run("1.12.5", SERVER_TAG)
-        .plan()
-        .succeeds()
-        .stdout_contains("updated openmetadata-1.12.5 revision=2");
+    let plan = run("1.12.5", SERVER_TAG).plan().json().succeeds();
+    plan.stdout_contains("updated openmetadata-1.12.5 revision=2");
+    // The plan shows what changes in the rendered manifests too, object by object.
+    let change = plan
+        .changes()
+        .into_iter()
+        .find(|c| c["kind"] == "helm.release")
+        .expect("the release's change");
+    let label = change["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| {
+            f["path"]
+                == "manifest[\"Deployment collate/openmetadata\"].metadata.labels[\"helm.sh/chart\"]"
+        })
+        .unwrap_or_else(|| panic!("no manifest field: {change}"));
+    assert_eq!(label["before"], "openmetadata-1.12.4");
+    assert_eq!(label["after"], "openmetadata-1.12.5");
     run("1.12.5", SERVER_TAG)
         .succeeds()
         .stdout_contains("updated openmetadata-1.12.5 revision=2");
     let again = run("1.12.5", SERVER_TAG).json().succeeds();
     again.stdout_contains("unchanged openmetadata-1.12.5 revision=2");
     assert!(again.changed().is_empty(), "{again}");
+
+    // Back to revision 1: a new revision running 1.12.4; a second rollback changes nothing.
+    let rollback = || {
+        Run::script(
+            r#"let r = helm::rollback("openmetadata", "collate", 1, #{ wait: true });
+            print(`${r.changed} ${r.object.chart}-${r.object.version} revision=${r.object.revision}`);
+            print(`history=${helm::history("openmetadata", "collate").len()}`);"#,
+        )
+        .envs(c.env())
+    };
+    rollback()
+        .plan()
+        .succeeds()
+        .stdout_contains("updated openmetadata-1.12.4 revision=3")
+        .stdout_contains("history=2");
+    rollback()
+        .succeeds()
+        .stdout_contains("updated openmetadata-1.12.4 revision=3")
+        .stdout_contains("history=3");
+    rollback()
+        .succeeds()
+        .stdout_contains("unchanged openmetadata-1.12.4 revision=3")
+        .stdout_contains("history=3");
+    Run::script(r#"helm::rollback("openmetadata", "collate", 9, #{});"#)
+        .envs(c.env())
+        .fails_with(4)
+        .stderr_contains("has no revision 9");
 }
 
 /// A packaged chart (air-gapped): the release is the chart's own name and version, so a rerun

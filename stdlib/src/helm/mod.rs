@@ -301,16 +301,37 @@ fn read_release_and_values(
     release: &str,
     ns: &str,
 ) -> Result<Option<(Release, Value)>, HostError> {
+    Ok(read_installed(host, helm, release, ns)?.map(|i| (i.release, i.values)))
+}
+
+/// An installed release as helm recorded it.
+pub(crate) struct Installed {
+    pub release: Release,
+    /// The user-supplied values.
+    pub values: Value,
+    /// The rendered manifests, when the record was read from the cluster (the secrets driver).
+    pub manifest: Option<String>,
+}
+
+/// [`read_release_and_values`], with the manifests where the record holds them.
+fn read_installed(
+    host: &Arc<Host>,
+    helm: &Helm,
+    release: &str,
+    ns: &str,
+) -> Result<Option<Installed>, HostError> {
     let user_values = |v: Option<Value>| match v {
         None | Some(Value::Null) => json!({}),
         Some(v) => v,
     };
     if storage::uses_secrets() {
-        return Ok(storage::latest(host, ns, release)?.map(|doc| {
-            (
-                Release::from_release(&doc),
-                user_values(doc.get("config").cloned()),
-            )
+        return Ok(storage::latest(host, ns, release)?.map(|doc| Installed {
+            release: Release::from_release(&doc),
+            values: user_values(doc.get("config").cloned()),
+            manifest: doc
+                .get("manifest")
+                .and_then(Value::as_str)
+                .map(str::to_string),
         }));
     }
     let h = helm.clone();
@@ -322,7 +343,87 @@ fn read_release_and_values(
         let (m, v) = futures::join!(h.json(meta), h.json(values));
         Ok((m?, v?))
     })?;
-    Ok(meta.map(|m| (Release::from_metadata(&m), user_values(values))))
+    Ok(meta.map(|m| Installed {
+        release: Release::from_metadata(&m),
+        values: user_values(values),
+        manifest: None,
+    }))
+}
+
+/// The rendered manifests of the deployed release (`helm get manifest`).
+fn live_manifest(host: &Host, helm: &Helm, release: &str, ns: &str) -> Result<String, HostError> {
+    let h = helm.clone();
+    let args = vec![
+        s("get"),
+        s("manifest"),
+        release.to_string(),
+        s("-n"),
+        ns.to_string(),
+    ];
+    host.read(&format!("helm get manifest {release}"), async move {
+        h.run(args, true).await.map(|o| o.stdout)
+    })
+}
+
+/// What an upgrade changes in the rendered manifests, object by object (`Kind ns/name`):
+/// objects added and removed, and the fields that differ in the others (a Secret's data masked,
+/// server-owned fields ignored). `ns` is the release namespace, for objects that name none.
+pub(crate) fn manifest_diff(
+    live: &str,
+    new: &str,
+    ns: &str,
+) -> Result<Vec<FieldChange>, HostError> {
+    use std::collections::BTreeMap;
+    let index = |text: &str, what: &str| -> Result<BTreeMap<String, Value>, HostError> {
+        Ok(crate::yaml::parse_many(text, what)?
+            .into_iter()
+            .filter(|d| d.is_object())
+            .map(|d| {
+                let kind = d["kind"].as_str().unwrap_or("?");
+                let name = d
+                    .pointer("/metadata/name")
+                    .and_then(Value::as_str)
+                    .unwrap_or("?");
+                let namespace = d
+                    .pointer("/metadata/namespace")
+                    .and_then(Value::as_str)
+                    .unwrap_or(ns);
+                (format!("{kind} {namespace}/{name}"), d)
+            })
+            .collect())
+    };
+    let (before, after) = (
+        index(live, "the deployed manifests")?,
+        index(new, "the new manifests")?,
+    );
+    let path = |key: &str| crate::value::join_path("manifest", key);
+    let mut out = Vec::new();
+    for (key, obj) in &after {
+        let secret = obj["kind"] == "Secret";
+        match before.get(key) {
+            None => out.push(FieldChange {
+                path: path(key),
+                before: None,
+                after: Some(json!("(added)")),
+            }),
+            Some(old) => {
+                for f in crate::k8s::converge::object_diff(old, obj, secret) {
+                    out.push(FieldChange {
+                        path: format!("{}.{}", path(key), f.path),
+                        ..f
+                    });
+                }
+            }
+        }
+    }
+    for key in before.keys().filter(|k| !after.contains_key(*k)) {
+        out.push(FieldChange {
+            path: path(key),
+            before: Some(json!("(present)")),
+            after: Some(json!("(removed)")),
+        });
+    }
+    Ok(out)
 }
 
 /// Per-key differences of values (removed keys included); secret paths masked.
@@ -485,6 +586,43 @@ pub mod helm_module {
     ) -> RhaiResult<Map> {
         crate::host::track(&ctx);
         release::uninstall(&ctx, release, namespace, &opts)
+    }
+
+    /// The revisions of a release, oldest first, as `helm history -o json` lists them:
+    /// `[#{revision, updated, status, chart, app_version, description}]`; `[]` when it is not
+    /// installed.
+    ///
+    /// ```rhai
+    /// for r in helm::history("openmetadata", "collate") { print(`${r.revision} ${r.chart} ${r.status}`); }
+    /// ```
+    #[rhai_fn(return_raw)]
+    pub fn history(
+        ctx: NativeCallContext,
+        release: &str,
+        namespace: &str,
+    ) -> RhaiResult<rhai::Array> {
+        crate::host::track(&ctx);
+        release::history(&ctx, release, namespace)
+    }
+
+    /// Rolls a release back to `revision` (`helm rollback`), with `#{wait, timeout}`. Unchanged
+    /// when the release already runs that revision's chart and values, so a re-run adds no
+    /// revision; a plan shows the chart and values that would come back. Returns `#{changed,
+    /// object, diff}`.
+    ///
+    /// ```rhai
+    /// helm::rollback("openmetadata", "collate", 3, #{ wait: true, timeout: "10m" });
+    /// ```
+    #[rhai_fn(return_raw)]
+    pub fn rollback(
+        ctx: NativeCallContext,
+        release: &str,
+        namespace: &str,
+        revision: i64,
+        opts: Map,
+    ) -> RhaiResult<Map> {
+        crate::host::track(&ctx);
+        release::rollback(&ctx, release, namespace, revision, &opts)
     }
 
     /// Renders a chart with `#{namespace, version, values}` as `helm template` does, which also

@@ -11,8 +11,8 @@ use serde_json::{Value, json};
 
 use super::cli::Helm;
 use super::{
-    ChartRef, Opts, Release, chart, desired_chart, parse_opts, read_release_and_values, render, s,
-    stuck, values_diff, values_input,
+    ChartRef, Installed, Opts, Release, chart, desired_chart, live_manifest, manifest_diff,
+    parse_opts, read_installed, release_args, render, s, stuck, values_diff, values_input,
 };
 use crate::converge::{self, Applied, Planned, Resource};
 use crate::error::{HostError, RhaiResult};
@@ -43,11 +43,14 @@ struct Upgrade<'a> {
     atomic: bool,
     create_namespace: bool,
     disable_openapi_validation: bool,
+    /// The new manifests (`helm template`), rendered once per plan: for the manifest diff and
+    /// the schema check.
+    rendered: std::sync::OnceLock<String>,
 }
 
 /// The installed release (with its user-supplied values) and the chart it should run.
 struct Observed {
-    live: Option<(Release, Value)>,
+    live: Option<Installed>,
     want: chart::Meta,
 }
 
@@ -63,8 +66,18 @@ impl Observed {
 }
 
 impl Upgrade<'_> {
-    /// `helm upgrade --install`, the values on stdin; the release helm reports.
-    fn install(&self) -> Result<Applied<Release>, HostError> {
+    /// The new manifests (rendered once), which also checks the values against the schema.
+    fn rendered(&self, host: &Host) -> Result<&str, HostError> {
+        if let Some(r) = self.rendered.get() {
+            return Ok(r);
+        }
+        let text = render(host, &self.helm, self.release, &self.chart, &self.o)?;
+        Ok(self.rendered.get_or_init(|| text))
+    }
+
+    /// `helm upgrade --install`, the values on stdin; the release helm reports. A failed
+    /// upgrade of a deployed release says how to roll it back.
+    fn install(&self, live: Option<&Release>) -> Result<Applied<Release>, HostError> {
         let (host, release, o) = (&self.host, self.release, &self.o);
         let (chart_args, repo) = self.chart.helm_args(host, o.version.as_deref());
         let mut args = vec![s("upgrade"), s("--install"), release.to_string()];
@@ -92,12 +105,21 @@ impl Upgrade<'_> {
         }
         let (h, atomic) = (self.helm.clone(), self.atomic);
         let input = values_input(&o.values);
-        let out = host.mutate(&format!("helm upgrade --install {release}"), async move {
-            if atomic {
-                args.push(s(h.atomic_flag().await?));
-            }
-            h.run_fresh(args, true, input, repo.as_deref()).await
-        })?;
+        let ns = o.namespace.clone();
+        let out = host
+            .mutate(&format!("helm upgrade --install {release}"), async move {
+                if atomic {
+                    args.push(s(h.atomic_flag().await?));
+                }
+                h.run_fresh(args, true, input, repo.as_deref()).await
+            })
+            .map_err(|e| match live.filter(|r| r.status == "deployed") {
+                Some(r) if !atomic => e.with_hint(format!(
+                    "revision {rev} was the last deployed: roll back with `helm::rollback(\"{release}\", \"{ns}\", {rev})` or `helm rollback {release} {rev} -n {ns}`",
+                    rev = r.revision
+                )),
+                _ => e,
+            })?;
         let doc: Value = serde_json::from_str(out.stdout.trim()).map_err(|e| {
             HostError::api(format!(
                 "`helm upgrade --install {release}` printed something that is not JSON: {e}"
@@ -119,12 +141,12 @@ impl Resource for Upgrade<'_> {
     }
     fn read(&self, _: &Host) -> Result<Observed, HostError> {
         let host = &self.host;
-        let live = read_release_and_values(host, &self.helm, self.release, &self.o.namespace)?;
-        if let Some((rel, _)) = live
+        let live = read_installed(host, &self.helm, self.release, &self.o.namespace)?;
+        if let Some(i) = live
             .as_ref()
-            .filter(|(r, _)| r.status.starts_with("pending-"))
+            .filter(|i| i.release.status.starts_with("pending-"))
         {
-            return Err(stuck(rel));
+            return Err(stuck(&i.release));
         }
         let want = desired_chart(host, &self.helm, &self.chart, self.o.version.as_deref())?;
         Ok(Observed { live, want })
@@ -132,10 +154,15 @@ impl Resource for Upgrade<'_> {
     fn exists(&self, s: &Observed) -> bool {
         s.live.is_some()
     }
-    fn diff(&self, _: &Host, st: &Observed) -> Result<Planned, HostError> {
+    fn diff(&self, host: &Host, st: &Observed) -> Result<Planned, HostError> {
         let o = &self.o;
         let want_chart = st.want_chart();
-        let Some((rel, live_values)) = &st.live else {
+        let Some(Installed {
+            release: rel,
+            values: live_values,
+            manifest,
+        }) = &st.live
+        else {
             let mut f = vec![FieldChange {
                 path: s("chart"),
                 before: None,
@@ -161,11 +188,20 @@ impl Resource for Upgrade<'_> {
             });
         }
         f.extend(values_diff(&o.values, live_values, &o.secret_paths));
+        // A plan of an upgrade also shows what changes in the rendered manifests (helm-diff's
+        // job, without a plugin).
+        if host.is_plan() && !f.is_empty() {
+            let live = match manifest {
+                Some(m) => m.clone(),
+                None => live_manifest(host, &self.helm, self.release, &o.namespace)?,
+            };
+            f.extend(manifest_diff(&live, self.rendered(host)?, &o.namespace)?);
+        }
         Ok(Planned::fields(f))
     }
     fn current(&self, st: &Observed) -> Release {
         match &st.live {
-            Some((r, _)) => r.clone(),
+            Some(i) => i.release.clone(),
             None => Release {
                 name: self.release.to_string(),
                 namespace: self.o.namespace.clone(),
@@ -180,8 +216,8 @@ impl Resource for Upgrade<'_> {
     }
     fn predict(&self, host: &Host, st: &Observed, _: &Planned) -> Result<Release, HostError> {
         // The values are checked against the chart's schema before anything is installed.
-        render(host, &self.helm, self.release, &self.chart, &self.o)?;
-        let live = st.live.as_ref().map(|(r, _)| r);
+        self.rendered(host)?;
+        let live = st.live.as_ref().map(|i| &i.release);
         Ok(Release {
             name: self.release.to_string(),
             namespace: self.o.namespace.clone(),
@@ -200,15 +236,15 @@ impl Resource for Upgrade<'_> {
         _: &Observed,
         _: &mut Planned,
     ) -> Result<Applied<Release>, HostError> {
-        self.install()
+        self.install(None)
     }
     fn update(
         &self,
         _: &Host,
-        _: &Observed,
+        st: &Observed,
         _: &mut Planned,
     ) -> Result<Applied<Release>, HostError> {
-        self.install()
+        self.install(st.live.as_ref().map(|i| &i.release))
     }
 }
 
@@ -235,6 +271,7 @@ pub(super) fn upgrade_install(
         create_namespace: opt::<bool>(opts, "create_namespace")?.unwrap_or(false),
         disable_openapi_validation: opt::<bool>(opts, "disable_openapi_validation")?
             .unwrap_or(false),
+        rendered: std::sync::OnceLock::new(),
         host: host.clone(),
     };
     let done = converge::ensure(&host, &r)?;
@@ -324,4 +361,201 @@ pub(super) fn uninstall(
         .map(|r| Dynamic::from(r.to_map()))
         .unwrap_or(Dynamic::UNIT);
     Ok(gone.change.outcome(object))
+}
+
+/// A rollback to an earlier revision, as a converge: unchanged when the release already runs
+/// that revision's chart and values (a second rollback adds no revision).
+struct Rollback<'a> {
+    host: Arc<Host>,
+    helm: Helm,
+    release: &'a str,
+    namespace: String,
+    revision: i64,
+    wait: bool,
+    timeout: Option<String>,
+}
+
+/// The release now, and the revision to go back to (its metadata and values).
+struct Revisions {
+    now: Installed,
+    target: (Release, Value),
+}
+
+impl Resource for Rollback<'_> {
+    type State = Revisions;
+    type Object = Release;
+
+    fn kind(&self) -> String {
+        "helm.release".into()
+    }
+    fn name(&self) -> String {
+        format!("{}/{}", self.namespace, self.release)
+    }
+    fn read(&self, _: &Host) -> Result<Revisions, HostError> {
+        let (host, release, ns) = (&self.host, self.release, &self.namespace);
+        let now = read_installed(host, &self.helm, release, ns)?.ok_or_else(|| {
+            HostError::not_found(format!(
+                "helm release `{release}` is not installed in `{ns}`"
+            ))
+        })?;
+        let at = |sub: &str| {
+            let mut a = release_args(sub, release, ns);
+            a.extend([s("--revision"), self.revision.to_string()]);
+            a
+        };
+        let (meta, values) = (at("metadata"), at("values"));
+        let h = self.helm.clone();
+        let (meta, values) = host.read(
+            &format!(
+                "helm get metadata/values {release} --revision {}",
+                self.revision
+            ),
+            async move {
+                let (m, v) = futures::join!(h.json(meta), h.json(values));
+                Ok((m?, v?))
+            },
+        )?;
+        let Some(meta) = meta else {
+            return Err(HostError::not_found(format!(
+                "helm release `{release}` has no revision {}",
+                self.revision
+            ))
+            .with_hint(format!("see `helm::history(\"{release}\", \"{ns}\")`")));
+        };
+        let values = match values {
+            None | Some(Value::Null) => json!({}),
+            Some(v) => v,
+        };
+        Ok(Revisions {
+            now,
+            target: (Release::from_metadata(&meta), values),
+        })
+    }
+    fn exists(&self, _: &Revisions) -> bool {
+        true
+    }
+    fn diff(&self, _: &Host, r: &Revisions) -> Result<Planned, HostError> {
+        let (now, (target, values)) = (&r.now.release, &r.target);
+        let mut f = Vec::new();
+        let (from, to) = (
+            format!("{}-{}", now.chart, now.version),
+            format!("{}-{}", target.chart, target.version),
+        );
+        if from != to {
+            f.push(FieldChange {
+                path: s("chart"),
+                before: Some(json!(from)),
+                after: Some(json!(to)),
+            });
+        }
+        if now.status != "deployed" {
+            f.push(FieldChange {
+                path: s("status"),
+                before: Some(json!(now.status)),
+                after: Some(json!("deployed")),
+            });
+        }
+        f.extend(values_diff(values, &r.now.values, &[]));
+        Ok(Planned::fields(f))
+    }
+    fn current(&self, r: &Revisions) -> Release {
+        r.now.release.clone()
+    }
+    fn predict(&self, _: &Host, r: &Revisions, _: &Planned) -> Result<Release, HostError> {
+        Ok(Release {
+            revision: r.now.release.revision + 1,
+            status: s("deployed"),
+            deployed_at: None,
+            ..r.target.0.clone()
+        })
+    }
+    fn update(
+        &self,
+        host: &Host,
+        _: &Revisions,
+        _: &mut Planned,
+    ) -> Result<Applied<Release>, HostError> {
+        let (release, ns) = (self.release, &self.namespace);
+        let mut args = vec![
+            s("rollback"),
+            release.to_string(),
+            self.revision.to_string(),
+            s("-n"),
+            ns.clone(),
+        ];
+        if self.wait {
+            args.push(s("--wait"));
+        }
+        if let Some(t) = &self.timeout {
+            args.extend([s("--timeout"), t.clone()]);
+        }
+        let h = self.helm.clone();
+        host.mutate(
+            &format!("helm rollback {release} {}", self.revision),
+            async move { h.run(args, true).await },
+        )?;
+        let now = read_installed(&self.host, &self.helm, release, ns)?.ok_or_else(|| {
+            HostError::not_found(format!(
+                "helm release `{release}` vanished during the rollback"
+            ))
+        })?;
+        Ok(Applied::Done(now.release))
+    }
+}
+
+/// `helm::rollback(release, namespace, revision, opts)`.
+pub(super) fn rollback(
+    ctx: &NativeCallContext,
+    release: &str,
+    namespace: &str,
+    revision: i64,
+    opts: &Map,
+) -> RhaiResult<Map> {
+    crate::value::check_keys("helm::rollback", opts, &["wait", "timeout"])?;
+    let host = Host::of(ctx)?;
+    host.guard_remote(&format!("helm rollback {release}"))?;
+    if revision < 1 {
+        return Err(HostError::input(format!(
+            "revision {revision} is not a helm revision (1, 2, ...)"
+        ))
+        .into());
+    }
+    let r = Rollback {
+        helm: Helm::find(&host)?,
+        release,
+        namespace: namespace.to_string(),
+        revision,
+        wait: opt::<bool>(opts, "wait")?.unwrap_or(false),
+        timeout: opt::<Duration>(opts, "timeout")?.map(|d| format!("{}s", d.as_secs())),
+        host: host.clone(),
+    };
+    let done = converge::ensure(&host, &r)?;
+    Ok(done.change.outcome(done.object.to_map().into()))
+}
+
+/// `helm::history(release, namespace)`: helm's revisions, oldest first.
+pub(super) fn history(
+    ctx: &NativeCallContext,
+    release: &str,
+    namespace: &str,
+) -> RhaiResult<rhai::Array> {
+    let host = Host::of(ctx)?;
+    host.guard_remote(&format!("helm history {release}"))?;
+    let helm = Helm::find(&host)?;
+    let args = vec![
+        s("history"),
+        release.to_string(),
+        s("-n"),
+        namespace.to_string(),
+        s("-o"),
+        s("json"),
+    ];
+    let h = helm.clone();
+    let list = host.read(&format!("helm history {release}"), async move {
+        h.json(args).await
+    })?;
+    Ok(match list {
+        Some(Value::Array(items)) => items.iter().map(crate::value::from_json).collect(),
+        _ => rhai::Array::new(),
+    })
 }

@@ -4,7 +4,7 @@
 
 mod apply;
 pub(crate) mod client;
-mod converge;
+pub(crate) mod converge;
 mod lock;
 mod wait;
 
