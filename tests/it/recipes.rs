@@ -673,6 +673,34 @@ fn reindex_basic_login_refusals_say_why() {
     assert_eq!(api.triggers(), 0);
 }
 
+/// `charts.*.extra_values` customise a chart without forking the templates: merged over the
+/// rendered values (keys the recipes set kept), checked by the chart's schema before any change.
+#[test]
+fn extra_values_are_merged_and_checked_by_the_chart_schema() {
+    needs!("helm");
+    let w = World::start();
+    w.recipe("full.rhai")
+        .config_yaml("charts: {openmetadata: {extra_values: {resources: {requests: {cpu: \"1\"}}, nodeSelector: {pool: collate}}}}\n")
+        .succeeds();
+    let om = w.get("apps/v1", "Deployment", "collate", "openmetadata");
+    let pod = &om["spec"]["template"]["spec"];
+    assert_eq!(pod["nodeSelector"]["pool"], "collate", "{pod}");
+    assert_eq!(
+        pod["containers"][0]["resources"]["requests"]["cpu"], "1",
+        "{pod}"
+    );
+    // The recipes' own values stay (merged, not replaced).
+    assert_eq!(pod["serviceAccountName"], "openmetadata");
+    // A key the chart does not know fails in the plan, before anything changes.
+    w.recipe("full.rhai")
+        .plan()
+        .config_yaml(
+            "charts: {openmetadata: {extra_values: {openmetadata: {config: {bogusKey: 1}}}}}\n",
+        )
+        .fails_with(1)
+        .stdout_contains("additional properties 'bogusKey' not allowed");
+}
+
 /// A fork's CI checks every customer's config without its secrets: `check` lists them as
 /// needed at run time; `--require-secrets` makes them errors again.
 #[test]

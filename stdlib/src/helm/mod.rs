@@ -377,7 +377,9 @@ pub(crate) fn manifest_diff(
     let index = |text: &str, what: &str| -> Result<BTreeMap<String, Value>, HostError> {
         Ok(crate::yaml::parse_many(text, what)?
             .into_iter()
-            .filter(|d| d.is_object())
+            // Hooks (tests, jobs) are kept apart from the release's manifest by helm, and
+            // `helm template` renders them with it: compare the release's objects only.
+            .filter(|d| d.is_object() && d.pointer("/metadata/annotations/helm.sh~1hook").is_none())
             .map(|d| {
                 let kind = d["kind"].as_str().unwrap_or("?");
                 let name = d
@@ -690,6 +692,40 @@ mod tests {
         );
         assert_eq!(f[1].before, Some(json!("***")));
         assert_eq!(f[2].after, None);
+    }
+
+    #[test]
+    fn manifest_diff_names_objects_and_fields_skips_hooks_and_masks_secret_data() {
+        let live = "kind: ConfigMap\nmetadata: {name: a}\ndata: {x: '1'}\n---\nkind: Service\nmetadata: {name: gone}\n---\nkind: Secret\nmetadata: {name: s}\ndata: {p: b2xk}\n";
+        let new = "kind: ConfigMap\nmetadata: {name: a}\ndata: {x: '2'}\n---\nkind: Secret\nmetadata: {name: s}\ndata: {p: bmV3}\n---\nkind: Pod\nmetadata: {name: t, annotations: {helm.sh/hook: test}}\n---\nkind: Job\nmetadata: {name: j, namespace: other}\n";
+        let f = manifest_diff(live, new, "collate").unwrap();
+        let shown: Vec<(String, Option<Value>, Option<Value>)> =
+            f.into_iter().map(|f| (f.path, f.before, f.after)).collect();
+        assert_eq!(
+            shown,
+            vec![
+                (
+                    "manifest[\"ConfigMap collate/a\"].data.x".to_string(),
+                    Some(json!("1")),
+                    Some(json!("2"))
+                ),
+                (
+                    "manifest[\"Job other/j\"]".to_string(),
+                    None,
+                    Some(json!("(added)"))
+                ),
+                (
+                    "manifest[\"Secret collate/s\"].data.p".to_string(),
+                    Some(json!("***")),
+                    Some(json!("***"))
+                ),
+                (
+                    "manifest[\"Service collate/gone\"]".to_string(),
+                    Some(json!("(present)")),
+                    Some(json!("(removed)"))
+                ),
+            ]
+        );
     }
 
     #[test]
