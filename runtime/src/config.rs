@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use collate_stdlib::secret::{self, Secret};
 use collate_stdlib::value::{from_json, join_path};
 use collate_stdlib::yaml::{Pos, key_positions, parse_one};
-use collate_stdlib::{ErrorKind, HostError, suggest};
+use collate_stdlib::{ErrorKind, Host, HostError, suggest};
 use rhai::{Dynamic, Map};
 use serde_json::Value;
 
@@ -282,7 +282,14 @@ impl Config {
 
     /// `validate_config(config, schema)`: checks types, rejects unknown keys, fills defaults and
     /// turns `secret` keys into Secrets. All problems are reported at once.
-    pub fn validate(&self, config: &Dynamic, schema: &Map) -> Result<Dynamic, HostError> {
+    /// `host` reads secrets kept in AWS (`{aws_secret: ...}`, `{ssm: ...}`); without one they
+    /// are refused.
+    pub fn validate(
+        &self,
+        config: &Dynamic,
+        schema: &Map,
+        host: Option<&Host>,
+    ) -> Result<Dynamic, HostError> {
         let specs = parse_schema(schema)?;
         let mut value =
             collate_stdlib::value::to_json(config, collate_stdlib::value::Secrets::Reveal)?;
@@ -317,7 +324,7 @@ impl Config {
             };
             let origin = self.origin(&spec.path).cloned();
             if spec.ty == "secret" {
-                match secret_from_ref(&spec.path, &found, self) {
+                match secret_from_ref(&spec.path, &found, self, host) {
                     Ok(s) => secrets.push((spec.path.clone(), s)),
                     Err(e) => problems.push((origin, e.message, e.hint)),
                 }
@@ -453,8 +460,13 @@ fn collect_leaves(v: &Value, path: &str, specs: &[Spec], out: &mut Vec<String>) 
     }
 }
 
-fn secret_from_ref(path: &str, v: &Value, cfg: &Config) -> Result<Secret, HostError> {
-    let how = "`{env: VAR}`, `{file: PATH}`, or `{plaintext: \"...\"}` to mark a plain-text value";
+fn secret_from_ref(
+    path: &str,
+    v: &Value,
+    cfg: &Config,
+    host: Option<&Host>,
+) -> Result<Secret, HostError> {
+    let how = "`{env: VAR}`, `{file: PATH}`, `{aws_secret: NAME_OR_ARN, key: JSON_KEY}`, `{ssm: /path}`, or `{plaintext: \"...\"}` to mark a plain-text value";
     let Some(o) = v.as_object() else {
         return Err(HostError::config(format!(
             "config key `{path}` holds a plain-text secret, which is refused"
@@ -470,7 +482,11 @@ fn secret_from_ref(path: &str, v: &Value, cfg: &Config) -> Result<Secret, HostEr
     };
     let deferred = |found: Result<Secret, HostError>, what: String| match found {
         Err(e)
-            if cfg.defer_missing_secrets && matches!(e.kind, ErrorKind::Config | ErrorKind::Io) =>
+            if cfg.defer_missing_secrets
+                && matches!(
+                    e.kind,
+                    ErrorKind::Config | ErrorKind::Io | ErrorKind::CheckStop
+                ) =>
         {
             cfg.defer(format!("`{path}` ({what})"));
             Ok(Secret::new(
@@ -494,6 +510,25 @@ fn secret_from_ref(path: &str, v: &Value, cfg: &Config) -> Result<Secret, HostEr
         let file = base.join(s("file"));
         let shown = file.display().to_string();
         deferred(secret::from_file(&file), format!("file `{shown}`"))
+    } else if o.get("aws_secret").is_some_and(Value::is_string)
+        && (o.len() == 1 || (o.len() == 2 && o.get("key").is_some_and(Value::is_string)))
+    {
+        let id = s("aws_secret");
+        let key = o.get("key").and_then(Value::as_str);
+        let host = aws_host(path, host)?;
+        let what = format!("AWS Secrets Manager secret `{id}`");
+        deferred(
+            collate_stdlib::aws::secrets::secrets_manager(host, &id, key)
+                .map_err(|e| at_key(e, path)),
+            what,
+        )
+    } else if only("ssm") {
+        let name = s("ssm");
+        let host = aws_host(path, host)?;
+        deferred(
+            collate_stdlib::aws::secrets::ssm(host, &name).map_err(|e| at_key(e, path)),
+            format!("SSM parameter `{name}`"),
+        )
     } else if only("plaintext") {
         Ok(Secret::new(s("plaintext"), format!("config {path}")))
     } else {
@@ -502,6 +537,25 @@ fn secret_from_ref(path: &str, v: &Value, cfg: &Config) -> Result<Secret, HostEr
                 .with_hint(format!("use {how}")),
         )
     }
+}
+
+/// The host that reads a secret kept in AWS.
+fn aws_host<'a>(path: &str, host: Option<&'a Host>) -> Result<&'a Host, HostError> {
+    host.ok_or_else(|| {
+        HostError::config(format!(
+            "config key `{path}` is kept in AWS, which cannot be read here"
+        ))
+    })
+}
+
+/// An error reading the secret of config key `path`, naming the key.
+fn at_key(e: HostError, path: &str) -> HostError {
+    let hint = e.hint.clone();
+    let mut out = HostError::new(e.kind, format!("config key `{path}`: {}", e.message));
+    if let Some(h) = hint {
+        out = out.with_hint(h);
+    }
+    out
 }
 
 fn type_matches(ty: &str, v: &Value) -> bool {
@@ -624,7 +678,7 @@ mod tests {
         let mut schema = Map::new();
         schema.insert("db.host".into(), "string".into());
         schema.insert("db.password".into(), "secret".into());
-        let e = c.validate(&c.to_dynamic(), &schema).unwrap_err();
+        let e = c.validate(&c.to_dynamic(), &schema, None).unwrap_err();
         assert!(
             e.message.contains("unknown config key `db.hots`"),
             "{}",
@@ -649,7 +703,7 @@ mod tests {
         port.insert("default".into(), (5432 as rhai::INT).into());
         schema.insert("db.port".into(), port.into());
         schema.insert("db.password".into(), "secret".into());
-        let out = c.validate(&c.to_dynamic(), &schema).unwrap();
+        let out = c.validate(&c.to_dynamic(), &schema, None).unwrap();
         let db = out.read_lock::<Map>().unwrap()["db"].clone();
         let db = db.read_lock::<Map>().unwrap();
         assert_eq!(db["port"].as_int().unwrap(), 5432);

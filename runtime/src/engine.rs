@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use collate_stdlib::Host;
 use collate_stdlib::journal::Level;
 use rhai::module_resolvers::{FileModuleResolver, ModuleResolversCollection};
-use rhai::{Array, Dynamic, Engine, EvalAltResult, FuncRegistration, Map};
+use rhai::{Array, Dynamic, Engine, EvalAltResult, FuncRegistration, Map, NativeCallContext};
 
 use crate::config::Config;
 
@@ -184,8 +184,12 @@ pub fn build(host: Option<&Arc<Host>>, config: Arc<Config>, lib_dirs: &[PathBuf]
         ])
         .register_into_engine(
             &mut engine,
-            move |config: Dynamic, schema: Map| -> Result<Dynamic, Box<EvalAltResult>> {
-                Ok(cfg.validate(&config, &schema)?)
+            move |ctx: NativeCallContext,
+                  config: Dynamic,
+                  schema: Map|
+                  -> Result<Dynamic, Box<EvalAltResult>> {
+                let host = collate_stdlib::Host::of(&ctx).ok();
+                Ok(cfg.validate(&config, &schema, host.as_deref())?)
             },
         );
     engine

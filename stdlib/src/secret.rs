@@ -63,6 +63,52 @@ pub mod secret_module {
         Ok(from_file(&full)?)
     }
 
+    /// The secret `name_or_arn` of AWS Secrets Manager, whole (its text).
+    ///
+    /// ```rhai
+    /// let token = secret::aws_secret("collate/om-admin-token");
+    /// ```
+    #[rhai_fn(return_raw)]
+    pub fn aws_secret(ctx: NativeCallContext, name_or_arn: &str) -> RhaiResult<Secret> {
+        let host = crate::host::Host::of(&ctx)?;
+        Ok(crate::aws::secrets::secrets_manager(
+            &host,
+            name_or_arn,
+            None,
+        )?)
+    }
+
+    /// Key `key` of the JSON object stored in the AWS Secrets Manager secret `name_or_arn` (the
+    /// console's key/value form). A missing secret or key is an error naming it.
+    ///
+    /// ```rhai
+    /// let pw = secret::aws_secret("collate/db", "password");
+    /// ```
+    #[rhai_fn(name = "aws_secret", return_raw)]
+    pub fn aws_secret_key(
+        ctx: NativeCallContext,
+        name_or_arn: &str,
+        key: &str,
+    ) -> RhaiResult<Secret> {
+        let host = crate::host::Host::of(&ctx)?;
+        Ok(crate::aws::secrets::secrets_manager(
+            &host,
+            name_or_arn,
+            Some(key),
+        )?)
+    }
+
+    /// The SSM Parameter Store parameter `name`, decrypted (SecureString).
+    ///
+    /// ```rhai
+    /// let pw = secret::ssm("/collate/db-password");
+    /// ```
+    #[rhai_fn(return_raw)]
+    pub fn ssm(ctx: NativeCallContext, name: &str) -> RhaiResult<Secret> {
+        let host = crate::host::Host::of(&ctx)?;
+        Ok(crate::aws::secrets::ssm(&host, name)?)
+    }
+
     /// Marks a plain string as secret (for values computed in a script).
     ///
     /// ```rhai

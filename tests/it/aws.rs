@@ -973,3 +973,63 @@ fn deletes_plan_delete_and_are_idempotent() {
         actions(&again)
     );
 }
+
+/// Secrets where customers keep them: Secrets Manager (whole, or a key of its JSON) and SSM
+/// (SecureString, decrypted), in scripts and as config references; values stay Secrets (masked
+/// in output); a missing secret, key or parameter is an error naming the reference (and the
+/// config key) before anything changes; `check` lists them as needed at run time.
+#[test]
+fn secrets_from_secrets_manager_and_ssm() {
+    needs!("moto");
+    let moto = Moto::start();
+    moto.python(
+        "c('secretsmanager').create_secret(Name='collate/db', SecretString=json.dumps({'password': 'sm-canary-71kq', 'user': 'om'}))\n\
+         c('secretsmanager').create_secret(Name='collate/token', SecretString='tok-canary-5pzw')\n\
+         c('ssm').put_parameter(Name='/collate/es', Value='ssm-canary-8vbn', Type='SecureString')\n\
+         out = 1",
+    );
+    let out = run(
+        &moto,
+        r#"
+        let pw = secret::aws_secret("collate/db", "password");
+        let tok = secret::aws_secret("collate/token");
+        let es = secret::ssm("/collate/es");
+        print(`${pw} ${pw.len} ${tok.len} ${es.len} ${secret::is_secret(es)}`);
+        print(pw.source);
+        log::info(`leak? ${pw}`);
+        "#,
+    )
+    .succeeds();
+    out.stdout_contains("*** 14 15 15 true")
+        .stdout_contains("aws secret collate/db key password")
+        .never_shows("sm-canary-71kq")
+        .never_shows("tok-canary-5pzw")
+        .never_shows("ssm-canary-8vbn");
+
+    // As config references, resolved by validate_config.
+    let schema = r#"
+        let cfg = validate_config(config, #{ "db.password": "secret", "es.password": "secret" });
+        print(`db=${cfg.db.password.len} es=${cfg.es.password.len}`);
+    "#;
+    let config =
+        |db: &str| format!("db: {{password: {db}}}\nes: {{password: {{ssm: /collate/es}}}}\n");
+    run(&moto, schema)
+        .config_yaml(&config("{aws_secret: collate/db, key: password}"))
+        .succeeds()
+        .stdout_contains("db=14 es=15");
+    run(&moto, schema)
+        .config_yaml(&config("{aws_secret: collate/db, key: passwd}"))
+        .fails_with(3)
+        .stderr_contains(
+            "config key `db.password`: AWS Secrets Manager secret `collate/db` has no key `passwd`",
+        )
+        .stderr_contains("its keys: password, user")
+        .never_shows("sm-canary-71kq");
+    run(&moto, schema)
+        .config_yaml(&config("{aws_secret: collate/nope}"))
+        .fails_with(3)
+        .stderr_contains("AWS Secrets Manager secret `collate/nope` does not exist");
+    run(&moto, r#"secret::ssm("/collate/nope");"#)
+        .fails_with(4)
+        .stderr_contains("SSM parameter `/collate/nope` does not exist");
+}

@@ -716,6 +716,13 @@ fn check_lists_missing_secrets_as_needed_at_run_time() {
             "needed at run time: `database.password` (environment variable `COLLATE_DB_PASSWORD`)",
         )
         .stdout_contains("needed at run time: `auth.admin_password`");
+    // A secret kept in AWS is not read by `check` (no remote call) either.
+    check()
+        .config_yaml("search: {password: {aws_secret: collate/search, key: password}}\n")
+        .succeeds()
+        .stdout_contains(
+            "needed at run time: `search.password` (AWS Secrets Manager secret `collate/search`)",
+        );
     let json = check().json().succeeds();
     let last = json.json_lines().pop().expect("a JSON line");
     assert_eq!(last["type"], "check", "{json}");

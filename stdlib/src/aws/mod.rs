@@ -8,6 +8,7 @@ pub mod eks;
 pub mod iam;
 pub mod policy;
 pub mod s3;
+pub mod secrets;
 pub mod sts;
 pub mod thumbprint;
 
