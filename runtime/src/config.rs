@@ -591,8 +591,19 @@ fn json_type(v: &Value) -> &'static str {
 }
 
 /// Deep merge: maps merge key by key; anything else is replaced.
+/// The keys that make a map a secret reference (`{env: VAR}`, `{aws_secret: ..., key: ...}`).
+const SECRET_REF_KEYS: &[&str] = &["env", "file", "plaintext", "aws_secret", "ssm"];
+
+/// `over` merged into `base`, map by map; a secret reference replaces whatever was there (a
+/// later config that keeps the password in AWS instead of an environment variable must not
+/// leave a reference with both).
 fn merge(base: &mut Value, over: Value) {
+    let is_secret_ref = |v: &Value| {
+        v.as_object()
+            .is_some_and(|o| o.keys().any(|k| SECRET_REF_KEYS.contains(&k.as_str())))
+    };
     match (base, over) {
+        (slot, v) if is_secret_ref(&v) => *slot = v,
         (Value::Object(b), Value::Object(o)) => {
             for (k, v) in o {
                 match b.get_mut(&k) {
@@ -670,6 +681,18 @@ mod tests {
         assert_eq!(c.value["flags"]["x"], true);
         assert_eq!(c.origin("db.port").unwrap().pos.unwrap().line, 3);
         assert!(c.origin("db.host").unwrap().file.starts_with("--set"));
+    }
+
+    #[test]
+    fn a_later_secret_reference_replaces_the_earlier_one() {
+        let c = cfg(
+            "db: {host: h, password: {env: DB_PW}}\n",
+            &["db.password={aws_secret: collate/db, key: password}"],
+        );
+        assert_eq!(
+            c.value["db"],
+            serde_json::json!({"host": "h", "password": {"aws_secret": "collate/db", "key": "password"}})
+        );
     }
 
     #[test]
