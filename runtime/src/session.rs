@@ -73,11 +73,19 @@ impl Session {
             })
             .collect();
         read_roots.push(engine::recipe_root(script));
+        // The command line wins over the customer config's pins (`aws.profile`, `aws.region`,
+        // `kube.context`), which win over the environment.
+        let pinned = |section: &str, key: &str| {
+            config.value[section][key]
+                .as_str()
+                .filter(|v| !v.is_empty())
+                .map(str::to_string)
+        };
         let settings = Settings {
             mode,
-            aws_profile: opts.profile.clone(),
-            aws_region: opts.region.clone(),
-            kube_context: opts.context.clone(),
+            aws_profile: opts.profile.clone().or_else(|| pinned("aws", "profile")),
+            aws_region: opts.region.clone().or_else(|| pinned("aws", "region")),
+            kube_context: opts.context.clone().or_else(|| pinned("kube", "context")),
             allow_exec: opts.allow_exec,
             base_dir,
             verbosity: opts.verbose,

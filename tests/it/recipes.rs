@@ -1114,6 +1114,71 @@ fn status_reports_a_deployment_and_fails_when_something_is_wrong() {
         .stdout_contains("not installed");
 }
 
+/// Another customer's credentials or cluster are refused before any change, in a plan too: the
+/// account of the AWS credentials against `account_id`, an EKS kube context (named by ARN, as
+/// `aws eks update-kubeconfig` writes it) against `cluster_name`, region and account; the
+/// config's `kube.context` is the context used.
+#[test]
+fn another_customers_account_or_cluster_is_refused_before_any_change() {
+    needs!("helm", "moto");
+    let w = World::start();
+    let moto = collate_run_tests::moto::Moto::start();
+    moto.create_eks_cluster("acme-eks");
+    let prereqs = "steps: {prereqs: true, preflight: false, reindex: false}\n";
+    w.recipe("full.rhai")
+        .plan()
+        .config_yaml(prereqs)
+        .config_yaml("account_id: \"999999999999\"\n")
+        .envs(moto.env())
+        .fails_with(3)
+        .stdout_contains("the AWS credentials are for account 123456789012, the config is for account 999999999999");
+    assert!(moto.role_names().is_empty());
+
+    // The kube context names another EKS cluster.
+    let kubeconfig = w
+        .kube
+        .env()
+        .into_iter()
+        .find(|(k, _)| k == "KUBECONFIG")
+        .map(|(_, v)| v)
+        .expect("KUBECONFIG");
+    let text = std::fs::read_to_string(&kubeconfig).expect("kubeconfig");
+    let name = collate_run_tests::kube::CONTEXT_NAME;
+    let eks = |cluster: &str| {
+        let arn = format!("arn:aws:eks:eu-west-1:{ACCOUNT}:cluster/{cluster}");
+        let path =
+            std::env::temp_dir().join(format!("kubeconfig-{cluster}-{}", std::process::id()));
+        std::fs::write(
+            &path,
+            text.replace(
+                &format!("- name: {name}\n  cluster:"),
+                &format!("- name: {arn}\n  cluster:"),
+            )
+            .replace(
+                &format!("    cluster: {name}\n"),
+                &format!("    cluster: {arn}\n"),
+            ),
+        )
+        .unwrap();
+        path.display().to_string()
+    };
+    w.recipe("full.rhai")
+        .plan()
+        .env("KUBECONFIG", &eks("other-customer"))
+        .fails_with(3)
+        .stdout_contains("cluster other-customer, not acme-eks");
+    w.recipe("full.rhai")
+        .plan()
+        .env("KUBECONFIG", &eks("acme-eks"))
+        .succeeds();
+    // `kube.context` picks the context (a wrong one is named).
+    w.recipe("full.rhai")
+        .plan()
+        .config_yaml("kube: {context: nope}\n")
+        .fails_with(3)
+        .stdout_contains("cannot use kubeconfig context `nope`");
+}
+
 /// teardown.rhai after a full deployment with the AWS prerequisites: a plan lists every deletion
 /// and changes nothing; an apply without `teardown.confirm` = the cluster name is refused before
 /// any change; with it, the releases, objects, namespaces and roles go, the bucket and the OIDC

@@ -166,6 +166,32 @@ fn apply_impl(ctx: &NativeCallContext, input: Dynamic, opts: &Map) -> RhaiResult
 pub mod k8s_module {
     use super::*;
 
+    /// The kubeconfig context of the run (`--context`, `kube.context`, or the current one):
+    /// `#{name, cluster, server, namespace}`; `cluster` is the kubeconfig's name of the cluster
+    /// (`aws eks update-kubeconfig` names it by its ARN, `arn:aws:eks:REGION:ACCOUNT:cluster/NAME`),
+    /// `()` in a pod (in-cluster config). Reads the kubeconfig only: no call to the cluster.
+    ///
+    /// ```rhai
+    /// let c = k8s::context();
+    /// print(`deploying to ${c.name} (${c.server})`);
+    /// ```
+    #[rhai_fn(name = "context", return_raw)]
+    pub fn current_context(ctx: NativeCallContext) -> RhaiResult<Map> {
+        let (_, kube) = setup(&ctx)?;
+        let cluster = kube::config::Kubeconfig::read()
+            .ok()
+            .and_then(|k| k.contexts.into_iter().find(|c| c.name == kube.context))
+            .and_then(|c| c.context)
+            .map(|c| Dynamic::from(c.cluster))
+            .unwrap_or(Dynamic::UNIT);
+        let mut m = Map::new();
+        m.insert("name".into(), kube.context.clone().into());
+        m.insert("cluster".into(), cluster);
+        m.insert("server".into(), kube.server.clone().into());
+        m.insert("namespace".into(), kube.default_namespace.clone().into());
+        Ok(m)
+    }
+
     /// The version of the cluster's API server: `#{major, minor, git_version, platform}`.
     /// A cluster that cannot be reached fails with one error naming the context and the server.
     ///
