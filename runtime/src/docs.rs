@@ -212,6 +212,7 @@ pub(crate) fn rhai_type(rust: &str, any: &str) -> String {
         "Array" | "array" => "array".into(),
         "Blob" | "blob" => "blob".into(),
         "FnPtr" | "Fn" => "Fn".into(),
+        "HostError" => "error".into(),
         "Dynamic" | "?" => any.into(),
         t if t.starts_with("Vec<") => "array".into(),
         t if t.starts_with("BTreeMap<") => "map".into(),

@@ -404,7 +404,7 @@ fn render(
     match out {
         Ok(o) => Ok(o.stdout),
         Err(e) => {
-            let schema = e.message.contains("schema");
+            let schema = cli::said(&e) == cli::Said::SchemaMismatch;
             let mut err = HostError::new(ErrorKind::Input, e.message);
             if schema {
                 err = err.with_hint("the values do not match the chart's values.schema.json; check the key names against the pinned chart version");
@@ -616,7 +616,7 @@ pub mod helm_module {
                 .await
             {
                 Ok(o) => Ok(serde_json::from_str::<Value>(o.stdout.trim()).unwrap_or(json!([]))),
-                Err(e) if e.message.contains("no repositories") => Ok(json!([])),
+                Err(e) if cli::said(&e) == cli::Said::NoRepositories => Ok(json!([])),
                 Err(e) => Err(e),
             }
         })?;
