@@ -90,6 +90,7 @@ fn functions(s: &mut String, ns: &str, fns: Option<&Value>) {
                 .is_some_and(|c| c.is_alphabetic() || c == '_')
                 && !name.starts_with("get$")
                 && !name.starts_with("set$")
+                && !name.starts_with("index$")
         })
         .collect();
     fns.sort_by_key(|f| signature(f));

@@ -272,6 +272,10 @@ pub mod error_api {
     /// `"conflict"`, `"timeout"`, `"auth"`, `"io"`, `"denied"`, `"precondition"`) for a script
     /// to `throw`: it is caught like a host error and reported with the exit code of its kind.
     ///
+    /// What `catch (e)` gives for a host error is a value of this type `error`: `e.kind`,
+    /// `e.message`, `e.hint` (or `()`), `e.causes` (an array of strings, outermost first, down
+    /// to the root cause), also as `e["kind"]` and `"kind" in e`; `${e}` is its message.
+    ///
     /// ```rhai
     /// throw error("config", "`reindex.auth` needs `token` or `basic`");
     /// ```
@@ -369,8 +373,8 @@ pub mod error_api {
     /// try { aws::account_id(); } catch (e) { if "kind" in e { print(e.kind); } }
     /// ```
     #[rhai_fn(name = "contains", pure)]
-    pub fn has_field(_e: &mut HostError, name: &str) -> bool {
-        matches!(name, "kind" | "message" | "hint" | "causes")
+    pub fn has_field(e: &mut HostError, name: &str) -> bool {
+        field(e, name).is_ok()
     }
 
     /// The message, as `${e}` shows it.
