@@ -391,10 +391,8 @@ pub(crate) mod retry {
             assert!(!is_transient_error(&tls));
             assert!(!is_refused(&tls));
             // A refusal wrapped in another error is found by its kind.
-            let refused = std::io::Error::new(
-                std::io::ErrorKind::Other,
-                std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
-            );
+            let refused =
+                std::io::Error::other(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
             assert!(is_refused(&refused));
             assert!(is_transient_error(&refused));
         }
