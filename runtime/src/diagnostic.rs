@@ -28,6 +28,8 @@ pub struct Diagnostic {
     /// Outer frames, innermost first: "in call to `run` at recipes/full.rhai:8:3".
     pub chain: Vec<Frame>,
     pub hint: Option<String>,
+    /// The error's causes, outermost first (masked, one line each): `caused by: ...`.
+    pub causes: Vec<String>,
     pub exit_code: i32,
 }
 
@@ -39,6 +41,7 @@ impl Diagnostic {
             at: None,
             chain: Vec::new(),
             hint: None,
+            causes: Vec::new(),
             exit_code,
         }
     }
@@ -46,7 +49,33 @@ impl Diagnostic {
     pub fn from_host(e: &HostError) -> Diagnostic {
         let mut d = Diagnostic::new(e.kind.as_str(), e.message.clone(), exit::for_kind(e.kind));
         d.hint = e.hint.clone();
+        d.causes = e.causes();
         d
+    }
+
+    /// From the value a script threw: a host error (caught and re-thrown, or built with
+    /// `error(kind, message)`), a map `#{kind, message, hint}` naming a known kind (how scripts
+    /// wrote their errors before the `error` type), or anything else (a script error).
+    fn from_thrown(value: &rhai::Dynamic) -> Diagnostic {
+        if let Some(h) = HostError::from_rhai(value) {
+            return Diagnostic::from_host(&h);
+        }
+        let from_map = value.read_lock::<rhai::Map>().and_then(|m| {
+            let kind = ErrorKind::named(&m.get("kind")?.clone().into_string().ok()?)?;
+            let message = m.get("message")?.to_string();
+            let hint = m
+                .get("hint")
+                .filter(|h| !h.is_unit())
+                .map(|h| h.to_string());
+            let mut e = HostError::new(kind, message);
+            if let Some(hint) = hint {
+                e = e.with_hint(hint);
+            }
+            Some(Diagnostic::from_host(&e))
+        });
+        from_map.unwrap_or_else(|| {
+            Diagnostic::new("script", format!("script error: {value}"), exit::SCRIPT)
+        })
     }
 
     /// From a syntax error while compiling `file`.
@@ -109,10 +138,7 @@ impl Diagnostic {
         chain.reverse();
         let pos = e.position();
         let mut d = match e {
-            EvalAltResult::ErrorRuntime(value, _) => match HostError::from_dynamic(value) {
-                Some(h) => Diagnostic::from_host(&h),
-                None => Diagnostic::new("script", format!("script error: {value}"), exit::SCRIPT),
-            },
+            EvalAltResult::ErrorRuntime(value, _) => Diagnostic::from_thrown(value),
             EvalAltResult::ErrorParsing(p, _) => {
                 Diagnostic::new("syntax", format!("syntax error: {p}"), exit::SCRIPT)
             }
@@ -205,6 +231,9 @@ impl Diagnostic {
     /// The human rendering, as printed on stderr.
     pub fn render(&self) -> String {
         let mut s = format!("error: {}\n", self.message);
+        for c in &self.causes {
+            s.push_str(&format!("caused by: {c}\n"));
+        }
         if let Some(at) = &self.at {
             render_frame(&mut s, at, "-->");
         }
@@ -233,6 +262,7 @@ impl Diagnostic {
             "at": self.at.as_ref().map(frame),
             "chain": self.chain.iter().map(frame).collect::<Vec<_>>(),
             "hint": self.hint,
+            "causes": self.causes,
             "exit_code": self.exit_code,
         })
     }

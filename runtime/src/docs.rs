@@ -90,6 +90,7 @@ fn functions(s: &mut String, ns: &str, fns: Option<&Value>) {
                 .is_some_and(|c| c.is_alphabetic() || c == '_')
                 && !name.starts_with("get$")
                 && !name.starts_with("set$")
+                && !name.starts_with("index$")
         })
         .collect();
     fns.sort_by_key(|f| signature(f));
@@ -212,6 +213,7 @@ pub(crate) fn rhai_type(rust: &str, any: &str) -> String {
         "Array" | "array" => "array".into(),
         "Blob" | "blob" => "blob".into(),
         "FnPtr" | "Fn" => "Fn".into(),
+        "HostError" => "error".into(),
         "Dynamic" | "?" => any.into(),
         t if t.starts_with("Vec<") => "array".into(),
         t if t.starts_with("BTreeMap<") => "map".into(),

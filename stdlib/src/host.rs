@@ -478,7 +478,7 @@ mod tests {
         ("aws/s3.rs", include_str!("aws/s3.rs")),
         ("aws/sts.rs", include_str!("aws/sts.rs")),
         ("checks.rs", include_str!("checks.rs")),
-        ("db.rs", include_str!("db.rs")),
+        ("db/mod.rs", include_str!("db/mod.rs")),
         ("globals.rs", include_str!("globals.rs")),
         ("helm/mod.rs", include_str!("helm/mod.rs")),
         ("http.rs", include_str!("http.rs")),

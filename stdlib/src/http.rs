@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use rhai::plugin::*;
 use rhai::{FnPtr, Map};
 
-use crate::error::{ErrorKind, HostError, RhaiResult, error_chain};
+use crate::error::{ErrorKind, HostError, RhaiResult, root_cause};
 use crate::host::Host;
 use crate::secret_value::Secret;
 use crate::value::{Secrets, check_keys, from_json, opt, to_json};
@@ -179,9 +179,9 @@ async fn send(req: Request) -> Result<Response, HostError> {
         let why = if e.is_timeout() {
             format!("no answer within {}s", req.timeout.as_secs())
         } else {
-            error_chain(&e)
+            root_cause(&e)
         };
-        HostError::api(format!("cannot reach `{} {}`: {why}", req.method, req.url))
+        HostError::api(format!("cannot reach `{} {}`: {why}", req.method, req.url)).with_source(e)
     })?;
     let status = resp.status().as_u16();
     let mut headers = Map::new();
@@ -202,8 +202,9 @@ async fn send(req: Request) -> Result<Response, HostError> {
             "reading the answer of `{} {}` failed: {}",
             req.method,
             req.url,
-            error_chain(&e)
+            root_cause(&e)
         ))
+        .with_source(e)
     })?;
     let body = if text.is_empty() {
         serde_json::Value::Null

@@ -35,6 +35,8 @@ pub use secret_value::Secret;
 /// Registers every namespace and global helper of the standard library with `engine`.
 pub fn register(engine: &mut Engine) {
     engine.register_type_with_name::<Secret>("Secret");
+    engine.register_type_with_name::<HostError>("error");
+    engine.register_global_module(exported_module!(error::error_api).into());
     engine.register_global_module(exported_module!(globals::globals).into());
     engine.register_static_module("log", exported_module!(log::log_module).into());
     engine.register_static_module("secret", exported_module!(secret::secret_module).into());

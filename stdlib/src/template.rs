@@ -94,13 +94,13 @@ pub fn render_text(name: &str, source: &str, vars: &Dynamic) -> Result<Rendered,
     let ctx = to_jinja(vars, &mut secrets);
     let mut env = environment();
     env.add_template_owned(name.to_string(), source.to_string())
-        .map_err(|e| describe(&e, name, source, &ctx))?;
+        .map_err(|e| describe(&e, name, source, &ctx).with_source(e))?;
     let tmpl = env
         .get_template(name)
-        .map_err(|e| describe(&e, name, source, &ctx))?;
+        .map_err(|e| describe(&e, name, source, &ctx).with_source(e))?;
     let text = tmpl
         .render(&ctx)
-        .map_err(|e| describe(&e, name, source, &ctx))?;
+        .map_err(|e| describe(&e, name, source, &ctx).with_source(e))?;
     let secret = secrets.iter().any(|s| {
         use base64::Engine as _;
         !s.expose().is_empty()

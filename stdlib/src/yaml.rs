@@ -26,14 +26,15 @@ fn error(e: serde_saphyr::Error, origin: &str) -> HostError {
         .unwrap_or("invalid YAML")
         .trim()
         .to_string();
-    match e.location() {
+    let err = match e.location() {
         Some(loc) => HostError::input(format!(
             "invalid YAML in {origin} at line {}, column {}: {first}",
             loc.line(),
             loc.column()
         )),
         None => HostError::input(format!("invalid YAML in {origin}: {first}")),
-    }
+    };
+    err.with_source(e)
 }
 
 /// Parses one YAML document. `origin` names the text in errors (a file name, "the YAML text").

@@ -379,6 +379,22 @@ fn postgres_errors_are_distinct_and_never_show_the_password() {
     }
 }
 
+/// A server that declines TLS (it answers `N` to the SSLRequest) is told apart from a failed
+/// handshake by whether the handshake started, not by the driver's text.
+#[test]
+fn postgres_without_tls_is_a_config_error_when_tls_is_required() {
+    needs!("postgres");
+    let pg = Postgres::start_plain();
+    for mode in ["require", "verify-full"] {
+        let out = db_attempt(pg.port(), &format!(r#"o.tls = "{mode}";"#), &[]);
+        assert!(out.starts_with("config|the server at"), "{out}");
+        assert!(out.contains("does not offer TLS"), "{out}");
+    }
+    // `prefer` connects in plain text.
+    let plain = db_attempt(pg.port(), "", &[]);
+    assert_eq!(plain, format!("ok|postgresql|{}", pg.major()));
+}
+
 #[test]
 fn mariadb_speaks_the_mysql_scheme() {
     needs!("mariadb");

@@ -574,3 +574,72 @@ fn run_lock_from_config_is_taken_and_given_back() {
         .plan()
         .succeeds();
 }
+
+#[test]
+fn a_failing_remote_call_prints_its_cause_chain_masked() {
+    let canary = "tok-canary-5e1f";
+    let closed = collate_run_tests::loopback::free_port();
+    // The URL carries a secret's value, so the library's own error text does too.
+    let script = format!(
+        r#"let t = secret::env("TOK"); http::get("http://127.0.0.1:{closed}/status?k={canary}");"#
+    );
+    let out = Run::script(&script).env("TOK", canary).fails_with(4);
+    let causes: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter_map(|l| l.strip_prefix("caused by: "))
+        .collect();
+    assert!(
+        causes
+            .last()
+            .is_some_and(|c| c.contains("Connection refused")),
+        "the root cause is the last `caused by:` line\n{out}"
+    );
+    assert!(causes.len() >= 2, "the chain, not only its root\n{out}");
+    out.never_shows(canary).never_shows("os error");
+    for dump in ["Error {", "kind:", "ConnectError("] {
+        out.never_shows(dump);
+    }
+
+    let out = Run::script(&script).env("TOK", canary).json().fails_with(4);
+    let error = out
+        .json_lines()
+        .into_iter()
+        .find(|l| l["type"] == "error")
+        .unwrap_or_else(|| panic!("no error line\n{out}"));
+    let causes = error["causes"].as_array().cloned().unwrap_or_default();
+    assert!(
+        causes
+            .last()
+            .and_then(|c| c.as_str())
+            .is_some_and(|c| c.contains("Connection refused")),
+        "{error}"
+    );
+    out.never_shows(canary);
+}
+
+#[test]
+fn caught_errors_are_typed_values_and_scripts_throw_their_own() {
+    let closed = collate_run_tests::loopback::free_port();
+    let script = format!(
+        r#"try {{ http::get("http://127.0.0.1:{closed}/"); }}
+           catch (e) {{
+               print(`type=${{type_of(e)}} kind=${{e.kind}} index=${{e["kind"]}} hint=${{e.hint != ()}}`);
+               print(`causes=${{e.causes.len() > 0}} in=${{"kind" in e}} shown=${{e.to_string() == e.message}}`);
+           }}
+           throw error("conflict", "somebody holds `x`", "wait for it");"#
+    );
+    let out = Run::script(&script).fails_with(4);
+    out.stdout_contains("type=error kind=api index=api hint=false")
+        .stdout_contains("causes=true in=true shown=true")
+        .stderr_contains("error: somebody holds `x`")
+        .stderr_contains("= hint: wait for it");
+    // An unknown kind is a script error naming the kinds.
+    Run::script(r#"throw error("oops", "x");"#)
+        .fails_with(1)
+        .stderr_contains("unknown error kind `oops`");
+    // A map with a known kind, as scripts threw errors before the `error` type, still counts.
+    Run::script(r#"throw #{ kind: "precondition", message: "not ready" };"#)
+        .fails_with(5)
+        .stderr_contains("error: not ready");
+}

@@ -68,6 +68,15 @@ fn running_as_root() -> bool {
 impl Postgres {
     /// Starts a server. The test declares it first: `needs!("postgres")`.
     pub fn start() -> Postgres {
+        Self::start_with(true)
+    }
+
+    /// Starts a server without TLS, even where the snake-oil certificate is readable.
+    pub fn start_plain() -> Postgres {
+        Self::start_with(false)
+    }
+
+    fn start_with(tls: bool) -> Postgres {
         let bin = crate::needs::installed("postgres");
         let dir = tempfile::tempdir().expect("temp dir");
         let as_postgres = running_as_root();
@@ -110,7 +119,7 @@ impl Postgres {
             ],
         );
         // TLS with the snake-oil certificate when this user can read its key.
-        pg.tls = Path::new(SNAKEOIL_CERT).is_file() && pg.can_read(SNAKEOIL_KEY);
+        pg.tls = tls && Path::new(SNAKEOIL_CERT).is_file() && pg.can_read(SNAKEOIL_KEY);
         let hba = format!(
             "local all all trust\n\
              hostssl all all 127.0.0.1/32 scram-sha-256\n\

@@ -163,7 +163,7 @@ async fn sdk_config(settings: &Settings, profile: Option<&str>) -> Result<SdkCon
                 format!("cannot load AWS credentials{from}: {}", error_chain(&e)),
             ),
         };
-        return Err(err.with_hint(hint));
+        return Err(err.with_hint(hint).with_source(e));
     }
     Ok(config)
 }
@@ -251,7 +251,12 @@ where
     let failed = format!("`{op}` on `{resource}` failed");
     let service = op.split(':').next().unwrap_or(op);
     let network_hint = "check the network path to AWS (proxy, VPN, `AWS_ENDPOINT_URL`)";
-    match &e {
+    // A signature mismatch's own message echoes the string to sign: keep it out of the causes.
+    let echoes = matches!(
+        e.code(),
+        Some("SignatureDoesNotMatch" | "InvalidSignatureException")
+    );
+    let err = match &e {
         SdkError::ServiceError(se) => {
             let code = se.err().code();
             let http = se.raw().status().as_u16();
@@ -332,8 +337,9 @@ where
             r.raw().status().as_u16(),
             root_cause(&e)
         )),
-        _ => HostError::api(format!("{failed}: {}", error_chain(&e))),
-    }
+        _ => HostError::api(format!("{failed}: {}", root_cause(&e))),
+    };
+    if echoes { err } else { err.with_source(e) }
 }
 
 /// An SDK timestamp as RFC 3339 text for maps handed to scripts.

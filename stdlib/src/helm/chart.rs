@@ -138,11 +138,6 @@ pub(crate) fn configured_repo_url(name: &str) -> Option<String> {
         .map(str::to_string)
 }
 
-/// `true` when helm says the repository's cached index lacks the chart or version.
-pub(crate) fn stale_index(message: &str) -> bool {
-    message.contains("not found in") && message.contains("index")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -209,9 +204,5 @@ mod tests {
         for range in ["~1.12", ">=1.0.0", "1.x", "1.12", "^1.2.3"] {
             assert_eq!(exact_version(range), None, "{range}");
         }
-        assert!(stale_index(
-            "chart \"openmetadata\" matching 1.12.5 not found in om index. (try 'helm repo update')"
-        ));
-        assert!(!stale_index("repo nope not found"));
     }
 }

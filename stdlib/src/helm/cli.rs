@@ -28,25 +28,78 @@ pub(crate) struct Out {
     pub stdout: String,
 }
 
-/// A failed helm command: its masked stderr, and whether helm said "not found".
+/// What a failed helm command said, in the cases collate-run acts on. helm reports these only
+/// as text on stderr (its exit status is 1 for every error), so this is the one place that reads
+/// it; each case names the helm source line it matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Said {
+    /// `release: not found`: helm `pkg/storage/driver/driver.go`, `ErrReleaseNotFound`.
+    ReleaseNotFound,
+    /// `chart "x" matching 1.2.3 not found in repo index. (try 'helm repo update')`: helm
+    /// `pkg/downloader/chart_downloader.go`, `ResolveChartVersion` — the cached index is older
+    /// than the chart version asked for.
+    StaleIndex,
+    /// `no repositories to show`: helm `cmd/helm/repo_list.go` (`helm repo list` with none).
+    NoRepositories,
+    /// `values don't meet the specifications of the schema(s)`: helm
+    /// `pkg/chartutil/values.go`, `ToRenderValues` (the chart's `values.schema.json`).
+    SchemaMismatch,
+    /// `unknown command` / `unknown flag`: cobra's usage errors — not the helm 3 or 4 we need.
+    UnknownCommand,
+    /// Anything else.
+    Other,
+}
+
+/// Reads helm's stderr (without the `Error: ` prefix) into a [`Said`].
+pub(crate) fn classify(text: &str) -> Said {
+    if text.contains("release: not found") {
+        Said::ReleaseNotFound
+    } else if text.contains("not found in") && text.contains("index") {
+        Said::StaleIndex
+    } else if text.contains("no repositories to show") {
+        Said::NoRepositories
+    } else if text.contains("don't meet the specifications of the schema") {
+        Said::SchemaMismatch
+    } else if text.contains("unknown command") || text.contains("unknown flag") {
+        Said::UnknownCommand
+    } else {
+        Said::Other
+    }
+}
+
+/// A failed helm command, the source of its [`HostError`]: what helm said, classified once.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{stderr}")]
+pub(crate) struct HelmFailed {
+    pub said: Said,
+    /// helm's stderr, masked.
+    stderr: String,
+}
+
+/// What helm said when `e` is a failed helm command.
+pub(crate) fn said(e: &HostError) -> Said {
+    crate::error::find_cause::<HelmFailed>(e).map_or(Said::Other, |f| f.said)
+}
+
+/// A failed helm command: its masked stderr, classified.
 pub(crate) fn failure(args: &[String], stderr: &str) -> HostError {
     let shown: Vec<&str> = args.iter().take(3).map(String::as_str).collect();
     let text = mask_text(stderr.trim());
-    let text = text.strip_prefix("Error: ").unwrap_or(&text);
-    let kind = if is_not_found(text) {
+    let text = text.strip_prefix("Error: ").unwrap_or(&text).to_string();
+    let said = classify(&text);
+    let kind = if said == Said::ReleaseNotFound {
         ErrorKind::NotFound
     } else {
         ErrorKind::Api
     };
     let err = HostError::new(kind, format!("`helm {}` failed: {text}", shown.join(" ")));
-    if text.contains("unknown command") || text.contains("unknown flag") {
-        return err.with_hint("collate-run needs helm 3 or 4: check `helm version` (or HELM_BIN)");
-    }
-    err
-}
-
-pub(crate) fn is_not_found(text: &str) -> bool {
-    text.contains("release: not found") || text.ends_with("not found")
+    let err = match said {
+        Said::UnknownCommand => {
+            err.with_hint("collate-run needs helm 3 or 4: check `helm version` (or HELM_BIN)")
+        }
+        _ => err,
+    };
+    err.with_source(HelmFailed { said, stderr: text })
 }
 
 impl Helm {
@@ -145,7 +198,7 @@ impl Helm {
             .run_with_input(args.clone(), cluster, input.clone())
             .await;
         match (first, repo) {
-            (Err(e), Some(repo)) if super::chart::stale_index(&e.message) => {
+            (Err(e), Some(repo)) if said(&e) == Said::StaleIndex => {
                 self.run(
                     vec!["repo".into(), "update".into(), repo.to_string()],
                     false,
@@ -242,5 +295,42 @@ mod tests {
         );
         assert_eq!(e.kind, ErrorKind::NotFound);
         assert_eq!(e.message, "`helm status x` failed: release: not found");
+    }
+
+    #[test]
+    fn helm_stderr_is_classified_in_one_place() {
+        let said = |stderr: &str| super::said(&failure(&["x".into()], stderr));
+        assert_eq!(said("Error: release: not found"), Said::ReleaseNotFound);
+        assert_eq!(
+            said(
+                "Error: chart \"openmetadata\" matching 1.12.5 not found in om index. (try 'helm repo update')"
+            ),
+            Said::StaleIndex
+        );
+        assert_eq!(said("Error: no repositories to show"), Said::NoRepositories);
+        assert_eq!(
+            said(
+                "Error: values don't meet the specifications of the schema(s) in the following chart(s):\nx:\n- a: b"
+            ),
+            Said::SchemaMismatch
+        );
+        assert_eq!(
+            said("Error: unknown flag: --rollback-on-failure"),
+            Said::UnknownCommand
+        );
+        // A template error ending in "not found" is not a missing release (the old
+        // `ends_with("not found")` made it one), nor is a value named `schema` a schema mismatch.
+        let e = failure(
+            &["template".into()],
+            "Error: template: om/templates/x.yaml:3:4: function \"lookups\" not found",
+        );
+        assert_eq!(e.kind, ErrorKind::Api);
+        assert_eq!(super::said(&e), Said::Other);
+        assert_eq!(
+            said("Error: template: x.yaml:1: executing at <.Values.schema.url>: nil pointer"),
+            Said::Other
+        );
+        // A plain host error is not a helm failure.
+        assert_eq!(super::said(&HostError::api("x")), Said::Other);
     }
 }

@@ -509,7 +509,7 @@ fn render(
     match out {
         Ok(o) => Ok(o.stdout),
         Err(e) => {
-            let schema = e.message.contains("schema");
+            let schema = cli::said(&e) == cli::Said::SchemaMismatch;
             let mut err = HostError::new(ErrorKind::Input, e.message);
             if schema {
                 err = err.with_hint("the values do not match the chart's values.schema.json; check the key names against the pinned chart version");

@@ -70,7 +70,7 @@ impl Resource for Repo<'_> {
                 .await
             {
                 Ok(o) => Ok(serde_json::from_str::<Value>(o.stdout.trim()).unwrap_or(json!([]))),
-                Err(e) if e.message.contains("no repositories") => Ok(json!([])),
+                Err(e) if super::cli::said(&e) == super::cli::Said::NoRepositories => Ok(json!([])),
                 Err(e) => Err(e),
             }
         })?;

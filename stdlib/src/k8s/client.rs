@@ -200,14 +200,15 @@ pub(crate) mod retry {
     }
 
     /// Transport errors worth another attempt: anything at the socket level (refused, reset,
-    /// closed before the answer, timed out). Not: TLS, auth-plugin or URL errors.
+    /// closed before the answer, timed out), decided on the `io::ErrorKind` and on hyper's own
+    /// predicates (`is_incomplete_message`: "connection closed before message completed",
+    /// `is_closed`: "channel closed"; hyper `src/error.rs`). Not: TLS, auth-plugin or URL errors.
     pub fn is_transient_error(e: &(dyn std::error::Error + 'static)) -> bool {
         crate::error::causes(e).any(|err| {
             use std::io::ErrorKind::*;
             let io = err
                 .downcast_ref::<std::io::Error>()
                 .map(std::io::Error::kind);
-            let text = err.to_string().to_ascii_lowercase();
             matches!(
                 io,
                 Some(
@@ -219,11 +220,9 @@ pub(crate) mod retry {
                         | TimedOut
                         | NotConnected
                 )
-            ) || text.contains("connection closed before message completed")
-                || text.contains("connection reset")
-                || text.contains("error trying to connect")
-                || text.contains("incomplete message")
-                || text.contains("channel closed")
+            ) || err
+                .downcast_ref::<hyper::Error>()
+                .is_some_and(|h| h.is_incomplete_message() || h.is_closed())
         })
     }
 
@@ -232,10 +231,6 @@ pub(crate) mod retry {
         crate::error::causes(e).any(|err| {
             err.downcast_ref::<std::io::Error>()
                 .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused)
-                || err
-                    .to_string()
-                    .to_ascii_lowercase()
-                    .contains("connection refused")
         })
     }
 
@@ -385,13 +380,29 @@ pub(crate) mod retry {
             let denied = std::io::Error::from(std::io::ErrorKind::PermissionDenied);
             assert!(!is_transient_error(&denied));
         }
+
+        #[test]
+        fn transient_and_refused_are_decided_on_types_not_text() {
+            // A TLS failure whose text has the old needles is not transient, not refused.
+            let tls = std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "connection reset: channel closed, connection refused",
+            );
+            assert!(!is_transient_error(&tls));
+            assert!(!is_refused(&tls));
+            // A refusal wrapped in another error is found by its kind.
+            let refused =
+                std::io::Error::other(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+            assert!(is_refused(&refused));
+            assert!(is_transient_error(&refused));
+        }
     }
 }
 
 impl Kube {
     /// A kube error as a host error; `what` says what was attempted (`get secrets collate/x`).
     pub fn err(&self, what: &str, e: kube::Error) -> HostError {
-        match e {
+        let err = match &e {
             kube::Error::Api(status) => {
                 let msg = if status.message.is_empty() { status.reason.clone() } else { status.message.clone() };
                 let kind = match status.code {
@@ -423,7 +434,7 @@ impl Kube {
             }
             kube::Error::Auth(a) => HostError::new(
                 ErrorKind::Auth,
-                format!("{what}: cannot authenticate to `{}` (context `{}`): {}", self.server, self.context, crate::error::error_chain(&a)),
+                format!("{what}: cannot authenticate to `{}` (context `{}`): {}", self.server, self.context, crate::error::root_cause(a)),
             )
             .with_hint("refresh the credentials (e.g. `aws sso login`) or check the kubeconfig user"),
             kube::Error::HyperError(_) | kube::Error::Service(_) | kube::Error::RustlsTls(_) => HostError::api(format!(
@@ -435,14 +446,15 @@ impl Kube {
                     (true, false) => format!(", {} attempts", retry::MAX_ATTEMPTS),
                     (false, false) => String::new(),
                 },
-                crate::error::error_chain(&e)
+                crate::error::root_cause(&e)
             ))
             .with_hint(format!(
                 "is the cluster up and reachable from here? try `kubectl --context {} cluster-info`",
                 self.context
             )),
-            other => HostError::api(format!("{what}: {}", crate::error::error_chain(&other))),
-        }
+            other => HostError::api(format!("{what}: {}", crate::error::root_cause(other))),
+        };
+        err.with_source(e)
     }
 
     /// A dynamic API for `res` in `ns` (ignored for cluster-scoped kinds).
