@@ -7,7 +7,7 @@
 //! GETs are reads (allowed in plan mode); POSTs are changes, refused in plan mode, unless the
 //! caller marks them `safe: true` (a login that changes nothing).
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use rhai::plugin::*;
@@ -15,6 +15,7 @@ use rhai::{FnPtr, Map};
 
 use crate::error::{ErrorKind, HostError, RhaiResult, error_chain};
 use crate::host::Host;
+use crate::k8s::portforward::{self, Tunnel};
 use crate::secret_value::Secret;
 use crate::value::{Secrets, check_keys, from_json, opt_bool, opt_int, to_json};
 
@@ -53,7 +54,11 @@ fn client() -> &'static reqwest::Client {
 /// A request, with every Secret already revealed into it (never displayed).
 struct Request {
     method: reqwest::Method,
+    /// The URL as the script wrote it (in every message).
     url: String,
+    /// Where the request goes: `url`, or for a `svc://` reference the loopback end of its tunnel.
+    target: String,
+    tunnel: Option<Arc<Tunnel>>,
     headers: Vec<(String, String)>,
     body: Option<(Vec<u8>, &'static str)>,
     bearer: Option<String>,
@@ -93,8 +98,13 @@ fn text_or_secret(what: &str, v: &Dynamic) -> Result<String, HostError> {
 }
 
 fn build_request(method: reqwest::Method, url: &str, opts: &Map) -> Result<Request, HostError> {
-    if !(url.starts_with("http://") || url.starts_with("https://")) {
-        return Err(HostError::input(format!("`{url}` is not an http(s) URL")));
+    if !(url.starts_with("http://")
+        || url.starts_with("https://")
+        || url.starts_with(portforward::SCHEME))
+    {
+        return Err(HostError::input(format!(
+            "`{url}` is not an http(s) URL or a service reference `svc://NAMESPACE/NAME:PORT[/path]`"
+        )));
     }
     let mut headers = Vec::new();
     if let Some(h) = opts.get("headers").filter(|h| !h.is_unit()) {
@@ -148,6 +158,8 @@ fn build_request(method: reqwest::Method, url: &str, opts: &Map) -> Result<Reque
     Ok(Request {
         method,
         url: url.to_string(),
+        target: url.to_string(),
+        tunnel: None,
         headers,
         body,
         bearer,
@@ -156,9 +168,23 @@ fn build_request(method: reqwest::Method, url: &str, opts: &Map) -> Result<Reque
     })
 }
 
+/// Sends a `svc://` request through the run's tunnel to that Service (opened on first use).
+fn route(host: &Host, mut req: Request) -> Result<Request, HostError> {
+    if let Some(parsed) = portforward::parse(&req.url) {
+        let (svc, path) = parsed?;
+        let tunnel = portforward::tunnel(host, &svc)?;
+        req.target = tunnel.url(&path);
+        req.tunnel = Some(tunnel);
+    }
+    Ok(req)
+}
+
 async fn send(req: Request) -> Result<Response, HostError> {
+    if let Some(t) = &req.tunnel {
+        t.clear_error();
+    }
     let mut rb = client()
-        .request(req.method.clone(), &req.url)
+        .request(req.method.clone(), &req.target)
         .timeout(req.timeout)
         .header(reqwest::header::ACCEPT, "application/json");
     for (k, v) in &req.headers {
@@ -176,10 +202,10 @@ async fn send(req: Request) -> Result<Response, HostError> {
             .body(bytes);
     }
     let resp = rb.send().await.map_err(|e| {
-        let why = if e.is_timeout() {
-            format!("no answer within {}s", req.timeout.as_secs())
-        } else {
-            error_chain(&e)
+        let why = match req.tunnel.as_ref().and_then(|t| t.last_error()) {
+            Some(tunnel_error) => tunnel_error,
+            None if e.is_timeout() => format!("no answer within {}s", req.timeout.as_secs()),
+            None => error_chain(&e).replace(&req.target, &req.url),
         };
         HostError::api(format!("cannot reach `{} {}`: {why}", req.method, req.url))
     })?;
@@ -271,7 +297,7 @@ fn call(
     let host = Host::of(ctx)?;
     let fail = opt_bool(opts, "fail")?.unwrap_or(false);
     let safe = opt_bool(opts, "safe")?.unwrap_or(false);
-    let req = build_request(method.clone(), url, opts)?;
+    let req = route(&host, build_request(method.clone(), url, opts)?)?;
     let what = format!("http {method} {url}");
     let resp = if method == reqwest::Method::GET || safe {
         host.read(&what, send(req))?
@@ -389,7 +415,7 @@ pub mod http_module {
         let mut attempts = 0u32;
         loop {
             attempts += 1;
-            let req = build_request(reqwest::Method::GET, url, &req_opts)?;
+            let req = route(&host, build_request(reqwest::Method::GET, url, &req_opts)?)?;
             let last = match host.read(&what, send(req)) {
                 Ok(resp) => {
                     let map = resp.into_map();
