@@ -5,7 +5,9 @@
 //! answer is thrown instead (kind `auth` for 401/403, `not_found` for 404, `conflict` for 409,
 //! `api` otherwise). A server that cannot be reached is always an `api` error naming the URL.
 //! GETs are reads (allowed in plan mode); POSTs are changes, refused in plan mode, unless the
-//! caller marks them `safe: true` (a login that changes nothing).
+//! caller marks them `safe: true` (a login that changes nothing). A URL may be a service reference
+//! `svc://NAMESPACE/NAME:PORT[/path]`, reached through a port-forward over the Kubernetes API
+//! (`k8s/portforward.rs`).
 
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -318,9 +320,17 @@ pub mod http_module {
     /// `GET url`. Returns `#{status, body, headers}`: `body` is the parsed JSON when the answer is
     /// JSON, else the text. A non-2xx status is returned, not thrown.
     ///
+    /// Every `http` function takes an `http(s)://` URL or a service reference
+    /// `svc://NAMESPACE/NAME:PORT[/path]`: the Service's port reached through a port-forward over
+    /// the Kubernetes API (the run's kubeconfig credentials, like `kubectl port-forward svc/NAME`)
+    /// to a running, ready pod it selects. One tunnel per Service port lives for the run; when its
+    /// pod goes away the next connection finds another ready pod (once). A Service without a ready
+    /// pod is an error naming the Service and its selector; a failed forward names the pod.
+    ///
     /// ```rhai
     /// let r = http::get("http://localhost:8585/api/v1/system/version");
     /// if r.status == 200 { print(r.body.version); }
+    /// let r = http::get("svc://collate/openmetadata:8585/api/v1/system/version");
     /// ```
     #[rhai_fn(name = "get", return_raw)]
     pub fn get_plain(ctx: NativeCallContext, url: &str) -> RhaiResult<Map> {
@@ -374,7 +384,8 @@ pub mod http_module {
     }
 
     /// Polls `GET url` every `interval` seconds (default 5) until `ready(response)` returns
-    /// `true`, and returns that response. Connection errors count as "not yet". After `timeout`
+    /// `true`, and returns that response. Connection errors count as "not yet", and so does a
+    /// `svc://` Service without a ready pod. After `timeout`
     /// seconds (default 300) it throws a `timeout` error with the last status or error.
     /// Takes the GET options (`headers`, `bearer`, `basic`) and `request_timeout` (seconds per
     /// request). Shows progress while waiting.
@@ -415,8 +426,9 @@ pub mod http_module {
         let mut attempts = 0u32;
         loop {
             attempts += 1;
-            let req = route(&host, build_request(reqwest::Method::GET, url, &req_opts)?)?;
-            let last = match host.read(&what, send(req)) {
+            let req = build_request(reqwest::Method::GET, url, &req_opts)?;
+            // A Service with no ready pod yet (just installed) is "not yet", like a refused connection.
+            let last = match route(&host, req).and_then(|req| host.read(&what, send(req))) {
                 Ok(resp) => {
                     let map = resp.into_map();
                     let done = ready.call_within_context::<Dynamic>(&ctx, (map.clone(),))?;

@@ -176,3 +176,28 @@ fn a_pod_that_goes_away_is_replaced_by_the_next_ready_pod_once() {
         "the new pod was not reached: {pf:?}"
     );
 }
+
+#[test]
+fn poll_waits_for_a_service_whose_pod_is_not_ready_yet() {
+    let c = Cluster::start();
+    let web = JsonServer::start();
+    web.route("/health", json!({"version": "1.12.3"}));
+    c.server
+        .insert(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "demo"}}));
+    c.server.insert(json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": "demo"},
+        "spec": {"selector": {"app": "web"}, "ports": [{"name": "http", "port": 80, "targetPort": "http"}]}}));
+    let run = Run::script(
+        r#"
+        let r = http::poll("svc://demo/web:80/health", #{ interval: 1, timeout: 20, ready: |r| r.status == 200 });
+        print(`healthy ${r.body.version}`);
+        "#,
+    )
+    .envs(c.env());
+    let waiting = std::thread::spawn(move || run.run());
+    std::thread::sleep(Duration::from_millis(1500));
+    // The workload comes up: a ready pod with the Service's selector and its named port.
+    backend(&c, &format!("demo/web:80={}", &web.url()[7..]), false);
+    let out = waiting.join().unwrap();
+    assert_eq!(out.code, 0, "{out:?}");
+    out.stdout_contains("healthy 1.12.3");
+}

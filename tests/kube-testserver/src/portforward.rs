@@ -413,7 +413,7 @@ fn pod_alive(shared: &Shared, ns: &str, name: &str, uid: &str) -> bool {
 /// is done, the client closes, or the pod goes away.
 async fn serve(
     shared: Arc<Shared>,
-    ws: WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>,
+    ws: Upgraded,
     ns: String,
     name: String,
     uid: String,
@@ -490,7 +490,7 @@ async fn serve(
         while let Ok(m) = rx.try_recv() {
             let _ = sink.send(m).await;
         }
-        let _ = sink.send(Message::Close(None)).await;
+        close(sink, stream).await;
         return;
     }
     let mut check = tokio::time::interval(POD_CHECK);
@@ -511,7 +511,7 @@ async fn serve(
                 Some(Ok(Message::Binary(data))) if data.len() > 1 => {
                     let ch = data[0] as usize;
                     // Only data channels are read; the error channel is write-only (`wsstream.WriteChannel`).
-                    if ch % 2 == 0
+                    if ch.is_multiple_of(2)
                         && let Some(Some(w)) = to_backend.get_mut(ch / 2)
                         && w.write_all(&data[1..]).await.is_err()
                     {
@@ -529,7 +529,23 @@ async fn serve(
             let _ = sink.send(m).await;
         }
     }
+    close(sink, stream).await;
+}
+
+type Upgraded = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
+
+/// Ends the WebSocket with a closing handshake (what `wsstream.Conn.Close` does): a Close frame, then the client's
+/// Close read (or a second at most) before the connection is dropped.
+async fn close(
+    mut sink: futures::stream::SplitSink<Upgraded, Message>,
+    mut stream: futures::stream::SplitStream<Upgraded>,
+) {
     let _ = sink.send(Message::Close(None)).await;
+    let _ = sink.flush().await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        while let Some(Ok(_)) = stream.next().await {}
+    })
+    .await;
 }
 
 #[cfg(test)]
