@@ -169,12 +169,7 @@ pub fn seed(state: &mut State, b: &Backend, with_service: bool) {
         Some(Value::String(name)) => (name, b.port as u64),
         _ => ("backend".to_string(), b.port as u64),
     };
-    let node = state
-        .objects
-        .keys()
-        .find(|(g, p, _, _)| g.is_empty() && p == "nodes")
-        .map(|k| k.3.clone())
-        .unwrap_or_else(|| "kube-testserver".into());
+    let node = crate::controllers::node_name(state);
     let now = now_rfc3339();
     let pod_name = b.pod_name();
     let Some(pod_type) = state.find_type("", "pods") else {
