@@ -5,9 +5,11 @@
 //! answer is thrown instead (kind `auth` for 401/403, `not_found` for 404, `conflict` for 409,
 //! `api` otherwise). A server that cannot be reached is always an `api` error naming the URL.
 //! GETs are reads (allowed in plan mode); POSTs are changes, refused in plan mode, unless the
-//! caller marks them `safe: true` (a login that changes nothing).
+//! caller marks them `safe: true` (a login that changes nothing). A URL may be a service reference
+//! `svc://NAMESPACE/NAME:PORT[/path]`, reached through a port-forward over the Kubernetes API
+//! (`k8s/portforward.rs`).
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use rhai::plugin::*;
@@ -15,6 +17,7 @@ use rhai::{FnPtr, Map};
 
 use crate::error::{ErrorKind, HostError, RhaiResult, root_cause};
 use crate::host::Host;
+use crate::k8s::portforward::{self, Tunnel};
 use crate::secret_value::Secret;
 use crate::value::{Secrets, check_keys, from_json, opt, to_json};
 
@@ -53,7 +56,11 @@ fn client() -> &'static reqwest::Client {
 /// A request, with every Secret already revealed into it (never displayed).
 struct Request {
     method: reqwest::Method,
+    /// The URL as the script wrote it (in every message).
     url: String,
+    /// Where the request goes: `url`, or for a `svc://` reference the loopback end of its tunnel.
+    target: String,
+    tunnel: Option<Arc<Tunnel>>,
     headers: Vec<(String, String)>,
     body: Option<(Vec<u8>, &'static str)>,
     bearer: Option<String>,
@@ -93,8 +100,13 @@ fn text_or_secret(what: &str, v: &Dynamic) -> Result<String, HostError> {
 }
 
 fn build_request(method: reqwest::Method, url: &str, opts: &Map) -> Result<Request, HostError> {
-    if !(url.starts_with("http://") || url.starts_with("https://")) {
-        return Err(HostError::input(format!("`{url}` is not an http(s) URL")));
+    if !(url.starts_with("http://")
+        || url.starts_with("https://")
+        || url.starts_with(portforward::SCHEME))
+    {
+        return Err(HostError::input(format!(
+            "`{url}` is not an http(s) URL or a service reference `svc://NAMESPACE/NAME:PORT[/path]`"
+        )));
     }
     let mut headers = Vec::new();
     if let Some(h) = opts.get("headers").filter(|h| !h.is_unit()) {
@@ -148,6 +160,8 @@ fn build_request(method: reqwest::Method, url: &str, opts: &Map) -> Result<Reque
     Ok(Request {
         method,
         url: url.to_string(),
+        target: url.to_string(),
+        tunnel: None,
         headers,
         body,
         bearer,
@@ -156,9 +170,23 @@ fn build_request(method: reqwest::Method, url: &str, opts: &Map) -> Result<Reque
     })
 }
 
+/// Sends a `svc://` request through the run's tunnel to that Service (opened on first use).
+fn route(host: &Host, mut req: Request) -> Result<Request, HostError> {
+    if let Some(parsed) = portforward::parse(&req.url) {
+        let (svc, path) = parsed?;
+        let tunnel = portforward::tunnel(host, &svc)?;
+        req.target = tunnel.url(&path);
+        req.tunnel = Some(tunnel);
+    }
+    Ok(req)
+}
+
 async fn send(req: Request) -> Result<Response, HostError> {
+    if let Some(t) = &req.tunnel {
+        t.clear_error();
+    }
     let mut rb = client()
-        .request(req.method.clone(), &req.url)
+        .request(req.method.clone(), &req.target)
         .timeout(req.timeout)
         .header(reqwest::header::ACCEPT, "application/json");
     for (k, v) in &req.headers {
@@ -176,10 +204,10 @@ async fn send(req: Request) -> Result<Response, HostError> {
             .body(bytes);
     }
     let resp = rb.send().await.map_err(|e| {
-        let why = if e.is_timeout() {
-            format!("no answer within {}s", req.timeout.as_secs())
-        } else {
-            root_cause(&e)
+        let why = match req.tunnel.as_ref().and_then(|t| t.last_error()) {
+            Some(tunnel_error) => tunnel_error,
+            None if e.is_timeout() => format!("no answer within {}s", req.timeout.as_secs()),
+            None => root_cause(&e).replace(&req.target, &req.url),
         };
         HostError::api(format!("cannot reach `{} {}`: {why}", req.method, req.url)).with_source(e)
     })?;
@@ -272,7 +300,7 @@ fn call(
     let host = Host::of(ctx)?;
     let fail = opt::<bool>(opts, "fail")?.unwrap_or(false);
     let safe = opt::<bool>(opts, "safe")?.unwrap_or(false);
-    let req = build_request(method.clone(), url, opts)?;
+    let req = route(&host, build_request(method.clone(), url, opts)?)?;
     let what = format!("http {method} {url}");
     let resp = if method == reqwest::Method::GET || safe {
         host.read(&what, send(req))?
@@ -293,9 +321,17 @@ pub mod http_module {
     /// `GET url`. Returns `#{status, body, headers}`: `body` is the parsed JSON when the answer is
     /// JSON, else the text. A non-2xx status is returned, not thrown.
     ///
+    /// Every `http` function takes an `http(s)://` URL or a service reference
+    /// `svc://NAMESPACE/NAME:PORT[/path]`: the Service's port reached through a port-forward over
+    /// the Kubernetes API (the run's kubeconfig credentials, like `kubectl port-forward svc/NAME`)
+    /// to a running, ready pod it selects. One tunnel per Service port lives for the run; when its
+    /// pod goes away the next connection finds another ready pod (once). A Service without a ready
+    /// pod is an error naming the Service and its selector; a failed forward names the pod.
+    ///
     /// ```rhai
     /// let r = http::get("http://localhost:8585/api/v1/system/version");
     /// if r.status == 200 { print(r.body.version); }
+    /// let r = http::get("svc://collate/openmetadata:8585/api/v1/system/version");
     /// ```
     #[rhai_fn(name = "get", return_raw)]
     pub fn get_plain(ctx: NativeCallContext, url: &str) -> RhaiResult<Map> {
@@ -349,7 +385,8 @@ pub mod http_module {
     }
 
     /// Polls `GET url` every `interval` seconds (default 5) until `ready(response)` returns
-    /// `true`, and returns that response. Connection errors count as "not yet". After `timeout`
+    /// `true`, and returns that response. Connection errors count as "not yet", and so does a
+    /// `svc://` Service without a ready pod. After `timeout`
     /// seconds (default 300) it throws a `timeout` error with the last status or error.
     /// Takes the GET options (`headers`, `bearer`, `basic`) and `request_timeout` (seconds per
     /// request). Shows progress while waiting.
@@ -393,7 +430,8 @@ pub mod http_module {
         loop {
             attempts += 1;
             let req = build_request(reqwest::Method::GET, url, &req_opts)?;
-            let last = match host.read(&what, send(req)) {
+            // A Service with no ready pod yet (just installed) is "not yet", like a refused connection.
+            let last = match route(&host, req).and_then(|req| host.read(&what, send(req))) {
                 Ok(resp) => {
                     let map = resp.into_map();
                     let done = ready.call_within_context::<Dynamic>(&ctx, (map.clone(),))?;

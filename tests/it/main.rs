@@ -5,6 +5,7 @@ mod aws;
 mod bad_input;
 mod helm;
 mod k8s;
+mod portforward;
 mod preflight;
 mod recipes;
 mod reliability;

@@ -88,6 +88,22 @@ fn full_plans_converges_and_reruns_without_changes() {
         .never_shows("es-canary-77ab")
         .never_shows("argo-canary-9c2d");
     assert_eq!(w.api.triggers(), 1, "one re-index after the install");
+    // The example config's `svc://collate/openmetadata:8585`: the Collate API was reached through
+    // a port-forward to a pod of the chart's Deployment, not by a URL of the test's own.
+    let forwards: Vec<String> = w
+        .kube
+        .server
+        .requests()
+        .into_iter()
+        .filter(|r| r.uri.contains("/portforward"))
+        .map(|r| format!("{} {}", r.status, r.uri))
+        .collect();
+    assert!(
+        forwards
+            .iter()
+            .any(|r| r.starts_with("101 /api/v1/namespaces/collate/pods/openmetadata-")),
+        "{forwards:?}"
+    );
 
     // Every object the guide creates, with the guide's names and annotations.
     let argo_secret = w.get("v1", "Secret", "argo-workflows", "argo-db-credentials");

@@ -190,6 +190,8 @@ impl World {
         Run::recipe(name)
             .config(root().join("recipes/customer.example.yaml"))
             .config_yaml(&self.overrides())
+            // Through a fault proxy in front of the API server a port-forward cannot upgrade.
+            .config_yaml(&self.servers.direct_api_urls())
             .envs(secrets_env())
             .envs(env)
             .envs(self.moto().env())
@@ -701,12 +703,16 @@ impl World {
     fn spawn_full(&self, json: bool) -> std::process::Child {
         let overrides = self.dir.path().join("overrides.yaml");
         std::fs::write(&overrides, self.overrides()).unwrap();
+        let direct = self.dir.path().join("direct-api-urls.yaml");
+        std::fs::write(&direct, self.servers.direct_api_urls()).unwrap();
         let mut cmd = Command::new(binary());
         cmd.arg(root().join("recipes/full.rhai"))
             .arg("--config")
             .arg(root().join("recipes/customer.example.yaml"))
             .arg("--config")
-            .arg(&overrides);
+            .arg(&overrides)
+            .arg("--config")
+            .arg(&direct);
         if json {
             cmd.args(["--output", "json"]);
         }

@@ -18,6 +18,13 @@ use crate::chart_repo::upstream_chart;
 use crate::kube::Cluster;
 use crate::moto::Moto;
 
+/// The Services the OpenMetadata/Argo test server stands behind: the example config's
+/// `openmetadata.url` and `argo.api_url`.
+const SERVICES: [&str; 2] = [
+    "collate/openmetadata:8585",
+    "argo-workflows/argo-workflows-server:2746",
+];
+
 /// The servers of one end-to-end test.
 pub struct World {
     pub kube: Cluster,
@@ -33,12 +40,26 @@ impl World {
     }
 
     /// With these OpenMetadata/Argo options, and `moto` (already seeded) as the AWS.
+    /// The Collate and Argo server Services (of the upstream charts, as the recipes install them) are
+    /// backed by the OpenMetadata/Argo test server: a port-forward to their pods reaches it, so the
+    /// example config's `svc://` URLs work as they are.
     pub fn start_with(api: ApiOptions, moto: Option<Moto>) -> World {
-        World {
-            kube: Cluster::start(),
-            api: ApiServer::start(api),
-            moto,
+        let kube = Cluster::start();
+        let api = ApiServer::start(api);
+        let addr = api.url().trim_start_matches("http://");
+        for service in SERVICES {
+            let backend = kube_testserver::Backend::parse(&format!("{service}={addr}"))
+                .expect("a backend spec");
+            kube.server.add_backend(backend, false);
         }
+        World { kube, api, moto }
+    }
+
+    /// `openmetadata.url` and `argo.api_url` straight at the OpenMetadata/Argo test server (not
+    /// through the Kubernetes API): for tests that put a fault proxy in front of the API server.
+    pub fn direct_api_urls(&self) -> String {
+        let url = self.api.url();
+        format!("argo: {{api_url: \"{url}\"}}\nopenmetadata: {{url: \"{url}\"}}\n")
     }
 
     /// The AWS of this world; panics when it was started without one.
@@ -53,19 +74,19 @@ impl World {
         self.moto
     }
 
-    /// The example config's overrides pointing at these servers and at the real upstream charts
-    /// as packaged archives; `head` holds what differs per test (the account, which steps run,
+    /// The example config's overrides pointing at the real upstream charts as packaged archives
+    /// (the Collate and Argo APIs are the example's `svc://` URLs, reached through the Kubernetes
+    /// API test server's port-forward); `head` holds what differs per test (the account, which steps run,
     /// a run lock).
     pub fn overrides(&self, head: &str) -> String {
-        let api_url = self.api.url();
         format!(
             r#"{head}
 charts:
   argo_workflows: {{repo_url: "", chart: "{argo}"}}
   openmetadata: {{repo_url: "", chart: "{om}"}}
   timeout: 60s
-argo: {{api_url: "{api_url}", database: {{user: argo_user}}}}
-openmetadata: {{url: "{api_url}", health_timeout: 20}}
+argo: {{database: {{user: argo_user}}}}
+openmetadata: {{health_timeout: 20}}
 reindex: {{poll_interval: 0, timeout: 30}}
 "#,
             argo = upstream_chart("argo-workflows-0.45.23.tgz").display(),

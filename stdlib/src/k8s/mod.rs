@@ -6,6 +6,7 @@ mod apply;
 pub(crate) mod client;
 pub(crate) mod converge;
 mod lock;
+pub(crate) mod portforward;
 mod wait;
 
 use std::sync::Arc;

@@ -22,6 +22,8 @@ pub struct Shared {
     pub port: u16,
     /// How long the simulated controllers wait before marking workloads ready.
     pub controller_delay: Duration,
+    /// Loopback backends reached through `pods/portforward` (see `portforward.rs`).
+    pub backends: Mutex<Vec<crate::portforward::Backend>>,
 }
 
 impl Shared {

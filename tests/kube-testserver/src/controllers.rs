@@ -203,6 +203,16 @@ fn reconcile(state: &mut State, f: &Followup) {
     }
 }
 
+/// The node pods are scheduled to: the first Node, or `kube-testserver` when none was seeded.
+pub fn node_name(state: &State) -> String {
+    state
+        .objects
+        .keys()
+        .find(|(g, p, _, _)| g.is_empty() && p == "nodes")
+        .map(|k| k.3.clone())
+        .unwrap_or_else(|| "kube-testserver".into())
+}
+
 /// Makes the pods owned by `owner` match `names` in number (a `None` name gets a random suffix), creating
 /// them already running (or succeeded) and ready, and deleting extras.
 fn ensure_pods(
@@ -240,12 +250,7 @@ fn ensure_pods(
         gone["metadata"]["deletionTimestamp"] = json!(now_rfc3339());
         state.commit(&pod_type, gone, "DELETED");
     }
-    let node = state
-        .objects
-        .keys()
-        .find(|(g, p, _, _)| g.is_empty() && p == "nodes")
-        .map(|k| k.3.clone())
-        .unwrap_or_else(|| "kube-testserver".into());
+    let node = node_name(state);
     let now = now_rfc3339();
     for name in names.iter().skip(owned.len()) {
         let name = name

@@ -14,6 +14,7 @@ mod controllers;
 mod defaults;
 mod fields;
 mod patch;
+mod portforward;
 mod protobuf;
 mod protobuf_schema;
 mod resources;
@@ -22,6 +23,7 @@ mod server;
 mod state;
 mod util;
 
+pub use portforward::Backend;
 pub use state::RequestRecord;
 
 use api::Shared;
@@ -42,6 +44,8 @@ pub struct Builder {
     version: String,
     port: u16,
     controller_delay: Duration,
+    /// Loopback backends, each with "seed the Service too".
+    backends: Vec<(Backend, bool)>,
 }
 
 impl Default for Builder {
@@ -50,6 +54,7 @@ impl Default for Builder {
             version: "1.35.0".into(),
             port: 0,
             controller_delay: Duration::from_millis(100),
+            backends: Vec::new(),
         }
     }
 }
@@ -77,6 +82,19 @@ impl Builder {
         self
     }
 
+    /// A loopback backend for `pods/portforward`: a forward to a pod behind Service `namespace/service` on its port
+    /// `port` reaches `addr`. Seeds a ready Pod and Endpoints for the Service (see [`KubeTestServer::add_backend`]).
+    pub fn backend(mut self, backend: Backend) -> Self {
+        self.backends.push((backend, false));
+        self
+    }
+
+    /// Like [`Builder::backend`], and seeds the Service too (when no chart creates it).
+    pub fn backend_with_service(mut self, backend: Backend) -> Self {
+        self.backends.push((backend, true));
+        self
+    }
+
     /// Starts the server; panics if 127.0.0.1 cannot be bound (this is test infrastructure).
     pub fn start(self) -> KubeTestServer {
         self.try_start().expect("kube-testserver: failed to start")
@@ -92,6 +110,7 @@ impl Builder {
             version: self.version,
             port: addr.port(),
             controller_delay: self.controller_delay,
+            backends: Mutex::new(Vec::new()),
         });
         let (stop_tx, stop_rx) = oneshot::channel();
         let thread_shared = Arc::clone(&shared);
@@ -120,6 +139,9 @@ impl Builder {
             _dir: dir,
         };
         server.write_kubeconfig(&server.kubeconfig)?;
+        for (backend, with_service) in self.backends {
+            server.add_backend(backend, with_service);
+        }
         Ok(server)
     }
 }
@@ -185,6 +207,26 @@ impl KubeTestServer {
                 "addresses": [{"type": "InternalIP", "address": "10.0.0.1"}, {"type": "Hostname", "address": name}],
             },
         }));
+    }
+
+    /// Registers a loopback backend for `pods/portforward` (replacing one for the same Service port) and seeds a
+    /// ready Pod `SERVICE-backend-PORT` and the Service's Endpoints — and, with `with_service`, the Service itself when
+    /// it does not exist. A forward to any Running pod the Service selects, on the port its `targetPort` resolves to,
+    /// reaches `backend.addr`. Call again after a chart created the Service to re-seed the pod with its selector.
+    pub fn add_backend(&self, backend: Backend, with_service: bool) {
+        {
+            let mut backends = self
+                .shared
+                .backends
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            backends.retain(|b| {
+                (&b.namespace, &b.service, b.port)
+                    != (&backend.namespace, &backend.service, backend.port)
+            });
+            backends.push(backend.clone());
+        }
+        portforward::seed(&mut self.shared.lock(), &backend, with_service);
     }
 
     /// Stores an object directly (not through HTTP, not counted as a mutation), filling uid, timestamps and

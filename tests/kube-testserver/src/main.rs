@@ -1,7 +1,10 @@
-//! `kube-testserver [--port PORT] [--kubeconfig PATH] [--version 1.35]`: runs the test API server on 127.0.0.1
-//! until killed, printing `listening on http://127.0.0.1:PORT`.
+//! `kube-testserver [--port PORT] [--kubeconfig PATH] [--version 1.35] [--backend NS/SERVICE:PORT=127.0.0.1:PORT]...`:
+//! runs the test API server on 127.0.0.1 until killed, printing `listening on http://127.0.0.1:PORT`. Each
+//! `--backend` is reached by a port-forward to the Service's pods (`--backend-with-service` also seeds the Service).
 
 use std::io::Write as _;
+
+const USAGE: &str = "usage: kube-testserver [--port PORT] [--kubeconfig PATH] [--version 1.35] [--backend NAMESPACE/SERVICE:PORT=127.0.0.1:PORT]... [--backend-with-service ...]...";
 
 fn main() {
     let mut builder = kube_testserver::KubeTestServer::builder();
@@ -22,10 +25,17 @@ fn main() {
             }
             "--kubeconfig" => kubeconfig = Some(value("--kubeconfig")),
             "--version" => builder = builder.version(&value("--version")),
+            "--backend" | "--backend-with-service" => {
+                let backend =
+                    kube_testserver::Backend::parse(&value(&arg)).unwrap_or_else(|e| usage(&e));
+                builder = if arg == "--backend" {
+                    builder.backend(backend)
+                } else {
+                    builder.backend_with_service(backend)
+                };
+            }
             "-h" | "--help" => {
-                println!(
-                    "usage: kube-testserver [--port PORT] [--kubeconfig PATH] [--version 1.35]"
-                );
+                println!("{USAGE}");
                 return;
             }
             other => usage(&format!("unknown argument `{other}`")),
@@ -46,8 +56,6 @@ fn main() {
 }
 
 fn usage(problem: &str) -> ! {
-    eprintln!(
-        "kube-testserver: {problem}\nusage: kube-testserver [--port PORT] [--kubeconfig PATH] [--version 1.35]"
-    );
+    eprintln!("kube-testserver: {problem}\n{USAGE}");
     std::process::exit(2);
 }

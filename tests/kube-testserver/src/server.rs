@@ -50,12 +50,16 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stop: oneshot
             let _ = hyper::server::conn::http1::Builder::new()
                 .keep_alive(true)
                 .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades()
                 .await;
         });
     }
 }
 
 async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    if let Some((ns, name)) = crate::portforward::target(req.uri().path()) {
+        return Ok(crate::portforward::handle(&shared, req, &ns, &name));
+    }
     let (parts, body) = req.into_parts();
     let body = body
         .collect()
