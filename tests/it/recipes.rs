@@ -1062,21 +1062,28 @@ fn full_with_the_aws_prerequisites_on_moto() {
     assert!(again.changed().is_empty(), "{:#?}", again.changed());
 }
 
+/// A world with moto as the AWS (its EKS cluster `acme-eks`) and, when `steps` is given, the
+/// example deployment made by full.rhai with those steps and the account of the credentials.
+fn deployed_on_moto(steps: Option<&str>) -> (World, collate_run_tests::moto::Moto) {
+    let w = World::start();
+    let moto = collate_run_tests::moto::Moto::start();
+    moto.create_eks_cluster("acme-eks");
+    if let Some(steps) = steps {
+        w.recipe("full.rhai")
+            .config_yaml(&format!("steps: {steps}\naccount_id: \"\"\n"))
+            .envs(moto.env())
+            .succeeds();
+    }
+    (w, moto)
+}
+
 /// status.rhai on a full deployment: one table, healthy (exit 0), the same rows in one JSON
 /// report; with a release gone it fails with exit 5 naming the row.
 #[test]
 fn status_reports_a_deployment_and_fails_when_something_is_wrong() {
     needs!("helm", "moto");
-    let w = World::start();
-    let moto = collate_run_tests::moto::Moto::start();
-    moto.create_eks_cluster("acme-eks");
+    let (w, moto) = deployed_on_moto(Some("{prereqs: true, preflight: false}"));
     let aws = "account_id: \"\"\n";
-    w.recipe("full.rhai")
-        .config_yaml(&format!(
-            "steps: {{prereqs: true, preflight: false}}\n{aws}"
-        ))
-        .envs(moto.env())
-        .succeeds();
     let status = || w.recipe("status.rhai").config_yaml(aws).envs(moto.env());
     let out = status().succeeds();
     let report = out
@@ -1137,9 +1144,7 @@ fn status_reports_a_deployment_and_fails_when_something_is_wrong() {
 #[test]
 fn another_customers_account_or_cluster_is_refused_before_any_change() {
     needs!("helm", "moto");
-    let w = World::start();
-    let moto = collate_run_tests::moto::Moto::start();
-    moto.create_eks_cluster("acme-eks");
+    let (w, moto) = deployed_on_moto(None);
     let prereqs = "steps: {prereqs: true, preflight: false, reindex: false}\n";
     w.recipe("full.rhai")
         .plan()
@@ -1203,16 +1208,9 @@ fn another_customers_account_or_cluster_is_refused_before_any_change() {
 #[test]
 fn teardown_removes_what_the_recipes_made_and_keeps_shared_things() {
     needs!("helm", "moto");
-    let w = World::start();
-    let moto = collate_run_tests::moto::Moto::start();
-    moto.create_eks_cluster("acme-eks");
-    let aws = "account_id: \"\"\n";
-    w.recipe("full.rhai")
-        .config_yaml(&format!(
-            "steps: {{prereqs: true, preflight: false, reindex: false}}\n{aws}"
-        ))
-        .envs(moto.env())
-        .succeeds();
+    let (w, moto) = deployed_on_moto(Some("{prereqs: true, preflight: false, reindex: false}"));
+    let aws = "account_id: \"\"
+";
     assert_eq!(moto.role_names().len(), 4);
     let teardown = || w.recipe("teardown.rhai").config_yaml(aws).envs(moto.env());
 
