@@ -22,6 +22,8 @@ pub struct Shared {
     pub port: u16,
     /// How long the simulated controllers wait before marking workloads ready.
     pub controller_delay: Duration,
+    /// With tokens, every request must carry `Authorization: Bearer <one of them>` (else 401).
+    pub tokens: Vec<String>,
 }
 
 impl Shared {

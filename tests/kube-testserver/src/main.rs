@@ -1,11 +1,12 @@
-//! `kube-testserver [--port PORT] [--kubeconfig PATH] [--version 1.35]`: runs the test API server on 127.0.0.1
-//! until killed, printing `listening on http://127.0.0.1:PORT`.
+//! `kube-testserver [--port PORT] [--kubeconfig PATH] [--version 1.35] [--tls-cert CERT... --tls-key KEY --tls-ca CA]
+//! [--token TOKEN]`: runs the test API server on 127.0.0.1 until killed, printing `listening on URL`.
 
 use std::io::Write as _;
 
 fn main() {
     let mut builder = kube_testserver::KubeTestServer::builder();
     let mut kubeconfig = None;
+    let (mut certs, mut key, mut ca) = (Vec::new(), None, None);
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = |name: &str| {
@@ -22,15 +23,22 @@ fn main() {
             }
             "--kubeconfig" => kubeconfig = Some(value("--kubeconfig")),
             "--version" => builder = builder.version(&value("--version")),
+            "--tls-cert" => certs.push(value("--tls-cert")),
+            "--tls-key" => key = Some(value("--tls-key")),
+            "--tls-ca" => ca = Some(value("--tls-ca")),
+            "--token" => builder = builder.bearer_token(&value("--token")),
             "-h" | "--help" => {
-                println!(
-                    "usage: kube-testserver [--port PORT] [--kubeconfig PATH] [--version 1.35]"
-                );
+                println!("usage: {USAGE}");
                 return;
             }
             other => usage(&format!("unknown argument `{other}`")),
         }
     }
+    builder = match (certs.is_empty(), key, ca) {
+        (false, Some(k), Some(a)) => builder.tls(&certs, k, a),
+        (true, None, None) => builder,
+        _ => usage("`--tls-cert`, `--tls-key` and `--tls-ca` go together"),
+    };
     let server = builder.start();
     if let Some(path) = kubeconfig
         && let Err(e) = server.write_kubeconfig(&path)
@@ -46,8 +54,9 @@ fn main() {
 }
 
 fn usage(problem: &str) -> ! {
-    eprintln!(
-        "kube-testserver: {problem}\nusage: kube-testserver [--port PORT] [--kubeconfig PATH] [--version 1.35]"
-    );
+    eprintln!("kube-testserver: {problem}\nusage: {USAGE}");
     std::process::exit(2);
 }
+
+const USAGE: &str = "kube-testserver [--port PORT] [--kubeconfig PATH] [--version 1.35] \
+[--tls-cert CERT.pem... --tls-key KEY.pem --tls-ca CA.pem] [--token TOKEN]";
