@@ -147,9 +147,15 @@ fn full_plans_converges_and_reruns_without_changes() {
         .set("images.server.tag", "om-1.12.4-cl-1.12.4")
         .plan()
         .succeeds();
+    // (and the copy of the config the in-cluster ECR refresh runs with).
     let bumped = bump.changed();
-    assert_eq!(bumped.len(), 1, "{bumped:#?}");
-    assert!(bumped[0].contains("openmetadata"), "{bumped:#?}");
+    assert_eq!(
+        bumped,
+        [
+            "update helm.release collate/openmetadata",
+            "update k8s.ConfigMap collate/collate-run-ecr-refresh"
+        ],
+    );
 }
 
 /// The guide's intent, read from what the real charts rendered into the test cluster: the Argo

@@ -34,8 +34,13 @@ impl World {
 
     /// With these OpenMetadata/Argo options, and `moto` (already seeded) as the AWS.
     pub fn start_with(api: ApiOptions, moto: Option<Moto>) -> World {
+        World::start_on(Cluster::start(), api, moto)
+    }
+
+    /// On this Kubernetes test server (e.g. [`Cluster::start_tls`]).
+    pub fn start_on(kube: Cluster, api: ApiOptions, moto: Option<Moto>) -> World {
         World {
-            kube: Cluster::start(),
+            kube,
             api: ApiServer::start(api),
             moto,
         }
@@ -46,6 +51,11 @@ impl World {
         self.moto
             .as_ref()
             .expect("this world was started without moto")
+    }
+
+    /// The AWS of this world, if it has one.
+    pub fn moto_opt(&self) -> Option<&Moto> {
+        self.moto.as_ref()
     }
 
     /// Takes moto back (to reuse it for the next world); the other servers stop.
