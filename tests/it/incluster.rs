@@ -22,15 +22,14 @@ const POD_TOKEN: &str = "pod-sa-token-8d2e";
 const KEY_ID: &str = "AKIAECRCANARY0001";
 const SECRET_KEY: &str = "ecr-secret-canary-41d7";
 
+/// The example config's secrets (the recipes tests' canaries) and the ECR access key.
 fn secrets_env() -> Vec<(&'static str, &'static str)> {
-    vec![
-        ("COLLATE_DB_PASSWORD", "db-canary-5e1f"),
-        ("COLLATE_ES_PASSWORD", "es-canary-77ab"),
-        ("ARGO_DB_PASSWORD", "argo-canary-9c2d"),
-        ("COLLATE_ADMIN_TOKEN", "om-admin-token"),
+    let mut env = crate::recipes::secrets_env();
+    env.extend([
         ("ECR_ACCESS_KEY_ID", KEY_ID),
         ("ECR_SECRET_ACCESS_KEY", SECRET_KEY),
-    ]
+    ]);
+    env
 }
 
 const KEYS: &str = "ecr: {credentials: {access_key_id: {env: ECR_ACCESS_KEY_ID}, \
@@ -323,24 +322,27 @@ fn writes(w: &World) -> Vec<String> {
         .collect()
 }
 
-fn deployed(extra: &str) -> World {
+/// A `full.rhai` deployment (prereqs on moto) with `extra` config, when helm, moto and pods
+/// (`pod::supported`) are available here.
+fn deployed(extra: &str) -> Option<World> {
+    let tools = [needs::needs("helm"), needs::needs("moto")];
+    let pods = needs::gate(
+        "unshare -m with tmpfs and overlay mounts (root)",
+        pod::supported(),
+    );
+    if tools.iter().any(Option::is_none) || pods.is_none() {
+        return None;
+    }
     let moto = Moto::start();
     moto.create_eks_cluster("acme-eks");
     let w = world(Some(moto));
     full(&w, extra).succeeds();
-    w
+    Some(w)
 }
 
 #[test]
 fn the_pod_refreshes_the_pull_secret_with_the_access_key_from_the_secret() {
-    needs!("helm", "moto");
-    let Some(()) = needs::gate(
-        "unshare -m with tmpfs and overlay mounts (root)",
-        pod::supported(),
-    ) else {
-        return;
-    };
-    let w = deployed(KEYS);
+    let Some(w) = deployed(KEYS) else { return };
     let fresh = docker_config(&w).expect("prereqs made the pull secret");
     assert!(fresh.contains(&w.moto().ecr_password(REGISTRY_ACCOUNT)));
     expire_pull_secret(&w);
@@ -357,6 +359,21 @@ fn the_pod_refreshes_the_pull_secret_with_the_access_key_from_the_secret() {
         !writes.is_empty() && writes.iter().all(|r| r.ends_with(&expected)),
         "{writes:#?}"
     );
+
+    // AWS refuses the access key: non-zero, with AWS's reason, and the secret is left alone.
+    let strict = Moto::start_with_env(&[("INITIAL_NO_AUTH_ACTION_COUNT", "0")]);
+    expire_pull_secret(&w);
+    let stale = docker_config(&w);
+    let out = Pod::new(&w.kube, NS, &pod_spec(&w), POD_TOKEN)
+        .env("AWS_ENDPOINT_URL", &strict.endpoint())
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .run();
+    assert_eq!(out.code, 4, "{out}");
+    out.never_shows(SECRET_KEY);
+    assert!(out.stderr.contains("ecr:GetAuthorizationToken"), "{out}");
+    assert!(out.stderr.contains("failed: HTTP 403"), "{out}");
+    assert!(out.stderr.contains("credentials were refused"), "{out}");
+    assert_eq!(docker_config(&w), stale);
 
     // The pull secret gone: the refresh may not create it, and says why.
     Run::eval(&format!(
@@ -375,14 +392,7 @@ fn the_pod_refreshes_the_pull_secret_with_the_access_key_from_the_secret() {
 
 #[test]
 fn the_pod_refreshes_the_pull_secret_with_irsa_web_identity() {
-    needs!("helm", "moto");
-    let Some(()) = needs::gate(
-        "unshare -m with tmpfs and overlay mounts (root)",
-        pod::supported(),
-    ) else {
-        return;
-    };
-    let w = deployed("");
+    let Some(w) = deployed("") else { return };
     let role = "arn:aws:iam::123456789012:role/collate-ecr-refresh-role";
     assert!(
         w.moto()

@@ -4,6 +4,7 @@
 mod aws;
 mod bad_input;
 mod helm;
+mod image;
 mod incluster;
 mod k8s;
 mod preflight;
