@@ -343,6 +343,12 @@ fn deployed(extra: &str) -> Option<World> {
 #[test]
 fn the_pod_refreshes_the_pull_secret_with_the_access_key_from_the_secret() {
     let Some(w) = deployed(KEYS) else { return };
+    // With an access key, no IRSA role is made for the refresh.
+    assert!(
+        !w.moto()
+            .role_names()
+            .contains(&"collate-ecr-refresh-role".to_string())
+    );
     let fresh = docker_config(&w).expect("prereqs made the pull secret");
     assert!(fresh.contains(&w.moto().ecr_password(REGISTRY_ACCOUNT)));
     expire_pull_secret(&w);
