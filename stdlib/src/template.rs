@@ -227,6 +227,21 @@ pub mod template_module {
         let name = host.display_path(&full);
         Ok(into_dynamic(render_text(&name, &source, &vars)?))
     }
+
+    /// Reads a file relative to the calling script's folder as it is, without rendering (for
+    /// files shipped elsewhere verbatim, such as a recipe put into a ConfigMap). The same
+    /// sandbox as `render_file`.
+    ///
+    /// ```rhai
+    /// let source = template::read_file("maintenance/refresh-ecr.rhai");
+    /// ```
+    #[rhai_fn(return_raw)]
+    pub fn read_file(ctx: NativeCallContext, path: &str) -> RhaiResult<String> {
+        let host = Host::of(&ctx)?;
+        let full = host.check_read(&host.resolve_from(&ctx, path))?;
+        Ok(std::fs::read_to_string(&full)
+            .map_err(|e| HostError::io(format!("cannot read `{}`: {e}", full.display())))?)
+    }
 }
 
 #[cfg(test)]

@@ -4,6 +4,8 @@
 mod aws;
 mod bad_input;
 mod helm;
+mod image;
+mod incluster;
 mod k8s;
 mod portforward;
 mod preflight;

@@ -20,7 +20,7 @@ fn example() -> PathBuf {
     root().join("recipes/customer.example.yaml")
 }
 
-fn secrets_env() -> Vec<(&'static str, &'static str)> {
+pub(crate) fn secrets_env() -> Vec<(&'static str, &'static str)> {
     vec![
         ("COLLATE_DB_PASSWORD", "db-canary-5e1f"),
         ("COLLATE_ES_PASSWORD", "es-canary-77ab"),
@@ -1302,6 +1302,25 @@ fn refresh_ecr_updates_the_pull_secret_in_place() {
             .json()
             .succeeds()
     };
+    // No pull secret yet: the refresh creates none (prereqs does), and says so.
+    let missing = Run::recipe("maintenance/refresh-ecr.rhai")
+        .config(example())
+        .config_yaml("ecr: {password: {env: ECR_PASSWORD}, namespaces: [collate]}\n")
+        .envs(w.kube.env())
+        .env("ECR_PASSWORD", "ecr-token-canary-zero")
+        .fails_with(4);
+    missing.stderr_contains(
+        "pull secret `collate/ecr-registry-creds` does not exist: run prereqs.rhai first",
+    );
+    assert_eq!(w.kube.server.mutating_requests(), 0, "{missing}");
+    // The secrets prereqs.rhai makes.
+    Run::script(
+        "for ns in [\"collate\", \"argo-workflows\"] {\n\
+         k8s::ensure_namespace(ns);\n\
+         k8s::ensure_docker_registry_secret(ns, \"ecr-registry-creds\", #{auths: #{}});\n}",
+    )
+    .envs(w.kube.env())
+    .succeeds();
     let first = refresh("ecr-token-canary-one");
     first.never_shows("ecr-token-canary-one");
     let before = w.get("v1", "Secret", "collate", "ecr-registry-creds");

@@ -283,6 +283,13 @@ impl World {
                 m.remove("status");
             }
             // Issued by the server, different in every world.
+            for owner in item["metadata"]["ownerReferences"]
+                .as_array_mut()
+                .into_iter()
+                .flatten()
+            {
+                owner["uid"] = json!("<uid>");
+            }
             if item["type"] == "kubernetes.io/service-account-token" {
                 item["data"]["token"] = json!("<issued>");
                 item["metadata"]["annotations"]["kubernetes.io/service-account.uid"] =
@@ -661,7 +668,7 @@ fn a_permanent_aws_error_names_the_resource_and_the_status() {
     );
     out.stdout_contains("✗ prereqs");
     // The error points at the failing call inside the `parallel` job, not at `parallel`.
-    out.stderr_contains("prereqs.rhai:46:");
+    out.stderr_contains("prereqs.rhai:49:");
     assert!(w.moto().bucket_names().is_empty());
     // The pull secrets run side by side with the AWS work in prereqs (`parallel`), so they may
     // be written; nothing of a later step is.

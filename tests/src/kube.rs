@@ -6,6 +6,8 @@ use std::process::Command;
 
 use kube_testserver::KubeTestServer;
 
+use crate::tls_server::TlsServer;
+
 pub use kube_testserver::{CONTEXT_NAME, kubeconfig_yaml};
 
 /// A test server and the environment that points `collate-run` (and helm) at it.
@@ -30,6 +32,24 @@ impl Cluster {
     pub fn start() -> Cluster {
         Cluster {
             server: KubeTestServer::start(),
+            dir: tempfile::tempdir().expect("temp dir"),
+            helm: crate::needs::locate("helm"),
+            helm_driver: None,
+        }
+    }
+
+    /// Starts a fresh server over HTTPS (the fixture chain of [`TlsServer`], trusted through the
+    /// root CA) that accepts only these bearer tokens (the kubeconfig carries the first), as a
+    /// cluster's API server accepts an operator's token and a pod's service-account token.
+    pub fn start_tls(tokens: &[&str]) -> Cluster {
+        let (chain, key) = TlsServer::chain_files();
+        let mut builder = KubeTestServer::builder().tls(&chain, key, TlsServer::root_ca_file());
+        for t in tokens {
+            builder = builder.bearer_token(t);
+        }
+        let server = builder.start();
+        Cluster {
+            server,
             dir: tempfile::tempdir().expect("temp dir"),
             helm: crate::needs::locate("helm"),
             helm_driver: None,

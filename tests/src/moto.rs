@@ -47,6 +47,13 @@ impl Moto {
     /// Starts `moto_server` and waits until it answers (a few seconds at most). The test
     /// declares it first: `needs!("moto")`.
     pub fn start() -> Moto {
+        Moto::start_with_env(&[])
+    }
+
+    /// [`Moto::start`] with settings for moto itself, e.g. `INITIAL_NO_AUTH_ACTION_COUNT=0`
+    /// (moto `core/responses.py`: after that many actions every request is authenticated
+    /// against moto's IAM, so unknown access keys are refused as AWS refuses them).
+    pub fn start_with_env(vars: &[(&str, &str)]) -> Moto {
         let bin = crate::needs::installed("moto");
         let dir = tempfile::tempdir().expect("temp dir");
         std::fs::write(dir.path().join("aws-config"), "").expect("write empty aws config");
@@ -57,6 +64,7 @@ impl Moto {
             let mut child = Command::new(&bin)
                 .args(["-H", "127.0.0.1", "-p", &port.to_string()])
                 .env("MOTO_IAM_LOAD_MANAGED_POLICIES", "true")
+                .envs(vars.iter().copied())
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())

@@ -97,6 +97,16 @@ impl TlsServer {
         self.counters.handshakes.load(Ordering::SeqCst)
     }
 
+    /// The fixture files for another TLS server: the chain it presents (leaf, intermediate) and
+    /// the leaf's key.
+    pub fn chain_files() -> (Vec<PathBuf>, PathBuf) {
+        let f = fixtures();
+        (
+            vec![f.join("leaf.pem"), f.join("intermediate-ca.pem")],
+            f.join("leaf.key"),
+        )
+    }
+
     /// The root CA of the chain, for `SSL_CERT_FILE`.
     pub fn root_ca_file() -> PathBuf {
         fixtures().join("root-ca.pem")

@@ -44,9 +44,13 @@ impl World {
     /// backed by the OpenMetadata/Argo test server: a port-forward to their pods reaches it, so the
     /// example config's `svc://` URLs work as they are.
     pub fn start_with(api: ApiOptions, moto: Option<Moto>) -> World {
-        let kube = Cluster::start();
+        World::start_on(Cluster::start(), api, moto)
+    }
+
+    /// On this Kubernetes test server (e.g. [`Cluster::start_tls`]).
+    pub fn start_on(kube: Cluster, api: ApiOptions, moto: Option<Moto>) -> World {
         let api = ApiServer::start(api);
-        let addr = api.url().trim_start_matches("http://");
+        let addr = api.url().trim_start_matches("http://").to_string();
         for service in SERVICES {
             let backend = kube_testserver::Backend::parse(&format!("{service}={addr}"))
                 .expect("a backend spec");
@@ -67,6 +71,11 @@ impl World {
         self.moto
             .as_ref()
             .expect("this world was started without moto")
+    }
+
+    /// The AWS of this world, if it has one.
+    pub fn moto_opt(&self) -> Option<&Moto> {
+        self.moto.as_ref()
     }
 
     /// Takes moto back (to reuse it for the next world); the other servers stop.

@@ -24,6 +24,8 @@ pub struct Shared {
     pub controller_delay: Duration,
     /// Loopback backends reached through `pods/portforward` (see `portforward.rs`).
     pub backends: Mutex<Vec<crate::portforward::Backend>>,
+    /// With tokens, every request must carry `Authorization: Bearer <one of them>` (else 401).
+    pub tokens: Vec<String>,
 }
 
 impl Shared {

@@ -46,6 +46,16 @@ pub struct Builder {
     controller_delay: Duration,
     /// Loopback backends, each with "seed the Service too".
     backends: Vec<(Backend, bool)>,
+    tls: Option<Tls>,
+    tokens: Vec<String>,
+}
+
+/// The server's certificate chain and key, and the CA clients trust (PEM files).
+#[derive(Debug, Clone)]
+struct Tls {
+    chain: Vec<PathBuf>,
+    key: PathBuf,
+    ca: PathBuf,
 }
 
 impl Default for Builder {
@@ -55,6 +65,8 @@ impl Default for Builder {
             port: 0,
             controller_delay: Duration::from_millis(100),
             backends: Vec::new(),
+            tls: None,
+            tokens: Vec::new(),
         }
     }
 }
@@ -95,6 +107,30 @@ impl Builder {
         self
     }
 
+    /// Serves HTTPS with this certificate chain (PEM files, leaf first) and key; `ca` is the
+    /// certificate clients trust, written into the kubeconfig as `certificate-authority-data`.
+    pub fn tls<P: AsRef<Path>>(
+        mut self,
+        chain: &[P],
+        key: impl AsRef<Path>,
+        ca: impl AsRef<Path>,
+    ) -> Self {
+        self.tls = Some(Tls {
+            chain: chain.iter().map(|p| p.as_ref().to_path_buf()).collect(),
+            key: key.as_ref().to_path_buf(),
+            ca: ca.as_ref().to_path_buf(),
+        });
+        self
+    }
+
+    /// Requires `Authorization: Bearer <token>` on every request, as an API server with
+    /// `--anonymous-auth=false` that knows this token (anything else: 401 `Unauthorized`).
+    /// Repeatable (e.g. an operator's token and a pod's); the kubeconfig's user carries the first.
+    pub fn bearer_token(mut self, token: &str) -> Self {
+        self.tokens.push(token.to_string());
+        self
+    }
+
     /// Starts the server; panics if 127.0.0.1 cannot be bound (this is test infrastructure).
     pub fn start(self) -> KubeTestServer {
         self.try_start().expect("kube-testserver: failed to start")
@@ -105,12 +141,18 @@ impl Builder {
         let std_listener = std::net::TcpListener::bind(("127.0.0.1", self.port))?;
         std_listener.set_nonblocking(true)?;
         let addr = std_listener.local_addr()?;
+        let acceptor = self.tls.as_ref().map(server::acceptor).transpose()?;
+        let ca = match &self.tls {
+            Some(t) => Some(std::fs::read(&t.ca)?),
+            None => None,
+        };
         let shared = Arc::new(Shared {
             state: Mutex::new(state::State::new()),
             version: self.version,
             port: addr.port(),
             controller_delay: self.controller_delay,
             backends: Mutex::new(Vec::new()),
+            tokens: self.tokens.clone(),
         });
         let (stop_tx, stop_rx) = oneshot::channel();
         let thread_shared = Arc::clone(&shared);
@@ -124,7 +166,7 @@ impl Builder {
                 rt.block_on(async move {
                     let listener =
                         tokio::net::TcpListener::from_std(std_listener).expect("listener");
-                    server::serve(listener, thread_shared, stop_rx).await;
+                    server::serve(listener, acceptor, thread_shared, stop_rx).await;
                 });
             })?;
         let dir = tempfile::Builder::new()
@@ -137,6 +179,8 @@ impl Builder {
             thread: Some(thread),
             kubeconfig: dir.path().join("kubeconfig"),
             _dir: dir,
+            ca,
+            token: self.tokens.first().cloned(),
         };
         server.write_kubeconfig(&server.kubeconfig)?;
         for (backend, with_service) in self.backends {
@@ -154,6 +198,9 @@ pub struct KubeTestServer {
     thread: Option<JoinHandle<()>>,
     kubeconfig: PathBuf,
     _dir: tempfile::TempDir,
+    /// The CA clients trust (PEM) when serving HTTPS.
+    ca: Option<Vec<u8>>,
+    token: Option<String>,
 }
 
 impl KubeTestServer {
@@ -166,9 +213,10 @@ impl KubeTestServer {
         Builder::default()
     }
 
-    /// `http://127.0.0.1:PORT`.
+    /// `http://127.0.0.1:PORT`, or `https://` with [`Builder::tls`].
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.ca.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     pub fn port(&self) -> u16 {
@@ -180,9 +228,15 @@ impl KubeTestServer {
         &self.kubeconfig
     }
 
-    /// The kubeconfig text: cluster, context and user all named `kube-testserver`.
+    /// The kubeconfig text: cluster, context and user all named `kube-testserver` (with the CA
+    /// and the bearer token when configured).
     pub fn kubeconfig_yaml(&self) -> String {
-        kubeconfig_yaml(&self.url())
+        use base64::Engine as _;
+        let ca = self
+            .ca
+            .as_ref()
+            .map(|pem| base64::engine::general_purpose::STANDARD.encode(pem));
+        kubeconfig_text(&self.url(), ca.as_deref(), self.token.as_deref())
     }
 
     /// Writes the kubeconfig to `path`.
@@ -326,7 +380,15 @@ impl Drop for KubeTestServer {
 
 /// A kubeconfig for a server at `url` (cluster, context and user named `kube-testserver`).
 pub fn kubeconfig_yaml(url: &str) -> String {
+    kubeconfig_text(url, None, None)
+}
+
+fn kubeconfig_text(url: &str, ca_data: Option<&str>, token: Option<&str>) -> String {
+    let ca = ca_data
+        .map(|d| format!("\n    certificate-authority-data: {d}"))
+        .unwrap_or_default();
+    let token = token.unwrap_or(CONTEXT_NAME);
     format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: {CONTEXT_NAME}\n  cluster:\n    server: {url}\ncontexts:\n- name: {CONTEXT_NAME}\n  context:\n    cluster: {CONTEXT_NAME}\n    user: {CONTEXT_NAME}\n    namespace: default\ncurrent-context: {CONTEXT_NAME}\nusers:\n- name: {CONTEXT_NAME}\n  user:\n    token: kube-testserver\npreferences: {{}}\n"
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: {CONTEXT_NAME}\n  cluster:\n    server: {url}{ca}\ncontexts:\n- name: {CONTEXT_NAME}\n  context:\n    cluster: {CONTEXT_NAME}\n    user: {CONTEXT_NAME}\n    namespace: default\ncurrent-context: {CONTEXT_NAME}\nusers:\n- name: {CONTEXT_NAME}\n  user:\n    token: {token}\npreferences: {{}}\n"
     )
 }

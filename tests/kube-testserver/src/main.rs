@@ -1,14 +1,14 @@
-//! `kube-testserver [--port PORT] [--kubeconfig PATH] [--version 1.35] [--backend NS/SERVICE:PORT=127.0.0.1:PORT]...`:
-//! runs the test API server on 127.0.0.1 until killed, printing `listening on http://127.0.0.1:PORT`. Each
-//! `--backend` is reached by a port-forward to the Service's pods (`--backend-with-service` also seeds the Service).
+//! `kube-testserver [--port PORT] [--kubeconfig PATH] [--version 1.35] [--backend NS/SERVICE:PORT=127.0.0.1:PORT]...
+//! [--tls-cert CERT... --tls-key KEY --tls-ca CA] [--token TOKEN]`: runs the test API server on 127.0.0.1 until killed,
+//! printing `listening on URL`. Each `--backend` is reached by a port-forward to the Service's pods
+//! (`--backend-with-service` also seeds the Service).
 
 use std::io::Write as _;
-
-const USAGE: &str = "usage: kube-testserver [--port PORT] [--kubeconfig PATH] [--version 1.35] [--backend NAMESPACE/SERVICE:PORT=127.0.0.1:PORT]... [--backend-with-service ...]...";
 
 fn main() {
     let mut builder = kube_testserver::KubeTestServer::builder();
     let mut kubeconfig = None;
+    let (mut certs, mut key, mut ca) = (Vec::new(), None, None);
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = |name: &str| {
@@ -34,13 +34,22 @@ fn main() {
                     builder.backend_with_service(backend)
                 };
             }
+            "--tls-cert" => certs.push(value("--tls-cert")),
+            "--tls-key" => key = Some(value("--tls-key")),
+            "--tls-ca" => ca = Some(value("--tls-ca")),
+            "--token" => builder = builder.bearer_token(&value("--token")),
             "-h" | "--help" => {
-                println!("{USAGE}");
+                println!("usage: {USAGE}");
                 return;
             }
             other => usage(&format!("unknown argument `{other}`")),
         }
     }
+    builder = match (certs.is_empty(), key, ca) {
+        (false, Some(k), Some(a)) => builder.tls(&certs, k, a),
+        (true, None, None) => builder,
+        _ => usage("`--tls-cert`, `--tls-key` and `--tls-ca` go together"),
+    };
     let server = builder.start();
     if let Some(path) = kubeconfig
         && let Err(e) = server.write_kubeconfig(&path)
@@ -56,6 +65,10 @@ fn main() {
 }
 
 fn usage(problem: &str) -> ! {
-    eprintln!("kube-testserver: {problem}\n{USAGE}");
+    eprintln!("kube-testserver: {problem}\nusage: {USAGE}");
     std::process::exit(2);
 }
+
+const USAGE: &str = "kube-testserver [--port PORT] [--kubeconfig PATH] [--version 1.35] \
+[--backend NAMESPACE/SERVICE:PORT=127.0.0.1:PORT]... [--backend-with-service ...]... \
+[--tls-cert CERT.pem... --tls-key KEY.pem --tls-ca CA.pem] [--token TOKEN]";

@@ -1,4 +1,5 @@
-//! The hyper HTTP/1.1 server loop and the response body type (a full body or a watch stream).
+//! The hyper HTTP/1.1 server loop (plain or TLS), bearer-token authentication, and the response
+//! body type (a full body or a watch stream).
 
 use crate::api::{self, Ctx, Reply, Shared};
 use bytes::Bytes;
@@ -35,8 +36,39 @@ impl http_body::Body for Body {
     }
 }
 
-/// Accepts connections until `stop` fires.
-pub async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stop: oneshot::Receiver<()>) {
+/// The TLS acceptor for the chain and key of [`crate::Tls`].
+pub(crate) fn acceptor(tls: &crate::Tls) -> std::io::Result<tokio_rustls::TlsAcceptor> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let bad = |what: &str, e: &dyn std::fmt::Display| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{what}: {e}"))
+    };
+    let mut chain = Vec::new();
+    for file in &tls.chain {
+        let certs = CertificateDer::pem_file_iter(file)
+            .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| bad(&file.display().to_string(), &e))?;
+        chain.extend(certs);
+    }
+    let key = PrivateKeyDer::from_pem_file(&tls.key)
+        .map_err(|e| bad(&tls.key.display().to_string(), &e))?;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| bad("TLS versions", &e))?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .map_err(|e| bad("TLS certificate", &e))?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Accepts connections (TLS ones with `tls`) until `stop` fires.
+pub async fn serve(
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    shared: Arc<Shared>,
+    mut stop: oneshot::Receiver<()>,
+) {
     loop {
         let accepted = tokio::select! {
             _ = &mut stop => return,
@@ -45,20 +77,57 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stop: oneshot
         let Ok((stream, _)) = accepted else { continue };
         let _ = stream.set_nodelay(true);
         let shared = Arc::clone(&shared);
+        let tls = tls.clone();
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| handle(Arc::clone(&shared), req));
-            let _ = hyper::server::conn::http1::Builder::new()
-                .keep_alive(true)
-                .serve_connection(TokioIo::new(stream), service)
-                .with_upgrades()
-                .await;
+            match tls {
+                // A failed handshake (a client that does not trust the CA) just closes.
+                Some(acceptor) => {
+                    if let Ok(stream) = acceptor.accept(stream).await {
+                        connection(stream, shared).await;
+                    }
+                }
+                None => connection(stream, shared).await,
+            }
         });
     }
 }
 
+async fn connection<S>(stream: S, shared: Arc<Shared>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |req| handle(Arc::clone(&shared), req));
+    let _ = hyper::server::conn::http1::Builder::new()
+        .keep_alive(true)
+        .serve_connection(TokioIo::new(stream), service)
+        // `pods/portforward` upgrades the connection to a WebSocket.
+        .with_upgrades()
+        .await;
+}
+
+/// Whether the request authenticates: with configured tokens, only `Authorization: Bearer
+/// <token>` with one of them does. Upstream (kubernetes `staging/src/k8s.io/apiserver/pkg/endpoints/filters/
+/// authentication.go`, `WithAuthentication` + `Unauthorized`): a request that fails
+/// authentication gets `apierrors.NewUnauthorized("Unauthorized")`, on every path, with no
+/// `WWW-Authenticate` header.
+fn authenticated(shared: &Shared, authorization: &str) -> bool {
+    shared.tokens.is_empty()
+        || authorization
+            .strip_prefix("Bearer ")
+            .is_some_and(|given| shared.tokens.iter().any(|t| t == given.trim()))
+}
+
 async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
     if let Some((ns, name)) = crate::portforward::target(req.uri().path()) {
-        return Ok(crate::portforward::handle(&shared, req, &ns, &name));
+        let authorization = req
+            .headers()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        // An unauthenticated port-forward goes on below, to the 401 every request gets.
+        if authenticated(&shared, authorization) {
+            return Ok(crate::portforward::handle(&shared, req, &ns, &name));
+        }
     }
     let (parts, body) = req.into_parts();
     let body = body
@@ -88,7 +157,11 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
         user_agent: header("user-agent"),
         body,
     };
-    let reply = api::route(&shared, &ctx);
+    let reply = if authenticated(&shared, &header("authorization")) {
+        api::route(&shared, &ctx)
+    } else {
+        Err(crate::util::ApiError::unauthorized())
+    };
     crate::controllers::spawn_followups(&shared);
     let (status, ctype, body) = match reply {
         Ok(Reply::Json(code, v)) => (

@@ -183,6 +183,12 @@ impl ApiError {
         ApiError::new(405, "MethodNotAllowed", message)
     }
 
+    /// 401 as `apierrors.NewUnauthorized("Unauthorized")` (kubernetes
+    /// `staging/src/k8s.io/apimachinery/pkg/api/errors/errors.go`).
+    pub fn unauthorized() -> Self {
+        ApiError::new(401, "Unauthorized", "Unauthorized")
+    }
+
     pub fn unknown_resource() -> Self {
         ApiError::new(
             404,
@@ -203,7 +209,8 @@ impl ApiError {
         });
         if !self.details.is_null() {
             s["details"] = self.details.clone();
-        } else {
+        } else if self.code != 401 {
+            // `NewUnauthorized` sets no details, so the Status of a 401 has none.
             s["details"] = json!({});
         }
         s

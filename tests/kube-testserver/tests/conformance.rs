@@ -4,6 +4,7 @@
 
 use collate_run_tests::needs;
 use collate_run_tests::needs::installed;
+use collate_run_tests::tls_server::TlsServer;
 use futures::StreamExt as _;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
@@ -24,7 +25,10 @@ struct Env {
 impl Env {
     /// The test declares the tools it runs first: `needs!("kubectl")`.
     fn new() -> Env {
-        let server = KubeTestServer::start();
+        Env::with(KubeTestServer::start())
+    }
+
+    fn with(server: KubeTestServer) -> Env {
         let home = tempfile::tempdir().expect("temp home");
         Env { server, home }
     }
@@ -789,5 +793,89 @@ async fn partial_apply_is_validated_after_the_merge() {
     assert_eq!(
         template.spec.unwrap().containers[0].image.as_deref(),
         Some("nginx")
+    );
+}
+
+/// HTTPS with the fixture chain and bearer-token authentication (`Builder::tls`, `bearer_token`).
+fn tls_server(tokens: &[&str]) -> KubeTestServer {
+    let (chain, key) = TlsServer::chain_files();
+    let mut b = KubeTestServer::builder().tls(&chain, key, TlsServer::root_ca_file());
+    for t in tokens {
+        b = b.bearer_token(t);
+    }
+    b.start()
+}
+
+#[tokio::test]
+async fn kube_rs_over_tls_with_a_bearer_token_and_401_without() {
+    let server = tls_server(&["operator-token", "pod-token"]);
+    assert!(
+        server.url().starts_with("https://127.0.0.1:"),
+        "{}",
+        server.url()
+    );
+    // The kubeconfig carries the CA and the first token: kube-rs verifies the chain and gets in.
+    let kubeconfig = kube::config::Kubeconfig::read_from(server.kubeconfig_path()).unwrap();
+    let options = kube::config::KubeConfigOptions::default();
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
+        .await
+        .unwrap();
+    let client = kube::Client::try_from(config.clone()).unwrap();
+    let secrets: Api<Secret> = Api::namespaced(client, "default");
+    assert!(secrets.get_opt("missing").await.unwrap().is_none());
+
+    // The second token is accepted too; a wrong or missing one gets upstream's 401 Status.
+    for (token, ok) in [
+        (Some("pod-token"), true),
+        (Some("wrong"), false),
+        (None, false),
+    ] {
+        let mut c = config.clone();
+        c.auth_info.token = token.map(|t| t.to_string().into());
+        let secrets: Api<Secret> = Api::namespaced(kube::Client::try_from(c).unwrap(), "default");
+        match secrets.get_opt("missing").await {
+            Ok(found) => assert!(ok && found.is_none(), "token {token:?} got in"),
+            Err(kube::Error::Api(s)) => {
+                assert!(!ok, "token {token:?} refused: {s:?}");
+                assert_eq!(
+                    (s.code, s.reason.as_str(), s.message.as_str()),
+                    (401, "Unauthorized", "Unauthorized")
+                );
+            }
+            Err(e) => panic!("token {token:?}: {e:?}"),
+        }
+    }
+    // A client that does not trust the CA never completes the handshake.
+    let mut untrusted = config.clone();
+    untrusted.root_cert = None;
+    untrusted.root_cert_file = None;
+    let secrets: Api<Secret> =
+        Api::namespaced(kube::Client::try_from(untrusted).unwrap(), "default");
+    assert!(!matches!(
+        secrets.get_opt("x").await,
+        Ok(_) | Err(kube::Error::Api(_))
+    ));
+}
+
+#[test]
+fn kubectl_over_tls_with_a_bearer_token_and_401_without() {
+    needs!("kubectl");
+    let env = Env::with(tls_server(&["operator-token"]));
+    env.ok("kubectl", &["get", "namespaces"]);
+    let err = env.fails("kubectl", &["get", "namespaces", "--token", "wrong"]);
+    assert!(err.contains("Unauthorized"), "{err}");
+    // The raw answer: 401 and the Status body, no WWW-Authenticate.
+    let raw = env.fails(
+        "kubectl",
+        &["get", "--raw", "/version", "--token", "wrong", "-v=8"],
+    );
+    assert!(
+        raw.contains("401 Unauthorized") || raw.contains("Response Status: 401"),
+        "{raw}"
+    );
+    assert!(raw.contains(r#""reason": "Unauthorized""#), "{raw}");
+    assert!(
+        !raw.contains("details") && !raw.contains("Www-Authenticate"),
+        "{raw}"
     );
 }
