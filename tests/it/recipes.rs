@@ -1117,6 +1117,12 @@ fn status_reports_a_deployment_and_fails_when_something_is_wrong() {
     );
     // The provider, and for each of the 4 roles: exists, trust sub, trust aud, policies, annotation.
     assert_eq!(find("IRSA")["found"], "21 checks ok", "{report}");
+    // The in-cluster ECR refresh is installed; the test cluster never runs its CronJob.
+    assert_eq!(
+        find("ECR pull secret refresh in collate")["found"],
+        "no successful run recorded yet",
+        "{report}"
+    );
     // Human output: the table.
     Run::recipe("status.rhai")
         .config(example())
@@ -1209,9 +1215,9 @@ fn another_customers_account_or_cluster_is_refused_before_any_change() {
 fn teardown_removes_what_the_recipes_made_and_keeps_shared_things() {
     needs!("helm", "moto");
     let (w, moto) = deployed_on_moto(Some("{prereqs: true, preflight: false, reindex: false}"));
-    let aws = "account_id: \"\"
-";
-    assert_eq!(moto.role_names().len(), 4);
+    let aws = "account_id: \"\"\n";
+    // The four IRSA roles and the in-cluster ECR refresh's.
+    assert_eq!(moto.role_names().len(), 5, "{:?}", moto.role_names());
     let teardown = || w.recipe("teardown.rhai").config_yaml(aws).envs(moto.env());
 
     let plan = teardown().plan().succeeds();
@@ -1232,7 +1238,7 @@ fn teardown_removes_what_the_recipes_made_and_keeps_shared_things() {
             .any(|c| c.contains("aws.s3.bucket") || c.contains("oidc_provider")),
         "{planned:#?}"
     );
-    assert_eq!(moto.role_names().len(), 4, "the plan deleted a role");
+    assert_eq!(moto.role_names().len(), 5, "the plan deleted a role");
     w.get("v1", "Namespace", "", "collate");
 
     teardown()
@@ -1245,7 +1251,7 @@ fn teardown_removes_what_the_recipes_made_and_keeps_shared_things() {
         .stdout_contains("teardown.confirm is `other-cluster`");
     assert_eq!(
         moto.role_names().len(),
-        4,
+        5,
         "a refused teardown deleted a role"
     );
 
