@@ -138,7 +138,13 @@ impl<'a> Pod<'a> {
 
         // A mount over a folder holding our sources (an emptyDir on `/tmp`) goes last.
         mounts.sort_by_key(|(_, to)| root.starts_with(to));
-        let mut script = String::from("set -e\nmount -t tmpfs tmpfs /run\n");
+        // The binary is bind-mounted into the fresh `/run` first: a volume on `/tmp` would hide a
+        // checkout under `/tmp`, and the pod's user may not traverse the checkout's folders.
+        let mut script = String::from(
+            "set -e\nmount -t tmpfs tmpfs /run\n\
+             mkdir -p /run/pod-bin && : > /run/pod-bin/collate-run && mount --bind \"$1\" /run/pod-bin/collate-run\n\
+             shift\nset -- /run/pod-bin/collate-run \"$@\"\n",
+        );
         for (i, (from, to)) in mounts.iter().enumerate() {
             let to_path = Path::new(to);
             let mut existing = to_path.parent().expect("absolute mount path");
