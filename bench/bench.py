@@ -244,6 +244,12 @@ class World:
         with open(local, "w") as f:
             f.write(
                 "steps: {reindex: false, preflight: false}\n"
+                # No Collate or Argo server runs in the bench world (nor in the guide script's): no
+                # health wait or API check through the example config's svc:// URLs.
+                "openmetadata: {url: \"\"}\n"
+                "argo: {api_url: \"\"}\n"
+                # The guide has no in-cluster ECR refresh (it refreshes by hand): compare like for like.
+                "ecr: {refresh: {schedule: \"\"}}\n"
                 "charts:\n"
                 f"  argo_workflows: {{repo_url: \"\", chart: \"{CHARTS}/argo-workflows-0.45.23.tgz\"}}\n"
                 f"  openmetadata: {{repo_url: \"\", chart: \"{CHARTS}/openmetadata-1.12.4.tgz\"}}\n"
