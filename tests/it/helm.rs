@@ -443,3 +443,54 @@ fn oci_chart_installs_and_reruns_without_changes() {
             .stdout_contains("unchanged openmetadata-1.12.4 revision=1");
     }
 }
+
+/// An upgrade that fails (without `atomic`) names the last deployed revision and how to roll
+/// back to it.
+#[test]
+fn a_failed_upgrade_names_the_rollback() {
+    needs!("helm");
+    let c = Cluster::start();
+    let dir = tempfile::tempdir().unwrap();
+    let broken = dir.path().join("collate-mini");
+    std::fs::create_dir_all(broken.join("templates")).unwrap();
+    let src = chart("collate-mini");
+    for f in [
+        "values.yaml",
+        "values.schema.json",
+        "templates/configmap.yaml",
+        "templates/secret.yaml",
+    ] {
+        std::fs::copy(src.join(f), broken.join(f)).unwrap();
+    }
+    std::fs::write(
+        broken.join("Chart.yaml"),
+        std::fs::read_to_string(src.join("Chart.yaml"))
+            .unwrap()
+            .replace("version: 0.1.0", "version: 0.2.0"),
+    )
+    .unwrap();
+    // A template helm cannot render: the upgrade fails after the release was deployed once.
+    std::fs::write(
+        broken.join("templates/broken.yaml"),
+        "{{ .Values.nope.deeper }}\n",
+    )
+    .unwrap();
+    let install = |chart: &Path| {
+        Run::script(&format!(
+            r#"helm::upgrade_install("mini", "{}", #{{
+                namespace: "collate", create_namespace: true, disable_openapi_validation: true,
+                values: #{{ greeting: "hi", password: secret::env("MINI_PASSWORD") }},
+            }});"#,
+            chart.display()
+        ))
+        .envs(c.env())
+        .env("MINI_PASSWORD", CANARY)
+    };
+    install(&src).succeeds();
+    install(&broken)
+        .fails_with(4)
+        .stderr_contains("revision 1 was the last deployed")
+        .stderr_contains(r#"helm::rollback("mini", "collate", 1)"#)
+        .stderr_contains("helm rollback mini 1 -n collate")
+        .never_shows(CANARY);
+}
