@@ -336,18 +336,9 @@ impl Resource for Bucket<'_> {
     fn current(&self, live: &Option<Value>) -> Value {
         self.merged(live.as_ref())
     }
-    fn predict(&self, _: &Host, live: &Option<Value>, _: &Planned) -> Result<Value, HostError> {
-        Ok(self.merged(live.as_ref()))
-    }
+    /// Creates the bucket and sets what the script asked for (`update` runs the same, with the
+    /// bucket there: only what differs is set).
     fn create(
-        &self,
-        host: &Host,
-        live: &Option<Value>,
-        planned: &mut Planned,
-    ) -> Result<Applied<Value>, HostError> {
-        self.update(host, live, planned)
-    }
-    fn update(
         &self,
         host: &Host,
         live: &Option<Value>,

@@ -106,6 +106,8 @@ impl Resource for Repo<'_> {
             .insert(self.name.to_string(), self.url.to_string());
         Ok(self.object())
     }
+    /// `helm repo add --force-update`, which also changes the URL of a configured name
+    /// (`update` is this too).
     fn create(
         &self,
         host: &Host,
@@ -124,14 +126,6 @@ impl Resource for Repo<'_> {
             helm.run(args, false).await
         })?;
         Ok(Applied::Done(self.object()))
-    }
-    fn update(
-        &self,
-        host: &Host,
-        c: &Configured,
-        p: &mut Planned,
-    ) -> Result<Applied<Map>, HostError> {
-        self.create(host, c, p)
     }
 }
 

@@ -204,17 +204,6 @@ impl Applying<'_> {
     fn what(&self) -> String {
         format!("apply {} {}", self.d.res.describe(), self.d.display_name())
     }
-    /// The real apply (apply mode).
-    fn apply(&self, host: &Host) -> Result<Applied<Value>, HostError> {
-        let api = self.kube.api(&self.d.res, &self.d.namespace)?;
-        let what = self.what();
-        let params = self.params();
-        host.mutate(
-            &format!("k8s: {what}"),
-            apply(&api, self.kube, self.d, &params, &what),
-        )
-        .map(Applied::Done)
-    }
 }
 
 impl Resource for Applying<'_> {
@@ -291,24 +280,21 @@ impl Resource for Applying<'_> {
             (Err(_), None) => self.d.body.clone(),
         }
     }
-    fn predict(&self, _: &Host, s: &Observed, _: &Planned) -> Result<Value, HostError> {
-        Ok(self.current(s))
-    }
+    /// The real server-side apply, which creates and updates alike (`update` is this too).
     fn create(
         &self,
         host: &Host,
         _: &Observed,
         _: &mut Planned,
     ) -> Result<Applied<Value>, HostError> {
-        self.apply(host)
-    }
-    fn update(
-        &self,
-        host: &Host,
-        _: &Observed,
-        _: &mut Planned,
-    ) -> Result<Applied<Value>, HostError> {
-        self.apply(host)
+        let api = self.kube.api(&self.d.res, &self.d.namespace)?;
+        let what = self.what();
+        let params = self.params();
+        host.mutate(
+            &format!("k8s: {what}"),
+            apply(&api, self.kube, self.d, &params, &what),
+        )
+        .map(Applied::Done)
     }
 }
 
@@ -417,17 +403,11 @@ impl Resource for NotServedYet<'_> {
     fn current(&self, _: &()) -> Value {
         self.manifest.clone()
     }
-    fn predict(&self, _: &Host, _: &(), _: &Planned) -> Result<Value, HostError> {
-        Ok(self.manifest.clone())
-    }
     fn create(&self, _: &Host, _: &(), _: &mut Planned) -> Result<Applied<Value>, HostError> {
         Err(HostError::input(format!(
             "internal: `{}` is not served yet; only a plan can show it",
             self.kind
         )))
-    }
-    fn update(&self, host: &Host, s: &(), p: &mut Planned) -> Result<Applied<Value>, HostError> {
-        self.create(host, s, p)
     }
 }
 
