@@ -94,7 +94,7 @@ fn issuer_thumbprints(host: &Host, hp: &str) -> Result<(Vec<String>, Option<Stri
     }
 }
 
-/// The provider the script asks for.
+/// The provider the script asks for (to ensure), or the one to delete (nothing asked).
 struct Provider<'a> {
     c: &'a Clients,
     /// The issuer without `https://`.
@@ -300,36 +300,6 @@ impl Resource for Provider<'_> {
             None => Applied::Raced,
         })
     }
-}
-
-/// An OIDC provider to delete.
-struct Gone<'a> {
-    c: &'a Clients,
-    hp: String,
-    arn: String,
-}
-
-impl Resource for Gone<'_> {
-    type State = Option<LiveProvider>;
-    type Object = Value;
-
-    fn kind(&self) -> String {
-        "aws.iam.oidc_provider".into()
-    }
-    fn name(&self) -> String {
-        self.hp.clone()
-    }
-    fn read(&self, host: &Host) -> Result<Option<LiveProvider>, HostError> {
-        get_provider(host, self.c, &self.arn, &self.hp)
-    }
-    fn exists(&self, live: &Option<LiveProvider>) -> bool {
-        live.is_some()
-    }
-    fn current(&self, live: &Option<LiveProvider>) -> Value {
-        live.as_ref()
-            .map(|l| provider_object(&self.arn, &self.hp, &l.client_ids, &l.thumbprints, &l.tags))
-            .unwrap_or(Value::Null)
-    }
     fn delete(&self, host: &Host, _: &Option<LiveProvider>) -> Result<(), HostError> {
         let (c, hp) = (self.c, &self.hp);
         let op = "iam:DeleteOpenIDConnectProvider";
@@ -354,7 +324,15 @@ pub(super) fn delete(ctx: &NativeCallContext, issuer: &str) -> RhaiResult<Map> {
     let hp = issuer_host_path(issuer)?;
     let c = &*clients(&host)?;
     let arn = oidc_provider_arn(&identity(&host, c)?, &hp);
-    let gone = converge::remove(&host, &Gone { c, hp, arn }, Value::Null)?;
+    let provider = Provider {
+        c,
+        hp,
+        arn,
+        client_ids: Vec::new(),
+        thumbprints: None,
+        tags: None,
+    };
+    let gone = converge::remove(&host, &provider, Value::Null)?;
     let object = if gone.object.is_null() {
         rhai::Dynamic::UNIT
     } else {

@@ -163,6 +163,23 @@ struct RoleSpec {
     path: String,
 }
 
+impl RoleSpec {
+    /// Nothing asked, every policy unlisted (`exclusive`): what a role to delete is read with,
+    /// and how its policies are removed.
+    fn none() -> RoleSpec {
+        RoleSpec {
+            trust: Value::Null,
+            policies: Vec::new(),
+            inline: Vec::new(),
+            tags: None,
+            description: None,
+            max_session: None,
+            exclusive: true,
+            path: "/".into(),
+        }
+    }
+}
+
 const ROLE_OPTIONS: &[&str] = &[
     "trust",
     "policies",
@@ -337,7 +354,7 @@ fn role_fields(spec: &RoleSpec, live: Option<&LiveRole>) -> Vec<FieldChange> {
     fields
 }
 
-/// The role the script asks for.
+/// The role the script asks for (to ensure), or the one to delete ([`RoleSpec::none`]).
 struct Role<'a> {
     c: &'a Clients,
     name: &'a str,
@@ -497,49 +514,6 @@ impl Resource for Role<'_> {
         converge_policies(host, c, name, spec, &l.policies, &l.inline)?;
         self.after(host)
     }
-}
-
-impl Role<'_> {
-    /// The role as it is after a change; deleted since (by somebody else): read and converge
-    /// again.
-    fn after(&self, host: &Host) -> Result<Applied<Map>, HostError> {
-        Ok(
-            match read_role(host, self.c, self.name, &self.inline_names, false)? {
-                Some(l) => Applied::Done(role_object(self.name, &l)),
-                None => Applied::Raced,
-            },
-        )
-    }
-}
-
-/// A role to delete: first its managed policies detached, its inline policies and instance
-/// profile memberships removed (IAM refuses to delete a role that has any).
-struct Gone<'a> {
-    c: &'a Clients,
-    name: &'a str,
-}
-
-impl Resource for Gone<'_> {
-    type State = Option<LiveRole>;
-    type Object = Map;
-
-    fn kind(&self) -> String {
-        "aws.iam.role".into()
-    }
-    fn name(&self) -> String {
-        self.name.to_string()
-    }
-    fn read(&self, host: &Host) -> Result<Option<LiveRole>, HostError> {
-        read_role(host, self.c, self.name, &[], true)
-    }
-    fn exists(&self, live: &Option<LiveRole>) -> bool {
-        live.is_some()
-    }
-    fn current(&self, live: &Option<LiveRole>) -> Map {
-        live.as_ref()
-            .map(|l| role_object(self.name, l))
-            .unwrap_or_default()
-    }
     fn deletion_fields(&self, live: &Option<LiveRole>) -> Vec<FieldChange> {
         let Some(l) = live else { return Vec::new() };
         let gone = |path: String, before: Value| FieldChange {
@@ -560,27 +534,14 @@ impl Resource for Gone<'_> {
         );
         f
     }
+    /// Deletes the role (`self.spec` is [`RoleSpec::none`]): IAM refuses to delete a role that
+    /// has policies or instance profiles, so they go first.
     fn delete(&self, host: &Host, live: &Option<LiveRole>) -> Result<(), HostError> {
         let (c, name) = (self.c, self.name);
         let Some(l) = live else { return Ok(()) };
-        for p in &l.policies {
-            let send = c
-                .iam
-                .detach_role_policy()
-                .role_name(name)
-                .policy_arn(p)
-                .send();
-            role_policy_call(host, c, "iam:DetachRolePolicy", name, p, send)?;
-        }
-        for (n, _) in &l.inline {
-            let send = c
-                .iam
-                .delete_role_policy()
-                .role_name(name)
-                .policy_name(n)
-                .send();
-            role_policy_call(host, c, "iam:DeleteRolePolicy", name, n, send)?;
-        }
+        // Managed policies detached, inline ones deleted: what an `exclusive` converge to no
+        // policies does.
+        converge_policies(host, c, name, &self.spec, &l.policies, &l.inline)?;
         let op = "iam:ListInstanceProfilesForRole";
         let profiles = host.read(&format!("{op} {name}"), async {
             c.iam
@@ -621,11 +582,31 @@ impl Resource for Gone<'_> {
     }
 }
 
+impl Role<'_> {
+    /// The role as it is after a change; deleted since (by somebody else): read and converge
+    /// again.
+    fn after(&self, host: &Host) -> Result<Applied<Map>, HostError> {
+        Ok(
+            match read_role(host, self.c, self.name, &self.inline_names, false)? {
+                Some(l) => Applied::Done(role_object(self.name, &l)),
+                None => Applied::Raced,
+            },
+        )
+    }
+}
+
 /// `aws::iam::delete_role(name)`.
 pub(super) fn delete(ctx: &NativeCallContext, name: &str) -> RhaiResult<Map> {
     let host = Host::of(ctx)?;
     let c = &*clients(&host)?;
-    let gone = converge::remove(&host, &Gone { c, name }, Map::new())?;
+    let role = Role {
+        c,
+        name,
+        spec: RoleSpec::none(),
+        arn: String::new(),
+        inline_names: Vec::new(),
+    };
+    let gone = converge::remove(&host, &role, Map::new())?;
     Ok(gone.outcome())
 }
 
