@@ -320,10 +320,6 @@ fn read_installed(
     release: &str,
     ns: &str,
 ) -> Result<Option<Installed>, HostError> {
-    let user_values = |v: Option<Value>| match v {
-        None | Some(Value::Null) => json!({}),
-        Some(v) => v,
-    };
     if storage::uses_secrets() {
         return Ok(storage::latest(host, ns, release)?.map(|doc| Installed {
             release: Release::from_release(&doc),
@@ -334,20 +330,53 @@ fn read_installed(
                 .map(str::to_string),
         }));
     }
+    Ok(
+        get_release(host, helm, release, ns, None)?.map(|(release, values)| Installed {
+            release,
+            values,
+            manifest: None,
+        }),
+    )
+}
+
+/// The user-supplied values helm recorded (`{}` for none).
+fn user_values(v: Option<Value>) -> Value {
+    match v {
+        None | Some(Value::Null) => json!({}),
+        Some(v) => v,
+    }
+}
+
+/// A release (at `revision`, else the latest) and its user-supplied values, from `helm get
+/// metadata` and `helm get values` run side by side; `None` when there is no such release or
+/// revision.
+fn get_release(
+    host: &Host,
+    helm: &Helm,
+    release: &str,
+    ns: &str,
+    revision: Option<i64>,
+) -> Result<Option<(Release, Value)>, HostError> {
+    let args = |sub: &str| {
+        let mut a = release_args(sub, release, ns);
+        if let Some(r) = revision {
+            a.extend([s("--revision"), r.to_string()]);
+        }
+        a
+    };
+    let (meta, values) = (args("metadata"), args("values"));
+    let at = revision
+        .map(|r| format!(" --revision {r}"))
+        .unwrap_or_default();
     let h = helm.clone();
-    let (meta, values) = (
-        release_args("metadata", release, ns),
-        release_args("values", release, ns),
-    );
-    let (meta, values) = host.read(&format!("helm get metadata/values {release}"), async move {
-        let (m, v) = futures::join!(h.json(meta), h.json(values));
-        Ok((m?, v?))
-    })?;
-    Ok(meta.map(|m| Installed {
-        release: Release::from_metadata(&m),
-        values: user_values(values),
-        manifest: None,
-    }))
+    let (meta, values) = host.read(
+        &format!("helm get metadata/values {release}{at}"),
+        async move {
+            let (m, v) = futures::join!(h.json(meta), h.json(values));
+            Ok((m?, v?))
+        },
+    )?;
+    Ok(meta.map(|m| (Release::from_metadata(&m), user_values(values))))
 }
 
 /// The rendered manifests of the deployed release (`helm get manifest`).

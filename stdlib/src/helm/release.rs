@@ -11,8 +11,8 @@ use serde_json::{Value, json};
 
 use super::cli::Helm;
 use super::{
-    ChartRef, Installed, Opts, Release, chart, desired_chart, live_manifest, manifest_diff,
-    parse_opts, read_installed, release_args, render, s, stuck, values_diff, values_input,
+    ChartRef, Installed, Opts, Release, chart, desired_chart, get_release, live_manifest,
+    manifest_diff, parse_opts, read_installed, render, s, stuck, values_diff, values_input,
 };
 use crate::converge::{self, Applied, Planned, Resource};
 use crate::error::{HostError, RhaiResult};
@@ -31,6 +31,31 @@ const UPGRADE_KEYS: &[&str] = &[
     "disable_openapi_validation",
 ];
 
+/// `wait` and `timeout` of an upgrade, uninstall or rollback, as helm's flags.
+struct Waiting {
+    wait: bool,
+    /// Seconds, as helm reads a duration (`600s`).
+    timeout: Option<String>,
+}
+
+impl Waiting {
+    fn from_opts(opts: &Map) -> Result<Waiting, HostError> {
+        Ok(Waiting {
+            wait: opt::<bool>(opts, "wait")?.unwrap_or(false),
+            timeout: opt::<Duration>(opts, "timeout")?.map(|d| format!("{}s", d.as_secs())),
+        })
+    }
+    /// `--wait`, `--timeout T`, as asked.
+    fn extend(&self, args: &mut Vec<String>) {
+        if self.wait {
+            args.push(s("--wait"));
+        }
+        if let Some(t) = &self.timeout {
+            args.extend([s("--timeout"), t.clone()]);
+        }
+    }
+}
+
 /// The release the script asks for.
 struct Upgrade<'a> {
     host: Arc<Host>,
@@ -38,8 +63,7 @@ struct Upgrade<'a> {
     release: &'a str,
     chart: ChartRef,
     o: Opts,
-    wait: bool,
-    timeout: Option<String>,
+    waiting: Waiting,
     atomic: bool,
     create_namespace: bool,
     disable_openapi_validation: bool,
@@ -91,12 +115,7 @@ impl Upgrade<'_> {
             s("-o"),
             s("json"),
         ]);
-        if self.wait {
-            args.push(s("--wait"));
-        }
-        if let Some(t) = &self.timeout {
-            args.extend([s("--timeout"), t.clone()]);
-        }
+        self.waiting.extend(&mut args);
         if self.create_namespace {
             args.push(s("--create-namespace"));
         }
@@ -265,8 +284,7 @@ pub(super) fn upgrade_install(
         release,
         chart,
         o,
-        wait: opt::<bool>(opts, "wait")?.unwrap_or(false),
-        timeout: opt::<Duration>(opts, "timeout")?.map(|d| format!("{}s", d.as_secs())),
+        waiting: Waiting::from_opts(opts)?,
         atomic: opt::<bool>(opts, "atomic")?.unwrap_or(false),
         create_namespace: opt::<bool>(opts, "create_namespace")?.unwrap_or(false),
         disable_openapi_validation: opt::<bool>(opts, "disable_openapi_validation")?
@@ -284,8 +302,7 @@ struct Uninstall<'a> {
     helm: Helm,
     release: &'a str,
     namespace: String,
-    wait: bool,
-    timeout: Option<String>,
+    waiting: Waiting,
 }
 
 impl Resource for Uninstall<'_> {
@@ -323,12 +340,7 @@ impl Resource for Uninstall<'_> {
             s("-n"),
             self.namespace.clone(),
         ];
-        if self.wait {
-            args.push(s("--wait"));
-        }
-        if let Some(t) = &self.timeout {
-            args.extend([s("--timeout"), t.clone()]);
-        }
+        self.waiting.extend(&mut args);
         let h = self.helm.clone();
         host.mutate(&format!("helm uninstall {}", self.release), async move {
             h.run(args, true).await
@@ -351,8 +363,7 @@ pub(super) fn uninstall(
         helm: Helm::find(&host)?,
         release,
         namespace: namespace.to_string(),
-        wait: opt::<bool>(opts, "wait")?.unwrap_or(false),
-        timeout: opt::<Duration>(opts, "timeout")?.map(|d| format!("{}s", d.as_secs())),
+        waiting: Waiting::from_opts(opts)?,
         host: host.clone(),
     };
     let gone = converge::remove(&host, &r, None)?;
@@ -371,8 +382,7 @@ struct Rollback<'a> {
     release: &'a str,
     namespace: String,
     revision: i64,
-    wait: bool,
-    timeout: Option<String>,
+    waiting: Waiting,
 }
 
 /// The release now, and the revision to go back to (its metadata and values).
@@ -398,38 +408,15 @@ impl Resource for Rollback<'_> {
                 "helm release `{release}` is not installed in `{ns}`"
             ))
         })?;
-        let at = |sub: &str| {
-            let mut a = release_args(sub, release, ns);
-            a.extend([s("--revision"), self.revision.to_string()]);
-            a
-        };
-        let (meta, values) = (at("metadata"), at("values"));
-        let h = self.helm.clone();
-        let (meta, values) = host.read(
-            &format!(
-                "helm get metadata/values {release} --revision {}",
-                self.revision
-            ),
-            async move {
-                let (m, v) = futures::join!(h.json(meta), h.json(values));
-                Ok((m?, v?))
-            },
-        )?;
-        let Some(meta) = meta else {
-            return Err(HostError::not_found(format!(
-                "helm release `{release}` has no revision {}",
-                self.revision
-            ))
-            .with_hint(format!("see `helm::history(\"{release}\", \"{ns}\")`")));
-        };
-        let values = match values {
-            None | Some(Value::Null) => json!({}),
-            Some(v) => v,
-        };
-        Ok(Revisions {
-            now,
-            target: (Release::from_metadata(&meta), values),
-        })
+        let target =
+            get_release(host, &self.helm, release, ns, Some(self.revision))?.ok_or_else(|| {
+                HostError::not_found(format!(
+                    "helm release `{release}` has no revision {}",
+                    self.revision
+                ))
+                .with_hint(format!("see `helm::history(\"{release}\", \"{ns}\")`"))
+            })?;
+        Ok(Revisions { now, target })
     }
     fn exists(&self, _: &Revisions) -> bool {
         true
@@ -483,12 +470,7 @@ impl Resource for Rollback<'_> {
             s("-n"),
             ns.clone(),
         ];
-        if self.wait {
-            args.push(s("--wait"));
-        }
-        if let Some(t) = &self.timeout {
-            args.extend([s("--timeout"), t.clone()]);
-        }
+        self.waiting.extend(&mut args);
         let h = self.helm.clone();
         host.mutate(
             &format!("helm rollback {release} {}", self.revision),
@@ -525,8 +507,7 @@ pub(super) fn rollback(
         release,
         namespace: namespace.to_string(),
         revision,
-        wait: opt::<bool>(opts, "wait")?.unwrap_or(false),
-        timeout: opt::<Duration>(opts, "timeout")?.map(|d| format!("{}s", d.as_secs())),
+        waiting: Waiting::from_opts(opts)?,
         host: host.clone(),
     };
     let done = converge::ensure(&host, &r)?;
