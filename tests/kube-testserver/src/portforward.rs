@@ -481,7 +481,7 @@ fn spdy_upgrade(
             let Ok(upgraded) = upgrade.await else { return };
             let ws =
                 WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
-            spdy::serve(spdy::Transport::Tunnel(ws), pod).await;
+            spdy::serve(spdy::Transport::Tunnel(Box::new(ws)), pod).await;
         });
         return Response::builder()
             .status(101)

@@ -72,6 +72,11 @@ Jul Aug Sept Oct Nov Dec 00:00:00 Mon, Tue, Wed, Thu, Fri, Sat, Sun, GMTchunked,
 mage/jpg,image/gif,application/xml,application/xhtml+xml,text/plain,text/javascript,publicprivatemax-\
 age=gzip,deflate,sdchcharset=utf-8charset=iso-8859-1,utf-,*,enq=0.";
 
+/// The zlib header of a stream with a preset dictionary (RFC 1950 §2.2): CMF 0x78 (deflate, 32K window), FLG with
+/// level 3 (best, what Go's `zlib.NewWriterLevelDict(.., BestCompression, ..)` writes), FDICT, and the check bits
+/// that make `CMF·256 + FLG` a multiple of 31.
+const ZLIB_HEADER: [u8; 2] = [0x78, 0xe0 | (31 - (0x78e0 % 31)) as u8];
+
 /// Adler-32 (RFC 1950 §9), for the dictionary id of a zlib header.
 fn adler32(data: &[u8]) -> u32 {
     let (mut a, mut b) = (1u32, 0u32);
@@ -105,7 +110,7 @@ impl Inflater {
             // RFC 1950: CMF (deflate, 32K window), FLG with FDICT, then the dictionary's Adler-32.
             if data.len() < 6
                 || data[0] & 0x0f != 8
-                || ((data[0] as u16) << 8 | data[1] as u16) % 31 != 0
+                || !((data[0] as u16) << 8 | data[1] as u16).is_multiple_of(31)
                 || data[1] & 0x20 == 0
             {
                 return Err(
@@ -170,10 +175,7 @@ impl Deflater {
         let mut out = Vec::with_capacity(plain.len() + 64);
         if !self.started {
             self.started = true;
-            // CMF 0x78 (deflate, 32K window); FLG: level 3 (best), FDICT, and the check bits.
-            let flg = 0xc0 | 0x20;
-            let flg = flg | (31 - ((0x78u16 << 8 | flg as u16) % 31)) as u8 % 31;
-            out.extend([0x78, flg]);
+            out.extend(ZLIB_HEADER);
             out.extend(adler32(DICTIONARY).to_be_bytes());
         }
         loop {
@@ -331,7 +333,7 @@ impl Out {
 /// across messages, anything but a binary message is an error).
 pub enum Transport {
     Raw(TokioIo<hyper::upgrade::Upgraded>),
-    Tunnel(WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>),
+    Tunnel(Box<WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>>),
 }
 
 enum Reader {
@@ -352,7 +354,7 @@ impl Transport {
                 (Reader::Raw(r), Writer::Raw(w))
             }
             Transport::Tunnel(ws) => {
-                let (w, r) = ws.split();
+                let (w, r) = (*ws).split();
                 (Reader::Tunnel(r), Writer::Tunnel(w))
             }
         }
@@ -410,10 +412,13 @@ impl Writer {
     }
 }
 
+/// What the client sends on a data stream, for the forward: bytes, then `None` at its end (FIN or reset).
+type FromClient = mpsc::UnboundedReceiver<Option<Vec<u8>>>;
+
 /// A stream pair being assembled for one `requestid` (kubelet `httpStreamPair`).
 #[derive(Default)]
 struct Pair {
-    data: Option<(u32, u16, mpsc::UnboundedReceiver<Option<Vec<u8>>>)>,
+    data: Option<(u32, u16, FromClient)>,
     error: Option<u32>,
 }
 
@@ -609,7 +614,7 @@ async fn forward(
     port: u16,
     data: u32,
     error: u32,
-    mut from_client: mpsc::UnboundedReceiver<Option<Vec<u8>>>,
+    mut from_client: FromClient,
     out: mpsc::UnboundedSender<Out>,
 ) {
     match pod.connect(port).await {
@@ -655,4 +660,142 @@ async fn forward(
     // `portForward`'s deferred closes: the error stream, then the data stream.
     let _ = out.send(Out::Data(error, Vec::new(), true));
     let _ = out.send(Out::Data(data, Vec::new(), true));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The header blocks of kubectl 1.35's first two streams (error, then data, request 0, port 8080), as they came
+    /// off the wire: one zlib stream, compressed against SPDY's dictionary by Go's `zlib.NewWriterLevelDict`.
+    const KUBECTL_ERROR_STREAM: &[u8] = &[
+        0x78, 0xf9, 0xe3, 0xc6, 0xa7, 0xc2, 0x02, 0x25, 0x3a, 0x48, 0xf9, 0x5b, 0x04, 0x4e, 0xea,
+        0x16, 0x06, 0x16, 0x06, 0x0c, 0x0c, 0x0c, 0x9c, 0x45, 0x90, 0xf8, 0xca, 0x04, 0xa5, 0x63,
+        0x46, 0x03, 0x70, 0x4a, 0x2c, 0x29, 0x4a, 0x4d, 0xcc, 0x85, 0x16, 0x36, 0xac, 0xa9, 0xa0,
+        0xa8, 0x00, 0x00, 0x00, 0x00, 0xff, 0xff,
+    ];
+    const KUBECTL_DATA_STREAM: &[u8] = &[
+        0x82, 0x6a, 0x26, 0xa4, 0x18, 0x54, 0x32, 0x25, 0xa2, 0x5b, 0x02, 0x00, 0x00, 0x00, 0xff,
+        0xff,
+    ];
+
+    fn sorted(mut h: Vec<(String, String)>) -> Vec<(String, String)> {
+        h.sort();
+        h
+    }
+
+    fn pairs(h: &[(&str, &str)]) -> Vec<(String, String)> {
+        sorted(
+            h.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn decodes_kubectl_header_blocks_compressed_against_the_dictionary() {
+        assert_eq!(adler32(DICTIONARY), 0xe3c6a7c2);
+        assert_eq!(
+            &KUBECTL_ERROR_STREAM[..6],
+            &[ZLIB_HEADER[0], ZLIB_HEADER[1], 0xe3, 0xc6, 0xa7, 0xc2]
+        );
+        let mut inflate = Inflater::new();
+        let first = parse_headers(&inflate.block(KUBECTL_ERROR_STREAM).unwrap()).unwrap();
+        assert_eq!(
+            sorted(first),
+            pairs(&[
+                ("port", "8080"),
+                ("requestid", "0"),
+                ("streamtype", "error")
+            ])
+        );
+        // The second block refers back into the first: the stream goes on across frames.
+        let second = parse_headers(&inflate.block(KUBECTL_DATA_STREAM).unwrap()).unwrap();
+        assert_eq!(
+            sorted(second),
+            pairs(&[("port", "8080"), ("requestid", "0"), ("streamtype", "data")])
+        );
+        // Without the dictionary's id the stream is refused.
+        let mut other = KUBECTL_ERROR_STREAM.to_vec();
+        other[5] ^= 1;
+        assert!(Inflater::new().block(&other).is_err());
+    }
+
+    #[test]
+    fn what_the_server_compresses_decodes_block_by_block() {
+        assert_eq!((ZLIB_HEADER[0] as u16) << 8 | ZLIB_HEADER[1] as u16, 0x78f9);
+        let (mut deflate, mut inflate) = (Deflater::new(), Inflater::new());
+        for n in [0u32, 3, 0] {
+            let mut plain = n.to_be_bytes().to_vec();
+            for i in 0..n {
+                let (k, v) = (format!("name{i}"), format!("value {i}"));
+                plain.extend((k.len() as u32).to_be_bytes());
+                plain.extend(k.as_bytes());
+                plain.extend((v.len() as u32).to_be_bytes());
+                plain.extend(v.as_bytes());
+            }
+            assert_eq!(inflate.block(&deflate.block(&plain)).unwrap(), plain);
+        }
+    }
+
+    #[test]
+    fn frames_are_taken_whole_from_a_byte_stream() {
+        let mut wire = control(PING, 0, &7u32.to_be_bytes());
+        wire.extend(Out::Data(3, b"abc".to_vec(), true).encode(&mut Deflater::new()));
+        let mut buf = Vec::new();
+        let mut frames = Vec::new();
+        // One byte at a time, as a WebSocket tunnel may deliver them (spdystream writes a frame in pieces).
+        for b in wire {
+            buf.push(b);
+            frames.extend(next_frame(&mut buf));
+        }
+        assert_eq!(
+            frames,
+            vec![
+                Frame::Control {
+                    kind: PING,
+                    flags: 0,
+                    payload: 7u32.to_be_bytes().to_vec()
+                },
+                Frame::Data {
+                    stream: 3,
+                    flags: FLAG_FIN,
+                    payload: b"abc".to_vec()
+                },
+            ]
+        );
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn streams_are_checked_like_the_kubelet() {
+        let h = |p: &str, t: &str| pairs(&[("port", p), ("streamtype", t)]);
+        assert_eq!(check_stream(&h("8080", "data")), Ok((8080, "data")));
+        assert_eq!(check_stream(&h("1", "error")), Ok((1, "error")));
+        assert_eq!(
+            check_stream(&pairs(&[("streamtype", "data")])).unwrap_err(),
+            "\"port\" header is required"
+        );
+        assert!(
+            check_stream(&h("70000", "data"))
+                .unwrap_err()
+                .starts_with("unable to parse \"70000\" as a port")
+        );
+        assert_eq!(
+            check_stream(&h("0", "data")).unwrap_err(),
+            "port \"0\" must be > 0"
+        );
+        assert_eq!(
+            check_stream(&pairs(&[("port", "80")])).unwrap_err(),
+            "\"streamType\" header is required"
+        );
+        assert_eq!(
+            check_stream(&h("80", "stdin")).unwrap_err(),
+            "invalid stream type \"stdin\""
+        );
+        assert!(
+            parse_headers(b"\0\0\0\x01\0\0\0\x01P\0\0\0\x00").is_err(),
+            "names are lowercase"
+        );
+    }
 }
