@@ -8,6 +8,7 @@ use crate::server::Body;
 use crate::spdy;
 use crate::state::{RequestRecord, State};
 use crate::util::now_rfc3339;
+use base64::Engine as _;
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use hyper::body::Incoming;
@@ -414,6 +415,18 @@ fn open(shared: &Arc<Shared>, req: &mut Request<Incoming>, ns: &str, name: &str)
     resp.body(Body::Full(None)).expect("valid response")
 }
 
+/// What Go's `http.Error` writes: the text and a newline, as plain text that may not be sniffed.
+fn http_error(code: u16, text: &str) -> Response<Body> {
+    let mut resp = reply(
+        code,
+        "text/plain; charset=utf-8",
+        format!("{text}\n").into_bytes(),
+    );
+    resp.headers_mut()
+        .insert("x-content-type-options", "nosniff".parse().expect("header"));
+    resp
+}
+
 /// A comma-separated header value as a list (apimachinery `httpstream.commaSeparatedHeaderValues`).
 fn comma_list(value: &str) -> Vec<String> {
     value
@@ -448,32 +461,39 @@ fn spdy_upgrade(
         return reply(200, "text/plain; charset=utf-8", Vec::new());
     }
     if !offered.iter().any(|p| p == spdy::PROTOCOL) {
-        let mut resp = reply(
+        let mut resp = http_error(
             403,
-            "text/plain; charset=utf-8",
-            format!(
-                "unable to upgrade: unable to negotiate protocol: client supports [{}], server accepts [{}]\n",
+            &format!(
+                "unable to upgrade: unable to negotiate protocol: client supports [{}], server accepts [{}]",
                 offered.join(" "),
                 spdy::PROTOCOL
-            )
-            .into_bytes(),
+            ),
         );
-        let headers = resp.headers_mut();
-        headers.insert("x-content-type-options", "nosniff".parse().expect("header"));
-        headers.insert(
+        resp.headers_mut().insert(
             "x-accepted-stream-protocol-versions",
             spdy::PROTOCOL.parse().expect("header"),
         );
         return resp;
     }
     if tunnel {
+        // gorilla/websocket `Upgrader.Upgrade` (what `streamtunnel.go` upgrades with) refuses a handshake that is
+        // not a GET, not version 13 or without a key of 16 bytes, through `returnError`: the status text.
         let key = header("sec-websocket-key");
-        if key.is_empty() {
-            return reply(
-                400,
-                "text/plain; charset=utf-8",
-                b"missing Sec-WebSocket-Key".to_vec(),
-            );
+        let key_ok = base64::engine::general_purpose::STANDARD
+            .decode(&key)
+            .is_ok_and(|k| k.len() == 16);
+        let refused = if req.method() != hyper::Method::GET {
+            Some((405, "Method Not Allowed"))
+        } else if header("sec-websocket-version") != "13" || !key_ok {
+            Some((400, "Bad Request"))
+        } else {
+            None
+        };
+        if let Some((code, text)) = refused {
+            let mut resp = http_error(code, text);
+            resp.headers_mut()
+                .insert("sec-websocket-version", "13".parse().expect("header"));
+            return resp;
         }
         let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
         let upgrade = hyper::upgrade::on(req);
@@ -496,15 +516,13 @@ fn spdy_upgrade(
             .expect("valid response");
     }
     if !header("upgrade").to_ascii_lowercase().contains("spdy/3.1") {
-        return reply(
+        return http_error(
             400,
-            "text/plain; charset=utf-8",
-            format!(
-                "unable to upgrade: missing upgrade headers in request: Connection: {:?}, Upgrade: {:?}\n",
+            &format!(
+                "unable to upgrade: missing upgrade headers in request: Connection: {:?}, Upgrade: {:?}",
                 header("connection"),
                 header("upgrade")
-            )
-            .into_bytes(),
+            ),
         );
     }
     let upgrade = hyper::upgrade::on(req);

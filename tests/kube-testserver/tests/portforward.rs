@@ -313,3 +313,98 @@ fn kubectl_port_forward_reports_a_missing_pod_and_a_port_nothing_listens_on() {
         assert!(stderr.contains("lost connection to pod"), "{stderr}");
     }
 }
+
+/// Sends one raw HTTP/1.1 request and returns the response (head and body), lowercased.
+fn raw_request(server: &KubeTestServer, head: &str) -> String {
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", server.port())).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    conn.write_all(head.replace('\n', "\r\n").as_bytes())
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = conn.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        got.extend(&buf[..n]);
+        let text = String::from_utf8_lossy(&got).to_lowercase();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let length = text[..end]
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length: "))
+                .map_or(0, |v| v.trim().parse().unwrap());
+            if got.len() >= end + 4 + length {
+                break;
+            }
+        }
+    }
+    String::from_utf8_lossy(&got).to_lowercase()
+}
+
+#[test]
+fn spdy_upgrades_are_negotiated_like_the_kubelet() {
+    let server = KubeTestServer::builder()
+        .backend_with_service(Backend::parse("demo/web:8080=127.0.0.1:9").unwrap())
+        .start();
+    let path = "/api/v1/namespaces/demo/pods/web-backend-8080/portforward";
+    let plain = |protocol: &str| {
+        raw_request(
+            &server,
+            &format!(
+                "POST {path} HTTP/1.1\nHost: x\nConnection: Upgrade\nUpgrade: SPDY/3.1\n{protocol}Content-Length: 0\n\n"
+            ),
+        )
+    };
+    let ok = plain("X-Stream-Protocol-Version: portforward.k8s.io\n");
+    assert!(ok.starts_with("http/1.1 101"), "{ok}");
+    assert!(
+        ok.contains("upgrade: spdy/3.1")
+            && ok.contains("x-stream-protocol-version: portforward.k8s.io"),
+        "{ok}"
+    );
+    let refused = plain("X-Stream-Protocol-Version: portforward.k8s.io.v9\n");
+    assert!(refused.starts_with("http/1.1 403"), "{refused}");
+    assert!(
+        refused.contains("x-accepted-stream-protocol-versions: portforward.k8s.io"),
+        "{refused}"
+    );
+    assert!(
+        refused.contains("unable to negotiate protocol: client supports [portforward.k8s.io.v9]"),
+        "{refused}"
+    );
+    let none = plain("");
+    assert!(none.starts_with("http/1.1 200"), "{none}");
+
+    let tunnel = |method: &str, protocol: &str| {
+        raw_request(
+            &server,
+            &format!(
+                "{method} {path} HTTP/1.1\nHost: x\nConnection: Upgrade\nUpgrade: websocket\nSec-WebSocket-Version: 13\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\nSec-WebSocket-Protocol: {protocol}\nContent-Length: 0\n\n"
+            ),
+        )
+    };
+    let ok = tunnel("GET", "SPDY/3.1+portforward.k8s.io");
+    assert!(ok.starts_with("http/1.1 101"), "{ok}");
+    assert!(
+        ok.contains("sec-websocket-protocol: spdy/3.1+portforward.k8s.io"),
+        "{ok}"
+    );
+    assert!(
+        ok.contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo="),
+        "{ok}"
+    );
+    let refused = tunnel("GET", "SPDY/3.1+v9.portforward.k8s.io");
+    assert!(refused.starts_with("http/1.1 403"), "{refused}");
+    let post = tunnel("POST", "SPDY/3.1+portforward.k8s.io");
+    assert!(post.starts_with("http/1.1 405"), "{post}");
+
+    let not_upgraded = raw_request(
+        &server,
+        &format!("GET {path} HTTP/1.1\nHost: x\nConnection: close\n\n"),
+    );
+    assert!(
+        not_upgraded.starts_with("http/1.1 400")
+            && not_upgraded.contains("upgrade request required"),
+        "{not_upgraded}"
+    );
+}
