@@ -798,4 +798,257 @@ mod tests {
             "names are lowercase"
         );
     }
+
+    /// A SPDY client on a plain upgrade, speaking the frames by hand.
+    struct Client {
+        conn: std::net::TcpStream,
+        deflate: Deflater,
+        inflate: Inflater,
+        buf: Vec<u8>,
+    }
+
+    impl Client {
+        fn connect(server: &crate::KubeTestServer, pod: &str) -> Client {
+            use std::io::{Read, Write};
+            let mut conn = std::net::TcpStream::connect(("127.0.0.1", server.port())).unwrap();
+            conn.set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
+            let head = format!(
+                "POST /api/v1/namespaces/demo/pods/{pod}/portforward HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\n\
+                 Upgrade: SPDY/3.1\r\nX-Stream-Protocol-Version: portforward.k8s.io\r\nContent-Length: 0\r\n\r\n"
+            );
+            conn.write_all(head.as_bytes()).unwrap();
+            let mut buf = Vec::new();
+            let mut byte = [0u8; 1];
+            while !buf.ends_with(b"\r\n\r\n") {
+                conn.read_exact(&mut byte).unwrap();
+                buf.push(byte[0]);
+            }
+            assert!(
+                buf.starts_with(b"HTTP/1.1 101"),
+                "{}",
+                String::from_utf8_lossy(&buf)
+            );
+            Client {
+                conn,
+                deflate: Deflater::new(),
+                inflate: Inflater::new(),
+                buf: Vec::new(),
+            }
+        }
+
+        fn send(&mut self, frame: Vec<u8>) {
+            use std::io::Write;
+            self.conn.write_all(&frame).unwrap();
+        }
+
+        fn open(&mut self, id: u32, headers: &[(&str, &str)]) {
+            let mut plain = (headers.len() as u32).to_be_bytes().to_vec();
+            for (k, v) in headers {
+                plain.extend((k.len() as u32).to_be_bytes());
+                plain.extend(k.as_bytes());
+                plain.extend((v.len() as u32).to_be_bytes());
+                plain.extend(v.as_bytes());
+            }
+            let mut payload = id.to_be_bytes().to_vec();
+            payload.extend([0, 0, 0, 0, 0, 0]);
+            payload.extend(self.deflate.block(&plain));
+            self.send(control(SYN_STREAM, 0, &payload));
+        }
+
+        /// The next frame, with a SYN_REPLY's header block decoded (and checked empty).
+        fn next(&mut self) -> Frame {
+            use std::io::Read;
+            loop {
+                if let Some(frame) = next_frame(&mut self.buf) {
+                    if let Frame::Control {
+                        kind: SYN_REPLY,
+                        payload,
+                        ..
+                    } = &frame
+                    {
+                        let block = self.inflate.block(&payload[4..]).unwrap();
+                        assert_eq!(parse_headers(&block).unwrap(), vec![]);
+                    }
+                    return frame;
+                }
+                let mut chunk = [0u8; 4096];
+                let n = self.conn.read(&mut chunk).unwrap();
+                assert!(n > 0, "the server closed the connection");
+                self.buf.extend(&chunk[..n]);
+            }
+        }
+    }
+
+    fn reset(id: u32, status: u32) -> Frame {
+        let mut payload = id.to_be_bytes().to_vec();
+        payload.extend(status.to_be_bytes());
+        Frame::Control {
+            kind: RST_STREAM,
+            flags: 0,
+            payload,
+        }
+    }
+
+    fn data(stream: u32, payload: &[u8], fin: bool) -> Frame {
+        Frame::Data {
+            stream,
+            flags: if fin { FLAG_FIN } else { 0 },
+            payload: payload.to_vec(),
+        }
+    }
+
+    #[test]
+    fn streams_are_refused_paired_forwarded_and_closed_like_the_kubelet() {
+        use std::io::{Read, Write};
+        let echo = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = echo.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for mut conn in echo.incoming().flatten() {
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 1024];
+                    while let Ok(n) = conn.read(&mut buf) {
+                        if n == 0 || conn.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        let server = crate::KubeTestServer::builder()
+            .backend_with_service(crate::Backend::parse(&format!("demo/web:8080={addr}")).unwrap())
+            .start();
+        let mut c = Client::connect(&server, "web-backend-8080");
+
+        // No port header: the stream is reset (CANCEL), nothing else happens.
+        c.open(1, &[("streamtype", "data")]);
+        assert_eq!(c.next(), reset(1, CANCEL));
+        // A ping the client started comes back.
+        c.send(control(PING, 0, &5u32.to_be_bytes()));
+        assert_eq!(
+            c.next(),
+            Frame::Control {
+                kind: PING,
+                flags: 0,
+                payload: 5u32.to_be_bytes().to_vec()
+            }
+        );
+
+        // An error and a data stream of one request: both accepted, then the data stream reaches the backend.
+        c.open(
+            3,
+            &[
+                ("port", "8080"),
+                ("streamtype", "error"),
+                ("requestid", "7"),
+            ],
+        );
+        c.open(
+            5,
+            &[("port", "8080"), ("streamtype", "data"), ("requestid", "7")],
+        );
+        for id in [3, 5] {
+            assert!(
+                matches!(c.next(), Frame::Control { kind: SYN_REPLY, payload, .. } if be32(&payload, 0) == id)
+            );
+        }
+        c.send(Out::Data(5, b"hello".to_vec(), false).encode(&mut Deflater::new()));
+        assert_eq!(c.next(), data(5, b"hello", false));
+        // The client's end of the data stream: after the runtime's linger, the error stream then the data stream end.
+        let ended = std::time::Instant::now();
+        c.send(Out::Data(5, Vec::new(), true).encode(&mut Deflater::new()));
+        assert_eq!(c.next(), data(3, b"", true));
+        assert_eq!(c.next(), data(5, b"", true));
+        assert!(ended.elapsed() >= LINGER - Duration::from_millis(50));
+
+        // A stream id below the last one's is a protocol error.
+        c.open(1, &[("port", "8080"), ("streamtype", "data")]);
+        assert_eq!(c.next(), reset(1, PROTOCOL_ERROR));
+        // A second error stream for one request: the kubelet's message on the first.
+        c.open(
+            9,
+            &[
+                ("port", "8080"),
+                ("streamtype", "error"),
+                ("requestid", "9"),
+            ],
+        );
+        c.open(
+            11,
+            &[
+                ("port", "8080"),
+                ("streamtype", "error"),
+                ("requestid", "9"),
+            ],
+        );
+        assert!(matches!(
+            c.next(),
+            Frame::Control {
+                kind: SYN_REPLY,
+                ..
+            }
+        ));
+        assert!(matches!(
+            c.next(),
+            Frame::Control {
+                kind: SYN_REPLY,
+                ..
+            }
+        ));
+        assert_eq!(
+            c.next(),
+            data(
+                9,
+                b"error processing stream for request 9: error stream already assigned",
+                false
+            )
+        );
+        // A port nothing listens on: the message on the error stream, then both streams end.
+        c.open(
+            13,
+            &[
+                ("port", "9999"),
+                ("streamtype", "error"),
+                ("requestid", "13"),
+            ],
+        );
+        c.open(
+            15,
+            &[
+                ("port", "9999"),
+                ("streamtype", "data"),
+                ("requestid", "13"),
+            ],
+        );
+        assert!(matches!(
+            c.next(),
+            Frame::Control {
+                kind: SYN_REPLY,
+                ..
+            }
+        ));
+        assert!(matches!(
+            c.next(),
+            Frame::Control {
+                kind: SYN_REPLY,
+                ..
+            }
+        ));
+        match c.next() {
+            Frame::Data {
+                stream: 13,
+                payload,
+                ..
+            } => {
+                let text = String::from_utf8(payload).unwrap();
+                assert!(
+                    text.starts_with("error forwarding port 9999 to pod web-backend-8080, uid "),
+                    "{text}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(c.next(), data(13, b"", true));
+        assert_eq!(c.next(), data(15, b"", true));
+    }
 }
