@@ -1,4 +1,5 @@
-//! The `pods/portforward` subresource over WebSocket (subprotocol `v4.channel.k8s.io`, what kube-rs speaks) and the
+//! The `pods/portforward` subresource — over WebSocket (subprotocol `v4.channel.k8s.io`, what kube-rs speaks), and
+//! over SPDY/3.1 tunnelled in a WebSocket or on a plain upgrade (what kubectl speaks, `spdy.rs`) — and the
 //! loopback backends it forwards to: `--backend NAMESPACE/SERVICE:PORT=127.0.0.1:PORT` registers one, seeds a
 //! ready Pod and Endpoints for the Service, and a port-forward to a pod behind that Service reaches the backend.
 //! What is emulated, and from which upstream file: `README.md`, "Port-forward".
@@ -339,10 +340,11 @@ fn open(shared: &Arc<Shared>, req: &mut Request<Incoming>, ns: &str, name: &str)
             .unwrap_or_default()
             .to_string(),
     });
-    let websocket = header("upgrade").eq_ignore_ascii_case("websocket")
-        && header("connection")
-            .to_ascii_lowercase()
-            .contains("upgrade");
+    // apimachinery `httpstream.IsUpgradeRequest` / `wsstream.IsWebSocketRequest`.
+    let upgrading = header("connection")
+        .to_ascii_lowercase()
+        .contains("upgrade");
+    let websocket = upgrading && header("upgrade").eq_ignore_ascii_case("websocket");
     let offered = comma_list(&header("sec-websocket-protocol"));
     if websocket {
         // apimachinery `wsstream.IsWebSocketRequestWithTunnelingProtocol`: a SPDY protocol offered as a WebSocket
@@ -355,10 +357,7 @@ fn open(shared: &Arc<Shared>, req: &mut Request<Incoming>, ns: &str, name: &str)
         if !tunnelled.is_empty() {
             return spdy_upgrade(req, &tunnelled, target, true);
         }
-    } else if header("connection")
-        .to_ascii_lowercase()
-        .contains("upgrade")
-    {
+    } else if upgrading {
         // kubectl's fallback: the kubelet's SPDY upgrade, proxied as is by the API server.
         let offered = comma_list(
             &req.headers()
