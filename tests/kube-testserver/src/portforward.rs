@@ -283,24 +283,13 @@ pub fn handle(
             .unwrap_or_default(),
         status: resp.status().as_u16(),
         mutating: false,
-        user_agent: req
-            .headers()
-            .get("user-agent")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_string(),
+        user_agent: header(&req, "user-agent"),
     });
     resp
 }
 
 fn open(shared: &Arc<Shared>, req: &mut Request<Incoming>, ns: &str, name: &str) -> Response<Body> {
-    let header = |n: &str| {
-        req.headers()
-            .get(n)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_string()
-    };
+    let header = |n: &str| header(req, n);
     let pod = {
         let state = shared.lock();
         state
@@ -414,6 +403,15 @@ fn open(shared: &Arc<Shared>, req: &mut Request<Incoming>, ns: &str, name: &str)
     resp.body(Body::Full(None)).expect("valid response")
 }
 
+/// A request header's value as text (empty when absent or not text).
+fn header(req: &Request<Incoming>, name: &str) -> String {
+    req.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string()
+}
+
 /// What Go's `http.Error` writes: the text and a newline, as plain text that may not be sniffed.
 fn http_error(code: u16, text: &str) -> Response<Body> {
     let mut resp = reply(
@@ -447,13 +445,7 @@ fn spdy_upgrade(
     pod: Arc<PodTarget>,
     tunnel: bool,
 ) -> Response<Body> {
-    let header = |n: &str| {
-        req.headers()
-            .get(n)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_string()
-    };
+    let header = |n: &str| header(req, n);
     if offered.is_empty() {
         // `Handshake` returns "X-Stream-Protocol-Version is required" without writing a response, and
         // `ServePortForward` only logs it: Go's server answers an empty 200.

@@ -856,6 +856,40 @@ mod tests {
             self.send(control(SYN_STREAM, 0, &payload));
         }
 
+        /// Opens the error stream and the data stream of one request.
+        fn open_pair(&mut self, error: u32, data: u32, port: &str, request: &str) {
+            self.open(
+                error,
+                &[
+                    ("port", port),
+                    ("streamtype", "error"),
+                    ("requestid", request),
+                ],
+            );
+            self.open(
+                data,
+                &[
+                    ("port", port),
+                    ("streamtype", "data"),
+                    ("requestid", request),
+                ],
+            );
+        }
+
+        /// The next frames are the replies accepting `ids`, in order.
+        fn accepted(&mut self, ids: &[u32]) {
+            for &id in ids {
+                match self.next() {
+                    Frame::Control {
+                        kind: SYN_REPLY,
+                        payload,
+                        ..
+                    } => assert_eq!(be32(&payload, 0), id),
+                    other => panic!("{other:?} instead of the reply to {id}"),
+                }
+            }
+        }
+
         /// The next frame, with a SYN_REPLY's header block decoded (and checked empty).
         fn next(&mut self) -> Frame {
             use std::io::Read;
@@ -935,23 +969,8 @@ mod tests {
         );
 
         // An error and a data stream of one request: both accepted, then the data stream reaches the backend.
-        c.open(
-            3,
-            &[
-                ("port", "8080"),
-                ("streamtype", "error"),
-                ("requestid", "7"),
-            ],
-        );
-        c.open(
-            5,
-            &[("port", "8080"), ("streamtype", "data"), ("requestid", "7")],
-        );
-        for id in [3, 5] {
-            assert!(
-                matches!(c.next(), Frame::Control { kind: SYN_REPLY, payload, .. } if be32(&payload, 0) == id)
-            );
-        }
+        c.open_pair(3, 5, "8080", "7");
+        c.accepted(&[3, 5]);
         c.send(Out::Data(5, b"hello".to_vec(), false).encode(&mut Deflater::new()));
         assert_eq!(c.next(), data(5, b"hello", false));
         // The client's end of the data stream: after the runtime's linger, the error stream then the data stream end.
@@ -981,20 +1000,7 @@ mod tests {
                 ("requestid", "9"),
             ],
         );
-        assert!(matches!(
-            c.next(),
-            Frame::Control {
-                kind: SYN_REPLY,
-                ..
-            }
-        ));
-        assert!(matches!(
-            c.next(),
-            Frame::Control {
-                kind: SYN_REPLY,
-                ..
-            }
-        ));
+        c.accepted(&[9, 11]);
         assert_eq!(
             c.next(),
             data(
@@ -1004,36 +1010,8 @@ mod tests {
             )
         );
         // A port nothing listens on: the message on the error stream, then both streams end.
-        c.open(
-            13,
-            &[
-                ("port", "9999"),
-                ("streamtype", "error"),
-                ("requestid", "13"),
-            ],
-        );
-        c.open(
-            15,
-            &[
-                ("port", "9999"),
-                ("streamtype", "data"),
-                ("requestid", "13"),
-            ],
-        );
-        assert!(matches!(
-            c.next(),
-            Frame::Control {
-                kind: SYN_REPLY,
-                ..
-            }
-        ));
-        assert!(matches!(
-            c.next(),
-            Frame::Control {
-                kind: SYN_REPLY,
-                ..
-            }
-        ));
+        c.open_pair(13, 15, "9999", "13");
+        c.accepted(&[13, 15]);
         match c.next() {
             Frame::Data {
                 stream: 13,
