@@ -77,7 +77,7 @@ age=gzip,deflate,sdchcharset=utf-8charset=iso-8859-1,utf-,*,enq=0.";
 /// that make `CMF·256 + FLG` a multiple of 31.
 const ZLIB_HEADER: [u8; 2] = [0x78, 0xe0 | (31 - (0x78e0 % 31)) as u8];
 
-/// Adler-32 (RFC 1950 §9), for the dictionary id of a zlib header.
+/// Adler-32 (RFC 1950), for the dictionary id of a zlib header.
 fn adler32(data: &[u8]) -> u32 {
     let (mut a, mut b) = (1u32, 0u32);
     for &byte in data {
@@ -491,7 +491,7 @@ pub async fn serve(transport: Transport, pod: Arc<PodTarget>) {
                             continue;
                         }
                         next_id = id + 2;
-                        let (port, kind) = match check_stream(&headers) {
+                        let (port, stream_type) = match check_stream(&headers) {
                             Ok(v) => v,
                             Err(_) => {
                                 // apimachinery `newSpdyStream`: a stream the handler rejects is reset.
@@ -501,13 +501,13 @@ pub async fn serve(transport: Transport, pod: Arc<PodTarget>) {
                         };
                         let _ = out.send(Out::Reply(id));
                         let request = match header(&headers, "requestid") {
-                            "" if kind == "error" => id.to_string(),
+                            "" if stream_type == "error" => id.to_string(),
                             "" => id.saturating_sub(2).to_string(),
                             r => r.to_string(),
                         };
                         let pair = pairs.entry(request.clone()).or_default();
                         let (tx, rx) = mpsc::unbounded_channel();
-                        let duplicate = if kind == "data" {
+                        let duplicate = if stream_type == "data" {
                             let dup = pair.data.is_some();
                             if !dup {
                                 pair.data = Some((id, port, rx));
@@ -527,7 +527,7 @@ pub async fn serve(transport: Transport, pod: Arc<PodTarget>) {
                             // kubelet `run` → `printError`: on the pair's error stream, when it has one.
                             if let Some(e) = pair.error {
                                 let msg = format!(
-                                    "error processing stream for request {request}: {kind} stream already assigned"
+                                    "error processing stream for request {request}: {stream_type} stream already assigned"
                                 );
                                 let _ = out.send(Out::Data(e, msg.into_bytes(), false));
                             }
