@@ -374,6 +374,15 @@ fn spdy_upgrades_are_negotiated_like_the_kubelet() {
     );
     let none = plain("");
     assert!(none.starts_with("http/1.1 200"), "{none}");
+    // The API server's own checks come first: a pod that does not exist is a 404 Status on either transport.
+    let missing = raw_request(
+        &server,
+        "POST /api/v1/namespaces/demo/pods/nothing/portforward HTTP/1.1\nHost: x\nConnection: Upgrade\nUpgrade: SPDY/3.1\nX-Stream-Protocol-Version: portforward.k8s.io\nContent-Length: 0\n\n",
+    );
+    assert!(
+        missing.starts_with("http/1.1 404") && missing.contains(r#""reason":"notfound""#),
+        "{missing}"
+    );
 
     let tunnel = |method: &str, protocol: &str| {
         raw_request(
