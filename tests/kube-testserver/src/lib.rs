@@ -20,6 +20,7 @@ mod protobuf_schema;
 mod resources;
 mod selectors;
 mod server;
+mod spdy;
 mod state;
 mod util;
 

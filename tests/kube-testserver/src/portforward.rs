@@ -1,12 +1,15 @@
-//! The `pods/portforward` subresource over WebSocket (subprotocol `v4.channel.k8s.io`, what kube-rs speaks) and the
+//! The `pods/portforward` subresource — over WebSocket (subprotocol `v4.channel.k8s.io`, what kube-rs speaks), and
+//! over SPDY/3.1 tunnelled in a WebSocket or on a plain upgrade (what kubectl speaks, `spdy.rs`) — and the
 //! loopback backends it forwards to: `--backend NAMESPACE/SERVICE:PORT=127.0.0.1:PORT` registers one, seeds a
 //! ready Pod and Endpoints for the Service, and a port-forward to a pod behind that Service reaches the backend.
 //! What is emulated, and from which upstream file: `README.md`, "Port-forward".
 
 use crate::api::Shared;
 use crate::server::Body;
+use crate::spdy;
 use crate::state::{RequestRecord, State};
 use crate::util::now_rfc3339;
+use base64::Engine as _;
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use hyper::body::Incoming;
@@ -280,24 +283,13 @@ pub fn handle(
             .unwrap_or_default(),
         status: resp.status().as_u16(),
         mutating: false,
-        user_agent: req
-            .headers()
-            .get("user-agent")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_string(),
+        user_agent: header(&req, "user-agent"),
     });
     resp
 }
 
 fn open(shared: &Arc<Shared>, req: &mut Request<Incoming>, ns: &str, name: &str) -> Response<Body> {
-    let header = |n: &str| {
-        req.headers()
-            .get(n)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_string()
-    };
+    let header = |n: &str| header(req, n);
     let pod = {
         let state = shared.lock();
         state
@@ -328,23 +320,52 @@ fn open(shared: &Arc<Shared>, req: &mut Request<Incoming>, ns: &str, name: &str)
             format!("pod not found (\"{name}_{ns}\")").into_bytes(),
         );
     }
-    if !header("upgrade").eq_ignore_ascii_case("websocket") {
-        return status(
-            400,
-            "BadRequest",
-            "Upgrade request required: kube-testserver speaks WebSocket (v4.channel.k8s.io) only, not SPDY",
+    let target = Arc::new(PodTarget {
+        shared: Arc::clone(shared),
+        ns: ns.to_string(),
+        name: name.to_string(),
+        uid: pod["metadata"]["uid"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+    });
+    // apimachinery `httpstream.IsUpgradeRequest` / `wsstream.IsWebSocketRequest`.
+    let upgrading = header("connection")
+        .to_ascii_lowercase()
+        .contains("upgrade");
+    let websocket = upgrading && header("upgrade").eq_ignore_ascii_case("websocket");
+    let offered = comma_list(&header("sec-websocket-protocol"));
+    if websocket {
+        // apimachinery `wsstream.IsWebSocketRequestWithTunnelingProtocol`: a SPDY protocol offered as a WebSocket
+        // subprotocol goes to the tunnel (`apiserver/pkg/util/proxy/streamtunnel.go` `TunnelingHandler`).
+        let tunnelled: Vec<String> = offered
+            .iter()
+            .filter(|p| p.starts_with(spdy::TUNNEL_PREFIX) && p.ends_with(".k8s.io"))
+            .map(|p| p[spdy::TUNNEL_PREFIX.len()..].to_string())
+            .collect();
+        if !tunnelled.is_empty() {
+            return spdy_upgrade(req, &tunnelled, target, true);
+        }
+    } else if upgrading {
+        // kubectl's fallback: the kubelet's SPDY upgrade, proxied as is by the API server.
+        let offered = comma_list(
+            &req.headers()
+                .get_all("x-stream-protocol-version")
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .collect::<Vec<_>>()
+                .join(","),
         );
+        return spdy_upgrade(req, &offered, target, false);
+    } else {
+        // `proxy.UpgradeAwareHandler` with `upgradeRequired` (`pkg/registry/core/pod/rest/subresources.go`).
+        return status(400, "BadRequest", "Upgrade request required");
     }
     let ports = match ports(req.uri().query().unwrap_or_default()) {
         Ok(p) => p,
         Err(e) => return reply(400, "text/plain; charset=utf-8", e.into_bytes()),
     };
     // `wsstream.Conn.Open` → `handshake`: the first protocol the client offers that the server supports.
-    let offered: Vec<String> = header("sec-websocket-protocol")
-        .split(',')
-        .map(|p| p.trim().to_string())
-        .filter(|p| !p.is_empty())
-        .collect();
     let protocol = if offered.is_empty() {
         None
     } else if offered.iter().any(|p| p == V4_BINARY) {
@@ -366,16 +387,10 @@ fn open(shared: &Arc<Shared>, req: &mut Request<Incoming>, ns: &str, name: &str)
     }
     let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
     let upgrade = hyper::upgrade::on(req);
-    let shared = Arc::clone(shared);
-    let uid = pod["metadata"]["uid"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    let (ns, name) = (ns.to_string(), name.to_string());
     tokio::spawn(async move {
         let Ok(upgraded) = upgrade.await else { return };
         let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
-        serve(shared, ws, ns, name, uid, ports).await;
+        serve(target, ws, ports).await;
     });
     let mut resp = Response::builder()
         .status(101)
@@ -388,17 +403,184 @@ fn open(shared: &Arc<Shared>, req: &mut Request<Incoming>, ns: &str, name: &str)
     resp.body(Body::Full(None)).expect("valid response")
 }
 
-/// `true` while the pod (same uid) exists and runs.
-fn pod_alive(shared: &Shared, ns: &str, name: &str, uid: &str) -> bool {
-    let state = shared.lock();
-    state
-        .find_type("", "pods")
-        .and_then(|rt| state.get(&rt, ns, name).cloned())
-        .is_some_and(|p| {
-            p["metadata"]["uid"].as_str() == Some(uid)
-                && p.pointer("/metadata/deletionTimestamp").is_none()
-                && p.pointer("/status/phase").and_then(Value::as_str) == Some("Running")
-        })
+/// A request header's value as text (empty when absent or not text).
+fn header(req: &Request<Incoming>, name: &str) -> String {
+    req.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// What Go's `http.Error` writes: the text and a newline, as plain text that may not be sniffed.
+fn http_error(code: u16, text: &str) -> Response<Body> {
+    let mut resp = reply(
+        code,
+        "text/plain; charset=utf-8",
+        format!("{text}\n").into_bytes(),
+    );
+    resp.headers_mut()
+        .insert("x-content-type-options", "nosniff".parse().expect("header"));
+    resp
+}
+
+/// A comma-separated header value as a list (apimachinery `httpstream.commaSeparatedHeaderValues`).
+fn comma_list(value: &str) -> Vec<String> {
+    value
+        .split(',')
+        .map(|p| p.trim().to_string())
+        .filter(|p| !p.is_empty())
+        .collect()
+}
+
+/// The kubelet's SPDY upgrade (`pkg/kubelet/cri/streaming/portforward/httpstream.go` `handleHTTPStreams`):
+/// `httpstream.Handshake` picks the first offered protocol it supports (`portforward.k8s.io`), then
+/// `spdy.responseUpgrader.UpgradeResponse` switches protocols. Through the WebSocket tunnel
+/// (`streamtunnel.go`) the same happens on the SPDY protocols the client offered as `SPDY/3.1+...` subprotocols, the
+/// kubelet's 101 becomes the WebSocket handshake answering `SPDY/3.1+<negotiated>`, and any other answer of the
+/// kubelet's passes through unchanged.
+fn spdy_upgrade(
+    req: &mut Request<Incoming>,
+    offered: &[String],
+    pod: Arc<PodTarget>,
+    tunnel: bool,
+) -> Response<Body> {
+    let header = |n: &str| header(req, n);
+    if offered.is_empty() {
+        // `Handshake` returns "X-Stream-Protocol-Version is required" without writing a response, and
+        // `ServePortForward` only logs it: Go's server answers an empty 200.
+        return reply(200, "text/plain; charset=utf-8", Vec::new());
+    }
+    if !offered.iter().any(|p| p == spdy::PROTOCOL) {
+        let mut resp = http_error(
+            403,
+            &format!(
+                "unable to upgrade: unable to negotiate protocol: client supports [{}], server accepts [{}]",
+                offered.join(" "),
+                spdy::PROTOCOL
+            ),
+        );
+        resp.headers_mut().insert(
+            "x-accepted-stream-protocol-versions",
+            spdy::PROTOCOL.parse().expect("header"),
+        );
+        return resp;
+    }
+    if tunnel {
+        // gorilla/websocket `Upgrader.Upgrade` (what `streamtunnel.go` upgrades with) refuses a handshake that is
+        // not a GET, not version 13 or without a key of 16 bytes, through `returnError`: the status text.
+        let key = header("sec-websocket-key");
+        let key_ok = base64::engine::general_purpose::STANDARD
+            .decode(&key)
+            .is_ok_and(|k| k.len() == 16);
+        let refused = if req.method() != hyper::Method::GET {
+            Some((405, "Method Not Allowed"))
+        } else if header("sec-websocket-version") != "13" || !key_ok {
+            Some((400, "Bad Request"))
+        } else {
+            None
+        };
+        if let Some((code, text)) = refused {
+            let mut resp = http_error(code, text);
+            resp.headers_mut()
+                .insert("sec-websocket-version", "13".parse().expect("header"));
+            return resp;
+        }
+        let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+        let upgrade = hyper::upgrade::on(req);
+        tokio::spawn(async move {
+            let Ok(upgraded) = upgrade.await else { return };
+            let ws =
+                WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
+            spdy::serve(spdy::Transport::Tunnel(Box::new(ws)), pod).await;
+        });
+        return Response::builder()
+            .status(101)
+            .header("upgrade", "websocket")
+            .header("connection", "Upgrade")
+            .header("sec-websocket-accept", accept)
+            .header(
+                "sec-websocket-protocol",
+                format!("{}{}", spdy::TUNNEL_PREFIX, spdy::PROTOCOL),
+            )
+            .body(Body::Full(None))
+            .expect("valid response");
+    }
+    if !header("upgrade").to_ascii_lowercase().contains("spdy/3.1") {
+        return http_error(
+            400,
+            &format!(
+                "unable to upgrade: missing upgrade headers in request: Connection: {:?}, Upgrade: {:?}",
+                header("connection"),
+                header("upgrade")
+            ),
+        );
+    }
+    let upgrade = hyper::upgrade::on(req);
+    tokio::spawn(async move {
+        let Ok(upgraded) = upgrade.await else { return };
+        spdy::serve(spdy::Transport::Raw(TokioIo::new(upgraded)), pod).await;
+    });
+    Response::builder()
+        .status(101)
+        .header("connection", "Upgrade")
+        .header("upgrade", "SPDY/3.1")
+        .header("x-stream-protocol-version", spdy::PROTOCOL)
+        .body(Body::Full(None))
+        .expect("valid response")
+}
+
+/// The pod a port-forward connection reaches, as the kubelet and its container runtime see it.
+pub struct PodTarget {
+    shared: Arc<Shared>,
+    ns: String,
+    name: String,
+    uid: String,
+}
+
+impl PodTarget {
+    /// `true` while the pod (same uid) exists and runs.
+    pub fn alive(&self) -> bool {
+        let state = self.shared.lock();
+        state
+            .find_type("", "pods")
+            .and_then(|rt| state.get(&rt, &self.ns, &self.name).cloned())
+            .is_some_and(|p| {
+                p["metadata"]["uid"].as_str() == Some(self.uid.as_str())
+                    && p.pointer("/metadata/deletionTimestamp").is_none()
+                    && p.pointer("/status/phase").and_then(Value::as_str) == Some("Running")
+            })
+    }
+
+    /// Connects to `port` in the pod, like the container runtime dials `localhost:PORT` in the pod's network
+    /// namespace; a failure is the kubelet's message for the error stream/channel:
+    /// `error forwarding port P to pod NAME, uid UID: ...`.
+    pub async fn connect(&self, port: u16) -> Result<tokio::net::TcpStream, String> {
+        let addr = {
+            let state = self.shared.lock();
+            let backends = self
+                .shared
+                .backends
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            state
+                .find_type("", "pods")
+                .and_then(|rt| state.get(&rt, &self.ns, &self.name).cloned())
+                .and_then(|pod| backend_for(&state, &backends, &pod, port))
+        };
+        let refused = format!("dial tcp4 127.0.0.1:{port}: connect: connection refused");
+        let conn = match addr {
+            Some(a) => tokio::net::TcpStream::connect(a)
+                .await
+                .map_err(|e| e.to_string()),
+            None => Err(refused),
+        };
+        let (name, uid) = (&self.name, &self.uid);
+        conn.map_err(|e| format!(
+            "error forwarding port {port} to pod {name}, uid {uid}: failed to connect to localhost:{port} inside namespace \"{uid}\", IPv4: {e} IPv6 dial tcp6 [::1]:{port}: connect: connection refused "
+        ))
+    }
 }
 
 /// One port-forward connection: per requested port a data channel (2i) and an error channel (2i+1), each opened with
@@ -406,14 +588,7 @@ fn pod_alive(shared: &Shared, ns: &str, name: &str, uid: &str) -> bool {
 /// backend like the container runtime dials `localhost:PORT` in the pod's network namespace; a failure is written
 /// on the error channel as `error forwarding port P to pod NAME, uid UID: ...`. The connection ends when every port
 /// is done, the client closes, or the pod goes away.
-async fn serve(
-    shared: Arc<Shared>,
-    ws: Upgraded,
-    ns: String,
-    name: String,
-    uid: String,
-    ports: Vec<u16>,
-) {
+async fn serve(pod: Arc<PodTarget>, ws: Upgraded, ports: Vec<u16>) {
     let (mut sink, mut stream) = ws.split();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Message>();
     for (i, port) in ports.iter().enumerate() {
@@ -424,26 +599,7 @@ async fn serve(
     let mut to_backend = Vec::new();
     let mut live = 0usize;
     for (i, &port) in ports.iter().enumerate() {
-        let addr = {
-            let state = shared.lock();
-            let backends = shared
-                .backends
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone();
-            state
-                .find_type("", "pods")
-                .and_then(|rt| state.get(&rt, &ns, &name).cloned())
-                .and_then(|pod| backend_for(&state, &backends, &pod, port))
-        };
-        let conn = match addr {
-            Some(a) => tokio::net::TcpStream::connect(a)
-                .await
-                .map_err(|e| e.to_string()),
-            None => Err("dial tcp4 127.0.0.1:".to_string()
-                + &port.to_string()
-                + ": connect: connection refused"),
-        };
+        let conn = pod.connect(port).await;
         match conn {
             Ok(conn) => {
                 let (mut r, w) = conn.into_split();
@@ -470,11 +626,8 @@ async fn serve(
                     let _ = tx.send(Message::Text(format!("done {ch}").into()));
                 });
             }
-            Err(e) => {
+            Err(msg) => {
                 to_backend.push(None);
-                let msg = format!(
-                    "error forwarding port {port} to pod {name}, uid {uid}: failed to connect to localhost:{port} inside namespace \"{uid}\", IPv4: {e} IPv6 dial tcp6 [::1]:{port}: connect: connection refused "
-                );
                 let mut frame = vec![2 * i as u8 + 1];
                 frame.extend_from_slice(msg.as_bytes());
                 let _ = tx.send(Message::binary(frame));
@@ -516,7 +669,7 @@ async fn serve(
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
                 Some(Ok(_)) => {}
             },
-            _ = check.tick() => if !pod_alive(&shared, &ns, &name, &uid) { break },
+            _ = check.tick() => if !pod.alive() { break },
         }
     }
     while let Ok(m) = rx.try_recv() {

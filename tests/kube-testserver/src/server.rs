@@ -100,7 +100,7 @@ where
     let _ = hyper::server::conn::http1::Builder::new()
         .keep_alive(true)
         .serve_connection(TokioIo::new(stream), service)
-        // `pods/portforward` upgrades the connection to a WebSocket.
+        // `pods/portforward` upgrades the connection (WebSocket or SPDY/3.1).
         .with_upgrades()
         .await;
 }
