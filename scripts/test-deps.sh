@@ -87,7 +87,7 @@ fi
 
 # --- .gitignore ----------------------------------------------------------------
 touch .gitignore
-for entry in /.venv-test/ /.tools/; do
+for entry in /.venv-test /.tools; do
     grep -qxF "$entry" .gitignore || echo "$entry" >> .gitignore
 done
 
