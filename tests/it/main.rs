@@ -9,6 +9,7 @@ mod incluster;
 mod k8s;
 mod portforward;
 mod preflight;
+mod customise;
 mod recipes;
 mod reliability;
 mod runtime;

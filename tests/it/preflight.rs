@@ -509,3 +509,46 @@ fn argo_row_needs_a_token_and_prefers_argo_token_from_the_config() {
         .stdout_contains("check argo.token")
         .never_shows("argo-wrong-canary");
 }
+
+/// A search domain without auth (`search.auth: false`): no password is needed, the check sends
+/// no credentials and passes; a domain that does ask for them fails the row saying so.
+#[test]
+fn search_without_auth_needs_no_password_and_sends_none() {
+    needs!("postgres");
+    let nodes = [("n1", BIG.0, BIG.1, BIG.2)];
+    let w = World::start("1.31.2", &nodes, "3.4.0", "v3.7.1");
+    let open = JsonServer::start();
+    open.route(
+        "/",
+        json!({"version": {"distribution": "opensearch", "number": "3.4.0"}}),
+    );
+    let env: Vec<_> = w
+        .env()
+        .into_iter()
+        .filter(|(k, _)| k != "COLLATE_ES_PASSWORD")
+        .collect();
+    let lowered = "preflight: {nodes: {min_count: 1}}\n";
+    Run::recipe("preflight.rhai")
+        .config_yaml(&w.config(lowered))
+        .config_yaml(&format!(
+            "search: {{auth: false, port: {}, user: \"\"}}\n",
+            open.port()
+        ))
+        .envs(env.clone())
+        .succeeds()
+        .stdout_contains("opensearch 3.4.0")
+        .stdout_contains("every requirement is met");
+    assert!(
+        open.seen().iter().all(|(p, a)| p != "/" || a.is_none()),
+        "no credentials sent: {:?}",
+        open.seen()
+    );
+    // The domain of the world asks for credentials: the row fails and says how to give them.
+    Run::recipe("preflight.rhai")
+        .config_yaml(&w.config(lowered))
+        .config_yaml("search: {auth: false}\n")
+        .envs(env)
+        .fails_with(5)
+        .stdout_contains("HTTP 401")
+        .stdout_contains("set search.auth: true");
+}

@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 
 const ACCOUNT: &str = "123456789012";
 
-fn example() -> PathBuf {
+pub(crate) fn example() -> PathBuf {
     root().join("recipes/customer.example.yaml")
 }
 
@@ -31,7 +31,7 @@ pub(crate) fn secrets_env() -> Vec<(&'static str, &'static str)> {
 }
 
 /// The recipes on the shared loopback world (`collate_run_tests::world`), AWS prerequisites off.
-trait Recipes {
+pub(crate) trait Recipes {
     fn recipe(&self, name: &str) -> Run;
 }
 
