@@ -7,6 +7,7 @@ mod helm;
 mod image;
 mod incluster;
 mod k8s;
+mod pins;
 mod portforward;
 mod preflight;
 mod customise;
