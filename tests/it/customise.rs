@@ -217,3 +217,64 @@ fn search_without_auth_renders_no_credentials() {
         .fails_with(3)
         .stdout_contains("search.user is needed while search.auth is true");
 }
+
+/// A search domain behind a private CA: the server gets the truststore of the Secret
+/// `search.truststore.secret` (made by the consultant with keytool), mounted where the chart's
+/// trustStore path points, its password from the same Secret. A missing Secret stops the run
+/// before any change, saying how to make it.
+#[test]
+fn search_truststore_is_mounted_for_the_server() {
+    needs!("helm");
+    let w = World::start();
+    let ts = "search: {scheme: https, truststore: {secret: search-truststore}}\n";
+    let plan = w
+        .recipe("full.rhai")
+        .plan()
+        .config_yaml(ts)
+        .fails_with(3);
+    plan.stdout_contains("search.truststore.secret: Secret `collate/search-truststore` does not exist")
+        .stdout_contains("keytool -importcert");
+    assert!(plan.changed().is_empty());
+    w.kube.server.insert(serde_json::json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "search-truststore", "namespace": "collate"},
+        "type": "Opaque",
+        "data": {"truststore": "AAEC", "password": "Y2hhbmdlaXQ="},
+    }));
+    w.recipe("collate.rhai").config_yaml(ts).succeeds();
+    let d = w.get("apps/v1", "Deployment", "collate", "openmetadata");
+    let pod = &d["spec"]["template"]["spec"];
+    let volume = pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "search-truststore")
+        .unwrap_or_else(|| panic!("no truststore volume: {pod}"));
+    assert_eq!(volume["secret"]["secretName"], "search-truststore");
+    let c = &pod["containers"][0];
+    assert!(
+        c["volumeMounts"].to_string().contains("/etc/collate/search-truststore"),
+        "{c}"
+    );
+    let env = c["env"].as_array().unwrap();
+    let password = env
+        .iter()
+        .find(|e| e["name"] == "ELASTICSEARCH_TRUST_STORE_PASSWORD")
+        .unwrap_or_else(|| panic!("no truststore password: {c}"));
+    assert_eq!(
+        password["valueFrom"]["secretKeyRef"],
+        serde_json::json!({"name": "search-truststore", "key": "password"})
+    );
+    assert_eq!(
+        w.secret("collate", "openmetadata-search-secret", "ELASTICSEARCH_TRUST_STORE_PATH")
+            .as_deref(),
+        Some("/etc/collate/search-truststore/truststore")
+    );
+    // OpenMetadata reads the truststore only with the search credentials.
+    w.recipe("collate.rhai")
+        .plan()
+        .config_yaml(ts)
+        .config_yaml("search: {auth: false}\n")
+        .fails_with(3)
+        .stdout_contains("search.truststore needs search.scheme: https and search.auth: true");
+}
