@@ -181,8 +181,10 @@ fn build_request(method: reqwest::Method, url: &str, opts: &Map) -> Result<Reque
 /// `curl --cacert`).
 fn client_trusting(path: &str) -> Result<reqwest::Client, HostError> {
     let pem = std::fs::read(path).map_err(|e| {
-        HostError::input(format!("cannot read the CA bundle `{path}` (option `ca_file`): {e}"))
-            .with_source(e)
+        HostError::input(format!(
+            "cannot read the CA bundle `{path}` (option `ca_file`): {e}"
+        ))
+        .with_source(e)
     })?;
     let certs = reqwest::Certificate::from_pem_bundle(&pem)
         .ok()
@@ -197,7 +199,9 @@ fn client_trusting(path: &str) -> Result<reqwest::Client, HostError> {
         .connect_timeout(Duration::from_secs(10))
         .tls_certs_only(certs)
         .build()
-        .map_err(|e| HostError::input(format!("cannot use the CA bundle `{path}`: {e}")).with_source(e))
+        .map_err(|e| {
+            HostError::input(format!("cannot use the CA bundle `{path}`: {e}")).with_source(e)
+        })
 }
 
 /// Sends a `svc://` request through the run's tunnel to that Service (opened on first use).

@@ -2,8 +2,8 @@
 //! upstream charts, checked on what the charts made (the workflow-controller ConfigMap, the
 //! Deployments, the RBAC objects), each with today's values as its default.
 
-use collate_run_tests::world::World;
 use collate_run_tests::needs;
+use collate_run_tests::world::World;
 use serde_json::Value;
 
 use crate::recipes::Recipes;
@@ -81,7 +81,10 @@ argo:
     assert_eq!(my["tableName"], "argo_workflows");
     assert_eq!(my["userNameSecret"]["name"], "argo-db-credentials");
     assert_eq!(my["passwordSecret"]["key"], "password");
-    assert!(my.get("ssl").is_none() && my.get("sslMode").is_none(), "{config}");
+    assert!(
+        my.get("ssl").is_none() && my.get("sslMode").is_none(),
+        "{config}"
+    );
 
     let controller = container(&w, "collate", "argo-workflows-workflow-controller");
     assert_eq!(
@@ -190,10 +193,9 @@ fn search_without_auth_renders_no_credentials() {
     needs!("helm");
     let w = World::start();
     let collate = || {
-        w.recipe("collate.rhai")
-            .config_yaml(&format!(
-                "search: {{auth: false, user: \"\", password: {UNSET}}}\n"
-            ))
+        w.recipe("collate.rhai").config_yaml(&format!(
+            "search: {{auth: false, user: \"\", password: {UNSET}}}\n"
+        ))
     };
     collate().succeeds();
     assert!(
@@ -204,10 +206,21 @@ fn search_without_auth_renders_no_credentials() {
     let c = container(&w, "collate", "openmetadata");
     let env = c["env"].to_string();
     assert!(!env.contains("ELASTICSEARCH_PASSWORD"), "{env}");
-    assert!(w.secret("collate", "openmetadata-search-secret", "ELASTICSEARCH_USER").is_none());
     assert!(
-        w.secret("collate", "openmetadata-search-secret", "ELASTICSEARCH_HOST")
-            .is_some()
+        w.secret(
+            "collate",
+            "openmetadata-search-secret",
+            "ELASTICSEARCH_USER"
+        )
+        .is_none()
+    );
+    assert!(
+        w.secret(
+            "collate",
+            "openmetadata-search-secret",
+            "ELASTICSEARCH_HOST"
+        )
+        .is_some()
     );
     assert!(collate().succeeds().changed().is_empty());
     // With auth the user must be named.
@@ -227,13 +240,11 @@ fn search_truststore_is_mounted_for_the_server() {
     needs!("helm");
     let w = World::start();
     let ts = "search: {scheme: https, truststore: {secret: search-truststore}}\n";
-    let plan = w
-        .recipe("full.rhai")
-        .plan()
-        .config_yaml(ts)
-        .fails_with(3);
-    plan.stdout_contains("search.truststore.secret: Secret `collate/search-truststore` does not exist")
-        .stdout_contains("keytool -importcert");
+    let plan = w.recipe("full.rhai").plan().config_yaml(ts).fails_with(3);
+    plan.stdout_contains(
+        "search.truststore.secret: Secret `collate/search-truststore` does not exist",
+    )
+    .stdout_contains("keytool -importcert");
     assert!(plan.changed().is_empty());
     w.kube.server.insert(serde_json::json!({
         "apiVersion": "v1", "kind": "Secret",
@@ -253,7 +264,9 @@ fn search_truststore_is_mounted_for_the_server() {
     assert_eq!(volume["secret"]["secretName"], "search-truststore");
     let c = &pod["containers"][0];
     assert!(
-        c["volumeMounts"].to_string().contains("/etc/collate/search-truststore"),
+        c["volumeMounts"]
+            .to_string()
+            .contains("/etc/collate/search-truststore"),
         "{c}"
     );
     let env = c["env"].as_array().unwrap();
@@ -266,8 +279,12 @@ fn search_truststore_is_mounted_for_the_server() {
         serde_json::json!({"name": "search-truststore", "key": "password"})
     );
     assert_eq!(
-        w.secret("collate", "openmetadata-search-secret", "ELASTICSEARCH_TRUST_STORE_PATH")
-            .as_deref(),
+        w.secret(
+            "collate",
+            "openmetadata-search-secret",
+            "ELASTICSEARCH_TRUST_STORE_PATH"
+        )
+        .as_deref(),
         Some("/etc/collate/search-truststore/truststore")
     );
     // OpenMetadata reads the truststore only with the search credentials.

@@ -3,6 +3,7 @@
 
 mod aws;
 mod bad_input;
+mod customise;
 mod helm;
 mod image;
 mod incluster;
@@ -10,7 +11,6 @@ mod k8s;
 mod pins;
 mod portforward;
 mod preflight;
-mod customise;
 mod recipes;
 mod reliability;
 mod runtime;

@@ -562,12 +562,7 @@ fn search_behind_a_private_ca_is_reached_with_search_ca_file() {
     let nodes = [("n1", BIG.0, BIG.1, BIG.2)];
     let w = World::start("1.31.2", &nodes, "3.4.0", "v3.7.1");
     let tls = collate_run_tests::tls_server::TlsServer::start();
-    let config = |extra: &str| {
-        format!(
-            "search: {{scheme: https, port: {}{extra}}}\n",
-            tls.port()
-        )
-    };
+    let config = |extra: &str| format!("search: {{scheme: https, port: {}{extra}}}\n", tls.port());
     let lowered = "preflight: {nodes: {min_count: 1}}\n";
     let run = |extra: &str| {
         Run::recipe("preflight.rhai")

@@ -1089,8 +1089,7 @@ fn status_reports_a_deployment_and_fails_when_something_is_wrong() {
     // answers a fixed 2015-01-01 (moto/ecr/responses.py): an expired token, as status says.
     let pull = w.get("v1", "Secret", "collate", "ecr-registry-creds");
     assert_eq!(
-        pull["metadata"]["annotations"]["collate-run.io/token-expires-at"],
-        "2015-01-01T00:00:00Z",
+        pull["metadata"]["annotations"]["collate-run.io/token-expires-at"], "2015-01-01T00:00:00Z",
         "{pull}"
     );
     let expiring_in = |hours: i64| {
@@ -1132,7 +1131,10 @@ fn status_reports_a_deployment_and_fails_when_something_is_wrong() {
     let fresh = token_row(&out);
     assert_eq!(fresh["verdict"], "ok", "{fresh}");
     assert!(
-        fresh["found"].as_str().unwrap().contains("expires in 10h 5"),
+        fresh["found"]
+            .as_str()
+            .unwrap()
+            .contains("expires in 10h 5"),
         "{fresh}"
     );
     let report = out
