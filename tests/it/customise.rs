@@ -59,6 +59,7 @@ argo:
     registry: mirror.example.com
     tag: v3.7.1-mirror
     pull_secrets: [mirror-creds]
+    pull_policy: IfNotPresent
     executor: {registry: exec.example.com, repository: mirror/argoexec}
     server: {tag: v3.7.1-server}
 "#;
@@ -91,6 +92,7 @@ argo:
         controller["image"],
         "mirror.example.com/argoproj/workflow-controller:v3.7.1-mirror"
     );
+    assert_eq!(controller["imagePullPolicy"], "IfNotPresent");
     let args: Vec<&str> = controller["args"]
         .as_array()
         .unwrap()
