@@ -23,7 +23,7 @@ use crate::value::{Secrets, check_keys, from_json, opt, to_json};
 
 /// Options every call takes.
 const CALL_OPTIONS: &[&str] = &[
-    "headers", "body", "bearer", "basic", "timeout", "fail", "safe",
+    "headers", "body", "bearer", "basic", "timeout", "fail", "safe", "ca_file",
 ];
 /// Options of `http::poll` on top of the GET options.
 const POLL_OPTIONS: &[&str] = &[
@@ -66,6 +66,8 @@ struct Request {
     bearer: Option<String>,
     basic: Option<(String, String)>,
     timeout: Duration,
+    /// A client trusting only the CAs of option `ca_file`; else the shared one.
+    client: Option<reqwest::Client>,
 }
 
 /// The answer, as scripts see it.
@@ -157,6 +159,10 @@ fn build_request(method: reqwest::Method, url: &str, opts: &Map) -> Result<Reque
     let timeout = opt::<i64>(opts, "timeout")?
         .unwrap_or(DEFAULT_TIMEOUT as i64)
         .max(1) as u64;
+    let client = match opt::<String>(opts, "ca_file")? {
+        None => None,
+        Some(path) => Some(client_trusting(&path)?),
+    };
     Ok(Request {
         method,
         url: url.to_string(),
@@ -167,7 +173,35 @@ fn build_request(method: reqwest::Method, url: &str, opts: &Map) -> Result<Reque
         bearer,
         basic,
         timeout: Duration::from_secs(timeout),
+        client,
     })
+}
+
+/// A client that trusts only the CA certificates of the PEM bundle `path` (a private CA, as
+/// `curl --cacert`).
+fn client_trusting(path: &str) -> Result<reqwest::Client, HostError> {
+    let pem = std::fs::read(path).map_err(|e| {
+        HostError::input(format!(
+            "cannot read the CA bundle `{path}` (option `ca_file`): {e}"
+        ))
+        .with_source(e)
+    })?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem)
+        .ok()
+        .filter(|c| !c.is_empty())
+        .ok_or_else(|| {
+            HostError::input(format!(
+                "`{path}` (option `ca_file`) holds no PEM certificate (`-----BEGIN CERTIFICATE-----`)"
+            ))
+        })?;
+    reqwest::Client::builder()
+        .user_agent(concat!("collate-run/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(Duration::from_secs(10))
+        .tls_certs_only(certs)
+        .build()
+        .map_err(|e| {
+            HostError::input(format!("cannot use the CA bundle `{path}`: {e}")).with_source(e)
+        })
 }
 
 /// Sends a `svc://` request through the run's tunnel to that Service (opened on first use).
@@ -185,7 +219,10 @@ async fn send(req: Request) -> Result<Response, HostError> {
     if let Some(t) = &req.tunnel {
         t.clear_error();
     }
-    let mut rb = client()
+    let mut rb = req
+        .client
+        .as_ref()
+        .unwrap_or_else(|| client())
         .request(req.method.clone(), &req.target)
         .timeout(req.timeout)
         .header(reqwest::header::ACCEPT, "application/json");
@@ -341,7 +378,8 @@ pub mod http_module {
 
     /// `GET url` with options: `headers` (map), `bearer` (string or Secret), `basic`
     /// (`#{user, password}`), `timeout` (seconds, default 30), `fail` (throw on non-2xx: kind
-    /// `auth` for 401/403, `not_found` for 404, `conflict` for 409, `api` otherwise).
+    /// `auth` for 401/403, `not_found` for 404, `conflict` for 409, `api` otherwise), `ca_file`
+    /// (a PEM bundle: trust only these CAs for an `https://` URL, as `curl --cacert`).
     ///
     /// ```rhai
     /// let token = secret::env("COLLATE_ADMIN_TOKEN");

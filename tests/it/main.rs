@@ -3,10 +3,12 @@
 
 mod aws;
 mod bad_input;
+mod customise;
 mod helm;
 mod image;
 mod incluster;
 mod k8s;
+mod pins;
 mod portforward;
 mod preflight;
 mod recipes;

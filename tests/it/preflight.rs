@@ -509,3 +509,83 @@ fn argo_row_needs_a_token_and_prefers_argo_token_from_the_config() {
         .stdout_contains("check argo.token")
         .never_shows("argo-wrong-canary");
 }
+
+/// A search domain without auth (`search.auth: false`): no password is needed, the check sends
+/// no credentials and passes; a domain that does ask for them fails the row saying so.
+#[test]
+fn search_without_auth_needs_no_password_and_sends_none() {
+    needs!("postgres");
+    let nodes = [("n1", BIG.0, BIG.1, BIG.2)];
+    let w = World::start("1.31.2", &nodes, "3.4.0", "v3.7.1");
+    let open = JsonServer::start();
+    open.route(
+        "/",
+        json!({"version": {"distribution": "opensearch", "number": "3.4.0"}}),
+    );
+    let env: Vec<_> = w
+        .env()
+        .into_iter()
+        .filter(|(k, _)| k != "COLLATE_ES_PASSWORD")
+        .collect();
+    let lowered = "preflight: {nodes: {min_count: 1}}\n";
+    Run::recipe("preflight.rhai")
+        .config_yaml(&w.config(lowered))
+        .config_yaml(&format!(
+            "search: {{auth: false, port: {}, user: \"\"}}\n",
+            open.port()
+        ))
+        .envs(env.clone())
+        .succeeds()
+        .stdout_contains("opensearch 3.4.0")
+        .stdout_contains("every requirement is met");
+    assert!(
+        open.seen().iter().all(|(p, a)| p != "/" || a.is_none()),
+        "no credentials sent: {:?}",
+        open.seen()
+    );
+    // The domain of the world asks for credentials: the row fails and says how to give them.
+    Run::recipe("preflight.rhai")
+        .config_yaml(&w.config(lowered))
+        .config_yaml("search: {auth: false}\n")
+        .envs(env)
+        .fails_with(5)
+        .stdout_contains("HTTP 401")
+        .stdout_contains("set search.auth: true");
+}
+
+/// A search domain behind a private CA (the test chain of `tls_server.rs`): without
+/// `search.ca_file` the TLS handshake fails on the unknown issuer; with the CA's PEM the check
+/// gets through TLS and reads the answer (the stand-in answers 404, so the row names that).
+#[test]
+fn search_behind_a_private_ca_is_reached_with_search_ca_file() {
+    needs!("postgres");
+    let nodes = [("n1", BIG.0, BIG.1, BIG.2)];
+    let w = World::start("1.31.2", &nodes, "3.4.0", "v3.7.1");
+    let tls = collate_run_tests::tls_server::TlsServer::start();
+    let config = |extra: &str| format!("search: {{scheme: https, port: {}{extra}}}\n", tls.port());
+    let lowered = "preflight: {nodes: {min_count: 1}}\n";
+    let run = |extra: &str| {
+        Run::recipe("preflight.rhai")
+            .config_yaml(&w.config(lowered))
+            .config_yaml(&config(extra))
+            .envs(w.env())
+    };
+    let out = run("").fails_with(5);
+    out.stdout_contains("a private CA: search.ca_file");
+    assert!(
+        out.stdout.contains("certificate") || out.stdout.contains("UnknownIssuer"),
+        "{out}"
+    );
+    let root = collate_run_tests::tls_server::TlsServer::root_ca_file();
+    run(&format!(", ca_file: \"{}\"", root.display()))
+        .fails_with(5)
+        .stdout_contains(&format!(
+            "HTTP 404 from https://127.0.0.1:{}/ without a version",
+            tls.port()
+        ));
+    assert!(tls.handshakes() >= 1);
+    // A file that is no PEM bundle: a clear error naming it.
+    run(", ca_file: /etc/hostname")
+        .fails_with(5)
+        .stdout_contains("holds no PEM certificate");
+}

@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 
 const ACCOUNT: &str = "123456789012";
 
-fn example() -> PathBuf {
+pub(crate) fn example() -> PathBuf {
     root().join("recipes/customer.example.yaml")
 }
 
@@ -31,7 +31,7 @@ pub(crate) fn secrets_env() -> Vec<(&'static str, &'static str)> {
 }
 
 /// The recipes on the shared loopback world (`collate_run_tests::world`), AWS prerequisites off.
-trait Recipes {
+pub(crate) trait Recipes {
     fn recipe(&self, name: &str) -> Run;
 }
 
@@ -1085,7 +1085,58 @@ fn status_reports_a_deployment_and_fails_when_something_is_wrong() {
     let (w, moto) = deployed_on_moto(Some("{prereqs: true, preflight: false}"));
     let aws = "account_id: \"\"\n";
     let status = || w.recipe("status.rhai").config_yaml(aws).envs(moto.env());
+    // The pull secret records its token's expiry (GetAuthorizationToken's expiresAt). moto
+    // answers a fixed 2015-01-01 (moto/ecr/responses.py): an expired token, as status says.
+    let pull = w.get("v1", "Secret", "collate", "ecr-registry-creds");
+    assert_eq!(
+        pull["metadata"]["annotations"]["collate-run.io/token-expires-at"], "2015-01-01T00:00:00Z",
+        "{pull}"
+    );
+    let expiring_in = |hours: i64| {
+        let mut s = pull.clone();
+        s["metadata"]["annotations"]["collate-run.io/token-expires-at"] =
+            json!(chrono_like(now_ms() / 1000 + hours * 3600));
+        w.kube.server.insert(s);
+    };
+    let token_row = |out: &collate_run_tests::run::Output| {
+        let report = out
+            .json_lines()
+            .into_iter()
+            .find(|l| l["type"] == "report")
+            .unwrap_or_else(|| panic!("no report line: {out}"));
+        report["data"]["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["requirement"] == "ECR pull secret collate/ecr-registry-creds")
+            .cloned()
+            .unwrap_or_else(|| panic!("no pull secret row: {report}"))
+    };
+    let expired = token_row(&status().fails_with(5));
+    assert_eq!(expired["verdict"], "FAIL", "{expired}");
+    assert!(
+        expired["found"].as_str().unwrap().contains("expired"),
+        "{expired}"
+    );
+    // 11 h 30 left of 12: 30 min old, fine; 1 h left: 11 h old, a warning (exit 0).
+    expiring_in(1);
+    let old = token_row(&status().succeeds());
+    assert_eq!(old["verdict"], "warn", "{old}");
+    assert!(
+        old["found"].as_str().unwrap().starts_with("token 11h 0"),
+        "{old}"
+    );
+    expiring_in(11);
     let out = status().succeeds();
+    let fresh = token_row(&out);
+    assert_eq!(fresh["verdict"], "ok", "{fresh}");
+    assert!(
+        fresh["found"]
+            .as_str()
+            .unwrap()
+            .contains("expires in 10h 5"),
+        "{fresh}"
+    );
     let report = out
         .json_lines()
         .into_iter()
@@ -1117,12 +1168,6 @@ fn status_reports_a_deployment_and_fails_when_something_is_wrong() {
     );
     // The provider, and for each of the 4 roles: exists, trust sub, trust aud, policies, annotation.
     assert_eq!(find("IRSA")["found"], "21 checks ok", "{report}");
-    // The in-cluster ECR refresh is installed; the test cluster never runs its CronJob.
-    assert_eq!(
-        find("ECR pull secret refresh in collate")["found"],
-        "no successful run recorded yet",
-        "{report}"
-    );
     // Human output: the table.
     Run::recipe("status.rhai")
         .config(example())

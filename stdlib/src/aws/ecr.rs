@@ -67,14 +67,21 @@ pub fn docker_config_json(registry: &str, password: &str) -> String {
         .to_string()
 }
 
-fn docker_config(ctx: &NativeCallContext, registry: &str, opts: &Map) -> RhaiResult<Secret> {
-    check_keys("aws::ecr::docker_config", opts, &["profile"])?;
+/// The `.dockerconfigjson` Secret and when its token expires (GetAuthorizationToken's
+/// `expiresAt`, RFC 3339; `()` when the answer has none).
+fn authorize(
+    ctx: &NativeCallContext,
+    fn_name: &str,
+    registry: &str,
+    opts: &Map,
+) -> RhaiResult<(Secret, Dynamic)> {
+    check_keys(fn_name, opts, &["profile"])?;
     let reg = parse_registry(registry)?;
     let host = Host::of(ctx)?;
     let profile = opt::<String>(opts, "profile")?;
     let op = "ecr:GetAuthorizationToken";
     let what = format!("{op} {}", reg.host);
-    let token = match &profile {
+    let (token, expires_at) = match &profile {
         // A second set of credentials, as the guide's `--profile ecr-collate`.
         Some(p) => {
             host.guard_remote(&what)?;
@@ -104,9 +111,12 @@ fn docker_config(ctx: &NativeCallContext, registry: &str, opts: &Map) -> RhaiRes
     // Registered so the password and its base64 forms are masked in any text that leaves.
     let _ = Secret::new(password, "ecr password");
     let _ = Secret::new(token.trim(), "ecr token");
-    Ok(Secret::new(
-        docker_config_json(&reg.host, password),
-        format!("ecr GetAuthorizationToken {}", reg.host),
+    Ok((
+        Secret::new(
+            docker_config_json(&reg.host, password),
+            format!("ecr GetAuthorizationToken {}", reg.host),
+        ),
+        expires_at,
     ))
 }
 
@@ -116,7 +126,7 @@ fn fetch(
     ecr: &aws_sdk_ecr::Client,
     what: &str,
     reg: &Registry,
-) -> Result<String, HostError> {
+) -> Result<(String, Dynamic), HostError> {
     let op = "ecr:GetAuthorizationToken";
     host.read(what, async {
         #[allow(deprecated)]
@@ -128,7 +138,10 @@ fn fetch(
             .map_err(|e| sdk_error(c, op, &reg.host, e))?;
         out.authorization_data()
             .iter()
-            .find_map(|d| d.authorization_token().map(str::to_string))
+            .find_map(|d| {
+                d.authorization_token()
+                    .map(|t| (t.to_string(), crate::aws::time(d.expires_at())))
+            })
             .ok_or_else(|| HostError::api(format!("`{op}` for `{}` returned no token", reg.host)))
     })
 }
@@ -150,7 +163,7 @@ pub mod ecr_module {
     #[rhai_fn(return_raw)]
     pub fn docker_config(ctx: NativeCallContext, registry: &str) -> RhaiResult<Secret> {
         crate::host::track(&ctx);
-        super::docker_config(&ctx, registry, &Map::new())
+        Ok(authorize(&ctx, "aws::ecr::docker_config", registry, &Map::new())?.0)
     }
 
     /// `docker_config` with options: `profile`, the AWS profile whose credentials may pull
@@ -167,7 +180,31 @@ pub mod ecr_module {
         opts: Map,
     ) -> RhaiResult<Secret> {
         crate::host::track(&ctx);
-        super::docker_config(&ctx, registry, &opts)
+        Ok(authorize(&ctx, "aws::ecr::docker_config", registry, &opts)?.0)
+    }
+
+    /// `docker_config` and when its token expires: `#{docker_config, expires_at}`, where
+    /// `expires_at` is GetAuthorizationToken's `expiresAt` (RFC 3339; ECR tokens last 12 hours),
+    /// `()` when the answer carries none. The token itself carries no time: ECR documents it only
+    /// as `user:password` in base64. Takes the options of `docker_config`.
+    ///
+    /// ```rhai
+    /// let auth = aws::ecr::authorization("118146679784.dkr.ecr.eu-west-1.amazonaws.com", #{});
+    /// k8s::ensure_secret("collate", "ecr-registry-creds", #{
+    ///     type: "kubernetes.io/dockerconfigjson",
+    ///     data: #{ ".dockerconfigjson": auth.docker_config },
+    ///     annotations: #{ "collate-run.io/token-expires-at": auth.expires_at },
+    /// });
+    /// ```
+    #[rhai_fn(return_raw)]
+    pub fn authorization(ctx: NativeCallContext, registry: &str, opts: Map) -> RhaiResult<Map> {
+        crate::host::track(&ctx);
+        let (config, expires_at) =
+            super::authorize(&ctx, "aws::ecr::authorization", registry, &opts)?;
+        let mut m = Map::new();
+        m.insert("docker_config".into(), Dynamic::from(config));
+        m.insert("expires_at".into(), expires_at);
+        Ok(m)
     }
 }
 
