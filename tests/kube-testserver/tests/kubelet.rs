@@ -237,7 +237,47 @@ fn a_job_of_a_registered_image_runs_with_the_pods_environment() {
         .collect();
     assert_eq!(types, ["SuccessCriteriaMet", "Complete"]);
     assert_eq!(status["conditions"][1]["reason"], "CompletionsReached");
+
+    // A Job made from a CronJob by kubectl (sent as protobuf: inline `volumeSource` and
+    // `localObjectReference` fields) runs the same way.
+    apply(&server, CRON_JOB);
+    ok(&server, &["create", "job", "now", "--from=cronjob/nightly"]);
+    ok(
+        &server,
+        &[
+            "wait",
+            "--for=condition=complete",
+            "job/now",
+            "--timeout=30s",
+        ],
+    );
+    assert_eq!(
+        ok(&server, &["logs", "job/now"]),
+        "s3cret-canary\nhello from a ConfigMap"
+    );
 }
+
+const CRON_JOB: &str = r#"
+apiVersion: batch/v1
+kind: CronJob
+metadata: {name: nightly}
+spec:
+  schedule: "0 0 * * *"
+  jobTemplate:
+    spec:
+      template:
+        spec:
+          restartPolicy: Never
+          containers:
+          - name: main
+            image: busybox:1.36
+            command: [sh, -c, 'echo "$API_KEY"; cat /etc/settings/greeting']
+            env:
+            - name: API_KEY
+              valueFrom: {secretKeyRef: {name: creds, key: API_KEY}}
+            volumeMounts: [{name: settings, mountPath: /etc/settings}]
+          volumes: [{name: settings, configMap: {name: settings}}]
+"#;
 
 #[test]
 fn a_failing_job_is_retried_up_to_its_backoff_limit() {
