@@ -462,7 +462,7 @@ fn the_refresh_job_refreshes_the_pull_secret_with_the_access_key_from_the_secret
     let (state, log) = finished(&w, &format!("{NAME}-install-1"));
     assert_eq!(state, "Complete", "{log}");
     assert!(
-        log.contains(&format!("pull secret {NS}/{PULL_SECRET} false")),
+        log.contains(&format!("pull secret {NS}/{PULL_SECRET} unchanged")),
         "{log}"
     );
 
@@ -473,7 +473,7 @@ fn the_refresh_job_refreshes_the_pull_secret_with_the_access_key_from_the_secret
     let (state, log) = finished(&w, "refresh-now");
     assert_eq!(state, "Complete", "{log}");
     assert!(
-        log.contains(&format!("pull secret {NS}/{PULL_SECRET} true")),
+        log.contains(&format!("pull secret {NS}/{PULL_SECRET} updated")),
         "{log}"
     );
     assert!(!log.contains(SECRET_KEY) && !log.contains(&w.moto().ecr_password(REGISTRY_ACCOUNT)));
