@@ -479,6 +479,9 @@ fn the_refresh_job_refreshes_the_pull_secret_with_the_access_key_from_the_secret
     assert!(!log.contains(SECRET_KEY) && !log.contains(&w.moto().ecr_password(REGISTRY_ACCOUNT)));
     assert_eq!(docker_config(&w).as_deref(), Some(fresh.as_str()), "{log}");
     let expected = format!("/api/v1/namespaces/{NS}/secrets/{PULL_SECRET}");
+    let cron = get(&w, "batch/v1", "CronJob", NAME).unwrap();
+    let refreshed = &get(&w, "batch/v1", "Job", "refresh-now").unwrap()["status"]["completionTime"];
+    assert_eq!(&cron["status"]["lastSuccessfulTime"], refreshed);
     let writes = writes(&w);
     let (operator, pod): (Vec<&String>, Vec<&String>) =
         writes.iter().partition(|r| r.ends_with("/jobs"));
@@ -486,6 +489,34 @@ fn the_refresh_job_refreshes_the_pull_secret_with_the_access_key_from_the_secret
     assert!(
         !pod.is_empty() && pod.iter().all(|r| r.ends_with(&expected)),
         "{writes:#?}"
+    );
+
+    // status.rhai reads the refresh's last success from the CronJob.
+    let status = Run::recipe("status.rhai")
+        .config(root().join("recipes/customer.example.yaml"))
+        .config_yaml(&w.overrides("account_id: \"\""))
+        .config_yaml(KEYS)
+        .envs(secrets_env())
+        .envs(w.kube.env())
+        .envs(w.moto().env())
+        .json()
+        .succeeds();
+    let report = status
+        .json_lines()
+        .into_iter()
+        .find(|l| l["type"] == "report")
+        .unwrap_or_else(|| panic!("no report line: {status}"));
+    let row = report["data"]["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["requirement"] == format!("ECR pull secret refresh in {NS}"))
+        .cloned()
+        .unwrap_or_else(|| panic!("no refresh row: {report}"));
+    assert_eq!(
+        (row["found"].as_str(), row["verdict"].as_str()),
+        (Some("last success 0 h ago"), Some("ok")),
+        "{report}"
     );
 
     // AWS refuses the access key: every attempt (backoffLimit 2) exits 4 with AWS's reason,

@@ -177,6 +177,7 @@ pub fn job(state: &mut State, job: &Value) {
         conditions.push(condition("SuccessCriteriaMet", reason, message));
         conditions.push(condition("Complete", reason, message));
         status["completionTime"] = json!(now);
+        cron_job_saw_success(state, job, &now);
     } else if failed > backoff_limit {
         // `exceedsBackoffLimit`: the interim `FailureTarget`, then `Failed`; no completionTime.
         let (reason, message) = (
@@ -203,6 +204,48 @@ pub fn job(state: &mut State, job: &Value) {
     status["terminating"] = json!(0);
     status["uncountedTerminatedPods"] = json!({});
     crate::controllers::set_status(state, "batch", "jobs", job, status);
+}
+
+/// A Job a CronJob controls succeeded: the CronJob's `status.lastSuccessfulTime` becomes its
+/// completion time when later (kubernetes `pkg/controller/cronjob/cronjob_controllerv2.go`,
+/// `syncCronJob`: "a job does not have to be in active list, as long as it has completed
+/// successfully"). The schedule itself never fires here.
+fn cron_job_saw_success(state: &mut State, job: &Value, completion: &str) {
+    let Some(owner) = job
+        .pointer("/metadata/ownerReferences")
+        .and_then(Value::as_array)
+        .and_then(|o| {
+            o.iter()
+                .find(|o| o["kind"] == "CronJob" && o["controller"] == true)
+        })
+    else {
+        return;
+    };
+    let Some(cron_type) = state.find_type("batch", "cronjobs") else {
+        return;
+    };
+    let Some(cron) = state
+        .get(&cron_type, s(job, "/metadata/namespace"), s(owner, "/name"))
+        .filter(|c| c["metadata"]["uid"] == owner["uid"])
+        .cloned()
+    else {
+        return;
+    };
+    // RFC 3339 UTC timestamps of one format order as strings.
+    if cron
+        .pointer("/status/lastSuccessfulTime")
+        .and_then(Value::as_str)
+        .is_some_and(|last| last >= completion)
+    {
+        return;
+    }
+    crate::controllers::set_status(
+        state,
+        "batch",
+        "cronjobs",
+        &cron,
+        json!({"lastSuccessfulTime": completion}),
+    );
 }
 
 /// The labels the API server puts on a Job's pod template and selector at creation
@@ -284,22 +327,38 @@ pub fn admit_pod(state: &State, pod: &mut Value) {
         env.push(json!({"name": "AWS_DEFAULT_REGION", "value": region}));
         env.push(json!({"name": "AWS_REGION", "value": region}));
     }
+    // The volume already there: nothing to do; a container that sets the variables or mounts
+    // the volume itself is left alone (`updatePodSpec`, `addEnvToContainer`).
+    if pod["spec"]["volumes"]
+        .as_array()
+        .is_some_and(|v| v.iter().any(|v| v["name"] == "aws-iam-token"))
+    {
+        return;
+    }
     for list in ["initContainers", "containers"] {
         for c in pod["spec"][list].as_array_mut().into_iter().flatten() {
-            let has = |c: &Value, name: &str| {
-                c["env"]
-                    .as_array()
-                    .is_some_and(|e| e.iter().any(|e| e["name"] == name))
-            };
-            let missing: Vec<Value> = env
-                .iter()
-                .filter(|e| !has(c, s(e, "/name")))
-                .cloned()
+            let sets = c["env"].as_array().is_some_and(|e| {
+                e.iter().any(|e| {
+                    e["name"] == "AWS_ROLE_ARN" || e["name"] == "AWS_WEB_IDENTITY_TOKEN_FILE"
+                })
+            });
+            let mounts = c["volumeMounts"]
+                .as_array()
+                .is_some_and(|m| m.iter().any(|m| m["name"] == "aws-iam-token"));
+            if sets || mounts {
+                continue;
+            }
+            let names: Vec<Value> = c["env"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|e| e["name"].clone())
                 .collect();
             if !c["env"].is_array() {
                 c["env"] = json!([]);
             }
-            c["env"].as_array_mut().expect("array").extend(missing);
+            let env_list = c["env"].as_array_mut().expect("array");
+            env_list.extend(env.iter().filter(|e| !names.contains(&e["name"])).cloned());
             if !c["volumeMounts"].is_array() {
                 c["volumeMounts"] = json!([]);
             }
