@@ -42,7 +42,7 @@ fn interesting(f: &Followup) -> bool {
     )
 }
 
-fn i64_at(v: &Value, ptr: &str, default: i64) -> i64 {
+pub(crate) fn i64_at(v: &Value, ptr: &str, default: i64) -> i64 {
     v.pointer(ptr).and_then(Value::as_i64).unwrap_or(default)
 }
 

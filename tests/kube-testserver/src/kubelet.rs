@@ -7,6 +7,7 @@
 //! what is not emulated.
 
 use crate::api::Shared;
+use crate::controllers::i64_at;
 use crate::state::State;
 use crate::util::{now_rfc3339, random_suffix};
 use base64::Engine as _;
@@ -96,10 +97,6 @@ pub fn supported() -> bool {
 
 fn s<'a>(v: &'a Value, ptr: &str) -> &'a str {
     v.pointer(ptr).and_then(Value::as_str).unwrap_or_default()
-}
-
-fn i64_at(v: &Value, ptr: &str, default: i64) -> i64 {
-    v.pointer(ptr).and_then(Value::as_i64).unwrap_or(default)
 }
 
 /// The Job that controls `pod`, if any: (name, uid).
