@@ -76,6 +76,10 @@ pub struct Kubelet {
     pub port: u16,
     /// Pods (by uid) the kubelet has taken: started, or refused with a reason.
     pub(crate) handled: HashSet<String>,
+    /// The processes of running pods, by pod uid (killed when the server stops).
+    pub(crate) running: HashMap<String, u32>,
+    /// The server is stopping: a process that starts now is killed at once.
+    pub(crate) stopping: bool,
     /// `pods/log` text by (namespace, pod, container).
     pub(crate) logs: HashMap<(String, String, String), String>,
 }
@@ -483,6 +487,7 @@ fn set_container_state(state: &mut State, pod: &Value, phase: &str, container_st
 struct Run {
     namespace: String,
     pod: String,
+    uid: String,
     container: String,
     binary: PathBuf,
     /// `command[1..]` then `args` (or just `args`), `$(VAR)` expanded.
@@ -709,6 +714,7 @@ fn prepare(state: &mut State, pod: &Value) -> Result<Run, Refusal> {
     Ok(Run {
         namespace: ns,
         pod: pod_name,
+        uid: s(pod, "/metadata/uid").to_string(),
         container: s(container, "/name").to_string(),
         binary: image.binary,
         args,
@@ -894,7 +900,7 @@ fn quote(s: &str) -> String {
 
 /// Runs the container to completion (blocking), then records its log and final state.
 fn execute(shared: &Shared, run: Run) {
-    let (code, log) = match spawn(&run) {
+    let (code, log) = match spawn(shared, &run) {
         Ok(r) => r,
         Err(e) => (
             128,
@@ -933,7 +939,7 @@ fn execute(shared: &Shared, run: Run) {
 /// image's binary and every volume at its path (an overlay on the nearest existing ancestor
 /// makes a missing parent), drops to the pod's user and execs. Returns the exit code (128 +
 /// signal when killed) and stdout and stderr interleaved.
-fn spawn(run: &Run) -> std::io::Result<(i32, String)> {
+fn spawn(shared: &Shared, run: &Run) -> std::io::Result<(i32, String)> {
     let dir = tempfile::Builder::new().prefix("kubelet-pod-").tempdir()?;
     let root = dir.path();
     let mut mounts: Vec<(PathBuf, &str, bool)> = Vec::new();
@@ -1017,7 +1023,8 @@ fn spawn(run: &Run) -> std::io::Result<(i32, String)> {
     }
     let log_path = root.join("container.log");
     let log = std::fs::File::create(&log_path)?;
-    let status = Command::new("unshare")
+    // `unshare` without `--fork` execs the script, which execs the binary: one process.
+    let mut child = Command::new("unshare")
         .args(["-m", "--propagation", "private", "sh", "-c", &script, "pod"])
         .args(&run.args)
         .env_clear()
@@ -1026,7 +1033,19 @@ fn spawn(run: &Run) -> std::io::Result<(i32, String)> {
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)
-        .status()?;
+        .spawn()?;
+    {
+        // Under the lock: either `kill_all` sees this process, or it sees `stopping`.
+        let mut state = shared.lock();
+        if state.kubelet.stopping {
+            let _ = child.kill();
+        } else {
+            state.kubelet.running.insert(run.uid.clone(), child.id());
+        }
+    }
+    let status = child.wait();
+    shared.lock().kubelet.running.remove(&run.uid);
+    let status = status?;
     use std::os::unix::process::ExitStatusExt as _;
     let code = status
         .code()
@@ -1043,6 +1062,17 @@ fn chmod_tree(dir: &Path) {
         for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
             chmod_tree(&e.path());
         }
+    }
+}
+
+/// Kills the processes of running pods (the server is stopping; nothing waits for them).
+pub fn kill_all(state: &mut State) {
+    state.kubelet.stopping = true;
+    for pid in state.kubelet.running.values() {
+        let _ = Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .stderr(Stdio::null())
+            .status();
     }
 }
 

@@ -420,3 +420,27 @@ fn pods_that_cannot_run_stay_pending_and_say_why() {
     assert_eq!(reason, "CreateContainerConfigError");
     assert!(message.contains("plain HTTP"), "{message}");
 }
+
+#[test]
+fn stopping_the_server_kills_running_pods() {
+    if !runs_pods() {
+        return;
+    }
+    let server = server(&[sh()]);
+    apply(
+        &server,
+        &pending_job("sleeps", IMAGE, "").replace("exit 0", "exec sleep 600"),
+    );
+    wait_for("a running pod", || {
+        job_pods(&server, "sleeps")
+            .first()
+            .is_some_and(|p| p["status"]["phase"] == "Running")
+    });
+    let start = Instant::now();
+    drop(server);
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
+}
