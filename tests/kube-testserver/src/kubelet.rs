@@ -1068,7 +1068,15 @@ fn chmod_tree(dir: &Path) {
 /// Kills the processes of running pods (the server is stopping; nothing waits for them).
 pub fn kill_all(state: &mut State) {
     state.kubelet.stopping = true;
-    for pid in state.kubelet.running.values() {
+    let uids: Vec<String> = state.kubelet.running.keys().cloned().collect();
+    for uid in uids {
+        kill(state, &uid);
+    }
+}
+
+/// Kills the process of pod `uid`, if it runs (SIGKILL: no grace period is emulated).
+pub fn kill(state: &mut State, uid: &str) {
+    if let Some(pid) = state.kubelet.running.remove(uid) {
         let _ = Command::new("kill")
             .args(["-KILL", &pid.to_string()])
             .stderr(Stdio::null())

@@ -444,3 +444,28 @@ fn stopping_the_server_kills_running_pods() {
         start.elapsed()
     );
 }
+
+/// Whether a process runs `sleep SECONDS` (the pods here use unusual durations).
+fn sleeping(seconds: &str) -> bool {
+    let want = format!("sleep\0{seconds}\0");
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .any(|e| std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c == want.as_bytes()))
+}
+
+#[test]
+fn deleting_a_job_kills_its_running_pod() {
+    if !runs_pods() {
+        return;
+    }
+    let server = server(&[sh()]);
+    apply(
+        &server,
+        &pending_job("naps", IMAGE, "").replace("exit 0", "exec sleep 617"),
+    );
+    wait_for("the pod's process", || sleeping("617"));
+    ok(&server, &["delete", "job", "naps"]);
+    wait_for("the process killed", || !sleeping("617"));
+    assert!(job_pods(&server, "naps").is_empty());
+}
