@@ -121,7 +121,7 @@ fn reconcile(shared: &Arc<Shared>, state: &mut State, f: &Followup) {
                 json!({"observedGeneration": generation, "desiredNumberScheduled": nodes, "currentNumberScheduled": nodes, "numberReady": nodes, "numberAvailable": nodes, "updatedNumberScheduled": nodes, "numberMisscheduled": 0}),
             );
         }
-        ("batch", "jobs") => crate::kubelet::job(state, &obj),
+        ("batch", "jobs") => crate::kubelet::job(shared, state, &obj),
         ("", "pods") if crate::kubelet::pod(shared, state, &obj) => {}
         ("", "pods") => {
             if obj.pointer("/status/phase").is_some() {

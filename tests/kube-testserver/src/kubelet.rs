@@ -76,6 +76,8 @@ pub struct Kubelet {
     pub port: u16,
     /// Pods (by uid) the kubelet has taken: started, or refused with a reason.
     pub(crate) handled: HashSet<String>,
+    /// When the Job controller first synced each Job (by uid), for `activeDeadlineSeconds`.
+    pub(crate) job_started: HashMap<String, std::time::Instant>,
     /// The processes of running pods, by pod uid (killed when the server stops).
     pub(crate) running: HashMap<String, u32>,
     /// The server is stopping: a process that starts now is killed at once.
@@ -123,7 +125,7 @@ fn has_condition(job: &Value, ty: &str) -> bool {
 }
 
 /// Reconciles a Job: counts its pods, creates the next one, writes status and conditions.
-pub fn job(state: &mut State, job: &Value) {
+pub fn job(shared: &Arc<Shared>, state: &mut State, job: &Value) {
     if has_condition(job, "Complete")
         || has_condition(job, "Failed")
         || job.pointer("/spec/suspend") == Some(&json!(true))
@@ -143,7 +145,7 @@ pub fn job(state: &mut State, job: &Value) {
         .collect();
     let phase = |p: &Value| s(p, "/status/phase").to_string();
     let succeeded = pods.iter().filter(|p| phase(p) == "Succeeded").count() as i64;
-    let failed = pods.iter().filter(|p| phase(p) == "Failed").count() as i64;
+    let mut failed = pods.iter().filter(|p| phase(p) == "Failed").count() as i64;
     let mut active = pods.len() as i64 - succeeded - failed;
     let ready = pods
         .iter()
@@ -169,7 +171,48 @@ pub fn job(state: &mut State, job: &Value) {
     }
     let mut conditions: Vec<Value> = status["conditions"].as_array().cloned().unwrap_or_default();
     let condition = |ty: &str, reason: &str, message: &str| json!({"type": ty, "status": "True", "lastProbeTime": now, "lastTransitionTime": now, "reason": reason, "message": message});
-    if succeeded >= completions {
+    // `activeDeadlineSeconds`, timed from the controller's first sync of the Job.
+    let first_sync = !state.kubelet.job_started.contains_key(&uid);
+    let started = *state
+        .kubelet
+        .job_started
+        .entry(uid.clone())
+        .or_insert_with(std::time::Instant::now);
+    let deadline = job
+        .pointer("/spec/activeDeadlineSeconds")
+        .and_then(Value::as_u64)
+        .map(std::time::Duration::from_secs);
+    let past_deadline = deadline.is_some_and(|d| started.elapsed() >= d);
+    // Failures first, then success (`syncJob`: the finished condition).
+    let failure = if failed > backoff_limit {
+        Some((
+            "BackoffLimitExceeded",
+            "Job has reached the specified backoff limit",
+        ))
+    } else if past_deadline {
+        Some((
+            "DeadlineExceeded",
+            "Job was active longer than specified deadline",
+        ))
+    } else {
+        None
+    };
+    if let Some((reason, message)) = failure {
+        // The interim `FailureTarget`, then `Failed`; no completionTime. Active pods are
+        // deleted and, the Job being finished, counted as failed.
+        for p in pods
+            .iter()
+            .filter(|p| !matches!(phase(p).as_str(), "Succeeded" | "Failed"))
+        {
+            let mut gone = p.clone();
+            gone["metadata"]["deletionTimestamp"] = json!(now);
+            state.commit(&pod_type, gone, "DELETED");
+            failed += 1;
+        }
+        active = 0;
+        conditions.push(condition("FailureTarget", reason, message));
+        conditions.push(condition("Failed", reason, message));
+    } else if succeeded >= completions {
         // `SuccessCriteriaMet` first, then `Complete` (trackJobStatusAndRemoveFinalizers).
         let (reason, message) = (
             "CompletionsReached",
@@ -179,19 +222,27 @@ pub fn job(state: &mut State, job: &Value) {
         conditions.push(condition("Complete", reason, message));
         status["completionTime"] = json!(now);
         cron_job_saw_success(state, job, &now);
-    } else if failed > backoff_limit {
-        // `exceedsBackoffLimit`: the interim `FailureTarget`, then `Failed`; no completionTime.
-        let (reason, message) = (
-            "BackoffLimitExceeded",
-            "Job has reached the specified backoff limit",
-        );
-        conditions.push(condition("FailureTarget", reason, message));
-        conditions.push(condition("Failed", reason, message));
     } else {
         let want = parallelism.min(completions - succeeded) - active;
         for _ in 0..want.max(0) {
             create_pod(state, job);
             active += 1;
+        }
+        if let Some(d) = deadline.filter(|_| first_sync) {
+            // Sync again when the deadline passes (`queue.AddAfter`).
+            let followup = crate::state::Followup {
+                group: "batch".into(),
+                plural: "jobs".into(),
+                namespace: ns.clone(),
+                name: s(job, "/metadata/name").to_string(),
+            };
+            let shared = Arc::clone(shared);
+            let wait = d.saturating_sub(started.elapsed());
+            tokio::spawn(async move {
+                tokio::time::sleep(wait).await;
+                shared.lock().followups.push(followup);
+                crate::controllers::spawn_followups(&shared);
+            });
         }
     }
     status["conditions"] = json!(conditions);
@@ -410,7 +461,7 @@ pub fn pod(shared: &Arc<Shared>, state: &mut State, pod: &Value) -> bool {
             .get(&job_type, s(pod, "/metadata/namespace"), &job_name)
             .cloned()
     {
-        job(state, &j);
+        job(shared, state, &j);
     }
     true
 }

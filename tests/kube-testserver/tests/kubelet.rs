@@ -469,3 +469,40 @@ fn deleting_a_job_kills_its_running_pod() {
     wait_for("the process killed", || !sleeping("617"));
     assert!(job_pods(&server, "naps").is_empty());
 }
+
+#[test]
+fn a_job_past_its_active_deadline_fails_and_its_pod_is_killed() {
+    if !runs_pods() {
+        return;
+    }
+    let server = server(&[sh()]);
+    let job = pending_job("slow", IMAGE, "")
+        .replace("exit 0", "exec sleep 619")
+        .replace(
+            "spec:\n  template:",
+            "spec:\n  activeDeadlineSeconds: 1\n  template:",
+        );
+    apply(&server, &job);
+    wait_for("the pod's process", || sleeping("619"));
+    ok(
+        &server,
+        &[
+            "wait",
+            "--for=condition=failed",
+            "job/slow",
+            "--timeout=30s",
+        ],
+    );
+    wait_for("the process killed", || !sleeping("619"));
+    let job = server.get("batch/v1", "Job", "default", "slow").unwrap();
+    let status = &job["status"];
+    assert_eq!(
+        (status["failed"].as_i64(), status["active"].as_i64()),
+        (Some(1), Some(0))
+    );
+    assert_eq!(status["conditions"][1]["reason"], "DeadlineExceeded");
+    assert_eq!(
+        status["conditions"][1]["message"],
+        "Job was active longer than specified deadline"
+    );
+}
