@@ -491,7 +491,9 @@ fn the_refresh_job_refreshes_the_pull_secret_with_the_access_key_from_the_secret
         "{writes:#?}"
     );
 
-    // status.rhai reads the refresh's last success from the CronJob.
+    // status.rhai reads the refresh's last success from the CronJob, and the token's expiry from
+    // the pull secret: moto answers GetAuthorizationToken with a fixed 2015-01-01 expiresAt
+    // (moto/ecr/responses.py), so the token row fails (exit 5) while the refresh row is fine.
     let status = Run::recipe("status.rhai")
         .config(root().join("recipes/customer.example.yaml"))
         .config_yaml(&w.overrides("account_id: \"\""))
@@ -500,7 +502,7 @@ fn the_refresh_job_refreshes_the_pull_secret_with_the_access_key_from_the_secret
         .envs(w.kube.env())
         .envs(w.moto().env())
         .json()
-        .succeeds();
+        .fails_with(5);
     let report = status
         .json_lines()
         .into_iter()
@@ -515,7 +517,19 @@ fn the_refresh_job_refreshes_the_pull_secret_with_the_access_key_from_the_secret
         .unwrap_or_else(|| panic!("no refresh row: {report}"));
     assert_eq!(
         (row["found"].as_str(), row["verdict"].as_str()),
-        (Some("last success 0 h ago"), Some("ok")),
+        (Some("last success 0h 00m ago"), Some("ok")),
+        "{report}"
+    );
+    let token = report["data"]["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["requirement"] == format!("ECR pull secret {NS}/{PULL_SECRET}"))
+        .cloned()
+        .unwrap_or_else(|| panic!("no token row: {report}"));
+    assert_eq!(token["verdict"], "FAIL", "{report}");
+    assert!(
+        token["found"].as_str().unwrap().contains("expired"),
         "{report}"
     );
 
