@@ -217,6 +217,11 @@ fn record<R: Resource>(host: &Host, r: &R, action: Action, planned: Planned) -> 
     if let Some(n) = planned.note {
         change = change.with_note(n);
     }
+    if crate::host::in_transient() && action.is_change() {
+        change.transient = true;
+        let note = change.note.take().map(|n| format!("{n}; ")).unwrap_or_default();
+        change = change.with_note(format!("{note}transient: removed again by the same call"));
+    }
     host.journal().record(change)
 }
 

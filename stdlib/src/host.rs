@@ -226,9 +226,27 @@ impl Host {
     pub fn mode(&self) -> Mode {
         self.settings.mode
     }
-    /// `true` in plan and check modes: converge calls must not mutate.
+    /// `true` in plan and check modes: converge calls must not mutate. `false` inside a
+    /// [`Host::transient`] scope allowed in a plan: what it creates is removed before it ends.
     pub fn is_plan(&self) -> bool {
-        self.settings.mode != Mode::Apply
+        self.settings.mode != Mode::Apply && !(self.settings.mode == Mode::Plan && transient_in_plan())
+    }
+
+    /// Runs `f` as a transient change: objects made for a moment (a check's Job) and removed
+    /// again before `f` returns. Their converges are journaled as `transient` and not counted as
+    /// changes (a converged re-run still reports none). With `in_plan` the scope also changes
+    /// things in plan mode, where nothing else does: the caller says so explicitly (preflight's
+    /// `--set preflight.in_cluster=true`). Per thread, like the journal's steps.
+    pub fn transient<T>(&self, in_plan: bool, f: impl FnOnce() -> T) -> T {
+        let before = TRANSIENT.with(|t| t.replace(Some(in_plan)));
+        struct Restore(Option<bool>);
+        impl Drop for Restore {
+            fn drop(&mut self) {
+                TRANSIENT.with(|t| t.set(self.0));
+            }
+        }
+        let _restore = Restore(before);
+        f()
     }
     pub fn journal(&self) -> &Journal {
         &self.journal
@@ -361,7 +379,7 @@ impl Host {
         F: Future<Output = Result<T, HostError>>,
     {
         self.check_stop(what)?;
-        if self.settings.mode != Mode::Apply {
+        if self.is_plan() {
             return Err(HostError::new(
                 ErrorKind::Io,
                 format!("internal: `{what}` would change something in plan mode; refused"),
@@ -406,7 +424,17 @@ pub fn display_path(p: &Path) -> String {
     shown.display().to_string()
 }
 
+/// Whether this thread runs in a [`Host::transient`] scope (`Some(in_plan)`).
+pub fn in_transient() -> bool {
+    TRANSIENT.with(|t| t.get().is_some())
+}
+
+fn transient_in_plan() -> bool {
+    TRANSIENT.with(|t| t.get() == Some(true))
+}
+
 thread_local! {
+    static TRANSIENT: std::cell::Cell<Option<bool>> = const { std::cell::Cell::new(None) };
     static CALL_SITE: std::cell::RefCell<Option<(String, rhai::Position)>> =
         const { std::cell::RefCell::new(None) };
 }
