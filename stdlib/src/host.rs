@@ -229,7 +229,8 @@ impl Host {
     /// `true` in plan and check modes: converge calls must not mutate. `false` inside a
     /// [`Host::transient`] scope allowed in a plan: what it creates is removed before it ends.
     pub fn is_plan(&self) -> bool {
-        self.settings.mode != Mode::Apply && !(self.settings.mode == Mode::Plan && transient_in_plan())
+        self.settings.mode != Mode::Apply
+            && !(self.settings.mode == Mode::Plan && transient_in_plan())
     }
 
     /// Runs `f` as a transient change: objects made for a moment (a check's Job) and removed

@@ -509,3 +509,250 @@ fn argo_row_needs_a_token_and_prefers_argo_token_from_the_config() {
         .stdout_contains("check argo.token")
         .never_shows("argo-wrong-canary");
 }
+
+// --- From inside the cluster (recipes/lib/in_cluster.rhai) ---------------------------------------
+
+const JOB: &str = "collate-run-preflight";
+const IMAGE: &str = "registry.test/collate-run:0.1.0";
+
+/// A preflight section for one node and short waits.
+fn in_cluster(start_timeout: u32) -> String {
+    format!(
+        "preflight:\n  nodes: {{min_count: 1}}\n  job: {{timeout: 60, start_timeout: {start_timeout}}}\n"
+    )
+}
+
+/// The preflight recipe with the in-cluster Job's image set.
+fn preflight_with_image(w: &World, extra: &str) -> Run {
+    Run::recipe("preflight.rhai")
+        .config_yaml(&w.config(extra))
+        .config_yaml(&format!("images: {{collate_run: \"{IMAGE}\"}}\n"))
+        .envs(w.env())
+}
+
+/// The Job's objects while they exist; the objects seen last.
+fn job_objects(kube: &KubeTestServer) -> Option<[serde_json::Value; 3]> {
+    Some([
+        kube.get("batch/v1", "Job", "collate", JOB)?,
+        kube.get("v1", "ConfigMap", "collate", JOB)?,
+        kube.get("v1", "ServiceAccount", "collate", JOB)?,
+    ])
+}
+
+/// Runs `run` while watching the cluster for the Job's objects; returns the run's output and
+/// the objects as first seen complete.
+fn watching_the_job(
+    kube: &KubeTestServer,
+    run: Run,
+) -> (
+    collate_run_tests::run::Output,
+    Option<[serde_json::Value; 3]>,
+) {
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let runner = s.spawn(|| {
+            let out = run.run();
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
+            out
+        });
+        let mut seen = None;
+        while !done.load(std::sync::atomic::Ordering::SeqCst) {
+            if seen.is_none() {
+                seen = job_objects(kube);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        (runner.join().unwrap(), seen)
+    })
+}
+
+fn assert_gone(kube: &KubeTestServer) {
+    for (v, kind) in [
+        ("batch/v1", "Job"),
+        ("v1", "ConfigMap"),
+        ("v1", "ServiceAccount"),
+    ] {
+        assert!(
+            kube.get(v, kind, "collate", JOB).is_none(),
+            "{kind} {JOB} left behind"
+        );
+    }
+}
+
+/// A Job that never starts (no node runs its pod) fails the database and search rows, naming
+/// the Job and its state; its objects carry no secret and are removed; the server's Secrets it
+/// reads by reference are the recipes' own (collate.rhai's ensure finds them unchanged).
+#[test]
+fn the_in_cluster_job_reads_the_servers_secrets_by_reference_and_is_removed_when_it_never_starts() {
+    needs!("postgres");
+    let w = World::start("1.31.2", &[("n1", BIG.0, BIG.1, BIG.2)], "3.4.0", "v3.7.1");
+    let (out, seen) = watching_the_job(&w.kube, preflight_with_image(&w, &in_cluster(2)));
+    assert_eq!(out.code, 5, "{out}");
+    let line = |row: &str| {
+        out.stdout
+            .lines()
+            .find(|l| l.starts_with(row))
+            .unwrap_or_else(|| panic!("no row {row:?}\n{out}"))
+            .to_string()
+    };
+    for row in ["database: PostgreSQL", "search: opensearch"] {
+        let l = line(row);
+        assert!(l.contains("FAIL"), "{l}");
+        assert!(
+            l.contains(&format!(
+                "from the cluster: not checked: job `collate/{JOB}` did not start within 2s"
+            )),
+            "{l}"
+        );
+    }
+    assert!(
+        line("database: PostgreSQL")
+            .contains(&format!("from here: ok, postgresql {}", w.pg.version()))
+    );
+    assert!(line("search: opensearch").contains("from here: ok, opensearch 3.4.0"));
+    out.stdout_contains("transient: removed again by the same call")
+        .never_shows(postgres::PASSWORD)
+        .never_shows(SEARCH_PASSWORD);
+
+    // What the cluster got: passwords only as references to the server's Secrets.
+    let [job, config_map, account] = seen.expect("the Job's objects were never seen");
+    for obj in [&job, &config_map, &account] {
+        let text = obj.to_string();
+        assert!(!text.contains(postgres::PASSWORD), "{text}");
+        assert!(!text.contains(SEARCH_PASSWORD), "{text}");
+    }
+    let pod = &job["spec"]["template"]["spec"];
+    assert_eq!(pod["serviceAccountName"], JOB);
+    assert_eq!(pod["automountServiceAccountToken"], false);
+    assert_eq!(account["automountServiceAccountToken"], false);
+    let c = &pod["containers"][0];
+    assert_eq!(c["image"], IMAGE);
+    let env = c["env"].as_array().unwrap();
+    for (name, secret) in [
+        ("DB_PASSWORD", "db-credentials"),
+        ("SEARCH_PASSWORD", "es-credentials"),
+    ] {
+        let e = env.iter().find(|e| e["name"] == name).unwrap();
+        assert_eq!(
+            e["valueFrom"]["secretKeyRef"],
+            json!({"name": secret, "key": "password"}),
+            "{e}"
+        );
+        assert!(e.get("value").is_none(), "{e}");
+    }
+    let args: Vec<&str> = c["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        args,
+        [
+            "/etc/collate-run/in-cluster-check.rhai",
+            "--config",
+            "/etc/collate-run/config.yaml",
+            "--output",
+            "json"
+        ]
+    );
+    let pod_config = config_map["data"]["config.yaml"].as_str().unwrap();
+    assert!(pod_config.contains("env: DB_PASSWORD"), "{pod_config}");
+    assert!(pod_config.contains("env: SEARCH_PASSWORD"), "{pod_config}");
+    assert_gone(&w.kube);
+    // The server's Secrets hold the passwords the server will use.
+    let db = w
+        .kube
+        .get("v1", "Secret", "collate", "db-credentials")
+        .unwrap();
+    assert_eq!(
+        db["data"]["password"],
+        BASE64_STANDARD.encode(postgres::PASSWORD)
+    );
+
+    // A second run: the Job comes and goes again, no change is counted.
+    let out = preflight_with_image(&w, &in_cluster(1))
+        .json()
+        .fails_with(5);
+    assert_eq!(out.changed(), Vec::<String>::new(), "{out}");
+    let s = out.summary();
+    assert_eq!(
+        (&s["create"], &s["update"], &s["delete"]),
+        (&json!(0), &json!(0), &json!(0)),
+        "{out}"
+    );
+    assert!(
+        out.changes()
+            .iter()
+            .any(|c| c["kind"] == "k8s.Job" && c["action"] == "create" && c["transient"] == true),
+        "{out}"
+    );
+    // Both vantage points in the report.
+    let report = out
+        .json_lines()
+        .into_iter()
+        .find(|l| l["type"] == "report" && l["name"] == "preflight")
+        .unwrap_or_else(|| panic!("no preflight report\n{out}"));
+    let db_row = &report["data"]["rows"][2];
+    assert_eq!(db_row["from_here"]["ok"], true, "{db_row}");
+    assert_eq!(db_row["from_here"]["product"], "postgresql", "{db_row}");
+    assert!(
+        db_row["from_cluster"]["failed"]
+            .as_str()
+            .unwrap()
+            .contains("did not start within 1s"),
+        "{db_row}"
+    );
+    assert_gone(&w.kube);
+}
+
+#[test]
+fn a_plan_runs_the_in_cluster_job_only_when_asked_and_in_cluster_false_keeps_the_old_check() {
+    needs!("postgres");
+    let w = World::start("1.31.2", &[("n1", BIG.0, BIG.1, BIG.2)], "3.4.0", "v3.7.1");
+    let config = in_cluster(1);
+    // Not asked: nothing is created, the rows say why.
+    preflight_with_image(&w, &config)
+        .plan()
+        .succeeds()
+        .stdout_contains("from the cluster: not checked (a plan runs the Job only with --set preflight.in_cluster=true)");
+    assert_eq!(w.kube.mutating_requests(), 0);
+    // Asked, before the server's Secrets exist: a plan does not create them.
+    preflight_with_image(&w, &config)
+        .plan()
+        .set("preflight.in_cluster", "true")
+        .succeeds()
+        .stdout_contains("not checked (Secret collate/db-credentials does not exist yet");
+    assert_eq!(w.kube.mutating_requests(), 0);
+    // With them, a plan asked to runs the Job (here it never starts) and removes it.
+    w.kube
+        .insert(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "collate"}}));
+    for (name, pw) in [
+        ("db-credentials", postgres::PASSWORD),
+        ("es-credentials", SEARCH_PASSWORD),
+    ] {
+        w.kube.insert(json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": name, "namespace": "collate"},
+            "type": "Opaque", "data": {"password": BASE64_STANDARD.encode(pw)},
+        }));
+    }
+    let (out, seen) = watching_the_job(
+        &w.kube,
+        preflight_with_image(&w, &config)
+            .plan()
+            .set("preflight.in_cluster", "true"),
+    );
+    assert_eq!(out.code, 5, "{out}");
+    assert!(seen.is_some(), "the Job was not created\n{out}");
+    out.stdout_contains(&format!("job `collate/{JOB}` did not start within 1s"));
+    assert_gone(&w.kube);
+    let before = w.kube.mutating_requests();
+    // `preflight.in_cluster: false`: from here only, as before.
+    let out = preflight_with_image(&w, &config)
+        .config_yaml("preflight: {in_cluster: false}\n")
+        .succeeds();
+    assert!(!out.stdout.contains("from the cluster"), "{out}");
+    out.stdout_contains(&format!("postgresql {}", w.pg.version()));
+    assert_eq!(w.kube.mutating_requests(), before);
+}

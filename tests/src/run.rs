@@ -271,11 +271,12 @@ impl Output {
             .collect()
     }
 
-    /// The changes of a JSON run that are not `unchanged`, as `"ACTION KIND NAME"` lines.
+    /// The changes of a JSON run that are not `unchanged` (nor transient: made and removed in
+    /// the same call, like preflight's Job), as `"ACTION KIND NAME"` lines.
     pub fn changed(&self) -> Vec<String> {
         self.changes()
             .iter()
-            .filter(|c| c["action"] != "unchanged")
+            .filter(|c| c["action"] != "unchanged" && c["transient"] != true)
             .map(|c| {
                 format!(
                     "{} {} {}",

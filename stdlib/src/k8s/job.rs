@@ -203,7 +203,9 @@ fn watch(
                     summary(Some(&job))
                 ),
             )
-            .with_hint(format!("see what it does: `kubectl -n {ns} logs job/{name}`")));
+            .with_hint(format!(
+                "see what it does: `kubectl -n {ns} logs job/{name}`"
+            )));
         }
         if last_progress.elapsed() >= Duration::from_secs(5) {
             host.progress(&format!(
@@ -228,12 +230,7 @@ fn condition(obj: &Value, kind: &str) -> bool {
 }
 
 /// The pods `uid` owns, oldest first.
-fn owned_pods(
-    host: &Host,
-    kube: &Arc<Kube>,
-    ns: &str,
-    uid: &str,
-) -> Result<Vec<Value>, HostError> {
+fn owned_pods(host: &Host, kube: &Arc<Kube>, ns: &str, uid: &str) -> Result<Vec<Value>, HostError> {
     let api = kube.api(&super::well_known("Pod"), ns)?;
     let what = format!("list pods in {ns}");
     let k = kube.clone();
@@ -253,7 +250,11 @@ fn owned_pods(
         })
         .collect();
     pods.sort_by(|a, b| {
-        let t = |p: &Value| p["metadata"]["creationTimestamp"].as_str().map(str::to_string);
+        let t = |p: &Value| {
+            p["metadata"]["creationTimestamp"]
+                .as_str()
+                .map(str::to_string)
+        };
         t(a).cmp(&t(b))
     });
     Ok(pods)

@@ -694,7 +694,9 @@ pub mod k8s_module {
         let container = opt::<String>(&opts, "container")?;
         let tail_lines = opt::<i64>(&opts, "tail_lines")?;
         let (host, kube) = setup(&ctx)?;
-        Ok(job::logs(&host, &kube, namespace, pod, container, tail_lines)?)
+        Ok(job::logs(
+            &host, &kube, namespace, pod, container, tail_lines,
+        )?)
     }
 
     /// Takes the run lock `namespace/name`, a Lease held by `user@host:pid` for `ttl` seconds and
