@@ -409,7 +409,7 @@ fn resource_request(
         ("GET", Some(name)) => get(&state, &t, name, ctx),
         ("POST", None) => create(&mut state, &t, ctx),
         ("POST", Some(name)) if t.sub.as_deref() == Some("token") => {
-            token_request(&state, &t, name, ctx)
+            token_request(&mut state, &t, name, ctx)
         }
         ("PUT", Some(name)) => update(&mut state, &t, name, ctx),
         ("PATCH", Some(name)) => patch_object(&mut state, &t, name, ctx),
@@ -430,7 +430,9 @@ fn with_version(obj: &Value, api_version: &str) -> Value {
 fn get(state: &State, t: &Target, name: &str, ctx: &Ctx) -> Result<Reply, ApiError> {
     let obj = t.stored(state, name)?;
     if t.sub.as_deref() == Some("log") {
-        return Ok(Reply::Text(200, "text/plain", String::new()));
+        return crate::kubelet::log(state, obj, &ctx.query)
+            .map(|text| Reply::Text(200, "text/plain", text))
+            .map_err(ApiError::bad_request);
     }
     if t.sub.as_deref() == Some("scale") {
         return Ok(Reply::Json(200, scale_of(obj, &t.rt)));
@@ -877,6 +879,21 @@ fn defaults_on_create(state: &mut State, t: &Target, obj: &mut Value) {
         ("apiextensions.k8s.io", "CustomResourceDefinition") => {
             crd_status(obj);
         }
+        ("batch", "Job") if obj.pointer("/spec/manualSelector") != Some(&json!(true)) => {
+            // kubernetes `pkg/registry/batch/job/strategy.go` `generateSelector`: the pod
+            // template gets the job's labels and the selector matches its uid.
+            let labels =
+                crate::kubelet::job_labels(&obj["metadata"]["name"], &obj["metadata"]["uid"]);
+            let template = &mut obj["spec"]["template"];
+            if !template["metadata"]["labels"].is_object() {
+                template["metadata"]["labels"] = json!({});
+            }
+            for (k, v) in labels.as_object().into_iter().flatten() {
+                template["metadata"]["labels"][k] = v.clone();
+            }
+            obj["spec"]["selector"] = json!({"matchLabels": {"batch.kubernetes.io/controller-uid": obj["metadata"]["uid"]}});
+        }
+        ("", "Pod") => crate::kubelet::admit_pod(state, obj),
         _ => {}
     }
 }
@@ -1095,6 +1112,25 @@ fn finish_update(
         && let Some(ip) = old.pointer("/spec/clusterIP").cloned()
     {
         new["spec"]["clusterIP"] = ip;
+    }
+    if t.rt.group == "batch"
+        && t.rt.kind == "Job"
+        && old.pointer("/spec/selector").is_some()
+        && old.pointer("/spec/manualSelector") != Some(&json!(true))
+        && new.get("spec").is_some_and(Value::is_object)
+    {
+        // The generated selector and template labels are immutable: a write without them keeps them.
+        new["spec"]["selector"] = old["spec"]["selector"].clone();
+        let labels = crate::kubelet::job_labels(&old["metadata"]["name"], &old["metadata"]["uid"]);
+        let template = &mut new["spec"]["template"];
+        if template.is_object() && !template["metadata"]["labels"].is_object() {
+            template["metadata"]["labels"] = json!({});
+        }
+        for (k, v) in labels.as_object().into_iter().flatten() {
+            if template.is_object() {
+                template["metadata"]["labels"][k] = v.clone();
+            }
+        }
     }
     if t.rt.kind == "Service" {
         defaults_on_create(state, t, &mut new);
@@ -1413,7 +1449,7 @@ fn delete_collection(state: &mut State, t: &Target, ctx: &Ctx) -> Result<Reply, 
 }
 
 /// `serviceaccounts/<name>/token` (TokenRequest): returns an opaque token.
-fn token_request(state: &State, t: &Target, name: &str, ctx: &Ctx) -> Result<Reply, ApiError> {
+fn token_request(state: &mut State, t: &Target, name: &str, ctx: &Ctx) -> Result<Reply, ApiError> {
     t.stored(state, name)?; // the ServiceAccount
     let mut req = decode_body(ctx)?;
     if !req.is_object() {
@@ -1430,7 +1466,7 @@ fn token_request(state: &State, t: &Target, name: &str, ctx: &Ctx) -> Result<Rep
     req["apiVersion"] = json!("authentication.k8s.io/v1");
     req["kind"] = json!("TokenRequest");
     req["metadata"] = json!({"name": name, "namespace": t.ns(), "creationTimestamp": null});
-    req["status"] = json!({"token": service_account_token(t.ns(), name), "expirationTimestamp": util::rfc3339(now + secs, None)});
+    req["status"] = json!({"token": state.issue_token(t.ns(), name), "expirationTimestamp": util::rfc3339(now + secs, None)});
     Ok(Reply::Json(201, req))
 }
 

@@ -3,7 +3,7 @@
 //! conditions, StatefulSets/DaemonSets/ReplicaSets ready replicas, Jobs complete, Pods running and ready,
 //! PersistentVolumeClaims bound), and service-account-token Secrets get `token`, `ca.crt` and `namespace`.
 
-use crate::api::{Shared, service_account_token};
+use crate::api::Shared;
 use crate::state::{Followup, State};
 use crate::util::{now_rfc3339, short_hash};
 use base64::Engine as _;
@@ -23,7 +23,7 @@ pub fn spawn_followups(shared: &Arc<Shared>) {
         {
             let mut state = shared.lock();
             for f in &work {
-                reconcile(&mut state, f);
+                reconcile(&shared, &mut state, f);
             }
         }
         // Writes made by the controllers may need follow-ups of their own (a ReplicaSet, say).
@@ -47,7 +47,7 @@ fn i64_at(v: &Value, ptr: &str, default: i64) -> i64 {
 }
 
 /// Writes a new status (as the controller manager would), only when it differs.
-fn set_status(state: &mut State, group: &str, plural: &str, obj: &Value, status: Value) {
+pub(crate) fn set_status(state: &mut State, group: &str, plural: &str, obj: &Value, status: Value) {
     let Some(rt) = state.find_type(group, plural) else {
         return;
     };
@@ -61,7 +61,7 @@ fn set_status(state: &mut State, group: &str, plural: &str, obj: &Value, status:
     state.commit(&rt, new, "MODIFIED");
 }
 
-fn reconcile(state: &mut State, f: &Followup) {
+fn reconcile(shared: &Arc<Shared>, state: &mut State, f: &Followup) {
     let Some(rt) = state.find_type(&f.group, &f.plural) else {
         return;
     };
@@ -121,37 +121,8 @@ fn reconcile(state: &mut State, f: &Followup) {
                 json!({"observedGeneration": generation, "desiredNumberScheduled": nodes, "currentNumberScheduled": nodes, "numberReady": nodes, "numberAvailable": nodes, "updatedNumberScheduled": nodes, "numberMisscheduled": 0}),
             );
         }
-        ("batch", "jobs") => {
-            if obj.pointer("/status/completionTime").is_some() {
-                return;
-            }
-            let now = now_rfc3339();
-            let completions = i64_at(&obj, "/spec/completions", 1);
-            let names: Vec<Option<String>> = (0..completions).map(|_| None).collect();
-            let uid = obj["metadata"]["uid"].clone();
-            ensure_pods(
-                state,
-                "Job",
-                &obj,
-                &names,
-                json!({"batch.kubernetes.io/job-name": f.name, "job-name": f.name, "batch.kubernetes.io/controller-uid": uid, "controller-uid": uid}),
-                "Succeeded",
-            );
-            set_status(
-                state,
-                "batch",
-                "jobs",
-                &obj,
-                json!({
-                    "startTime": now, "completionTime": now, "succeeded": completions, "active": 0, "ready": 0, "terminating": 0,
-                    "uncountedTerminatedPods": {},
-                    "conditions": [
-                        {"type": "SuccessCriteriaMet", "status": "True", "lastProbeTime": now, "lastTransitionTime": now, "reason": "CompletionsReached", "message": "Reached expected number of succeeded pods"},
-                        {"type": "Complete", "status": "True", "lastProbeTime": now, "lastTransitionTime": now, "reason": "CompletionsReached", "message": "Reached expected number of succeeded pods"},
-                    ],
-                }),
-            );
-        }
+        ("batch", "jobs") => crate::kubelet::job(state, &obj),
+        ("", "pods") if crate::kubelet::pod(shared, state, &obj) => {}
         ("", "pods") => {
             if obj.pointer("/status/phase").is_some() {
                 return;
@@ -465,10 +436,13 @@ fn sa_token(state: &mut State, secret: &Value) {
     if !new.get("data").is_some_and(Value::is_object) {
         new["data"] = json!({});
     }
-    new["data"]["token"] = json!(b64(&service_account_token(&ns, sa_name)));
-    new["data"]["ca.crt"] = json!(b64(
-        "-----BEGIN CERTIFICATE-----\nkube-testserver has no CA\n-----END CERTIFICATE-----\n"
-    ));
+    new["data"]["token"] = json!(b64(&state.issue_token(&ns, sa_name)));
+    let ca = state
+        .kubelet
+        .ca
+        .clone()
+        .unwrap_or_else(|| crate::state::NO_CA.to_string());
+    new["data"]["ca.crt"] = json!(b64(&ca));
     new["data"]["namespace"] = json!(b64(&ns));
     new["metadata"]["annotations"]["kubernetes.io/service-account.uid"] =
         sa["metadata"]["uid"].clone();

@@ -13,6 +13,7 @@ mod api;
 mod controllers;
 mod defaults;
 mod fields;
+mod kubelet;
 mod patch;
 mod portforward;
 mod protobuf;
@@ -23,6 +24,7 @@ mod server;
 mod state;
 mod util;
 
+pub use kubelet::{IRSA_TOKEN_DIR, Image, SERVICE_ACCOUNT_DIR, supported as kubelet_supported};
 pub use portforward::Backend;
 pub use state::RequestRecord;
 
@@ -48,6 +50,9 @@ pub struct Builder {
     backends: Vec<(Backend, bool)>,
     tls: Option<Tls>,
     tokens: Vec<String>,
+    images: Vec<Image>,
+    /// EKS's pod identity webhook, and the region it injects.
+    eks_webhook: Option<Option<String>>,
 }
 
 /// The server's certificate chain and key, and the CA clients trust (PEM files).
@@ -67,6 +72,8 @@ impl Default for Builder {
             backends: Vec::new(),
             tls: None,
             tokens: Vec::new(),
+            images: Vec::new(),
+            eks_webhook: None,
         }
     }
 }
@@ -131,6 +138,22 @@ impl Builder {
         self
     }
 
+    /// Registers a container image the kubelet runs (repeatable; see [`Image`] and the README's
+    /// "Kubelet and Job controller"). Pods need the server to serve TLS ([`Builder::tls`]).
+    pub fn image(mut self, image: Image) -> Self {
+        self.images.push(image);
+        self
+    }
+
+    /// Mutates new pods as EKS's pod identity webhook does (IRSA): a pod whose service account
+    /// is annotated `eks.amazonaws.com/role-arn` gets `AWS_ROLE_ARN`,
+    /// `AWS_WEB_IDENTITY_TOKEN_FILE` (and `AWS_REGION`/`AWS_DEFAULT_REGION` = `region` when
+    /// given) and the projected token at [`IRSA_TOKEN_DIR`].
+    pub fn eks_pod_identity_webhook(mut self, region: Option<&str>) -> Self {
+        self.eks_webhook = Some(region.map(str::to_string));
+        self
+    }
+
     /// Starts the server; panics if 127.0.0.1 cannot be bound (this is test infrastructure).
     pub fn start(self) -> KubeTestServer {
         self.try_start().expect("kube-testserver: failed to start")
@@ -146,8 +169,16 @@ impl Builder {
             Some(t) => Some(std::fs::read(&t.ca)?),
             None => None,
         };
+        let mut state = state::State::new(
+            ca.as_ref()
+                .map(|pem| String::from_utf8_lossy(pem).into_owned()),
+        );
+        state.kubelet.images = self.images;
+        state.kubelet.port = addr.port();
+        state.kubelet.eks_pod_identity_webhook = self.eks_webhook.is_some();
+        state.kubelet.eks_region = self.eks_webhook.flatten();
         let shared = Arc::new(Shared {
-            state: Mutex::new(state::State::new()),
+            state: Mutex::new(state),
             version: self.version,
             port: addr.port(),
             controller_delay: self.controller_delay,
@@ -281,6 +312,14 @@ impl KubeTestServer {
             backends.push(backend.clone());
         }
         portforward::seed(&mut self.shared.lock(), &backend, with_service);
+    }
+
+    /// Registers a container image the kubelet runs, replacing one of the same name (see
+    /// [`Builder::image`]); pods already started keep what they had.
+    pub fn add_image(&self, image: Image) {
+        let mut state = self.shared.lock();
+        state.kubelet.images.retain(|i| i.name != image.name);
+        state.kubelet.images.push(image);
     }
 
     /// Stores an object directly (not through HTTP, not counted as a mutation), filling uid, timestamps and

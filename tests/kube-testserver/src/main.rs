@@ -1,7 +1,9 @@
 //! `kube-testserver [--port PORT] [--kubeconfig PATH] [--version 1.35] [--backend NS/SERVICE:PORT=127.0.0.1:PORT]...
-//! [--tls-cert CERT... --tls-key KEY --tls-ca CA] [--token TOKEN]`: runs the test API server on 127.0.0.1 until killed,
+//! [--tls-cert CERT... --tls-key KEY --tls-ca CA] [--token TOKEN] [--image NAME=BINARY]...
+//! [--image-env NAME=KEY=VALUE]... [--eks-pod-identity-webhook]`: runs the test API server on 127.0.0.1 until killed,
 //! printing `listening on URL`. Each `--backend` is reached by a port-forward to the Service's pods
-//! (`--backend-with-service` also seeds the Service).
+//! (`--backend-with-service` also seeds the Service). Each `--image` is a container image the
+//! kubelet runs for Jobs' pods (`--image-env` adds environment to its containers).
 
 use std::io::Write as _;
 
@@ -9,6 +11,7 @@ fn main() {
     let mut builder = kube_testserver::KubeTestServer::builder();
     let mut kubeconfig = None;
     let (mut certs, mut key, mut ca) = (Vec::new(), None, None);
+    let mut images: Vec<kube_testserver::Image> = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = |name: &str| {
@@ -38,6 +41,25 @@ fn main() {
             "--tls-key" => key = Some(value("--tls-key")),
             "--tls-ca" => ca = Some(value("--tls-ca")),
             "--token" => builder = builder.bearer_token(&value("--token")),
+            "--image" => images.push(
+                kube_testserver::Image::parse(&value("--image")).unwrap_or_else(|e| usage(&e)),
+            ),
+            "--image-env" => {
+                let spec = value("--image-env");
+                let Some((name, (k, v))) = spec
+                    .split_once('=')
+                    .and_then(|(n, kv)| Some((n, kv.split_once('=')?)))
+                else {
+                    usage("`--image-env` expects NAME=KEY=VALUE")
+                };
+                let Some(image) = images.iter_mut().find(|i| i.name == name) else {
+                    usage(&format!(
+                        "`--image-env {spec}`: no `--image {name}=...` before it"
+                    ))
+                };
+                *image = image.clone().env(k, v);
+            }
+            "--eks-pod-identity-webhook" => builder = builder.eks_pod_identity_webhook(None),
             "-h" | "--help" => {
                 println!("usage: {USAGE}");
                 return;
@@ -50,6 +72,9 @@ fn main() {
         (true, None, None) => builder,
         _ => usage("`--tls-cert`, `--tls-key` and `--tls-ca` go together"),
     };
+    for image in images {
+        builder = builder.image(image);
+    }
     let server = builder.start();
     if let Some(path) = kubeconfig
         && let Err(e) = server.write_kubeconfig(&path)
@@ -71,4 +96,5 @@ fn usage(problem: &str) -> ! {
 
 const USAGE: &str = "kube-testserver [--port PORT] [--kubeconfig PATH] [--version 1.35] \
 [--backend NAMESPACE/SERVICE:PORT=127.0.0.1:PORT]... [--backend-with-service ...]... \
-[--tls-cert CERT.pem... --tls-key KEY.pem --tls-ca CA.pem] [--token TOKEN]";
+[--tls-cert CERT.pem... --tls-key KEY.pem --tls-ca CA.pem] [--token TOKEN] \
+[--image NAME=BINARY]... [--image-env NAME=KEY=VALUE]... [--eks-pod-identity-webhook]";

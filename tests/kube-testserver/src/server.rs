@@ -110,11 +110,18 @@ where
 /// authentication.go`, `WithAuthentication` + `Unauthorized`): a request that fails
 /// authentication gets `apierrors.NewUnauthorized("Unauthorized")`, on every path, with no
 /// `WWW-Authenticate` header.
+///
+/// Tokens the server issued itself (TokenRequest, token Secrets, the kubelet's projected
+/// service-account tokens) authenticate too, as the real server's service-account token
+/// authenticator accepts the tokens it signed (`pkg/serviceaccount/jwt.go`).
 fn authenticated(shared: &Shared, authorization: &str) -> bool {
-    shared.tokens.is_empty()
-        || authorization
-            .strip_prefix("Bearer ")
-            .is_some_and(|given| shared.tokens.iter().any(|t| t == given.trim()))
+    if shared.tokens.is_empty() {
+        return true;
+    }
+    let Some(given) = authorization.strip_prefix("Bearer ").map(str::trim) else {
+        return false;
+    };
+    shared.tokens.iter().any(|t| t == given) || shared.lock().issued_tokens.contains(given)
 }
 
 async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {

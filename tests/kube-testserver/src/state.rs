@@ -84,12 +84,22 @@ pub struct State {
     pub requests: Vec<RequestRecord>,
     pub followups: Vec<Followup>,
     pub next_ip: u32,
+    /// The kubelet's images, runs and logs.
+    pub kubelet: crate::kubelet::Kubelet,
+    /// Service-account tokens this server issued (TokenRequest, token Secrets, pods); with
+    /// bearer-token authentication on, they authenticate like the configured tokens.
+    pub issued_tokens: std::collections::HashSet<String>,
 }
+
+/// What `ca.crt` holds on a server without TLS.
+pub const NO_CA: &str =
+    "-----BEGIN CERTIFICATE-----\nkube-testserver has no CA\n-----END CERTIFICATE-----\n";
 
 const HISTORY_LIMIT: usize = 100_000;
 
 impl State {
-    pub fn new() -> Self {
+    /// A fresh store; `ca` is the CA (PEM) of a server with TLS, for `kube-root-ca.crt`.
+    pub fn new(ca: Option<String>) -> Self {
         let mut s = State {
             rv: 1,
             types: resources::builtins(),
@@ -100,6 +110,11 @@ impl State {
             requests: Vec::new(),
             followups: Vec::new(),
             next_ip: 10,
+            kubelet: crate::kubelet::Kubelet {
+                ca,
+                ..Default::default()
+            },
+            issued_tokens: Default::default(),
         };
         for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
             let obj = crate::api::namespace_object(ns);
@@ -114,6 +129,7 @@ impl State {
     /// `kube-root-ca.crt` ConfigMap.
     pub fn seed_namespace(&mut self, ns: &str) {
         let now = crate::util::now_rfc3339();
+        let ca = self.kubelet.ca.clone().unwrap_or_else(|| NO_CA.to_string());
         let seeds = [
             (
                 "serviceaccounts",
@@ -121,7 +137,7 @@ impl State {
             ),
             (
                 "configmaps",
-                json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "kube-root-ca.crt", "namespace": ns, "annotations": {"kubernetes.io/description": "Contains a CA bundle that can be used to verify the kube-apiserver when using internal endpoints such as the internal service IP or kubernetes.default.svc. No other usage is guaranteed across distributions of Kubernetes clusters."}}, "data": {"ca.crt": "-----BEGIN CERTIFICATE-----\nkube-testserver has no CA\n-----END CERTIFICATE-----\n"}}),
+                json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "kube-root-ca.crt", "namespace": ns, "annotations": {"kubernetes.io/description": "Contains a CA bundle that can be used to verify the kube-apiserver when using internal endpoints such as the internal service IP or kubernetes.default.svc. No other usage is guaranteed across distributions of Kubernetes clusters."}}, "data": {"ca.crt": ca}}),
             ),
         ];
         for (plural, mut obj) in seeds {
@@ -139,6 +155,13 @@ impl State {
             obj["metadata"]["creationTimestamp"] = json!(now);
             self.commit(&rt, obj, "ADDED");
         }
+    }
+
+    /// Issues a token for service account `ns/sa` that this server then accepts.
+    pub fn issue_token(&mut self, ns: &str, sa: &str) -> String {
+        let token = crate::api::service_account_token(ns, sa);
+        self.issued_tokens.insert(token.clone());
+        token
     }
 
     pub fn find_type(&self, group: &str, plural: &str) -> Option<ResourceType> {
