@@ -219,6 +219,7 @@ fn record<R: Resource>(host: &Host, r: &R, action: Action, planned: Planned) -> 
     }
     if crate::host::in_transient() && action.is_change() {
         change.transient = true;
+        change.planned = host.is_plan();
         let note = change
             .note
             .take()

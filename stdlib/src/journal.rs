@@ -243,9 +243,10 @@ impl Journal {
     /// the jobs before it are done, see [`Hold`]).
     pub fn record(&self, mut change: Change) -> Change {
         change.step = self.current_step();
-        // A transient change is made for real, also in a plan.
-        change.planned =
-            self.planned.load(std::sync::atomic::Ordering::Relaxed) && !change.transient;
+        // A transient change says itself whether it was made (a plan may make it).
+        if !change.transient {
+            change.planned = self.planned.load(std::sync::atomic::Ordering::Relaxed);
+        }
         self.emit(Held::Change(change.clone()));
         change
     }

@@ -8,8 +8,9 @@ use collate_run_tests::loopback::free_port;
 use collate_run_tests::mariadb::{self, MariaDb};
 use collate_run_tests::needs::gate;
 use collate_run_tests::postgres::{self, Postgres};
-use collate_run_tests::{Run, needs, run::root};
-use kube_testserver::KubeTestServer;
+use collate_run_tests::tls_server::TlsServer;
+use collate_run_tests::{Run, needs, run::binary, run::root};
+use kube_testserver::{Image, KubeTestServer};
 use serde_json::json;
 
 const SEARCH_PASSWORD: &str = "es-canary-41c7";
@@ -33,8 +34,33 @@ impl World {
     /// A cluster of `version` with `nodes` (name, cpu, memory, storage), OpenSearch `search`
     /// and Argo `argo`.
     fn start(version: &str, nodes: &[(&str, &str, &str, &str)], search: &str, argo: &str) -> World {
+        World::on(
+            KubeTestServer::builder().version(version).start(),
+            nodes,
+            search,
+            argo,
+        )
+    }
+
+    /// The same world on a cluster that runs Jobs: the API over TLS (pods reach it so), and
+    /// [`IMAGE`] registered as the collate-run binary under test.
+    fn running_jobs() -> World {
+        let (chain, key) = TlsServer::chain_files();
+        let kube = KubeTestServer::builder()
+            .version("1.31.2")
+            .tls(&chain, key, TlsServer::root_ca_file())
+            .image(Image::new(IMAGE, binary()))
+            .start();
+        World::on(kube, &[("n1", BIG.0, BIG.1, BIG.2)], "3.4.0", "v3.7.1")
+    }
+
+    fn on(
+        kube: KubeTestServer,
+        nodes: &[(&str, &str, &str, &str)],
+        search: &str,
+        argo: &str,
+    ) -> World {
         let pg = Postgres::start();
-        let kube = KubeTestServer::builder().version(version).start();
         for (name, cpu, mem, disk) in nodes {
             kube.add_node(name, cpu, mem, disk);
         }
@@ -693,7 +719,12 @@ fn the_in_cluster_job_reads_the_servers_secrets_by_reference_and_is_removed_when
         .into_iter()
         .find(|l| l["type"] == "report" && l["name"] == "preflight")
         .unwrap_or_else(|| panic!("no preflight report\n{out}"));
-    let db_row = &report["data"]["rows"][2];
+    let db_row = report["data"]["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["requirement"].as_str().unwrap().starts_with("database:"))
+        .unwrap();
     assert_eq!(db_row["from_here"]["ok"], true, "{db_row}");
     assert_eq!(db_row["from_here"]["product"], "postgresql", "{db_row}");
     assert!(
@@ -755,4 +786,188 @@ fn a_plan_runs_the_in_cluster_job_only_when_asked_and_in_cluster_false_keeps_the
     assert!(!out.stdout.contains("from the cluster"), "{out}");
     out.stdout_contains(&format!("postgresql {}", w.pg.version()));
     assert_eq!(w.kube.mutating_requests(), before);
+}
+
+/// Whether pods run here (root with `unshare -m`, the test kubelet's container runtime).
+fn runs_pods() -> bool {
+    gate(
+        "unshare -m with tmpfs and overlay mounts (root)",
+        kube_testserver::kubelet_supported().then_some(()),
+    )
+    .is_some()
+}
+
+/// The server's Secrets as a cluster would hold them, with these passwords.
+fn insert_server_secrets(kube: &KubeTestServer, db: &str, search: &str) {
+    kube.insert(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "collate"}}));
+    for (name, pw) in [("db-credentials", db), ("es-credentials", search)] {
+        kube.insert(json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": name, "namespace": "collate"},
+            "type": "Opaque", "data": {"password": BASE64_STANDARD.encode(pw)},
+        }));
+    }
+}
+
+fn row_line(out: &collate_run_tests::run::Output, row: &str) -> String {
+    out.stdout
+        .lines()
+        .find(|l| l.starts_with(row))
+        .unwrap_or_else(|| panic!("no row {row:?}\n{out}"))
+        .to_string()
+}
+
+/// End to end: the test cluster's kubelet runs the Job (collate-run under test, as uid 65532,
+/// passwords from the Secrets), which reaches the loopback PostgreSQL and search server; the
+/// table shows both vantage points, the JSON report carries both, and the objects are gone.
+#[test]
+fn the_in_cluster_job_really_runs_and_reaches_postgres_and_search() {
+    needs!("postgres");
+    if !runs_pods() {
+        return;
+    }
+    let w = World::running_jobs();
+    let out = preflight_with_image(&w, &in_cluster(30)).json().succeeds();
+    let report = out
+        .json_lines()
+        .into_iter()
+        .find(|l| l["type"] == "report" && l["name"] == "preflight")
+        .unwrap_or_else(|| panic!("no preflight report\n{out}"));
+    let rows = report["data"]["rows"].as_array().unwrap();
+    let db = rows
+        .iter()
+        .find(|r| r["requirement"].as_str().unwrap().starts_with("database:"))
+        .unwrap();
+    assert_eq!(db["verdict"], "ok", "{db}");
+    for vantage in ["from_here", "from_cluster"] {
+        assert_eq!(db[vantage]["ok"], true, "{db}");
+        assert_eq!(db[vantage]["product"], "postgresql", "{db}");
+        assert_eq!(db[vantage]["version"], w.pg.version(), "{db}");
+        assert!(db[vantage]["latency_ms"].as_i64().is_some(), "{db}");
+    }
+    let found = db["found"].as_str().unwrap();
+    assert!(
+        found.starts_with(&format!(
+            "from the cluster: ok, postgresql {} in ",
+            w.pg.version()
+        )),
+        "{found}"
+    );
+    let search = rows
+        .iter()
+        .find(|r| r["requirement"].as_str().unwrap().starts_with("search:"))
+        .unwrap();
+    assert_eq!(search["verdict"], "ok", "{search}");
+    assert_eq!(search["from_cluster"]["product"], "opensearch", "{search}");
+    assert_eq!(search["from_cluster"]["version"], "3.4.0", "{search}");
+    out.never_shows(postgres::PASSWORD)
+        .never_shows(SEARCH_PASSWORD);
+    // What stays: the namespace and the server's Secrets (collate.rhai's, made first).
+    assert_eq!(
+        out.changed(),
+        [
+            "create k8s.Namespace collate",
+            "create k8s.Secret collate/db-credentials",
+            "create k8s.Secret collate/es-credentials"
+        ],
+        "{out}"
+    );
+    // The search server saw the pod's request with the password from es-credentials.
+    let calls = w
+        .http
+        .seen()
+        .iter()
+        .filter(|(p, a)| p == "/" && a.as_deref() == Some(search_auth().as_str()))
+        .count();
+    assert_eq!(calls, 2, "one from here, one from the pod");
+    assert_gone(&w.kube);
+}
+
+/// What decides a row is the cluster's view: with the operator's own credentials wrong, "from
+/// here" fails and the row still passes; with the server's Secret wrong, the cluster's auth
+/// failure fails it (named, no password shown). A plan asked to run the Job uses the Secrets as
+/// they are.
+#[test]
+fn the_clusters_view_decides_the_row() {
+    needs!("postgres");
+    if !runs_pods() {
+        return;
+    }
+    let w = World::running_jobs();
+    insert_server_secrets(&w.kube, postgres::PASSWORD, SEARCH_PASSWORD);
+    let out = preflight_with_image(&w, &in_cluster(30))
+        .env("COLLATE_DB_PASSWORD", "wrong-here-canary")
+        .env("COLLATE_ES_PASSWORD", "wrong-es-canary")
+        .plan()
+        .set("preflight.in_cluster", "true")
+        .succeeds();
+    let db = row_line(&out, "database:");
+    assert!(db.contains("from the cluster: ok, postgresql"), "{db}");
+    assert!(
+        db.contains("from here: failed: authentication failed for user"),
+        "{db}"
+    );
+    assert!(db.trim_end().ends_with(" ok"), "the row passes: {db}");
+    let search = row_line(&out, "search:");
+    assert!(
+        search.contains("from the cluster: ok, opensearch 3.4.0"),
+        "{search}"
+    );
+    assert!(search.contains("from here: failed: HTTP 401"), "{search}");
+    out.never_shows("wrong-here-canary")
+        .never_shows(postgres::PASSWORD);
+    assert_gone(&w.kube);
+
+    // The server's Secret is wrong: the cluster's failure fails the row.
+    insert_server_secrets(&w.kube, "stale-db-canary", SEARCH_PASSWORD);
+    let out = preflight_with_image(&w, &in_cluster(30))
+        .plan()
+        .set("preflight.in_cluster", "true")
+        .fails_with(5);
+    let db = row_line(&out, "database:");
+    assert!(db.contains("FAIL"), "{db}");
+    assert!(
+        db.contains(&format!(
+            "from the cluster: failed: authentication failed for user `{}`",
+            postgres::USER
+        )),
+        "{db}"
+    );
+    assert!(db.contains("from here: ok, postgresql"), "{db}");
+    out.never_shows("stale-db-canary")
+        .never_shows(postgres::PASSWORD);
+    assert_gone(&w.kube);
+}
+
+/// The Job reaches MariaDB with the mysql scheme.
+#[test]
+fn the_in_cluster_job_reaches_mariadb() {
+    needs!("postgres", "mariadb");
+    if !runs_pods() {
+        return;
+    }
+    let w = World::running_jobs();
+    let my = MariaDb::start();
+    let out = preflight_with_image(&w, &in_cluster(30))
+        .config_yaml(&format!(
+            "database: {{scheme: mysql, port: {}, name: {}, user: {}, password: {{env: MY_PW}}}}\n",
+            my.port(),
+            mariadb::DATABASE,
+            mariadb::USER
+        ))
+        .env("MY_PW", mariadb::PASSWORD)
+        .succeeds();
+    let db = row_line(&out, "database:");
+    let short = my.version();
+    let short = short.split('-').next().unwrap_or_default();
+    assert!(
+        db.contains(&format!("from the cluster: ok, mariadb {short}")),
+        "{db}"
+    );
+    assert!(
+        db.contains("warn"),
+        "MariaDB is not in the guide's list: {db}"
+    );
+    out.never_shows(mariadb::PASSWORD);
+    assert_gone(&w.kube);
 }
