@@ -631,6 +631,17 @@ fn the_in_cluster_job_reads_the_servers_secrets_by_reference_and_is_removed_when
             "{l}"
         );
     }
+    // The pod and why it waits (the test kubelet does not run an unregistered image).
+    let db = line("database: PostgreSQL");
+    assert!(
+        db.contains(&format!("pod `{JOB}-"))
+            && db.contains("is Pending; container `check` waiting: ImagePullBackOff"),
+        "{db}"
+    );
+    assert!(
+        db.contains(&format!("kubectl -n collate describe pod {JOB}-")),
+        "{db}"
+    );
     assert!(
         line("database: PostgreSQL")
             .contains(&format!("from here: ok, postgresql {}", w.pg.version()))
