@@ -982,3 +982,26 @@ fn the_in_cluster_job_reaches_mariadb() {
     out.never_shows(mariadb::PASSWORD);
     assert_gone(&w.kube);
 }
+
+/// A cluster that cannot be reached fails its own row; the database and search rows are then
+/// checked from here only, saying why.
+#[test]
+fn an_unreachable_cluster_checks_the_database_from_here_only() {
+    needs!("postgres");
+    let w = World::start("1.31.2", &[("n1", BIG.0, BIG.1, BIG.2)], "3.4.0", "v3.7.1");
+    let run = preflight_with_image(&w, &in_cluster(5)).with_file(
+        "unreachable.kubeconfig",
+        &kube_testserver::kubeconfig_yaml(&format!("http://127.0.0.1:{}", free_port())),
+    );
+    let kubeconfig = run.dir().join("unreachable.kubeconfig");
+    let out = run
+        .env("KUBECONFIG", &kubeconfig.display().to_string())
+        .fails_with(5);
+    out.stderr_contains("2 of 7 requirements not met (kubernetes >= 1.24; argo workflows");
+    let db = row_line(&out, "database:");
+    assert!(
+        db.contains("from here: ok, postgresql")
+            && db.contains("from the cluster: not checked (the cluster is unreachable)"),
+        "{db}"
+    );
+}
