@@ -330,13 +330,30 @@ impl Host {
         }
     }
 
+    /// Runs `f` even after an interrupt: the removal of what was made for a moment (a check's
+    /// Job), which must not outlive the run. Per thread.
+    pub fn cleaning_up<T>(&self, f: impl FnOnce() -> T) -> T {
+        let before = CLEANING_UP.with(|c| c.replace(true));
+        struct Restore(bool);
+        impl Drop for Restore {
+            fn drop(&mut self) {
+                CLEANING_UP.with(|c| c.set(self.0));
+            }
+        }
+        let _restore = Restore(before);
+        f()
+    }
+
     /// Marks the run as over: calls made from now on (the clean-up) ignore an interrupt.
     pub fn close(&self) {
         self.closing.store(true, Ordering::Relaxed);
     }
 
     fn check_stop(&self, what: &str) -> Result<(), HostError> {
-        if INTERRUPTED.load(Ordering::Relaxed) && !self.closing.load(Ordering::Relaxed) {
+        if INTERRUPTED.load(Ordering::Relaxed)
+            && !self.closing.load(Ordering::Relaxed)
+            && !CLEANING_UP.with(std::cell::Cell::get)
+        {
             // Other calls may be in flight (`parallel`): they finish, no new one starts.
             return Err(HostError::new(
                 ErrorKind::Interrupted,
@@ -436,6 +453,7 @@ fn transient_in_plan() -> bool {
 
 thread_local! {
     static TRANSIENT: std::cell::Cell<Option<bool>> = const { std::cell::Cell::new(None) };
+    static CLEANING_UP: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
     static CALL_SITE: std::cell::RefCell<Option<(String, rhai::Position)>> =
         const { std::cell::RefCell::new(None) };
 }

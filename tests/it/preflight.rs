@@ -1005,3 +1005,28 @@ fn an_unreachable_cluster_checks_the_database_from_here_only() {
         "{db}"
     );
 }
+
+/// Ctrl-C while waiting for the Job: the run stops, and the Job's objects are removed first.
+#[test]
+fn an_interrupted_preflight_removes_its_job() {
+    needs!("postgres");
+    let w = World::start("1.31.2", &[("n1", BIG.0, BIG.1, BIG.2)], "3.4.0", "v3.7.1");
+    let running = preflight_with_image(&w, &in_cluster(60)).spawn();
+    let started = std::time::Instant::now();
+    while job_objects(&w.kube).is_none() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "the Job never appeared"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    running.interrupt();
+    let out = running.wait();
+    assert_ne!(out.code, 0, "{out}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(30),
+        "it waited for the start timeout"
+    );
+    out.stdout_contains(&format!("- k8s.Job collate/{JOB}  deleted"));
+    assert_gone(&w.kube);
+}

@@ -1,6 +1,6 @@
 //! `k8s::run_job`: a short-lived Job (with the objects it needs: its ServiceAccount, ConfigMap)
 //! applied, watched until it completes or fails, its pod's log read, and every object removed
-//! again — also when it fails or times out. The objects are transient changes
+//! again — also when it fails, times out or the run is interrupted. The objects are transient changes
 //! ([`Host::transient`]): journaled, never counted as changes.
 
 use std::sync::Arc;
@@ -79,7 +79,8 @@ pub(crate) fn run(
         }
         watch(host, kube, &ns, &name, limits)
     })();
-    let cleanup = remove(host, kube, &applied, &ns);
+    // Also after Ctrl-C: the objects must not outlive the run.
+    let cleanup = host.cleaning_up(|| remove(host, kube, &applied, &ns));
     match (result, cleanup) {
         (Ok(f), Ok(())) => Ok(f),
         (Ok(_), Err(e)) => Err(e),

@@ -619,7 +619,7 @@ pub mod k8s_module {
     /// Runs a short-lived Job and removes it: applies the manifests (exactly one `batch/v1`
     /// Job, plus what it needs — its ServiceAccount, ConfigMap), waits for the Job to complete or
     /// fail (progress every 5s), reads its pod's log, and deletes every object it applied, also
-    /// when the Job fails or a wait times out. The objects are journaled as transient: shown,
+    /// when the Job fails, a wait times out or the run is interrupted (Ctrl-C). The objects are journaled as transient: shown,
     /// not counted as changes. Options: `namespace` (for manifests that name none), `timeout`
     /// (default `"10m"`), `start_timeout` (a pod still `Pending` after it — an image the nodes
     /// cannot pull, no node to run on — fails naming the pod and why; default `"2m"`),
