@@ -239,15 +239,7 @@ impl Host {
     /// things in plan mode, where nothing else does: the caller says so explicitly (preflight's
     /// `--set preflight.in_cluster=true`). Per thread, like the journal's steps.
     pub fn transient<T>(&self, in_plan: bool, f: impl FnOnce() -> T) -> T {
-        let before = TRANSIENT.with(|t| t.replace(Some(in_plan)));
-        struct Restore(Option<bool>);
-        impl Drop for Restore {
-            fn drop(&mut self) {
-                TRANSIENT.with(|t| t.set(self.0));
-            }
-        }
-        let _restore = Restore(before);
-        f()
+        scoped(&TRANSIENT, Some(in_plan), f)
     }
     pub fn journal(&self) -> &Journal {
         &self.journal
@@ -333,15 +325,7 @@ impl Host {
     /// Runs `f` even after an interrupt: the removal of what was made for a moment (a check's
     /// Job), which must not outlive the run. Per thread.
     pub fn cleaning_up<T>(&self, f: impl FnOnce() -> T) -> T {
-        let before = CLEANING_UP.with(|c| c.replace(true));
-        struct Restore(bool);
-        impl Drop for Restore {
-            fn drop(&mut self) {
-                CLEANING_UP.with(|c| c.set(self.0));
-            }
-        }
-        let _restore = Restore(before);
-        f()
+        scoped(&CLEANING_UP, true, f)
     }
 
     /// Marks the run as over: calls made from now on (the clean-up) ignore an interrupt.
@@ -440,6 +424,23 @@ pub fn display_path(p: &Path) -> String {
         .and_then(|c| p.strip_prefix(c).ok())
         .unwrap_or(p);
     shown.display().to_string()
+}
+
+/// Runs `f` with this thread's `flag` set to `value`, and puts the old value back afterwards
+/// (also when `f` panics).
+fn scoped<V: Copy + 'static, T>(
+    flag: &'static std::thread::LocalKey<std::cell::Cell<V>>,
+    value: V,
+    f: impl FnOnce() -> T,
+) -> T {
+    struct Restore<V: Copy + 'static>(&'static std::thread::LocalKey<std::cell::Cell<V>>, V);
+    impl<V: Copy + 'static> Drop for Restore<V> {
+        fn drop(&mut self) {
+            self.0.with(|c| c.set(self.1));
+        }
+    }
+    let _restore = Restore(flag, flag.with(|c| c.replace(value)));
+    f()
 }
 
 /// Whether this thread runs in a [`Host::transient`] scope (`Some(in_plan)`).
