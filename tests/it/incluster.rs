@@ -1,24 +1,27 @@
 //! The ECR pull-secret refresh installed in the cluster (`ecr.refresh.*`): what the recipes
-//! render (least privilege, idempotence, removal, the Argo engine), and the refresh run the way
-//! its pod runs it (`collate_run_tests::pod`): in-cluster config over TLS with a bearer token,
-//! AWS credentials from the Secret or from IRSA web identity, against a `full.rhai` deployment.
+//! render (least privilege, idempotence, removal, the Argo engine), and the refresh Jobs really
+//! run by the test cluster's kubelet (`images.collate_run` is the binary under test): in-cluster
+//! config over TLS with the pod's service-account token, AWS credentials from the Secret or from
+//! IRSA web identity (EKS's pod identity webhook emulated), against a `full.rhai` deployment.
 
 use collate_run_tests::api_server::ApiOptions;
 use collate_run_tests::base64::{Engine as _, prelude::BASE64_STANDARD};
 use collate_run_tests::kube::Cluster;
 use collate_run_tests::moto::Moto;
-use collate_run_tests::pod::{self, Pod};
-use collate_run_tests::run::root;
+use collate_run_tests::run::{binary, root};
 use collate_run_tests::world::World;
 use collate_run_tests::{Run, needs};
+use kube_testserver::Image;
 use serde_json::{Value, json};
+use std::time::{Duration, Instant};
 
 const NS: &str = "collate";
 const NAME: &str = "collate-run-ecr-refresh";
 const PULL_SECRET: &str = "ecr-registry-creds";
 const REGISTRY_ACCOUNT: &str = "118146679784";
 const OPERATOR_TOKEN: &str = "operator-token-3f1c";
-const POD_TOKEN: &str = "pod-sa-token-8d2e";
+/// `images.collate_run` of the example config: the kubelet runs the binary under test for it.
+const IMAGE: &str = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/collate-run:0.1.0";
 const KEY_ID: &str = "AKIAECRCANARY0001";
 const SECRET_KEY: &str = "ecr-secret-canary-41d7";
 
@@ -35,14 +38,26 @@ fn secrets_env() -> Vec<(&'static str, &'static str)> {
 const KEYS: &str = "ecr: {credentials: {access_key_id: {env: ECR_ACCESS_KEY_ID}, \
                     secret_access_key: {env: ECR_SECRET_ACCESS_KEY}}}";
 
-/// A world on a TLS API server that accepts the operator's and the pod's tokens; with moto when
-/// the prerequisites (the pull secret, the IRSA role) run too.
+/// A world on a TLS API server that accepts the operator's token (and the service-account
+/// tokens it issues); with moto when the prerequisites (the pull secret, the IRSA role) run too,
+/// and then a kubelet that runs `images.collate_run` with moto as the AWS and EKS's pod
+/// identity webhook.
 fn world(moto: Option<Moto>) -> World {
-    World::start_on(
-        Cluster::start_tls(&[OPERATOR_TOKEN, POD_TOKEN]),
-        ApiOptions::default(),
-        moto,
-    )
+    let cluster = match &moto {
+        None => Cluster::start_tls(&[OPERATOR_TOKEN]),
+        Some(m) => Cluster::start_tls_with(&[OPERATOR_TOKEN], |b| {
+            b.image(image(m)).eks_pod_identity_webhook(None)
+        }),
+    };
+    World::start_on(cluster, ApiOptions::default(), moto)
+}
+
+/// The collate-run image as this world runs it: the binary under test, with what only the
+/// loopback world needs (moto as the AWS endpoint, no instance metadata off 127.0.0.1).
+fn image(moto: &Moto) -> Image {
+    Image::new(IMAGE, binary())
+        .env("AWS_ENDPOINT_URL", &moto.endpoint())
+        .env("AWS_EC2_METADATA_DISABLED", "true")
 }
 
 /// `full.rhai` (apply) on `w` with `extra` config; prereqs on moto when the world has it.
@@ -279,12 +294,6 @@ fn refresh_config_errors_name_the_key() {
         .stderr_contains("config-1.yaml:3:5");
 }
 
-/// The pod spec of the rendered CronJob.
-fn pod_spec(w: &World) -> Value {
-    let cron = get(w, "batch/v1", "CronJob", NAME).expect("the CronJob");
-    cron["spec"]["jobTemplate"]["spec"]["template"]["spec"].clone()
-}
-
 /// The pull secret's `.dockerconfigjson`, decoded.
 fn docker_config(w: &World) -> Option<String> {
     w.secret(NS, PULL_SECRET, ".dockerconfigjson")
@@ -296,13 +305,6 @@ fn expire_pull_secret(w: &World) {
     let stale = r#"{"auths":{"118146679784.dkr.ecr.eu-west-1.amazonaws.com":{"username":"AWS","password":"expired","auth":"QVdTOmV4cGlyZWQ="}}}"#;
     s["data"][".dockerconfigjson"] = json!(BASE64_STANDARD.encode(stale));
     w.kube.server.insert(s);
-}
-
-/// Runs the CronJob's pod against this world: moto as the AWS, nothing off 127.0.0.1.
-fn run_pod<'a>(w: &'a World, spec: &Value) -> Pod<'a> {
-    Pod::new(&w.kube, NS, spec, POD_TOKEN)
-        .env("AWS_ENDPOINT_URL", &w.moto().endpoint())
-        .env("AWS_EC2_METADATA_DISABLED", "true")
 }
 
 /// The requests that changed something, as `METHOD URI` (query dropped).
@@ -322,13 +324,17 @@ fn writes(w: &World) -> Vec<String> {
         .collect()
 }
 
-/// A `full.rhai` deployment (prereqs on moto) with `extra` config, when helm, moto and pods
-/// (`pod::supported`) are available here.
+/// A `full.rhai` deployment (prereqs on moto) with `extra` config, when helm, moto, kubectl and
+/// the kubelet (root, `unshare -m`) are available here.
 fn deployed(extra: &str) -> Option<World> {
-    let tools = [needs::needs("helm"), needs::needs("moto")];
+    let tools = [
+        needs::needs("helm"),
+        needs::needs("moto"),
+        needs::needs("kubectl"),
+    ];
     let pods = needs::gate(
         "unshare -m with tmpfs and overlay mounts (root)",
-        pod::supported(),
+        kube_testserver::kubelet_supported().then_some(()),
     );
     if tools.iter().any(Option::is_none) || pods.is_none() {
         return None;
@@ -340,8 +346,108 @@ fn deployed(extra: &str) -> Option<World> {
     Some(w)
 }
 
+/// kubectl as the operator, against this world's cluster.
+fn kubectl(w: &World, args: &[&str]) -> collate_run_tests::Output {
+    let out = std::process::Command::new(needs::installed("kubectl"))
+        .args(args)
+        .env("KUBECONFIG", w.kube.server.kubeconfig_path())
+        .env("HOME", std::env::temp_dir())
+        .output()
+        .expect("run kubectl");
+    collate_run_tests::Output {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Waits until Job `name` is Complete or Failed; returns which, and the log of its last pod
+/// (`kubectl logs job/NAME`).
+fn finished(w: &World, name: &str) -> (&'static str, String) {
+    let start = Instant::now();
+    let done = loop {
+        let job = get(w, "batch/v1", "Job", name).unwrap_or_else(|| panic!("no Job {name}"));
+        let conditions = job["status"]["conditions"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let has = |ty: &str| {
+            conditions
+                .iter()
+                .any(|c| c["type"] == ty && c["status"] == "True")
+        };
+        if has("Complete") {
+            break "Complete";
+        }
+        if has("Failed") {
+            break "Failed";
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "Job {name} did not finish: {job:#}\npods: {:#}",
+            json!(
+                pods_of(w, name)
+                    .iter()
+                    .map(|p| &p["spec"]["volumes"])
+                    .collect::<Vec<_>>()
+            )
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let log = kubectl(w, &["logs", "-n", NS, &format!("job/{name}")]);
+    assert_eq!(log.code, 0, "{log}");
+    (done, log.stdout)
+}
+
+/// A run now, as the operator starts one (`kubectl create job --from=cronjob/...`).
+fn run_now(w: &World, name: &str) {
+    let out = kubectl(
+        w,
+        &[
+            "create",
+            "job",
+            "-n",
+            NS,
+            name,
+            &format!("--from=cronjob/{NAME}"),
+        ],
+    );
+    assert_eq!(out.code, 0, "{out}");
+}
+
+/// The exit codes of the pods of Job `name`.
+fn exit_codes(w: &World, name: &str) -> Vec<i64> {
+    pods_of(w, name)
+        .iter()
+        .map(|p| {
+            p["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"]
+                .as_i64()
+                .unwrap_or(-1)
+        })
+        .collect()
+}
+
+fn pods_of(w: &World, job: &str) -> Vec<Value> {
+    let out = kubectl(
+        w,
+        &[
+            "get",
+            "pods",
+            "-n",
+            NS,
+            "-l",
+            &format!("job-name={job}"),
+            "-o",
+            "json",
+        ],
+    );
+    assert_eq!(out.code, 0, "{out}");
+    let list: Value = serde_json::from_str(&out.stdout).expect("pod list");
+    list["items"].as_array().cloned().unwrap_or_default()
+}
+
 #[test]
-fn the_pod_refreshes_the_pull_secret_with_the_access_key_from_the_secret() {
+fn the_refresh_job_refreshes_the_pull_secret_with_the_access_key_from_the_secret() {
     let Some(w) = deployed(KEYS) else { return };
     // With an access key, no IRSA role is made for the refresh.
     assert!(
@@ -351,35 +457,89 @@ fn the_pod_refreshes_the_pull_secret_with_the_access_key_from_the_secret() {
     );
     let fresh = docker_config(&w).expect("prereqs made the pull secret");
     assert!(fresh.contains(&w.moto().ecr_password(REGISTRY_ACCOUNT)));
+
+    // The run right after install really ran in the cluster: the secret was already fresh.
+    let (state, log) = finished(&w, &format!("{NAME}-install-1"));
+    assert_eq!(state, "Complete", "{log}");
+    assert!(
+        log.contains(&format!("pull secret {NS}/{PULL_SECRET} unchanged")),
+        "{log}"
+    );
+
+    // 12 hours later: a run refreshes the token, and changes nothing else.
     expire_pull_secret(&w);
     w.kube.server.clear_requests();
-
-    let out = run_pod(&w, &pod_spec(&w)).run();
-    assert_eq!(out.code, 0, "{out}");
-    out.never_shows(SECRET_KEY)
-        .never_shows(&w.moto().ecr_password(REGISTRY_ACCOUNT));
-    assert_eq!(docker_config(&w).as_deref(), Some(fresh.as_str()), "{out}");
-    let expected = format!("/api/v1/namespaces/{NS}/secrets/{PULL_SECRET}");
-    let writes = writes(&w);
+    run_now(&w, "refresh-now");
+    let (state, log) = finished(&w, "refresh-now");
+    assert_eq!(state, "Complete", "{log}");
     assert!(
-        !writes.is_empty() && writes.iter().all(|r| r.ends_with(&expected)),
+        log.contains(&format!("pull secret {NS}/{PULL_SECRET} updated")),
+        "{log}"
+    );
+    assert!(!log.contains(SECRET_KEY) && !log.contains(&w.moto().ecr_password(REGISTRY_ACCOUNT)));
+    assert_eq!(docker_config(&w).as_deref(), Some(fresh.as_str()), "{log}");
+    let expected = format!("/api/v1/namespaces/{NS}/secrets/{PULL_SECRET}");
+    let cron = get(&w, "batch/v1", "CronJob", NAME).unwrap();
+    let refreshed = &get(&w, "batch/v1", "Job", "refresh-now").unwrap()["status"]["completionTime"];
+    assert_eq!(&cron["status"]["lastSuccessfulTime"], refreshed);
+    let writes = writes(&w);
+    let (operator, pod): (Vec<&String>, Vec<&String>) =
+        writes.iter().partition(|r| r.ends_with("/jobs"));
+    assert_eq!(operator.len(), 1, "{writes:#?}");
+    assert!(
+        !pod.is_empty() && pod.iter().all(|r| r.ends_with(&expected)),
         "{writes:#?}"
     );
 
-    // AWS refuses the access key: non-zero, with AWS's reason, and the secret is left alone.
+    // status.rhai reads the refresh's last success from the CronJob.
+    let status = Run::recipe("status.rhai")
+        .config(root().join("recipes/customer.example.yaml"))
+        .config_yaml(&w.overrides("account_id: \"\""))
+        .config_yaml(KEYS)
+        .envs(secrets_env())
+        .envs(w.kube.env())
+        .envs(w.moto().env())
+        .json()
+        .succeeds();
+    let report = status
+        .json_lines()
+        .into_iter()
+        .find(|l| l["type"] == "report")
+        .unwrap_or_else(|| panic!("no report line: {status}"));
+    let row = report["data"]["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["requirement"] == format!("ECR pull secret refresh in {NS}"))
+        .cloned()
+        .unwrap_or_else(|| panic!("no refresh row: {report}"));
+    assert_eq!(
+        (row["found"].as_str(), row["verdict"].as_str()),
+        (Some("last success 0 h ago"), Some("ok")),
+        "{report}"
+    );
+
+    // AWS refuses the access key: every attempt (backoffLimit 2) exits 4 with AWS's reason,
+    // the Job fails, and the secret is left alone.
     let strict = Moto::start_with_env(&[("INITIAL_NO_AUTH_ACTION_COUNT", "0")]);
+    w.kube.server.add_image(image(&strict));
     expire_pull_secret(&w);
     let stale = docker_config(&w);
-    let out = Pod::new(&w.kube, NS, &pod_spec(&w), POD_TOKEN)
-        .env("AWS_ENDPOINT_URL", &strict.endpoint())
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .run();
-    assert_eq!(out.code, 4, "{out}");
-    out.never_shows(SECRET_KEY);
-    assert!(out.stderr.contains("ecr:GetAuthorizationToken"), "{out}");
-    assert!(out.stderr.contains("failed: HTTP 403"), "{out}");
-    assert!(out.stderr.contains("credentials were refused"), "{out}");
+    run_now(&w, "refused");
+    let (state, log) = finished(&w, "refused");
+    assert_eq!(state, "Failed", "{log}");
+    assert_eq!(exit_codes(&w, "refused"), [4, 4, 4]);
+    assert!(!log.contains(SECRET_KEY), "{log}");
+    assert!(log.contains("ecr:GetAuthorizationToken"), "{log}");
+    assert!(log.contains("failed: HTTP 403"), "{log}");
+    assert!(log.contains("credentials were refused"), "{log}");
     assert_eq!(docker_config(&w), stale);
+    let job = get(&w, "batch/v1", "Job", "refused").unwrap();
+    assert_eq!(
+        job["status"]["conditions"][1]["reason"],
+        "BackoffLimitExceeded"
+    );
+    w.kube.server.add_image(image(w.moto()));
 
     // The pull secret gone: the refresh may not create it, and says why.
     Run::eval(&format!(
@@ -387,17 +547,42 @@ fn the_pod_refreshes_the_pull_secret_with_the_access_key_from_the_secret() {
     ))
     .envs(w.kube.env())
     .succeeds();
-    let out = run_pod(&w, &pod_spec(&w)).run();
-    assert_ne!(out.code, 0, "{out}");
+    run_now(&w, "no-pull-secret");
+    let (state, log) = finished(&w, "no-pull-secret");
+    assert_eq!(state, "Failed", "{log}");
+    assert!(exit_codes(&w, "no-pull-secret").iter().all(|c| *c != 0));
     assert!(
-        out.stderr
-            .contains("ecr-registry-creds` does not exist: run prereqs.rhai first"),
-        "{out}"
+        log.contains("ecr-registry-creds` does not exist: run prereqs.rhai first"),
+        "{log}"
+    );
+
+    // The credentials Secret gone: the pod cannot start (the kubelet's reason), nothing runs.
+    Run::eval(&format!(
+        "k8s::delete(\"Secret\", \"{NS}\", \"collate-run-ecr-credentials\")"
+    ))
+    .envs(w.kube.env())
+    .succeeds();
+    run_now(&w, "no-credentials");
+    let start = Instant::now();
+    let waiting = loop {
+        let w8 = pods_of(&w, "no-credentials")
+            .first()
+            .map(|p| p["status"]["containerStatuses"][0]["state"]["waiting"].clone());
+        if let Some(v) = w8.filter(|v| v.is_object()) {
+            break v;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "no waiting pod");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(waiting["reason"], "CreateContainerConfigError");
+    assert_eq!(
+        waiting["message"],
+        "secret \"collate-run-ecr-credentials\" not found"
     );
 }
 
 #[test]
-fn the_pod_refreshes_the_pull_secret_with_irsa_web_identity() {
+fn the_refresh_job_refreshes_the_pull_secret_with_irsa_web_identity() {
     let Some(w) = deployed("") else { return };
     let role = "arn:aws:iam::123456789012:role/collate-ecr-refresh-role";
     assert!(
@@ -405,30 +590,33 @@ fn the_pod_refreshes_the_pull_secret_with_irsa_web_identity() {
             .role_names()
             .contains(&"collate-ecr-refresh-role".to_string())
     );
+    let (state, log) = finished(&w, &format!("{NAME}-install-1"));
+    assert_eq!(state, "Complete", "{log}");
     let fresh = docker_config(&w).expect("prereqs made the pull secret");
     expire_pull_secret(&w);
     w.kube.server.clear_requests();
 
-    let spec = pod_spec(&w);
+    let spec = &get(&w, "batch/v1", "CronJob", NAME).unwrap()["spec"]["jobTemplate"]["spec"]["template"]
+        ["spec"];
     let env = spec["containers"][0]["env"].to_string();
     assert!(!env.contains("AWS_ACCESS_KEY_ID"), "{env}");
-    let out = run_pod(&w, &spec)
-        .irsa(role, "eyJhbGciOiJSUzI1NiJ9.e30.c2ln")
-        .run();
-    assert_eq!(out.code, 0, "{out}");
-    assert_eq!(docker_config(&w).as_deref(), Some(fresh.as_str()), "{out}");
+    run_now(&w, "refresh-now");
+    let (state, log) = finished(&w, "refresh-now");
+    assert_eq!(state, "Complete", "{log}");
+    assert_eq!(docker_config(&w).as_deref(), Some(fresh.as_str()), "{log}");
+    // EKS's webhook gave the pod the role and the projected web-identity token.
+    let pod = &pods_of(&w, "refresh-now")[0];
+    let pod_env = pod["spec"]["containers"][0]["env"].to_string();
+    assert!(pod_env.contains(role), "{pod_env}");
+    assert!(
+        pod_env.contains("/var/run/secrets/eks.amazonaws.com/serviceaccount/token"),
+        "{pod_env}"
+    );
     let writes = writes(&w);
     assert!(
-        writes.iter().all(|r| r.ends_with(PULL_SECRET)),
+        writes
+            .iter()
+            .all(|r| r.ends_with(PULL_SECRET) || r.ends_with("/jobs")),
         "{writes:#?}"
     );
-
-    // A refused token (here: the API server does not know it) fails with the reason.
-    let out = Pod::new(&w.kube, NS, &spec, "not-a-token")
-        .env("AWS_ENDPOINT_URL", &w.moto().endpoint())
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .irsa(role, "eyJhbGciOiJSUzI1NiJ9.e30.c2ln")
-        .run();
-    assert_ne!(out.code, 0, "{out}");
-    assert!(out.stderr.contains("in-cluster"), "{out}");
 }

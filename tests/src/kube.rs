@@ -42,12 +42,21 @@ impl Cluster {
     /// root CA) that accepts only these bearer tokens (the kubeconfig carries the first), as a
     /// cluster's API server accepts an operator's token and a pod's service-account token.
     pub fn start_tls(tokens: &[&str]) -> Cluster {
+        Cluster::start_tls_with(tokens, |b| b)
+    }
+
+    /// Like [`Cluster::start_tls`], with more settings of the server (the kubelet's images, EKS's
+    /// pod identity webhook).
+    pub fn start_tls_with(
+        tokens: &[&str],
+        configure: impl FnOnce(kube_testserver::Builder) -> kube_testserver::Builder,
+    ) -> Cluster {
         let (chain, key) = TlsServer::chain_files();
         let mut builder = KubeTestServer::builder().tls(&chain, key, TlsServer::root_ca_file());
         for t in tokens {
             builder = builder.bearer_token(t);
         }
-        let server = builder.start();
+        let server = configure(builder).start();
         Cluster {
             server,
             dir: tempfile::tempdir().expect("temp dir"),

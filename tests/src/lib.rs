@@ -12,7 +12,6 @@ pub mod loopback;
 pub mod mariadb;
 pub mod moto;
 pub mod needs;
-pub mod pod;
 pub mod postgres;
 pub mod run;
 pub mod tls_server;

@@ -42,7 +42,7 @@ fn interesting(f: &Followup) -> bool {
     )
 }
 
-fn i64_at(v: &Value, ptr: &str, default: i64) -> i64 {
+pub(crate) fn i64_at(v: &Value, ptr: &str, default: i64) -> i64 {
     v.pointer(ptr).and_then(Value::as_i64).unwrap_or(default)
 }
 
@@ -121,7 +121,7 @@ fn reconcile(shared: &Arc<Shared>, state: &mut State, f: &Followup) {
                 json!({"observedGeneration": generation, "desiredNumberScheduled": nodes, "currentNumberScheduled": nodes, "numberReady": nodes, "numberAvailable": nodes, "updatedNumberScheduled": nodes, "numberMisscheduled": 0}),
             );
         }
-        ("batch", "jobs") => crate::kubelet::job(state, &obj),
+        ("batch", "jobs") => crate::kubelet::job(shared, state, &obj),
         ("", "pods") if crate::kubelet::pod(shared, state, &obj) => {}
         ("", "pods") => {
             if obj.pointer("/status/phase").is_some() {

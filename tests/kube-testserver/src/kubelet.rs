@@ -7,6 +7,7 @@
 //! what is not emulated.
 
 use crate::api::Shared;
+use crate::controllers::i64_at;
 use crate::state::State;
 use crate::util::{now_rfc3339, random_suffix};
 use base64::Engine as _;
@@ -75,6 +76,12 @@ pub struct Kubelet {
     pub port: u16,
     /// Pods (by uid) the kubelet has taken: started, or refused with a reason.
     pub(crate) handled: HashSet<String>,
+    /// When the Job controller first synced each Job (by uid), for `activeDeadlineSeconds`.
+    pub(crate) job_started: HashMap<String, std::time::Instant>,
+    /// The processes of running pods, by pod uid (killed when the server stops).
+    pub(crate) running: HashMap<String, u32>,
+    /// The server is stopping: a process that starts now is killed at once.
+    pub(crate) stopping: bool,
     /// `pods/log` text by (namespace, pod, container).
     pub(crate) logs: HashMap<(String, String, String), String>,
 }
@@ -98,10 +105,6 @@ fn s<'a>(v: &'a Value, ptr: &str) -> &'a str {
     v.pointer(ptr).and_then(Value::as_str).unwrap_or_default()
 }
 
-fn i64_at(v: &Value, ptr: &str, default: i64) -> i64 {
-    v.pointer(ptr).and_then(Value::as_i64).unwrap_or(default)
-}
-
 /// The Job that controls `pod`, if any: (name, uid).
 fn owner_job(pod: &Value) -> Option<(String, String)> {
     pod.pointer("/metadata/ownerReferences")
@@ -122,7 +125,7 @@ fn has_condition(job: &Value, ty: &str) -> bool {
 }
 
 /// Reconciles a Job: counts its pods, creates the next one, writes status and conditions.
-pub fn job(state: &mut State, job: &Value) {
+pub fn job(shared: &Arc<Shared>, state: &mut State, job: &Value) {
     if has_condition(job, "Complete")
         || has_condition(job, "Failed")
         || job.pointer("/spec/suspend") == Some(&json!(true))
@@ -142,7 +145,7 @@ pub fn job(state: &mut State, job: &Value) {
         .collect();
     let phase = |p: &Value| s(p, "/status/phase").to_string();
     let succeeded = pods.iter().filter(|p| phase(p) == "Succeeded").count() as i64;
-    let failed = pods.iter().filter(|p| phase(p) == "Failed").count() as i64;
+    let mut failed = pods.iter().filter(|p| phase(p) == "Failed").count() as i64;
     let mut active = pods.len() as i64 - succeeded - failed;
     let ready = pods
         .iter()
@@ -168,7 +171,48 @@ pub fn job(state: &mut State, job: &Value) {
     }
     let mut conditions: Vec<Value> = status["conditions"].as_array().cloned().unwrap_or_default();
     let condition = |ty: &str, reason: &str, message: &str| json!({"type": ty, "status": "True", "lastProbeTime": now, "lastTransitionTime": now, "reason": reason, "message": message});
-    if succeeded >= completions {
+    // `activeDeadlineSeconds`, timed from the controller's first sync of the Job.
+    let first_sync = !state.kubelet.job_started.contains_key(&uid);
+    let started = *state
+        .kubelet
+        .job_started
+        .entry(uid.clone())
+        .or_insert_with(std::time::Instant::now);
+    let deadline = job
+        .pointer("/spec/activeDeadlineSeconds")
+        .and_then(Value::as_u64)
+        .map(std::time::Duration::from_secs);
+    let past_deadline = deadline.is_some_and(|d| started.elapsed() >= d);
+    // Failures first, then success (`syncJob`: the finished condition).
+    let failure = if failed > backoff_limit {
+        Some((
+            "BackoffLimitExceeded",
+            "Job has reached the specified backoff limit",
+        ))
+    } else if past_deadline {
+        Some((
+            "DeadlineExceeded",
+            "Job was active longer than specified deadline",
+        ))
+    } else {
+        None
+    };
+    if let Some((reason, message)) = failure {
+        // The interim `FailureTarget`, then `Failed`; no completionTime. Active pods are
+        // deleted and, the Job being finished, counted as failed.
+        for p in pods
+            .iter()
+            .filter(|p| !matches!(phase(p).as_str(), "Succeeded" | "Failed"))
+        {
+            let mut gone = p.clone();
+            gone["metadata"]["deletionTimestamp"] = json!(now);
+            state.commit(&pod_type, gone, "DELETED");
+            failed += 1;
+        }
+        active = 0;
+        conditions.push(condition("FailureTarget", reason, message));
+        conditions.push(condition("Failed", reason, message));
+    } else if succeeded >= completions {
         // `SuccessCriteriaMet` first, then `Complete` (trackJobStatusAndRemoveFinalizers).
         let (reason, message) = (
             "CompletionsReached",
@@ -177,19 +221,28 @@ pub fn job(state: &mut State, job: &Value) {
         conditions.push(condition("SuccessCriteriaMet", reason, message));
         conditions.push(condition("Complete", reason, message));
         status["completionTime"] = json!(now);
-    } else if failed > backoff_limit {
-        // `exceedsBackoffLimit`: the interim `FailureTarget`, then `Failed`; no completionTime.
-        let (reason, message) = (
-            "BackoffLimitExceeded",
-            "Job has reached the specified backoff limit",
-        );
-        conditions.push(condition("FailureTarget", reason, message));
-        conditions.push(condition("Failed", reason, message));
+        cron_job_saw_success(state, job, &now);
     } else {
         let want = parallelism.min(completions - succeeded) - active;
         for _ in 0..want.max(0) {
             create_pod(state, job);
             active += 1;
+        }
+        if let Some(d) = deadline.filter(|_| first_sync) {
+            // Sync again when the deadline passes (`queue.AddAfter`).
+            let followup = crate::state::Followup {
+                group: "batch".into(),
+                plural: "jobs".into(),
+                namespace: ns.clone(),
+                name: s(job, "/metadata/name").to_string(),
+            };
+            let shared = Arc::clone(shared);
+            let wait = d.saturating_sub(started.elapsed());
+            tokio::spawn(async move {
+                tokio::time::sleep(wait).await;
+                shared.lock().followups.push(followup);
+                crate::controllers::spawn_followups(&shared);
+            });
         }
     }
     status["conditions"] = json!(conditions);
@@ -203,6 +256,48 @@ pub fn job(state: &mut State, job: &Value) {
     status["terminating"] = json!(0);
     status["uncountedTerminatedPods"] = json!({});
     crate::controllers::set_status(state, "batch", "jobs", job, status);
+}
+
+/// A Job a CronJob controls succeeded: the CronJob's `status.lastSuccessfulTime` becomes its
+/// completion time when later (kubernetes `pkg/controller/cronjob/cronjob_controllerv2.go`,
+/// `syncCronJob`: "a job does not have to be in active list, as long as it has completed
+/// successfully"). The schedule itself never fires here.
+fn cron_job_saw_success(state: &mut State, job: &Value, completion: &str) {
+    let Some(owner) = job
+        .pointer("/metadata/ownerReferences")
+        .and_then(Value::as_array)
+        .and_then(|o| {
+            o.iter()
+                .find(|o| o["kind"] == "CronJob" && o["controller"] == true)
+        })
+    else {
+        return;
+    };
+    let Some(cron_type) = state.find_type("batch", "cronjobs") else {
+        return;
+    };
+    let Some(cron) = state
+        .get(&cron_type, s(job, "/metadata/namespace"), s(owner, "/name"))
+        .filter(|c| c["metadata"]["uid"] == owner["uid"])
+        .cloned()
+    else {
+        return;
+    };
+    // RFC 3339 UTC timestamps of one format order as strings.
+    if cron
+        .pointer("/status/lastSuccessfulTime")
+        .and_then(Value::as_str)
+        .is_some_and(|last| last >= completion)
+    {
+        return;
+    }
+    crate::controllers::set_status(
+        state,
+        "batch",
+        "cronjobs",
+        &cron,
+        json!({"lastSuccessfulTime": completion}),
+    );
 }
 
 /// The labels the API server puts on a Job's pod template and selector at creation
@@ -284,22 +379,38 @@ pub fn admit_pod(state: &State, pod: &mut Value) {
         env.push(json!({"name": "AWS_DEFAULT_REGION", "value": region}));
         env.push(json!({"name": "AWS_REGION", "value": region}));
     }
+    // The volume already there: nothing to do; a container that sets the variables or mounts
+    // the volume itself is left alone (`updatePodSpec`, `addEnvToContainer`).
+    if pod["spec"]["volumes"]
+        .as_array()
+        .is_some_and(|v| v.iter().any(|v| v["name"] == "aws-iam-token"))
+    {
+        return;
+    }
     for list in ["initContainers", "containers"] {
         for c in pod["spec"][list].as_array_mut().into_iter().flatten() {
-            let has = |c: &Value, name: &str| {
-                c["env"]
-                    .as_array()
-                    .is_some_and(|e| e.iter().any(|e| e["name"] == name))
-            };
-            let missing: Vec<Value> = env
-                .iter()
-                .filter(|e| !has(c, s(e, "/name")))
-                .cloned()
+            let sets = c["env"].as_array().is_some_and(|e| {
+                e.iter().any(|e| {
+                    e["name"] == "AWS_ROLE_ARN" || e["name"] == "AWS_WEB_IDENTITY_TOKEN_FILE"
+                })
+            });
+            let mounts = c["volumeMounts"]
+                .as_array()
+                .is_some_and(|m| m.iter().any(|m| m["name"] == "aws-iam-token"));
+            if sets || mounts {
+                continue;
+            }
+            let names: Vec<Value> = c["env"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|e| e["name"].clone())
                 .collect();
             if !c["env"].is_array() {
                 c["env"] = json!([]);
             }
-            c["env"].as_array_mut().expect("array").extend(missing);
+            let env_list = c["env"].as_array_mut().expect("array");
+            env_list.extend(env.iter().filter(|e| !names.contains(&e["name"])).cloned());
             if !c["volumeMounts"].is_array() {
                 c["volumeMounts"] = json!([]);
             }
@@ -350,7 +461,7 @@ pub fn pod(shared: &Arc<Shared>, state: &mut State, pod: &Value) -> bool {
             .get(&job_type, s(pod, "/metadata/namespace"), &job_name)
             .cloned()
     {
-        job(state, &j);
+        job(shared, state, &j);
     }
     true
 }
@@ -427,6 +538,7 @@ fn set_container_state(state: &mut State, pod: &Value, phase: &str, container_st
 struct Run {
     namespace: String,
     pod: String,
+    uid: String,
     container: String,
     binary: PathBuf,
     /// `command[1..]` then `args` (or just `args`), `$(VAR)` expanded.
@@ -653,6 +765,7 @@ fn prepare(state: &mut State, pod: &Value) -> Result<Run, Refusal> {
     Ok(Run {
         namespace: ns,
         pod: pod_name,
+        uid: s(pod, "/metadata/uid").to_string(),
         container: s(container, "/name").to_string(),
         binary: image.binary,
         args,
@@ -838,7 +951,7 @@ fn quote(s: &str) -> String {
 
 /// Runs the container to completion (blocking), then records its log and final state.
 fn execute(shared: &Shared, run: Run) {
-    let (code, log) = match spawn(&run) {
+    let (code, log) = match spawn(shared, &run) {
         Ok(r) => r,
         Err(e) => (
             128,
@@ -877,7 +990,7 @@ fn execute(shared: &Shared, run: Run) {
 /// image's binary and every volume at its path (an overlay on the nearest existing ancestor
 /// makes a missing parent), drops to the pod's user and execs. Returns the exit code (128 +
 /// signal when killed) and stdout and stderr interleaved.
-fn spawn(run: &Run) -> std::io::Result<(i32, String)> {
+fn spawn(shared: &Shared, run: &Run) -> std::io::Result<(i32, String)> {
     let dir = tempfile::Builder::new().prefix("kubelet-pod-").tempdir()?;
     let root = dir.path();
     let mut mounts: Vec<(PathBuf, &str, bool)> = Vec::new();
@@ -961,7 +1074,8 @@ fn spawn(run: &Run) -> std::io::Result<(i32, String)> {
     }
     let log_path = root.join("container.log");
     let log = std::fs::File::create(&log_path)?;
-    let status = Command::new("unshare")
+    // `unshare` without `--fork` execs the script, which execs the binary: one process.
+    let mut child = Command::new("unshare")
         .args(["-m", "--propagation", "private", "sh", "-c", &script, "pod"])
         .args(&run.args)
         .env_clear()
@@ -970,7 +1084,19 @@ fn spawn(run: &Run) -> std::io::Result<(i32, String)> {
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)
-        .status()?;
+        .spawn()?;
+    {
+        // Under the lock: either `kill_all` sees this process, or it sees `stopping`.
+        let mut state = shared.lock();
+        if state.kubelet.stopping {
+            let _ = child.kill();
+        } else {
+            state.kubelet.running.insert(run.uid.clone(), child.id());
+        }
+    }
+    let status = child.wait();
+    shared.lock().kubelet.running.remove(&run.uid);
+    let status = status?;
     use std::os::unix::process::ExitStatusExt as _;
     let code = status
         .code()
@@ -987,6 +1113,25 @@ fn chmod_tree(dir: &Path) {
         for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
             chmod_tree(&e.path());
         }
+    }
+}
+
+/// Kills the processes of running pods (the server is stopping; nothing waits for them).
+pub fn kill_all(state: &mut State) {
+    state.kubelet.stopping = true;
+    let uids: Vec<String> = state.kubelet.running.keys().cloned().collect();
+    for uid in uids {
+        kill(state, &uid);
+    }
+}
+
+/// Kills the process of pod `uid`, if it runs (SIGKILL: no grace period is emulated).
+pub fn kill(state: &mut State, uid: &str) {
+    if let Some(pid) = state.kubelet.running.remove(uid) {
+        let _ = Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .stderr(Stdio::null())
+            .status();
     }
 }
 

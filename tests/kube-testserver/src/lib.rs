@@ -408,6 +408,7 @@ impl KubeTestServer {
 
 impl Drop for KubeTestServer {
     fn drop(&mut self) {
+        kubelet::kill_all(&mut self.shared.lock());
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }

@@ -234,6 +234,10 @@ fn message(index: usize, buf: &[u8]) -> Result<Value, String> {
                     .as_array_mut()
                     .ok_or("repeated field clash")?
                     .push(v);
+            } else if INLINE.contains(&f.json)
+                && let Value::Object(fields) = v
+            {
+                out.extend(fields);
             } else if keep(f.json, &v) {
                 out.insert(f.json.to_string(), v);
             }
@@ -241,6 +245,16 @@ fn message(index: usize, buf: &[u8]) -> Result<Value, String> {
     }
     Ok(Value::Object(out))
 }
+
+/// Embedded Go structs tagged `json:",inline"`: a field of their own in protobuf, their fields
+/// directly in the parent's JSON (`Volume.VolumeSource`, `ConfigMapVolumeSource.LocalObjectReference`, ...
+/// in kubernetes `staging/src/k8s.io/api/core/v1/types.go`).
+const INLINE: &[&str] = &[
+    "volumeSource",
+    "localObjectReference",
+    "persistentVolumeSource",
+    "ephemeralContainerCommon",
+];
 
 fn keep(name: &str, v: &Value) -> bool {
     match v {

@@ -245,6 +245,10 @@ impl State {
         let key = Self::key(rt, &ns, &name);
         if kind == "DELETED" {
             self.objects.remove(&key);
+            if rt.group.is_empty() && rt.plural == "pods" {
+                // The kubelet stops a deleted pod's containers.
+                crate::kubelet::kill(self, obj["metadata"]["uid"].as_str().unwrap_or_default());
+            }
         } else {
             self.objects.insert(key, obj.clone());
         }

@@ -135,7 +135,7 @@ spec:
           echo "api $KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT"
           d=/var/run/secrets/kubernetes.io/serviceaccount
           echo "namespace $(cat $d/namespace)"
-          grep -c "BEGIN CERTIFICATE" $d/ca.crt
+          echo "ca $(cksum < $d/ca.crt)"
           echo "token $(cat $d/token)"
           echo scratch > /scratch/file && cat /scratch/file
           echo "to stderr" >&2
@@ -190,12 +190,15 @@ fn a_job_of_a_registered_image_runs_with_the_pods_environment() {
     ] {
         assert!(log.contains(line), "{line:?} not in the log:\n{log}");
     }
-    // The CA file holds the chain the server presents (root and intermediate).
-    assert!(
-        log.lines()
-            .any(|l| l.trim().parse::<u32>().is_ok_and(|n| n >= 1)),
-        "{log}"
-    );
+    // `ca.crt` is the CA the server was started with (the one its kubeconfig trusts).
+    let cksum = Command::new("sh")
+        .arg("-c")
+        .arg("cksum < \"$0\"")
+        .arg(TlsServer::root_ca_file())
+        .output()
+        .unwrap();
+    let cksum = String::from_utf8_lossy(&cksum.stdout).trim().to_string();
+    assert!(log.contains(&format!("ca {cksum}\n")), "{log}");
     // The projected token is one the server accepts.
     let token = log
         .lines()
@@ -237,7 +240,47 @@ fn a_job_of_a_registered_image_runs_with_the_pods_environment() {
         .collect();
     assert_eq!(types, ["SuccessCriteriaMet", "Complete"]);
     assert_eq!(status["conditions"][1]["reason"], "CompletionsReached");
+
+    // A Job made from a CronJob by kubectl (sent as protobuf: inline `volumeSource` and
+    // `localObjectReference` fields) runs the same way.
+    apply(&server, CRON_JOB);
+    ok(&server, &["create", "job", "now", "--from=cronjob/nightly"]);
+    ok(
+        &server,
+        &[
+            "wait",
+            "--for=condition=complete",
+            "job/now",
+            "--timeout=30s",
+        ],
+    );
+    assert_eq!(
+        ok(&server, &["logs", "job/now"]),
+        "s3cret-canary\nhello from a ConfigMap"
+    );
 }
+
+const CRON_JOB: &str = r#"
+apiVersion: batch/v1
+kind: CronJob
+metadata: {name: nightly}
+spec:
+  schedule: "0 0 * * *"
+  jobTemplate:
+    spec:
+      template:
+        spec:
+          restartPolicy: Never
+          containers:
+          - name: main
+            image: busybox:1.36
+            command: [sh, -c, 'echo "$API_KEY"; cat /etc/settings/greeting']
+            env:
+            - name: API_KEY
+              valueFrom: {secretKeyRef: {name: creds, key: API_KEY}}
+            volumeMounts: [{name: settings, mountPath: /etc/settings}]
+          volumes: [{name: settings, configMap: {name: settings}}]
+"#;
 
 #[test]
 fn a_failing_job_is_retried_up_to_its_backoff_limit() {
@@ -379,4 +422,90 @@ fn pods_that_cannot_run_stay_pending_and_say_why() {
     let (reason, message) = waiting(&plain, "plain");
     assert_eq!(reason, "CreateContainerConfigError");
     assert!(message.contains("plain HTTP"), "{message}");
+}
+
+#[test]
+fn stopping_the_server_kills_running_pods() {
+    if !runs_pods() {
+        return;
+    }
+    let server = server(&[sh()]);
+    apply(
+        &server,
+        &pending_job("sleeps", IMAGE, "").replace("exit 0", "exec sleep 600"),
+    );
+    wait_for("a running pod", || {
+        job_pods(&server, "sleeps")
+            .first()
+            .is_some_and(|p| p["status"]["phase"] == "Running")
+    });
+    let start = Instant::now();
+    drop(server);
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
+}
+
+/// Whether a process runs `sleep SECONDS` (the pods here use unusual durations).
+fn sleeping(seconds: &str) -> bool {
+    let want = format!("sleep\0{seconds}\0");
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .any(|e| std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c == want.as_bytes()))
+}
+
+#[test]
+fn deleting_a_job_kills_its_running_pod() {
+    if !runs_pods() {
+        return;
+    }
+    let server = server(&[sh()]);
+    apply(
+        &server,
+        &pending_job("naps", IMAGE, "").replace("exit 0", "exec sleep 617"),
+    );
+    wait_for("the pod's process", || sleeping("617"));
+    ok(&server, &["delete", "job", "naps"]);
+    wait_for("the process killed", || !sleeping("617"));
+    assert!(job_pods(&server, "naps").is_empty());
+}
+
+#[test]
+fn a_job_past_its_active_deadline_fails_and_its_pod_is_killed() {
+    if !runs_pods() {
+        return;
+    }
+    let server = server(&[sh()]);
+    let job = pending_job("slow", IMAGE, "")
+        .replace("exit 0", "exec sleep 619")
+        .replace(
+            "spec:\n  template:",
+            "spec:\n  activeDeadlineSeconds: 1\n  template:",
+        );
+    apply(&server, &job);
+    wait_for("the pod's process", || sleeping("619"));
+    ok(
+        &server,
+        &[
+            "wait",
+            "--for=condition=failed",
+            "job/slow",
+            "--timeout=30s",
+        ],
+    );
+    wait_for("the process killed", || !sleeping("619"));
+    let job = server.get("batch/v1", "Job", "default", "slow").unwrap();
+    let status = &job["status"];
+    assert_eq!(
+        (status["failed"].as_i64(), status["active"].as_i64()),
+        (Some(1), Some(0))
+    );
+    assert_eq!(status["conditions"][1]["reason"], "DeadlineExceeded");
+    assert_eq!(
+        status["conditions"][1]["message"],
+        "Job was active longer than specified deadline"
+    );
 }
