@@ -217,6 +217,16 @@ fn record<R: Resource>(host: &Host, r: &R, action: Action, planned: Planned) -> 
     if let Some(n) = planned.note {
         change = change.with_note(n);
     }
+    if crate::host::in_transient() && action.is_change() {
+        change.transient = true;
+        change.planned = host.is_plan();
+        let note = change
+            .note
+            .take()
+            .map(|n| format!("{n}; "))
+            .unwrap_or_default();
+        change = change.with_note(format!("{note}transient: removed again by the same call"));
+    }
     host.journal().record(change)
 }
 
@@ -387,6 +397,26 @@ mod tests {
         let e = ensure(&h, &m).err().unwrap();
         assert_eq!(e.kind, ErrorKind::Conflict);
         assert!(e.message.contains("test.memory `m`"), "{}", e.message);
+    }
+
+    #[test]
+    fn a_transient_scope_changes_in_a_plan_only_when_asked_and_counts_no_change() {
+        let (_rt, h) = host(Mode::Plan);
+        let m = memory(None, "a");
+        let c = h.transient(false, || ensure(&h, &m)).unwrap();
+        assert!(c.change.planned && c.change.transient);
+        assert_eq!(*m.live.lock().unwrap(), None, "not asked: predicted only");
+        let c = h.transient(true, || ensure(&h, &m)).unwrap();
+        assert!(!c.change.planned && c.change.transient);
+        assert_eq!(*m.live.lock().unwrap(), Some("a".into()));
+        let c = h.transient(true, || remove(&h, &m, String::new())).unwrap();
+        assert_eq!(c.change.action, Action::Delete);
+        assert_eq!(*m.live.lock().unwrap(), None);
+        assert_eq!(h.journal().counts(), (0, 0, 0, 0));
+        assert!(!h.journal().has_changes());
+        // Outside the scope the plan is a plan again.
+        assert!(h.is_plan());
+        assert!(h.mutate("x", async { Ok(()) }).is_err());
     }
 
     #[test]

@@ -226,9 +226,20 @@ impl Host {
     pub fn mode(&self) -> Mode {
         self.settings.mode
     }
-    /// `true` in plan and check modes: converge calls must not mutate.
+    /// `true` in plan and check modes: converge calls must not mutate. `false` inside a
+    /// [`Host::transient`] scope allowed in a plan: what it creates is removed before it ends.
     pub fn is_plan(&self) -> bool {
         self.settings.mode != Mode::Apply
+            && !(self.settings.mode == Mode::Plan && transient_in_plan())
+    }
+
+    /// Runs `f` as a transient change: objects made for a moment (a check's Job) and removed
+    /// again before `f` returns. Their converges are journaled as `transient` and not counted as
+    /// changes (a converged re-run still reports none). With `in_plan` the scope also changes
+    /// things in plan mode, where nothing else does: the caller says so explicitly (preflight's
+    /// `--set preflight.in_cluster=true`). Per thread, like the journal's steps.
+    pub fn transient<T>(&self, in_plan: bool, f: impl FnOnce() -> T) -> T {
+        scoped(&TRANSIENT, Some(in_plan), f)
     }
     pub fn journal(&self) -> &Journal {
         &self.journal
@@ -311,13 +322,22 @@ impl Host {
         }
     }
 
+    /// Runs `f` even after an interrupt: the removal of what was made for a moment (a check's
+    /// Job), which must not outlive the run. Per thread.
+    pub fn cleaning_up<T>(&self, f: impl FnOnce() -> T) -> T {
+        scoped(&CLEANING_UP, true, f)
+    }
+
     /// Marks the run as over: calls made from now on (the clean-up) ignore an interrupt.
     pub fn close(&self) {
         self.closing.store(true, Ordering::Relaxed);
     }
 
     fn check_stop(&self, what: &str) -> Result<(), HostError> {
-        if INTERRUPTED.load(Ordering::Relaxed) && !self.closing.load(Ordering::Relaxed) {
+        if INTERRUPTED.load(Ordering::Relaxed)
+            && !self.closing.load(Ordering::Relaxed)
+            && !CLEANING_UP.with(std::cell::Cell::get)
+        {
             // Other calls may be in flight (`parallel`): they finish, no new one starts.
             return Err(HostError::new(
                 ErrorKind::Interrupted,
@@ -361,7 +381,7 @@ impl Host {
         F: Future<Output = Result<T, HostError>>,
     {
         self.check_stop(what)?;
-        if self.settings.mode != Mode::Apply {
+        if self.is_plan() {
             return Err(HostError::new(
                 ErrorKind::Io,
                 format!("internal: `{what}` would change something in plan mode; refused"),
@@ -406,7 +426,35 @@ pub fn display_path(p: &Path) -> String {
     shown.display().to_string()
 }
 
+/// Runs `f` with this thread's `flag` set to `value`, and puts the old value back afterwards
+/// (also when `f` panics).
+fn scoped<V: Copy + 'static, T>(
+    flag: &'static std::thread::LocalKey<std::cell::Cell<V>>,
+    value: V,
+    f: impl FnOnce() -> T,
+) -> T {
+    struct Restore<V: Copy + 'static>(&'static std::thread::LocalKey<std::cell::Cell<V>>, V);
+    impl<V: Copy + 'static> Drop for Restore<V> {
+        fn drop(&mut self) {
+            self.0.with(|c| c.set(self.1));
+        }
+    }
+    let _restore = Restore(flag, flag.with(|c| c.replace(value)));
+    f()
+}
+
+/// Whether this thread runs in a [`Host::transient`] scope (`Some(in_plan)`).
+pub fn in_transient() -> bool {
+    TRANSIENT.with(|t| t.get().is_some())
+}
+
+fn transient_in_plan() -> bool {
+    TRANSIENT.with(|t| t.get() == Some(true))
+}
+
 thread_local! {
+    static TRANSIENT: std::cell::Cell<Option<bool>> = const { std::cell::Cell::new(None) };
+    static CLEANING_UP: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
     static CALL_SITE: std::cell::RefCell<Option<(String, rhai::Position)>> =
         const { std::cell::RefCell::new(None) };
 }

@@ -71,6 +71,10 @@ pub struct Change {
     pub planned: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// `true` for an object made for a moment and removed again in the same call (a check's
+    /// Job, see `Host::transient`): shown, never counted as a change.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub transient: bool,
 }
 
 impl Change {
@@ -83,6 +87,7 @@ impl Change {
             step: None,
             planned: false,
             note: None,
+            transient: false,
         }
     }
 
@@ -238,7 +243,10 @@ impl Journal {
     /// the jobs before it are done, see [`Hold`]).
     pub fn record(&self, mut change: Change) -> Change {
         change.step = self.current_step();
-        change.planned = self.planned.load(std::sync::atomic::Ordering::Relaxed);
+        // A transient change says itself whether it was made (a plan may make it).
+        if !change.transient {
+            change.planned = self.planned.load(std::sync::atomic::Ordering::Relaxed);
+        }
         self.emit(Held::Change(change.clone()));
         change
     }
@@ -306,7 +314,12 @@ impl Journal {
     /// `(created, updated, unchanged, deleted)`.
     pub fn counts(&self) -> (usize, usize, usize, usize) {
         let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        let n = |a| entries.iter().filter(|c| c.action == a).count();
+        let n = |a| {
+            entries
+                .iter()
+                .filter(|c| c.action == a && (!c.transient || a == Action::Unchanged))
+                .count()
+        };
         (
             n(Action::Create),
             n(Action::Update),

@@ -520,3 +520,68 @@ fn ensure_calls_and_the_lock_converge_when_they_lose_a_create_race() {
         );
     }
 }
+
+/// `k8s::run_job` on the test kubelet (`/bin/sh` registered as an image): a Job that fails is
+/// `succeeded: false` with its pod's log, not an error; every object it applied is removed
+/// afterwards; `k8s::logs` reads a pod's log.
+#[test]
+fn run_job_returns_a_failed_jobs_log_and_removes_its_objects() {
+    use collate_run_tests::tls_server::TlsServer;
+    use kube_testserver::{Image, KubeTestServer};
+    if collate_run_tests::needs::gate(
+        "unshare -m with tmpfs and overlay mounts (root)",
+        kube_testserver::kubelet_supported().then_some(()),
+    )
+    .is_none()
+    {
+        return;
+    }
+    let (chain, key) = TlsServer::chain_files();
+    let kube = KubeTestServer::builder()
+        .tls(&chain, key, TlsServer::root_ca_file())
+        .image(Image::new("busybox:1.36", "/bin/sh"))
+        .start();
+    let script = r#"
+        let cm = #{ apiVersion: "v1", kind: "ConfigMap", metadata: #{ name: "say" }, data: #{ word: "hello" } };
+        let job = #{ apiVersion: "batch/v1", kind: "Job", metadata: #{ name: "probe" }, spec: #{
+            backoffLimit: 0,
+            template: #{ spec: #{ restartPolicy: "Never", containers: [#{
+                name: "sh", image: "busybox:1.36", command: ["/bin/sh", "-c", "echo $WORD from the pod; exit 3"],
+                env: [#{ name: "WORD", valueFrom: #{ configMapKeyRef: #{ name: "say", key: "word" } } }],
+            }] } },
+        } };
+        let r = k8s::run_job([cm, job], #{ namespace: "default", timeout: 30, start_timeout: 20 });
+        if r == () {
+            print("not run");
+        } else {
+            let log = r.log;
+            log.trim();
+            print(`${r.job}|${r.succeeded}|${log}|${r.pod != ()}|${r.status}`);
+            try { k8s::logs("default", "no-such-pod"); } catch (e) { print(`logs: ${e.kind}`); }
+        }
+    "#;
+    let out = Run::script(script)
+        .env("KUBECONFIG", &kube.kubeconfig_path().display().to_string())
+        .succeeds();
+    let first = out
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("probe|"))
+        .unwrap_or_default();
+    assert!(
+        first.starts_with("probe|false|hello from the pod|true|"),
+        "{out}"
+    );
+    assert!(first.contains("Failed=True"), "{out}");
+    out.stdout_contains("logs: not_found");
+    assert!(kube.get("batch/v1", "Job", "default", "probe").is_none());
+    assert!(kube.get("v1", "ConfigMap", "default", "say").is_none());
+    let writes = kube.mutating_requests();
+    // In a plan, not asked (`in_plan`): `()`, nothing written.
+    let out = Run::script(script)
+        .env("KUBECONFIG", &kube.kubeconfig_path().display().to_string())
+        .plan()
+        .succeeds();
+    out.stdout_contains("not run");
+    assert_eq!(kube.mutating_requests(), writes, "{out}");
+}

@@ -8,8 +8,9 @@ use collate_run_tests::loopback::free_port;
 use collate_run_tests::mariadb::{self, MariaDb};
 use collate_run_tests::needs::gate;
 use collate_run_tests::postgres::{self, Postgres};
-use collate_run_tests::{Run, needs, run::root};
-use kube_testserver::KubeTestServer;
+use collate_run_tests::tls_server::TlsServer;
+use collate_run_tests::{Run, needs, run::binary, run::root};
+use kube_testserver::{Image, KubeTestServer};
 use serde_json::json;
 
 const SEARCH_PASSWORD: &str = "es-canary-41c7";
@@ -33,8 +34,33 @@ impl World {
     /// A cluster of `version` with `nodes` (name, cpu, memory, storage), OpenSearch `search`
     /// and Argo `argo`.
     fn start(version: &str, nodes: &[(&str, &str, &str, &str)], search: &str, argo: &str) -> World {
+        World::on(
+            KubeTestServer::builder().version(version).start(),
+            nodes,
+            search,
+            argo,
+        )
+    }
+
+    /// The same world on a cluster that runs Jobs: the API over TLS (pods reach it so), and
+    /// [`IMAGE`] registered as the collate-run binary under test.
+    fn running_jobs() -> World {
+        let (chain, key) = TlsServer::chain_files();
+        let kube = KubeTestServer::builder()
+            .version("1.31.2")
+            .tls(&chain, key, TlsServer::root_ca_file())
+            .image(Image::new(IMAGE, binary()))
+            .start();
+        World::on(kube, &[("n1", BIG.0, BIG.1, BIG.2)], "3.4.0", "v3.7.1")
+    }
+
+    fn on(
+        kube: KubeTestServer,
+        nodes: &[(&str, &str, &str, &str)],
+        search: &str,
+        argo: &str,
+    ) -> World {
         let pg = Postgres::start();
-        let kube = KubeTestServer::builder().version(version).start();
         for (name, cpu, mem, disk) in nodes {
             kube.add_node(name, cpu, mem, disk);
         }
@@ -588,4 +614,549 @@ fn search_behind_a_private_ca_is_reached_with_search_ca_file() {
     run(", ca_file: /etc/hostname")
         .fails_with(5)
         .stdout_contains("holds no PEM certificate");
+}
+
+// --- From inside the cluster (recipes/lib/in_cluster.rhai) ---------------------------------------
+
+const JOB: &str = "collate-run-preflight";
+const IMAGE: &str = "registry.test/collate-run:0.1.0";
+
+/// A preflight section for one node and short waits.
+fn in_cluster(start_timeout: u32) -> String {
+    format!(
+        "preflight:\n  nodes: {{min_count: 1}}\n  job: {{timeout: 60, start_timeout: {start_timeout}}}\n"
+    )
+}
+
+/// The preflight recipe with the in-cluster Job's image set.
+fn preflight_with_image(w: &World, extra: &str) -> Run {
+    Run::recipe("preflight.rhai")
+        .config_yaml(&w.config(extra))
+        .config_yaml(&format!("images: {{collate_run: \"{IMAGE}\"}}\n"))
+        .envs(w.env())
+}
+
+/// The Job's objects while they exist; the objects seen last.
+fn job_objects(kube: &KubeTestServer) -> Option<[serde_json::Value; 3]> {
+    Some([
+        kube.get("batch/v1", "Job", "collate", JOB)?,
+        kube.get("v1", "ConfigMap", "collate", JOB)?,
+        kube.get("v1", "ServiceAccount", "collate", JOB)?,
+    ])
+}
+
+/// Runs `run` while watching the cluster for the Job's objects; returns the run's output and
+/// the objects as first seen complete.
+fn watching_the_job(
+    kube: &KubeTestServer,
+    run: Run,
+) -> (
+    collate_run_tests::run::Output,
+    Option<[serde_json::Value; 3]>,
+) {
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let runner = s.spawn(|| {
+            let out = run.run();
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
+            out
+        });
+        let mut seen = None;
+        while !done.load(std::sync::atomic::Ordering::SeqCst) {
+            if seen.is_none() {
+                seen = job_objects(kube);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        (runner.join().unwrap(), seen)
+    })
+}
+
+fn assert_gone(kube: &KubeTestServer) {
+    for (v, kind) in [
+        ("batch/v1", "Job"),
+        ("v1", "ConfigMap"),
+        ("v1", "ServiceAccount"),
+    ] {
+        assert!(
+            kube.get(v, kind, "collate", JOB).is_none(),
+            "{kind} {JOB} left behind"
+        );
+    }
+}
+
+/// A Job that never starts (no node runs its pod) fails the database and search rows, naming
+/// the Job and its state; its objects carry no secret and are removed; the server's Secrets it
+/// reads by reference are the recipes' own (collate.rhai's ensure finds them unchanged).
+#[test]
+fn the_in_cluster_job_reads_the_servers_secrets_by_reference_and_is_removed_when_it_never_starts() {
+    needs!("postgres");
+    let w = World::start("1.31.2", &[("n1", BIG.0, BIG.1, BIG.2)], "3.4.0", "v3.7.1");
+    let (out, seen) = watching_the_job(&w.kube, preflight_with_image(&w, &in_cluster(2)));
+    assert_eq!(out.code, 5, "{out}");
+    let line = |row: &str| {
+        out.stdout
+            .lines()
+            .find(|l| l.starts_with(row))
+            .unwrap_or_else(|| panic!("no row {row:?}\n{out}"))
+            .to_string()
+    };
+    for row in ["database: PostgreSQL", "search: opensearch"] {
+        let l = line(row);
+        assert!(l.contains("FAIL"), "{l}");
+        assert!(
+            l.contains(&format!(
+                "from the cluster: not checked: job `collate/{JOB}` did not start within 2s"
+            )),
+            "{l}"
+        );
+    }
+    // The pod and why it waits (the test kubelet does not run an unregistered image).
+    let db = line("database: PostgreSQL");
+    assert!(
+        db.contains(&format!("pod `{JOB}-"))
+            && db.contains("is Pending; container `check` waiting: ImagePullBackOff"),
+        "{db}"
+    );
+    assert!(
+        db.contains(&format!("kubectl -n collate describe pod {JOB}-")),
+        "{db}"
+    );
+    assert!(
+        line("database: PostgreSQL")
+            .contains(&format!("from here: ok, postgresql {}", w.pg.version()))
+    );
+    assert!(line("search: opensearch").contains("from here: ok, opensearch 3.4.0"));
+    out.stdout_contains("transient: removed again by the same call")
+        .never_shows(postgres::PASSWORD)
+        .never_shows(SEARCH_PASSWORD);
+
+    // What the cluster got: passwords only as references to the server's Secrets.
+    let [job, config_map, account] = seen.expect("the Job's objects were never seen");
+    for obj in [&job, &config_map, &account] {
+        let text = obj.to_string();
+        assert!(!text.contains(postgres::PASSWORD), "{text}");
+        assert!(!text.contains(SEARCH_PASSWORD), "{text}");
+    }
+    let pod = &job["spec"]["template"]["spec"];
+    assert_eq!(pod["serviceAccountName"], JOB);
+    assert_eq!(pod["automountServiceAccountToken"], false);
+    assert_eq!(account["automountServiceAccountToken"], false);
+    let c = &pod["containers"][0];
+    assert_eq!(c["image"], IMAGE);
+    let env = c["env"].as_array().unwrap();
+    for (name, secret) in [
+        ("DB_PASSWORD", "db-credentials"),
+        ("SEARCH_PASSWORD", "es-credentials"),
+    ] {
+        let e = env.iter().find(|e| e["name"] == name).unwrap();
+        assert_eq!(
+            e["valueFrom"]["secretKeyRef"],
+            json!({"name": secret, "key": "password"}),
+            "{e}"
+        );
+        assert!(e.get("value").is_none(), "{e}");
+    }
+    let args: Vec<&str> = c["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        args,
+        [
+            "/etc/collate-run/in-cluster-check.rhai",
+            "--config",
+            "/etc/collate-run/config.yaml",
+            "--output",
+            "json"
+        ]
+    );
+    let pod_config = config_map["data"]["config.yaml"].as_str().unwrap();
+    assert!(pod_config.contains("env: DB_PASSWORD"), "{pod_config}");
+    assert!(pod_config.contains("env: SEARCH_PASSWORD"), "{pod_config}");
+    assert_gone(&w.kube);
+    // The server's Secrets hold the passwords the server will use.
+    let db = w
+        .kube
+        .get("v1", "Secret", "collate", "db-credentials")
+        .unwrap();
+    assert_eq!(
+        db["data"]["password"],
+        BASE64_STANDARD.encode(postgres::PASSWORD)
+    );
+
+    // A second run: the Job comes and goes again, no change is counted.
+    let out = preflight_with_image(&w, &in_cluster(1))
+        .json()
+        .fails_with(5);
+    assert_eq!(out.changed(), Vec::<String>::new(), "{out}");
+    let s = out.summary();
+    assert_eq!(
+        (&s["create"], &s["update"], &s["delete"]),
+        (&json!(0), &json!(0), &json!(0)),
+        "{out}"
+    );
+    assert!(
+        out.changes()
+            .iter()
+            .any(|c| c["kind"] == "k8s.Job" && c["action"] == "create" && c["transient"] == true),
+        "{out}"
+    );
+    // Both vantage points in the report.
+    let report = out
+        .json_lines()
+        .into_iter()
+        .find(|l| l["type"] == "report" && l["name"] == "preflight")
+        .unwrap_or_else(|| panic!("no preflight report\n{out}"));
+    let db_row = report["data"]["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["requirement"].as_str().unwrap().starts_with("database:"))
+        .unwrap();
+    assert_eq!(db_row["from_here"]["ok"], true, "{db_row}");
+    assert_eq!(db_row["from_here"]["product"], "postgresql", "{db_row}");
+    assert!(
+        db_row["from_cluster"]["failed"]
+            .as_str()
+            .unwrap()
+            .contains("did not start within 1s"),
+        "{db_row}"
+    );
+    assert_gone(&w.kube);
+}
+
+#[test]
+fn a_plan_runs_the_in_cluster_job_only_when_asked_and_in_cluster_false_keeps_the_old_check() {
+    needs!("postgres");
+    let w = World::start("1.31.2", &[("n1", BIG.0, BIG.1, BIG.2)], "3.4.0", "v3.7.1");
+    let config = in_cluster(1);
+    // Not asked: nothing is created, the rows say why.
+    preflight_with_image(&w, &config)
+        .plan()
+        .succeeds()
+        .stdout_contains("from the cluster: not checked (a plan runs the Job only with --set preflight.in_cluster=true)");
+    assert_eq!(w.kube.mutating_requests(), 0);
+    // Asked, before the server's Secrets exist: a plan does not create them.
+    preflight_with_image(&w, &config)
+        .plan()
+        .set("preflight.in_cluster", "true")
+        .succeeds()
+        .stdout_contains("not checked (Secret collate/db-credentials does not exist yet");
+    assert_eq!(w.kube.mutating_requests(), 0);
+    // With them, a plan asked to runs the Job (here it never starts) and removes it.
+    w.kube
+        .insert(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "collate"}}));
+    for (name, pw) in [
+        ("db-credentials", postgres::PASSWORD),
+        ("es-credentials", SEARCH_PASSWORD),
+    ] {
+        w.kube.insert(json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": name, "namespace": "collate"},
+            "type": "Opaque", "data": {"password": BASE64_STANDARD.encode(pw)},
+        }));
+    }
+    let (out, seen) = watching_the_job(
+        &w.kube,
+        preflight_with_image(&w, &config)
+            .plan()
+            .set("preflight.in_cluster", "true"),
+    );
+    assert_eq!(out.code, 5, "{out}");
+    assert!(seen.is_some(), "the Job was not created\n{out}");
+    out.stdout_contains(&format!("job `collate/{JOB}` did not start within 1s"));
+    assert_gone(&w.kube);
+    let before = w.kube.mutating_requests();
+    // `preflight.in_cluster: false`: from here only, as before.
+    let out = preflight_with_image(&w, &config)
+        .config_yaml("preflight: {in_cluster: false}\n")
+        .succeeds();
+    assert!(!out.stdout.contains("from the cluster"), "{out}");
+    out.stdout_contains(&format!("postgresql {}", w.pg.version()));
+    assert_eq!(w.kube.mutating_requests(), before);
+}
+
+/// Whether pods run here (root with `unshare -m`, the test kubelet's container runtime).
+fn runs_pods() -> bool {
+    gate(
+        "unshare -m with tmpfs and overlay mounts (root)",
+        kube_testserver::kubelet_supported().then_some(()),
+    )
+    .is_some()
+}
+
+/// The server's Secrets as a cluster would hold them, with these passwords.
+fn insert_server_secrets(kube: &KubeTestServer, db: &str, search: &str) {
+    kube.insert(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "collate"}}));
+    for (name, pw) in [("db-credentials", db), ("es-credentials", search)] {
+        kube.insert(json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": name, "namespace": "collate"},
+            "type": "Opaque", "data": {"password": BASE64_STANDARD.encode(pw)},
+        }));
+    }
+}
+
+fn row_line(out: &collate_run_tests::run::Output, row: &str) -> String {
+    out.stdout
+        .lines()
+        .find(|l| l.starts_with(row))
+        .unwrap_or_else(|| panic!("no row {row:?}\n{out}"))
+        .to_string()
+}
+
+/// End to end: the test cluster's kubelet runs the Job (collate-run under test, as uid 65532,
+/// passwords from the Secrets), which reaches the loopback PostgreSQL and search server; the
+/// table shows both vantage points, the JSON report carries both, and the objects are gone.
+#[test]
+fn the_in_cluster_job_really_runs_and_reaches_postgres_and_search() {
+    needs!("postgres");
+    if !runs_pods() {
+        return;
+    }
+    let w = World::running_jobs();
+    let out = preflight_with_image(&w, &in_cluster(30)).json().succeeds();
+    let report = out
+        .json_lines()
+        .into_iter()
+        .find(|l| l["type"] == "report" && l["name"] == "preflight")
+        .unwrap_or_else(|| panic!("no preflight report\n{out}"));
+    let rows = report["data"]["rows"].as_array().unwrap();
+    let db = rows
+        .iter()
+        .find(|r| r["requirement"].as_str().unwrap().starts_with("database:"))
+        .unwrap();
+    assert_eq!(db["verdict"], "ok", "{db}");
+    for vantage in ["from_here", "from_cluster"] {
+        assert_eq!(db[vantage]["ok"], true, "{db}");
+        assert_eq!(db[vantage]["product"], "postgresql", "{db}");
+        assert_eq!(db[vantage]["version"], w.pg.version(), "{db}");
+        assert!(db[vantage]["latency_ms"].as_i64().is_some(), "{db}");
+    }
+    let found = db["found"].as_str().unwrap();
+    assert!(
+        found.starts_with(&format!(
+            "from the cluster: ok, postgresql {} in ",
+            w.pg.version()
+        )),
+        "{found}"
+    );
+    let search = rows
+        .iter()
+        .find(|r| r["requirement"].as_str().unwrap().starts_with("search:"))
+        .unwrap();
+    assert_eq!(search["verdict"], "ok", "{search}");
+    assert_eq!(search["from_cluster"]["product"], "opensearch", "{search}");
+    assert_eq!(search["from_cluster"]["version"], "3.4.0", "{search}");
+    out.never_shows(postgres::PASSWORD)
+        .never_shows(SEARCH_PASSWORD);
+    // What stays: the namespace and the server's Secrets (collate.rhai's, made first).
+    assert_eq!(
+        out.changed(),
+        [
+            "create k8s.Namespace collate",
+            "create k8s.Secret collate/db-credentials",
+            "create k8s.Secret collate/es-credentials"
+        ],
+        "{out}"
+    );
+    // The search server saw the pod's request with the password from es-credentials.
+    let calls = w
+        .http
+        .seen()
+        .iter()
+        .filter(|(p, a)| p == "/" && a.as_deref() == Some(search_auth().as_str()))
+        .count();
+    assert_eq!(calls, 2, "one from here, one from the pod");
+    assert_gone(&w.kube);
+}
+
+/// A search domain without auth, checked from the cluster too: the Job reads no search password
+/// (no `es-credentials`, no `SEARCH_PASSWORD`), neither vantage point sends credentials, and the
+/// row passes.
+#[test]
+fn the_in_cluster_job_reaches_search_without_auth() {
+    needs!("postgres");
+    if !runs_pods() {
+        return;
+    }
+    let w = World::running_jobs();
+    let open = JsonServer::start();
+    open.route(
+        "/",
+        json!({"version": {"distribution": "opensearch", "number": "3.4.0"}}),
+    );
+    let out = preflight_with_image(&w, &in_cluster(30))
+        .config_yaml(&format!(
+            "search: {{auth: false, port: {}, user: \"\"}}\n",
+            open.port()
+        ))
+        .json()
+        .succeeds();
+    let report = out
+        .json_lines()
+        .into_iter()
+        .find(|l| l["type"] == "report" && l["name"] == "preflight")
+        .unwrap_or_else(|| panic!("no preflight report\n{out}"));
+    let search = report["data"]["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["requirement"].as_str().unwrap().starts_with("search:"))
+        .cloned()
+        .unwrap();
+    assert_eq!(search["verdict"], "ok", "{search}");
+    assert_eq!(search["from_cluster"]["ok"], true, "{search}");
+    assert_eq!(
+        out.changed(),
+        [
+            "create k8s.Namespace collate",
+            "create k8s.Secret collate/db-credentials"
+        ],
+        "{out}"
+    );
+    let calls: Vec<_> = open.seen().into_iter().filter(|(p, _)| p == "/").collect();
+    assert_eq!(calls.len(), 2, "one from here, one from the pod: {calls:?}");
+    assert!(calls.iter().all(|(_, auth)| auth.is_none()), "{calls:?}");
+    assert_gone(&w.kube);
+}
+
+/// What decides a row is the cluster's view: with the operator's own credentials wrong, "from
+/// here" fails and the row still passes; with the server's Secret wrong, the cluster's auth
+/// failure fails it (named, no password shown). A plan asked to run the Job uses the Secrets as
+/// they are.
+#[test]
+fn the_clusters_view_decides_the_row() {
+    needs!("postgres");
+    if !runs_pods() {
+        return;
+    }
+    let w = World::running_jobs();
+    insert_server_secrets(&w.kube, postgres::PASSWORD, SEARCH_PASSWORD);
+    let out = preflight_with_image(&w, &in_cluster(30))
+        .env("COLLATE_DB_PASSWORD", "wrong-here-canary")
+        .env("COLLATE_ES_PASSWORD", "wrong-es-canary")
+        .plan()
+        .set("preflight.in_cluster", "true")
+        .succeeds();
+    let db = row_line(&out, "database:");
+    assert!(db.contains("from the cluster: ok, postgresql"), "{db}");
+    assert!(
+        db.contains("from here: failed: authentication failed for user"),
+        "{db}"
+    );
+    assert!(db.trim_end().ends_with(" ok"), "the row passes: {db}");
+    let search = row_line(&out, "search:");
+    assert!(
+        search.contains("from the cluster: ok, opensearch 3.4.0"),
+        "{search}"
+    );
+    assert!(search.contains("from here: failed: HTTP 401"), "{search}");
+    out.never_shows("wrong-here-canary")
+        .never_shows(postgres::PASSWORD);
+    assert_gone(&w.kube);
+
+    // The server's Secret is wrong: the cluster's failure fails the row.
+    insert_server_secrets(&w.kube, "stale-db-canary", SEARCH_PASSWORD);
+    let out = preflight_with_image(&w, &in_cluster(30))
+        .plan()
+        .set("preflight.in_cluster", "true")
+        .fails_with(5);
+    let db = row_line(&out, "database:");
+    assert!(db.contains("FAIL"), "{db}");
+    assert!(
+        db.contains(&format!(
+            "from the cluster: failed: authentication failed for user `{}`",
+            postgres::USER
+        )),
+        "{db}"
+    );
+    assert!(db.contains("from here: ok, postgresql"), "{db}");
+    out.never_shows("stale-db-canary")
+        .never_shows(postgres::PASSWORD);
+    assert_gone(&w.kube);
+}
+
+/// The Job reaches MariaDB with the mysql scheme.
+#[test]
+fn the_in_cluster_job_reaches_mariadb() {
+    needs!("postgres", "mariadb");
+    if !runs_pods() {
+        return;
+    }
+    let w = World::running_jobs();
+    let my = MariaDb::start();
+    let out = preflight_with_image(&w, &in_cluster(30))
+        .config_yaml(&format!(
+            "database: {{scheme: mysql, port: {}, name: {}, user: {}, password: {{env: MY_PW}}}}\n",
+            my.port(),
+            mariadb::DATABASE,
+            mariadb::USER
+        ))
+        .env("MY_PW", mariadb::PASSWORD)
+        .succeeds();
+    let db = row_line(&out, "database:");
+    let short = my.version();
+    let short = short.split('-').next().unwrap_or_default();
+    assert!(
+        db.contains(&format!("from the cluster: ok, mariadb {short}")),
+        "{db}"
+    );
+    assert!(
+        db.contains("warn"),
+        "MariaDB is not in the guide's list: {db}"
+    );
+    out.never_shows(mariadb::PASSWORD);
+    assert_gone(&w.kube);
+}
+
+/// A cluster that cannot be reached fails its own row; the database and search rows are then
+/// checked from here only, saying why.
+#[test]
+fn an_unreachable_cluster_checks_the_database_from_here_only() {
+    needs!("postgres");
+    let w = World::start("1.31.2", &[("n1", BIG.0, BIG.1, BIG.2)], "3.4.0", "v3.7.1");
+    let run = preflight_with_image(&w, &in_cluster(5)).with_file(
+        "unreachable.kubeconfig",
+        &kube_testserver::kubeconfig_yaml(&format!("http://127.0.0.1:{}", free_port())),
+    );
+    let kubeconfig = run.dir().join("unreachable.kubeconfig");
+    let out = run
+        .env("KUBECONFIG", &kubeconfig.display().to_string())
+        .fails_with(5);
+    out.stderr_contains("2 of 7 requirements not met (kubernetes >= 1.24; argo workflows");
+    let db = row_line(&out, "database:");
+    assert!(
+        db.contains("from here: ok, postgresql")
+            && db.contains("from the cluster: not checked (the cluster is unreachable)"),
+        "{db}"
+    );
+}
+
+/// Ctrl-C while waiting for the Job: the run stops, and the Job's objects are removed first.
+#[test]
+fn an_interrupted_preflight_removes_its_job() {
+    needs!("postgres");
+    let w = World::start("1.31.2", &[("n1", BIG.0, BIG.1, BIG.2)], "3.4.0", "v3.7.1");
+    let running = preflight_with_image(&w, &in_cluster(60)).spawn();
+    let started = std::time::Instant::now();
+    while job_objects(&w.kube).is_none() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "the Job never appeared"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    running.interrupt();
+    let out = running.wait();
+    assert_ne!(out.code, 0, "{out}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(30),
+        "it waited for the start timeout"
+    );
+    out.stdout_contains(&format!("- k8s.Job collate/{JOB}  deleted"));
+    assert_gone(&w.kube);
 }

@@ -47,6 +47,33 @@ pub struct Run {
     cwd: Option<PathBuf>,
 }
 
+/// A run started with [`Run::spawn`].
+pub struct Running {
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Running {
+    /// Sends SIGINT (Ctrl-C) to this run's process.
+    pub fn interrupt(&self) {
+        let status = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -INT {} failed", self.child.id());
+    }
+
+    /// Waits for the run to end.
+    pub fn wait(self) -> Output {
+        let out = self.child.wait_with_output().expect("wait for collate-run");
+        Output {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
+
 /// What a run printed and how it ended.
 #[derive(Debug)]
 pub struct Output {
@@ -164,6 +191,33 @@ impl Run {
     }
 
     pub fn run(self) -> Output {
+        let out = self
+            .command()
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", binary().display()));
+        Output {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// Starts the run without waiting for it (to signal it while it runs).
+    pub fn spawn(self) -> Running {
+        let child = self
+            .command()
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", binary().display()));
+        Running {
+            child,
+            _dir: self.dir,
+        }
+    }
+
+    /// The command line and environment of the run (its files written).
+    fn command(&self) -> Command {
         let mut cmd = Command::new(binary());
         for (rel, text) in &self.files {
             let p = self.dir.path().join(rel);
@@ -212,14 +266,7 @@ impl Run {
                 .clone()
                 .unwrap_or_else(|| self.dir.path().to_path_buf()),
         );
-        let out = cmd
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}", binary().display()));
-        Output {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        cmd
     }
 
     /// Runs and asserts exit code 0.
@@ -271,11 +318,12 @@ impl Output {
             .collect()
     }
 
-    /// The changes of a JSON run that are not `unchanged`, as `"ACTION KIND NAME"` lines.
+    /// The changes of a JSON run that are not `unchanged` (nor transient: made and removed in
+    /// the same call, like preflight's Job), as `"ACTION KIND NAME"` lines.
     pub fn changed(&self) -> Vec<String> {
         self.changes()
             .iter()
-            .filter(|c| c["action"] != "unchanged")
+            .filter(|c| c["action"] != "unchanged" && c["transient"] != true)
             .map(|c| {
                 format!(
                     "{} {} {}",

@@ -5,6 +5,7 @@
 mod apply;
 pub(crate) mod client;
 pub(crate) mod converge;
+mod job;
 mod lock;
 pub(crate) mod portforward;
 mod wait;
@@ -613,6 +614,89 @@ pub mod k8s_module {
         }
         let obj = wait::wait(&host, &kube, &res, namespace, name, &cond, timeout)?;
         Ok(obj.map(|o| to_script(&o)).unwrap_or(Dynamic::UNIT))
+    }
+
+    /// Runs a short-lived Job and removes it: applies the manifests (exactly one `batch/v1`
+    /// Job, plus what it needs — its ServiceAccount, ConfigMap), waits for the Job to complete or
+    /// fail (progress every 5s), reads its pod's log, and deletes every object it applied, also
+    /// when the Job fails, a wait times out or the run is interrupted (Ctrl-C). The objects are journaled as transient: shown,
+    /// not counted as changes. Options: `namespace` (for manifests that name none), `timeout`
+    /// (default `"10m"`), `start_timeout` (a pod still `Pending` after it — an image the nodes
+    /// cannot pull, no node to run on — fails naming the pod and why; default `"2m"`),
+    /// `in_plan` (run it in plan mode too; default `false`: a plan returns `()`). Returns
+    /// `#{job, pod, succeeded, status, log, elapsed_ms}`; a failed Job is `succeeded: false`, not
+    /// an error.
+    ///
+    /// ```rhai
+    /// let r = k8s::run_job(yaml::parse_all(template::render_file("templates/check-job.yaml.j2", #{})),
+    ///     #{ namespace: "collate", timeout: "5m", start_timeout: "90s" });
+    /// if r != () && !r.succeeded { print(r.log); }
+    /// ```
+    #[rhai_fn(return_raw)]
+    pub fn run_job(ctx: NativeCallContext, manifests: Dynamic, opts: Map) -> RhaiResult<Dynamic> {
+        crate::host::track(&ctx);
+        check_keys(
+            "k8s::run_job",
+            &opts,
+            &["namespace", "timeout", "start_timeout", "in_plan"],
+        )?;
+        let ns = opt::<String>(&opts, "namespace")?;
+        let timeout = opt::<Duration>(&opts, "timeout")?.unwrap_or(Duration::from_secs(600));
+        let start = opt::<Duration>(&opts, "start_timeout")?.unwrap_or(Duration::from_secs(120));
+        let in_plan = opt::<bool>(&opts, "in_plan")?.unwrap_or(false);
+        let docs = documents(&manifests)?;
+        let (host, kube) = setup(&ctx)?;
+        if host.is_plan() && !in_plan {
+            return Ok(Dynamic::UNIT);
+        }
+        let limits = job::Limits { timeout, start };
+        let f = host.transient(in_plan, || {
+            job::run(&host, &kube, docs, ns.as_deref(), &limits)
+        })?;
+        let mut m = Map::new();
+        m.insert("job".into(), f.job.into());
+        m.insert(
+            "pod".into(),
+            f.pod.map(Dynamic::from).unwrap_or(Dynamic::UNIT),
+        );
+        m.insert("succeeded".into(), f.succeeded.into());
+        m.insert("status".into(), f.status.into());
+        m.insert("log".into(), f.log.into());
+        m.insert("elapsed_ms".into(), (f.elapsed.as_millis() as i64).into());
+        Ok(m.into())
+    }
+
+    /// A pod's log (`kubectl logs`): stdout and stderr of its container.
+    ///
+    /// ```rhai
+    /// print(k8s::logs("collate", "collate-run-preflight-x2k9p"));
+    /// ```
+    #[rhai_fn(return_raw)]
+    pub fn logs(ctx: NativeCallContext, namespace: &str, pod: &str) -> RhaiResult<String> {
+        crate::host::track(&ctx);
+        logs_with(ctx, namespace, pod, Map::new())
+    }
+
+    /// `logs` with `#{container, tail_lines}`: one container of the pod, its last lines.
+    ///
+    /// ```rhai
+    /// let tail = k8s::logs("collate", "openmetadata-0", #{ container: "openmetadata", tail_lines: 50 });
+    /// ```
+    #[rhai_fn(name = "logs", return_raw)]
+    pub fn logs_with(
+        ctx: NativeCallContext,
+        namespace: &str,
+        pod: &str,
+        opts: Map,
+    ) -> RhaiResult<String> {
+        crate::host::track(&ctx);
+        check_keys("k8s::logs", &opts, &["container", "tail_lines"])?;
+        let container = opt::<String>(&opts, "container")?;
+        let tail_lines = opt::<i64>(&opts, "tail_lines")?;
+        let (host, kube) = setup(&ctx)?;
+        Ok(job::logs(
+            &host, &kube, namespace, pod, container, tail_lines,
+        )?)
     }
 
     /// Takes the run lock `namespace/name`, a Lease held by `user@host:pid` for `ttl` seconds and
