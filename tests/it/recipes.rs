@@ -1561,6 +1561,14 @@ fn prereqs_customised_iam_in_the_callers_partition() {
         .stdout_contains(&format!(
             "arn:aws-cn:s3:::collate-argo-artifacts-{region}/*"
         ));
+    // With `account_id` given, the ARNs take the region's partition; credentials of another
+    // partition are refused before any change.
+    w.recipe("prereqs.rhai")
+        .plan()
+        .config_yaml(&format!("region: {region}\ns3: {{artifacts_bucket: b-{region}}}\n"))
+        .envs(moto.env())
+        .fails_with(3)
+        .stdout_contains("the AWS credentials are for partition aws, the config's region cn-north-1 is in aws-cn");
     // IAM cannot move a role: the plan fails at the key.
     prereqs("iam:\n  path: /platform/\n")
         .plan()
@@ -1568,6 +1576,29 @@ fn prereqs_customised_iam_in_the_callers_partition() {
         .stdout_contains("IAM role `collate-")
         .stdout_contains("exists with path `/collate/`, not `/platform/`")
         .stdout_contains("config-3.yaml:2:3");
+}
+
+/// The ARNs of recipes that make no AWS call (`account_id` in the config) are in the partition
+/// of the config's region, under `iam.path`.
+#[test]
+fn arns_without_aws_calls_take_the_partition_of_the_region() {
+    for (region, partition) in [
+        ("eu-west-1", "aws"),
+        ("cn-north-1", "aws-cn"),
+        ("us-gov-west-1", "aws-us-gov"),
+    ] {
+        Run::script(&format!(
+            r#"import "iam" as iam;
+            let cfg = #{{ account_id: "{ACCOUNT}", region: "{region}", iam: #{{ path: "/collate/" }} }};
+            print(iam::role_arn(cfg, "r"));
+            print(iam::bucket_arn(cfg, "b"));"#
+        ))
+        .arg("--lib")
+        .arg(&root().join("recipes/lib").display().to_string())
+        .succeeds()
+        .stdout_contains(&format!("arn:{partition}:iam::{ACCOUNT}:role/collate/r"))
+        .stdout_contains(&format!("arn:{partition}:s3:::b"));
+    }
 }
 
 /// A one-namespace install with every configurable name changed: both releases, the om-argo
