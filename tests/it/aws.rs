@@ -493,6 +493,178 @@ fn role_plan_apply_unchanged_and_trust_update() {
     .stderr_contains("did you mean `policies`");
 }
 
+/// The permissions boundary converges (put, replaced, removed with `""`), `path` is the path of
+/// a new role and an existing role under another path is a conflict (in a plan too: IAM cannot
+/// move a role), a tag whose value is `()` is removed; a second run changes nothing.
+#[test]
+fn role_boundary_path_and_tag_removal_converge() {
+    needs!("moto");
+    let moto = Moto::start();
+    let issuer = moto.create_eks_cluster(CLUSTER);
+    let boundary = |name: &str| format!("arn:aws:iam::{ACCOUNT}:policy/{name}");
+    moto.python(
+        "for n in ['CollateBoundary', 'OtherBoundary']:\n    c('iam').create_policy(PolicyName=n, PolicyDocument=json.dumps({'Version': '2012-10-17', 'Statement': [{'Effect': 'Allow', 'Action': 's3:*', 'Resource': '*'}]}))\nout = 1",
+    );
+    let script = |boundary: &str, path: &str, tags: &str| {
+        format!(
+            r#"let r = aws::iam::ensure_role("collate-server-role", #{{
+                trust: aws::iam::irsa_trust("{issuer}", "collate", "openmetadata"),
+                permissions_boundary: "{boundary}", path: "{path}",
+                tags: #{{ "managed-by": "collate-run", {tags} }},
+            }});
+            print(`arn=${{r.arn}} changed=${{r.changed}}`);"#
+        )
+    };
+    let live = || {
+        moto.python(
+            "r = c('iam').get_role(RoleName='collate-server-role')['Role']\n\
+             out = {'arn': r['Arn'], 'path': r['Path'], 'boundary': r.get('PermissionsBoundary', {}).get('PermissionsBoundaryArn'), \
+             'tags': {t['Key']: t['Value'] for t in r.get('Tags', [])}}",
+        )
+    };
+    let first = script(
+        &boundary("CollateBoundary"),
+        "/collate/",
+        r#"team: "data", env: "prod","#,
+    );
+    let arn = format!("arn:aws:iam::{ACCOUNT}:role/collate/collate-server-role");
+    run(&moto, &first)
+        .plan()
+        .succeeds()
+        .stdout_contains(&format!("arn={arn} changed=created"));
+    assert!(moto.role_names().is_empty(), "plan created a role");
+    run(&moto, &first)
+        .succeeds()
+        .stdout_contains(&format!("arn={arn} changed=created"));
+    let r = live();
+    assert_eq!(r["arn"], arn.as_str());
+    assert_eq!(r["path"], "/collate/");
+    assert_eq!(r["boundary"], boundary("CollateBoundary").as_str());
+    assert_eq!(r["tags"]["team"], "data");
+    run(&moto, &first)
+        .succeeds()
+        .stdout_contains("changed=unchanged");
+
+    // Another boundary: planned as that one field, then put.
+    let other = script(&boundary("OtherBoundary"), "/collate/", "");
+    let out = run(&moto, &other).plan().json().succeeds();
+    let fields = out.changes()[0]["fields"].clone();
+    assert_eq!(fields[0]["path"], "permissions_boundary", "{fields}");
+    assert_eq!(fields[0]["after"], boundary("OtherBoundary").as_str());
+    assert_eq!(live()["boundary"], boundary("CollateBoundary").as_str());
+    run(&moto, &other)
+        .succeeds()
+        .stdout_contains("changed=updated");
+    assert_eq!(live()["boundary"], boundary("OtherBoundary").as_str());
+
+    // `""` removes the boundary; `()` removes a tag, the tags not named stay.
+    let none = script("", "/collate/", "team: (),");
+    run(&moto, &none)
+        .succeeds()
+        .stdout_contains("changed=updated");
+    let r = live();
+    assert!(r["boundary"].is_null(), "{r}");
+    assert_eq!(
+        r["tags"],
+        serde_json::json!({"managed-by": "collate-run", "env": "prod"})
+    );
+    run(&moto, &none)
+        .succeeds()
+        .stdout_contains("changed=unchanged");
+
+    // Another path: IAM cannot move a role; said before any change, in a plan too.
+    for plan in [true, false] {
+        let mut r = run(&moto, &script("", "/platform/", ""));
+        if plan {
+            r = r.plan();
+        }
+        r.fails_with(4)
+            .stderr_contains(
+                "IAM role `collate-server-role` exists with path `/collate/`, not `/platform/`",
+            )
+            .stderr_contains("delete the role");
+    }
+    assert_eq!(live()["path"], "/collate/");
+    // A boundary that is not a policy ARN is refused.
+    run(&moto, &script("DeveloperBoundary", "/collate/", ""))
+        .fails_with(1)
+        .stderr_contains("not a managed policy ARN");
+}
+
+/// Tags on the OIDC provider converge (set, changed, `()` removes, others stay), and the ARNs
+/// predicted and made are in the partition of the caller (moto answers `aws-cn` for a China
+/// region: `aws::sts::caller_identity().partition`).
+#[test]
+fn oidc_provider_tags_converge_in_the_callers_partition() {
+    needs!("moto");
+    let moto = Moto::start();
+    let region = "cn-north-1";
+    let issuer = moto.python(&format!(
+        "r = c('eks', region='{region}').create_cluster(name='{CLUSTER}', roleArn='arn:aws-cn:iam::{ACCOUNT}:role/eks', \
+         resourcesVpcConfig={{'subnetIds': ['subnet-1']}})\nout = r['cluster']['identity']['oidc']['issuer']"
+    ));
+    let hp = host_path(issuer.as_str().unwrap());
+    let arn = format!("arn:aws-cn:iam::{ACCOUNT}:oidc-provider/{hp}");
+    let ensure = |tags: &str| {
+        run(
+            &moto,
+            &format!(
+                r#"print(`partition=${{aws::sts::caller_identity().partition}}`);
+                let p = aws::iam::ensure_oidc_provider(aws::eks::oidc_issuer("{CLUSTER}"), #{{ thumbprints: [], tags: #{{ {tags} }} }});
+                print(`arn=${{p.arn}} changed=${{p.changed}}`);"#
+            ),
+        )
+        .env("AWS_REGION", region)
+    };
+    let tags_on_moto = || {
+        moto.python(&format!(
+            "out = {{t['Key']: t['Value'] for t in c('iam', region='{region}').list_open_id_connect_provider_tags(OpenIDConnectProviderArn='{arn}')['Tags']}}"
+        ))
+    };
+    ensure(r#"team: "data", env: "prod""#)
+        .plan()
+        .succeeds()
+        .stdout_contains("partition=aws-cn")
+        .stdout_contains(&format!("arn={arn} changed=created"));
+    ensure(r#"team: "data", env: "prod""#)
+        .succeeds()
+        .stdout_contains(&format!("arn={arn} changed=created"));
+    assert_eq!(
+        tags_on_moto(),
+        serde_json::json!({"team": "data", "env": "prod"})
+    );
+    ensure(r#"team: "data""#)
+        .succeeds()
+        .stdout_contains("changed=unchanged");
+    // Somebody else's tag stays; ours change or go.
+    moto.python(&format!(
+        "c('iam', region='{region}').tag_open_id_connect_provider(OpenIDConnectProviderArn='{arn}', Tags=[{{'Key': 'eksctl', 'Value': 'yes'}}])\nout = 1"
+    ));
+    let out = ensure(r#"team: "platform", env: ()"#)
+        .plan()
+        .json()
+        .succeeds();
+    let changes = out.changes();
+    let mut paths: Vec<&str> = changes[0]["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["path"].as_str().unwrap())
+        .collect();
+    paths.sort();
+    assert_eq!(paths, vec!["tags.env", "tags.team"], "{out}");
+    ensure(r#"team: "platform", env: ()"#)
+        .succeeds()
+        .stdout_contains("changed=updated");
+    assert_eq!(
+        tags_on_moto(),
+        serde_json::json!({"team": "platform", "eksctl": "yes"})
+    );
+    ensure(r#"team: "platform", env: ()"#)
+        .succeeds()
+        .stdout_contains("changed=unchanged");
+}
+
 #[test]
 fn trust_policy_compares_as_json_not_text() {
     needs!("moto");

@@ -1462,3 +1462,271 @@ fn rotate_db_password_updates_the_secret_and_restarts_the_server_once() {
     rotate("db-rotated-canary-2", false).stdout_contains("no restart");
     assert_eq!(generation(&w), gen1);
 }
+
+/// Keys that must agree are checked with the config, before any remote call, each failure at
+/// the key's file:line:col with a hint: the Collate namespace pulls from ECR, the `svc://`
+/// endpoints are in the releases' namespaces; the IAM customisation keys are checked for shape.
+/// A one-namespace config that agrees passes `check`.
+#[test]
+fn keys_that_must_agree_are_checked_before_any_change() {
+    let fails = |yaml: &str| {
+        Run::recipe("full.rhai")
+            .plan()
+            .config(example())
+            .config_yaml(yaml)
+            .envs(secrets_env())
+            .fails_with(3)
+    };
+    fails("namespaces: {argo: collate}\n")
+        .stderr_contains("argo.api_url (svc://argo-workflows/argo-workflows-server:2746) names namespace argo-workflows, but namespaces.argo is collate")
+        .stderr_contains("customer.example.yaml:")
+        .stderr_contains("svc://collate/argo-workflows-server:2746");
+    fails("namespaces: {collate: acme}\n")
+        .stderr_contains(
+            "ecr.namespaces ([\"collate\"]) does not include namespaces.collate (acme)",
+        )
+        .stderr_contains("customer.example.yaml:")
+        .stderr_contains("`ecr: {namespaces: [acme]}`");
+    fails("openmetadata:\n  url: svc://acme/openmetadata:8585\n")
+        .stderr_contains("openmetadata.url (svc://acme/openmetadata:8585) names namespace acme, but namespaces.collate is collate")
+        .stderr_contains("config-1.yaml:2:3")
+        .stderr_contains("svc://collate/openmetadata:8585");
+    // A renamed release: the hint names its Service (the chart's `fullname`).
+    fails("releases: {argo: wf}\nnamespaces: {argo: collate}\n")
+        .stderr_contains("svc://collate/wf-argo-workflows-server:2746");
+    fails("iam:\n  path: collate\n  permissions_boundary: DeveloperBoundary\n  extra_policies: {srever: [arn:aws:iam::123456789012:policy/x]}\n")
+        .stderr_contains("iam.path 'collate' must start and end with '/'")
+        .stderr_contains("config-1.yaml:2:3")
+        .stderr_contains("iam.permissions_boundary 'DeveloperBoundary' is not a managed policy ARN")
+        .stderr_contains("iam.extra_policies.srever: no such role");
+    Run::check(root().join("recipes/full.rhai"))
+        .config(example())
+        .config_yaml("namespaces: {argo: collate}\nargo: {api_url: \"svc://collate/argo-workflows-server:2746\"}\n")
+        .envs(secrets_env())
+        .succeeds();
+}
+
+/// prereqs.rhai with the IAM customisation keys, in the partition of the credentials (moto
+/// answers `aws-cn` for a China region): every role under `iam.path` with the permissions
+/// boundary, the guide's managed policy and the extra ones (`arn:aws-cn:...`), trusting the
+/// provider by its `aws-cn` ARN; the provider tagged. A second run changes nothing; an extra
+/// policy no longer asked for would be detached (exclusive), so asked ones are what keeps them;
+/// a changed path is refused at the key, in a plan.
+#[test]
+fn prereqs_customised_iam_in_the_callers_partition() {
+    needs!("moto");
+    let w = World::start();
+    let moto = collate_run_tests::moto::Moto::start();
+    let region = "cn-north-1";
+    let policy = |name: &str| format!("arn:aws-cn:iam::{ACCOUNT}:policy/{name}");
+    let issuer = moto.python(&format!(
+        "r = c('eks', region='{region}').create_cluster(name='acme-eks', roleArn='arn:aws-cn:iam::{ACCOUNT}:role/eks', \
+         resourcesVpcConfig={{'subnetIds': ['subnet-1']}})\n\
+         iam = c('iam', region='{region}')\n\
+         for n in ['CollateBoundary', 'collate-kms']:\n    iam.create_policy(PolicyName=n, PolicyDocument=json.dumps({{'Version': '2012-10-17', 'Statement': [{{'Effect': 'Allow', 'Action': 'kms:Decrypt', 'Resource': '*'}}]}}))\n\
+         out = r['cluster']['identity']['oidc']['issuer']"
+    ));
+    let hp = issuer
+        .as_str()
+        .unwrap()
+        .trim_start_matches("https://")
+        .to_string();
+    let customised = format!(
+        "account_id: \"\"\nregion: {region}\ns3: {{artifacts_bucket: collate-argo-artifacts-{region}}}\n\
+         iam: {{permissions_boundary: \"{}\", path: /collate/, extra_policies: {{server: [\"{}\"]}}}}\n\
+         oidc: {{tags: {{team: data}}}}\necr: {{password: {{plaintext: ecr-canary}}}}\n",
+        policy("CollateBoundary"),
+        policy("collate-kms"),
+    );
+    let prereqs = |extra: &str| {
+        w.recipe("prereqs.rhai")
+            .config_yaml(&customised)
+            .config_yaml(extra)
+            .envs(moto.env())
+            .env("AWS_REGION", region)
+            .env("AWS_DEFAULT_REGION", region)
+    };
+    let plan = prereqs("{}").plan().succeeds();
+    assert!(moto.role_names().is_empty(), "the plan made a role: {plan}");
+    prereqs("{}").succeeds();
+
+    let provider = format!("arn:aws-cn:iam::{ACCOUNT}:oidc-provider/{hp}");
+    let tags = moto.python(&format!(
+        "out = {{t['Key']: t['Value'] for t in c('iam', region='{region}').list_open_id_connect_provider_tags(OpenIDConnectProviderArn='{provider}')['Tags']}}"
+    ));
+    assert_eq!(tags, json!({"team": "data"}));
+    for (role, managed, extra) in [
+        ("collate-argo-controller-role", "AmazonS3FullAccess", None),
+        ("collate-argo-server-role", "AmazonS3ReadOnlyAccess", None),
+        (
+            "collate-server-role",
+            "AmazonS3FullAccess",
+            Some(policy("collate-kms")),
+        ),
+        ("collate-ingestion-role", "AmazonS3FullAccess", None),
+    ] {
+        let r = moto.python(&format!(
+            "iam = c('iam', region='{region}')\nr = iam.get_role(RoleName='{role}')['Role']\n\
+             p = sorted(a['PolicyArn'] for a in iam.list_attached_role_policies(RoleName='{role}')['AttachedPolicies'])\n\
+             out = {{'arn': r['Arn'], 'path': r['Path'], 'boundary': r.get('PermissionsBoundary', {{}}).get('PermissionsBoundaryArn'), \
+             'trust': r['AssumeRolePolicyDocument'], 'policies': p}}"
+        ));
+        assert_eq!(
+            r["arn"],
+            format!("arn:aws-cn:iam::{ACCOUNT}:role/collate/{role}"),
+            "{r}"
+        );
+        assert_eq!(r["path"], "/collate/");
+        assert_eq!(r["boundary"], policy("CollateBoundary").as_str(), "{r}");
+        assert_eq!(
+            r["trust"]["Statement"][0]["Principal"]["Federated"],
+            provider.as_str()
+        );
+        let mut want = vec![format!("arn:aws-cn:iam::aws:policy/{managed}")];
+        want.extend(extra);
+        want.sort();
+        assert_eq!(r["policies"], json!(want), "{role}");
+    }
+
+    let again = prereqs("{}").plan().succeeds();
+    assert_eq!(again.changed(), Vec::<String>::new());
+    // Not asked for any more: the exclusive converge would detach it.
+    let out = prereqs("iam: {extra_policies: {server: []}}")
+        .plan()
+        .succeeds();
+    assert_eq!(
+        out.changed(),
+        vec!["update aws.iam.role collate-server-role".to_string()]
+    );
+    out.stdout_contains(&policy("collate-kms"));
+    // The scoped policy's bucket ARNs are in the partition too.
+    prereqs("s3: {scoped_policy: true}")
+        .plan()
+        .succeeds()
+        .stdout_contains(&format!(
+            "arn:aws-cn:s3:::collate-argo-artifacts-{region}/*"
+        ));
+    // With `account_id` given, the ARNs take the region's partition; credentials of another
+    // partition are refused before any change.
+    w.recipe("prereqs.rhai")
+        .plan()
+        .config_yaml(&format!("region: {region}\ns3: {{artifacts_bucket: b-{region}}}\n"))
+        .envs(moto.env())
+        .fails_with(3)
+        .stdout_contains("the AWS credentials are for partition aws, the config's region cn-north-1 is in aws-cn");
+    // IAM cannot move a role: the plan fails at the key.
+    prereqs("iam:\n  path: /platform/\n")
+        .plan()
+        .fails_with(3)
+        .stdout_contains("IAM role `collate-")
+        .stdout_contains("exists with path `/collate/`, not `/platform/`")
+        .stdout_contains("config-3.yaml:2:3");
+}
+
+/// The ARNs of recipes that make no AWS call (`account_id` in the config) are in the partition
+/// of the config's region, under `iam.path`.
+#[test]
+fn arns_without_aws_calls_take_the_partition_of_the_region() {
+    for (region, partition) in [
+        ("eu-west-1", "aws"),
+        ("cn-north-1", "aws-cn"),
+        ("us-gov-west-1", "aws-us-gov"),
+    ] {
+        Run::script(&format!(
+            r#"import "iam" as iam;
+            let cfg = #{{ account_id: "{ACCOUNT}", region: "{region}", iam: #{{ path: "/collate/" }} }};
+            print(iam::role_arn(cfg, "r"));
+            print(iam::bucket_arn(cfg, "b"));"#
+        ))
+        .arg("--lib")
+        .arg(&root().join("recipes/lib").display().to_string())
+        .succeeds()
+        .stdout_contains(&format!("arn:{partition}:iam::{ACCOUNT}:role/collate/r"))
+        .stdout_contains(&format!("arn:{partition}:s3:::b"));
+    }
+}
+
+/// A one-namespace install with every configurable name changed: both releases, the om-argo
+/// Role and binding and the credentials Secrets in `collate`, named from the config; the Argo
+/// chart's objects follow the release name (`wf-argo-workflows-server`, reached through
+/// `svc://`; the openmetadata chart keeps `openmetadata`, its fullnameOverride); a second run
+/// changes nothing; status finds the renamed releases; teardown removes the renamed objects.
+#[test]
+fn one_namespace_install_with_renamed_objects() {
+    needs!("helm", "moto");
+    let w = World::start();
+    let moto = collate_run_tests::moto::Moto::start();
+    moto.create_eks_cluster("acme-eks");
+    let addr = w.api.url().trim_start_matches("http://").to_string();
+    let backend =
+        kube_testserver::Backend::parse(&format!("collate/wf-argo-workflows-server:2746={addr}"))
+            .expect("backend");
+    w.kube.server.add_backend(backend, false);
+    let renamed = "account_id: \"\"\nsteps: {prereqs: true, preflight: false}\n\
+        namespaces: {argo: collate, collate: collate}\n\
+        releases: {argo: wf, openmetadata: om}\n\
+        names: {om_argo_role: ingestion-argo, om_argo_role_binding: ingestion-argo-binding, db_secret: acme-db, search_secret: acme-search, argo_db_secret: acme-argo-db}\n\
+        argo: {api_url: \"svc://collate/wf-argo-workflows-server:2746\"}\n";
+    let recipe = |name: &str| w.recipe(name).config_yaml(renamed).envs(moto.env());
+    recipe("full.rhai").succeeds();
+    w.trust_issued_argo_token();
+    assert_eq!(w.api.triggers(), 1, "one re-index after the install");
+    for (kind, name) in [
+        ("Role", "ingestion-argo"),
+        ("RoleBinding", "ingestion-argo-binding"),
+    ] {
+        w.get("rbac.authorization.k8s.io/v1", kind, "collate", name);
+    }
+    for name in [
+        "acme-db",
+        "acme-search",
+        "acme-argo-db",
+        "ecr-registry-creds",
+    ] {
+        w.get("v1", "Secret", "collate", name);
+    }
+    for name in ["db-credentials", "es-credentials", "argo-db-credentials"] {
+        assert!(
+            w.kube.get("v1", "Secret", "collate", name).is_none(),
+            "{name}"
+        );
+    }
+    assert!(
+        w.kube
+            .get("v1", "Namespace", "", "argo-workflows")
+            .is_none()
+    );
+    let om = w.get("apps/v1", "Deployment", "collate", "openmetadata");
+    assert!(om.to_string().contains("\"acme-db\""), "{om}");
+    w.get(
+        "apps/v1",
+        "Deployment",
+        "collate",
+        "wf-argo-workflows-server",
+    );
+    let pipeline = w
+        .kube
+        .helm(&["get", "values", "om", "-n", "collate", "-o", "json"]);
+    assert!(
+        pipeline.contains("http://wf-argo-workflows-server.collate:2746")
+            && pipeline.contains("http://openmetadata:8585/api"),
+        "{pipeline}"
+    );
+
+    let again = recipe("full.rhai").succeeds();
+    assert_eq!(again.changed(), Vec::<String>::new());
+    assert_eq!(w.api.triggers(), 1);
+
+    let status = recipe("status.rhai").succeeds();
+    status
+        .stdout_contains("release collate/om")
+        .stdout_contains("release collate/wf");
+
+    recipe("teardown.rhai")
+        .set("teardown.confirm", "acme-eks")
+        .succeeds();
+    assert!(w.kube.get("v1", "Namespace", "", "collate").is_none());
+    assert!(moto.role_names().is_empty(), "{:?}", moto.role_names());
+    let out = w.kube.helm(&["list", "-A", "-q"]);
+    assert!(out.trim().is_empty(), "{out}");
+}

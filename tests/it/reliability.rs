@@ -668,7 +668,7 @@ fn a_permanent_aws_error_names_the_resource_and_the_status() {
     );
     out.stdout_contains("✗ prereqs");
     // The error points at the failing call inside the `parallel` job, not at `parallel`.
-    out.stderr_contains("prereqs.rhai:49:");
+    out.stderr_contains("prereqs.rhai:50:");
     assert!(w.moto().bucket_names().is_empty());
     // The pull secrets run side by side with the AWS work in prereqs (`parallel`), so they may
     // be written; nothing of a later step is.

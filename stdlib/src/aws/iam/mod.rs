@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use crate::aws::{Identity, clients, identity};
 use crate::error::{HostError, RhaiResult};
 use crate::host::Host;
-use crate::value::{Secrets, from_json, to_json};
+use crate::value::{Secrets, Tags, from_json, opt, to_json};
 
 mod oidc;
 mod role;
@@ -79,14 +79,80 @@ fn tags_map(tags: &[aws_sdk_iam::types::Tag]) -> Value {
     )
 }
 
-/// The tags of `desired` that `live` (a map) lacks or holds with another value.
-fn tags_to_set(desired: Option<&[(String, String)]>, live: &Value) -> Vec<(String, String)> {
-    desired
-        .into_iter()
-        .flatten()
-        .filter(|(k, v)| live.get(k).and_then(Value::as_str) != Some(v.as_str()))
-        .cloned()
-        .collect()
+/// The `tags` option of a role or an OIDC provider: a map of key to value, where a value of `()`
+/// removes the tag. Tags the map does not name stay (others may have set them).
+#[derive(Default)]
+struct TagSpec {
+    set: Vec<(String, String)>,
+    remove: Vec<String>,
+}
+
+impl TagSpec {
+    fn parse(opts: &Map) -> Result<TagSpec, HostError> {
+        let Some(map) = opts.get("tags").filter(|t| !t.is_unit()) else {
+            return Ok(TagSpec::default());
+        };
+        let Some(map) = map.read_lock::<Map>().map(|m| m.clone()) else {
+            return Err(HostError::input(format!(
+                "option `tags` must be a map, not `{}`",
+                map.type_name()
+            )));
+        };
+        let (gone, kept): (Map, Map) = map.into_iter().partition(|(_, v)| v.is_unit());
+        let mut set = Map::new();
+        set.insert("tags".into(), kept.into());
+        Ok(TagSpec {
+            set: Tags::non_empty(opt::<Tags>(&set, "tags")?).unwrap_or_default(),
+            remove: gone.into_keys().map(|k| k.to_string()).collect(),
+        })
+    }
+
+    fn is_empty(&self) -> bool {
+        self.set.is_empty() && self.remove.is_empty()
+    }
+
+    /// The tags asked for as JSON (`null`: to remove), for the per-field diff.
+    fn desired(&self) -> Value {
+        let mut m: serde_json::Map<String, Value> = self
+            .set
+            .iter()
+            .map(|(k, v)| (k.clone(), json!(v)))
+            .collect();
+        for k in &self.remove {
+            m.insert(k.clone(), Value::Null);
+        }
+        Value::Object(m)
+    }
+
+    /// The tags `live` (a map) lacks or holds with another value.
+    fn to_set(&self, live: &Value) -> Vec<(String, String)> {
+        self.set
+            .iter()
+            .filter(|(k, v)| live.get(k).and_then(Value::as_str) != Some(v.as_str()))
+            .cloned()
+            .collect()
+    }
+
+    /// The tags to remove that `live` has.
+    fn to_remove(&self, live: &Value) -> Vec<String> {
+        self.remove
+            .iter()
+            .filter(|k| live.get(k.as_str()).is_some())
+            .cloned()
+            .collect()
+    }
+
+    /// `live` as it is once the tags are applied (plan mode).
+    fn apply(&self, live: &mut Value) {
+        for (k, v) in &self.set {
+            live[k] = json!(v);
+        }
+        if let Some(m) = live.as_object_mut() {
+            for k in &self.remove {
+                m.remove(k);
+            }
+        }
+    }
 }
 
 fn iam_tags(tags: &[(String, String)]) -> Result<Vec<aws_sdk_iam::types::Tag>, HostError> {
@@ -142,13 +208,14 @@ pub mod iam_module {
 
     /// `ensure_oidc_provider` with options: `thumbprints` (list of SHA-1 hex; replaces the
     /// provider's list when it differs), `client_ids` (added when missing; default
-    /// `["sts.amazonaws.com"]`), `tags` (map).
+    /// `["sts.amazonaws.com"]`), `tags` (map: missing or different tags are set, a tag whose
+    /// value is `()` is removed, tags not named stay: other workloads may have set them).
     ///
     /// ```rhai
     /// let issuer = aws::eks::oidc_issuer(config.cluster_name);
     /// aws::iam::ensure_oidc_provider(issuer, #{
     ///     thumbprints: ["9e99a48a9960b14926bb7f3b02e22da2b0ab7280"],
-    ///     tags: #{ "managed-by": "collate-run" },
+    ///     tags: #{ "managed-by": "collate-run", "old-team": () },
     /// });
     /// ```
     #[rhai_fn(name = "ensure_oidc_provider", return_raw)]
@@ -219,18 +286,25 @@ pub mod iam_module {
     /// Ensures an IAM role: created when absent; otherwise the trust policy is updated when it
     /// differs as JSON (IAM's URL-encoding, key order and whitespace do not count), missing
     /// managed `policies` (ARNs) are attached, `inline` policies (map of name → policy map or
-    /// JSON text) are put when they differ, `tags` are added or changed, `description` and
-    /// `max_session` (seconds) updated. With `exclusive: true`, attached policies and inline
-    /// policies the script does not list are removed. `path` (default `/`) is used on create.
-    /// Returns `#{arn, changed, object, diff}`; `object` is `#{name, arn, role_id, path, trust,
-    /// description, max_session, tags, created, policies, inline}`. In plan mode nothing
-    /// changes and `arn` is the predictable `arn:aws:iam::ACCOUNT:role/NAME`.
+    /// JSON text) are put when they differ, `tags` are added or changed (a tag whose value is
+    /// `()` is removed), `description` and `max_session` (seconds) updated,
+    /// `permissions_boundary` (a managed policy ARN; `""` removes it) put when it differs. With
+    /// `exclusive: true`, attached policies and inline policies the script does not list are
+    /// removed. `path` (default `/`) is the path a new role gets; IAM cannot move a role, so an
+    /// existing role under another path is an error (a `conflict`, in plan mode too) naming both
+    /// paths. Returns `#{arn, changed, object, diff}`; `object` is `#{name, arn, role_id, path,
+    /// permissions_boundary, trust, description, max_session, tags, created, policies, inline}`.
+    /// In plan mode nothing changes and `arn` is the predictable
+    /// `arn:PARTITION:iam::ACCOUNT:role/PATH/NAME`.
     ///
     /// ```rhai
     /// let issuer = aws::eks::oidc_issuer(config.cluster_name);
+    /// let partition = aws::sts::caller_identity().partition;
     /// let role = aws::iam::ensure_role("collate-server-role", #{
     ///     trust: aws::iam::irsa_trust(issuer, "collate", "openmetadata"),
-    ///     policies: ["arn:aws:iam::aws:policy/AmazonS3FullAccess"],
+    ///     policies: [`arn:${partition}:iam::aws:policy/AmazonS3FullAccess`],
+    ///     permissions_boundary: `arn:${partition}:iam::${aws::account_id()}:policy/Boundary`,
+    ///     path: "/collate/",
     ///     tags: #{ "managed-by": "collate-run" },
     /// });
     /// print(role.arn);
@@ -268,8 +342,9 @@ pub mod iam_module {
         oidc::delete(&ctx, issuer)
     }
 
-    /// An IAM role as `#{name, arn, role_id, path, trust, description, max_session, tags,
-    /// created, policies: [attached ARNs], inline: #{name: document}}`, or `()` when absent.
+    /// An IAM role as `#{name, arn, role_id, path, permissions_boundary, trust, description,
+    /// max_session, tags, created, policies: [attached ARNs], inline: #{name: document}}`, or
+    /// `()` when absent.
     ///
     /// ```rhai
     /// let role = aws::iam::get_role("collate-server-role");

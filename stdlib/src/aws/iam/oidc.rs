@@ -5,13 +5,13 @@
 use rhai::{Map, NativeCallContext};
 use serde_json::{Value, json};
 
-use super::{STS_AUDIENCE, iam_tags, issuer_host_path, oidc_provider_arn, tags_map, tags_to_set};
+use super::{STS_AUDIENCE, TagSpec, iam_tags, issuer_host_path, oidc_provider_arn, tags_map};
 use crate::aws::{Clients, clients, has_code, identity, sdk_error};
 use crate::converge::{self, Applied, Planned, Resource};
 use crate::diff;
 use crate::error::{HostError, RhaiResult};
 use crate::host::Host;
-use crate::value::{Tags, check_keys, from_json, opt};
+use crate::value::{check_keys, from_json, opt};
 
 pub(super) struct LiveProvider {
     pub url: String,
@@ -104,21 +104,18 @@ struct Provider<'a> {
     client_ids: Vec<String>,
     /// Sorted; `None`: keep what the provider has (or take the issuer's on create).
     thumbprints: Option<Vec<String>>,
-    tags: Option<Vec<(String, String)>>,
+    tags: TagSpec,
 }
 
 impl Provider<'_> {
     fn object(&self, ids: &[String], thumbprints: &[String], tags: &Value) -> Value {
         provider_object(&self.arn, &self.hp, ids, thumbprints, tags)
     }
+    /// The tags a new provider gets.
     fn tags_json(&self) -> Value {
-        Value::Object(
-            self.tags
-                .iter()
-                .flatten()
-                .map(|(k, v)| (k.clone(), json!(v)))
-                .collect(),
-        )
+        let mut t = json!({});
+        self.tags.apply(&mut t);
+        t
     }
 }
 
@@ -149,8 +146,8 @@ impl Resource for Provider<'_> {
         if let Some(t) = &self.thumbprints {
             desired["thumbprints"] = json!(t);
         }
-        if self.tags.is_some() {
-            desired["tags"] = self.tags_json();
+        if !self.tags.is_empty() {
+            desired["tags"] = self.tags.desired();
         }
         let live_json = live.as_ref().map(|l| {
             let mut t = l.thumbprints.clone();
@@ -193,9 +190,7 @@ impl Resource for Provider<'_> {
             .or_else(|| l.map(|l| l.thumbprints.clone()))
             .unwrap_or_default();
         let mut tags = l.map(|l| l.tags.clone()).unwrap_or_else(|| json!({}));
-        for (k, v) in self.tags.iter().flatten() {
-            tags[k] = json!(v);
-        }
+        self.tags.apply(&mut tags);
         Ok(self.object(&ids, &th, &tags))
     }
     fn create(
@@ -214,7 +209,7 @@ impl Resource for Provider<'_> {
             }
         };
         let op = "iam:CreateOpenIDConnectProvider";
-        let tag_list = iam_tags(&self.tags.clone().unwrap_or_default())?;
+        let tag_list = iam_tags(&self.tags.set)?;
         let created = host.mutate(&format!("{op} {hp}"), async {
             match c
                 .iam
@@ -280,7 +275,20 @@ impl Resource for Provider<'_> {
                     .map_err(|e| sdk_error(c, op, hp, e))
             })?;
         }
-        let changed_tags = tags_to_set(self.tags.as_deref(), &l.tags);
+        let gone_tags = self.tags.to_remove(&l.tags);
+        if !gone_tags.is_empty() {
+            let op = "iam:UntagOpenIDConnectProvider";
+            host.mutate(&format!("{op} {hp}"), async {
+                c.iam
+                    .untag_open_id_connect_provider()
+                    .open_id_connect_provider_arn(arn)
+                    .set_tag_keys(Some(gone_tags.clone()))
+                    .send()
+                    .await
+                    .map_err(|e| sdk_error(c, op, hp, e))
+            })?;
+        }
+        let changed_tags = self.tags.to_set(&l.tags);
         if !changed_tags.is_empty() {
             let op = "iam:TagOpenIDConnectProvider";
             let tag_list = iam_tags(&changed_tags)?;
@@ -330,7 +338,7 @@ pub(super) fn delete(ctx: &NativeCallContext, issuer: &str) -> RhaiResult<Map> {
         arn,
         client_ids: Vec::new(),
         thumbprints: None,
-        tags: None,
+        tags: TagSpec::default(),
     };
     let gone = converge::remove(&host, &provider, Value::Null)?;
     let object = if gone.object.is_null() {
@@ -374,7 +382,7 @@ pub(super) fn ensure(ctx: &NativeCallContext, issuer: &str, opts: &Map) -> RhaiR
         client_ids: opt::<Vec<String>>(opts, "client_ids")?
             .unwrap_or_else(|| vec![STS_AUDIENCE.into()]),
         thumbprints,
-        tags: Tags::non_empty(opt::<Tags>(opts, "tags")?),
+        tags: TagSpec::parse(opts)?,
     };
     let done = converge::ensure(&host, &provider)?;
     let mut out = done.change.outcome(from_json(&done.object));

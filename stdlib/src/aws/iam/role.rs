@@ -6,20 +6,22 @@
 use rhai::{Dynamic, Map, NativeCallContext};
 use serde_json::{Value, json};
 
-use super::{UNKNOWN, iam_tags, policy_value, role_arn, tags_map, tags_to_set};
+use super::{TagSpec, UNKNOWN, iam_tags, policy_value, role_arn, tags_map};
 use crate::aws::{Clients, clients, has_code, identity, policy, sdk_error};
 use crate::converge::{self, Applied, Planned, Resource};
 use crate::diff;
 use crate::error::{ErrorKind, HostError, RhaiResult};
 use crate::host::Host;
 use crate::journal::FieldChange;
-use crate::value::{Tags, check_keys, from_json, opt};
+use crate::value::{check_keys, from_json, opt};
 
 #[derive(Clone)]
 pub(super) struct LiveRole {
     arn: String,
     role_id: String,
     path: String,
+    /// The ARN of the permissions boundary, if any.
+    boundary: Option<String>,
     trust: Value,
     description: Option<String>,
     max_session: Option<i32>,
@@ -93,6 +95,10 @@ pub(super) fn read_role(
             arn: role.arn().to_string(),
             role_id: role.role_id().to_string(),
             path: role.path().to_string(),
+            boundary: role
+                .permissions_boundary()
+                .and_then(|b| b.permissions_boundary_arn())
+                .map(str::to_string),
             trust,
             description: role.description().map(str::to_string),
             max_session: role.max_session_duration(),
@@ -113,6 +119,13 @@ pub(super) fn role_object(name: &str, r: &LiveRole) -> Map {
     m.insert("arn".into(), r.arn.clone().into());
     m.insert("role_id".into(), r.role_id.clone().into());
     m.insert("path".into(), r.path.clone().into());
+    m.insert(
+        "permissions_boundary".into(),
+        r.boundary
+            .clone()
+            .map(Dynamic::from)
+            .unwrap_or(Dynamic::UNIT),
+    );
     m.insert("trust".into(), from_json(&r.trust));
     m.insert(
         "description".into(),
@@ -156,11 +169,14 @@ struct RoleSpec {
     trust: Value,
     policies: Vec<String>,
     inline: Vec<(String, Value)>,
-    tags: Option<Vec<(String, String)>>,
+    tags: TagSpec,
     description: Option<String>,
     max_session: Option<i32>,
     exclusive: bool,
-    path: String,
+    /// Asked for: checked against an existing role's (IAM cannot move a role); `/` on create.
+    path: Option<String>,
+    /// `None`: left as it is; `Some(None)`: removed; `Some(Some(arn))`: that policy.
+    boundary: Option<Option<String>>,
 }
 
 impl RoleSpec {
@@ -171,11 +187,12 @@ impl RoleSpec {
             trust: Value::Null,
             policies: Vec::new(),
             inline: Vec::new(),
-            tags: None,
+            tags: TagSpec::default(),
             description: None,
             max_session: None,
             exclusive: true,
-            path: "/".into(),
+            path: None,
+            boundary: None,
         }
     }
 }
@@ -189,6 +206,7 @@ const ROLE_OPTIONS: &[&str] = &[
     "max_session",
     "exclusive",
     "path",
+    "permissions_boundary",
 ];
 
 fn role_spec(name: &str, opts: &Map) -> Result<RoleSpec, HostError> {
@@ -237,21 +255,39 @@ fn role_spec(name: &str, opts: &Map) -> Result<RoleSpec, HostError> {
             }
         })
         .transpose()?;
-    let path = opt::<String>(opts, "path")?.unwrap_or_else(|| "/".into());
-    if !path.starts_with('/') || !path.ends_with('/') {
+    let path = opt::<String>(opts, "path")?;
+    if let Some(path) = path
+        .as_ref()
+        .filter(|p| !p.starts_with('/') || !p.ends_with('/'))
+    {
         return Err(HostError::input(format!(
             "option `path` is `{path}`; an IAM path starts and ends with `/`"
         )));
     }
+    let boundary = opt::<String>(opts, "permissions_boundary")?
+        .map(|arn| {
+            if arn.is_empty() {
+                Ok(None)
+            } else if arn.starts_with("arn:") && arn.contains(":policy/") {
+                Ok(Some(arn))
+            } else {
+                Err(HostError::input(format!(
+                    "option `permissions_boundary` is `{arn}`, not a managed policy ARN"
+                ))
+                .with_hint("e.g. `arn:aws:iam::123456789012:policy/DeveloperBoundary`; `\"\"` removes the boundary"))
+            }
+        })
+        .transpose()?;
     Ok(RoleSpec {
         trust,
         policies: opt::<Vec<String>>(opts, "policies")?.unwrap_or_default(),
         inline,
-        tags: Tags::non_empty(opt::<Tags>(opts, "tags")?),
+        tags: TagSpec::parse(opts)?,
         description: opt::<String>(opts, "description")?,
         max_session,
         exclusive: opt::<bool>(opts, "exclusive")?.unwrap_or(false),
         path,
+        boundary,
     })
 }
 
@@ -265,11 +301,11 @@ fn role_fields(spec: &RoleSpec, live: Option<&LiveRole>) -> Vec<FieldChange> {
     if let Some(s) = spec.max_session {
         desired.insert("max_session".into(), json!(s));
     }
-    if let Some(t) = &spec.tags {
-        desired.insert(
-            "tags".into(),
-            Value::Object(t.iter().map(|(k, v)| (k.clone(), json!(v))).collect()),
-        );
+    if let Some(b) = &spec.boundary {
+        desired.insert("permissions_boundary".into(), json!(b));
+    }
+    if !spec.tags.is_empty() {
+        desired.insert("tags".into(), spec.tags.desired());
     }
     let mut policies: serde_json::Map<String, Value> = spec
         .policies
@@ -296,6 +332,7 @@ fn role_fields(spec: &RoleSpec, live: Option<&LiveRole>) -> Vec<FieldChange> {
         }
         current.insert("description".into(), json!(l.description));
         current.insert("max_session".into(), json!(l.max_session));
+        current.insert("permissions_boundary".into(), json!(l.boundary));
         current.insert("tags".into(), l.tags.clone());
         current.insert(
             "policies".into(),
@@ -394,6 +431,22 @@ impl Resource for Role<'_> {
         live.is_some()
     }
     fn diff(&self, _: &Host, live: &Option<LiveRole>) -> Result<Planned, HostError> {
+        if let (Some(l), Some(want)) = (live, &self.spec.path)
+            && &l.path != want
+        {
+            // IAM has no call that moves a role to another path (UpdateRole takes none).
+            return Err(HostError::new(
+                ErrorKind::Conflict,
+                format!(
+                    "IAM role `{}` exists with path `{}`, not `{want}`: IAM cannot change the path of a role",
+                    self.name, l.path
+                ),
+            )
+            .with_hint(format!(
+                "keep path `{}`, or delete the role (`aws::iam::delete_role(\"{}\")`) and run again to create it under `{want}`",
+                l.path, self.name
+            )));
+        }
         Ok(Planned::fields(role_fields(&self.spec, live.as_ref())))
     }
     fn current(&self, live: &Option<LiveRole>) -> Map {
@@ -409,7 +462,8 @@ impl Resource for Role<'_> {
             None => LiveRole {
                 arn: self.arn.clone(),
                 role_id: UNKNOWN.into(),
-                path: spec.path.clone(),
+                path: spec.path.clone().unwrap_or_else(|| "/".into()),
+                boundary: None,
                 trust: Value::Null,
                 description: None,
                 max_session: None,
@@ -430,7 +484,7 @@ impl Resource for Role<'_> {
     ) -> Result<Applied<Map>, HostError> {
         let (c, name, spec) = (self.c, self.name, &self.spec);
         let op = "iam:CreateRole";
-        let tags = iam_tags(&spec.tags.clone().unwrap_or_default())?;
+        let tags = iam_tags(&spec.tags.set)?;
         let trust_text = self.trust_text();
         let created = retry_principal(host, || {
             host.mutate(&format!("{op} {name}"), async {
@@ -438,7 +492,8 @@ impl Resource for Role<'_> {
                     .iam
                     .create_role()
                     .role_name(name)
-                    .path(&spec.path)
+                    .path(spec.path.as_deref().unwrap_or("/"))
+                    .set_permissions_boundary(spec.boundary.clone().flatten())
                     .assume_role_policy_document(&trust_text)
                     .set_description(spec.description.clone())
                     .set_max_session_duration(spec.max_session)
@@ -497,7 +552,47 @@ impl Resource for Role<'_> {
                     .map_err(|e| sdk_error(c, op, name, e))
             })?;
         }
-        let changed_tags = tags_to_set(spec.tags.as_deref(), &l.tags);
+        if planned.touches("permissions_boundary") {
+            match spec.boundary.clone().flatten() {
+                Some(arn) => {
+                    let op = "iam:PutRolePermissionsBoundary";
+                    host.mutate(&format!("{op} {name}"), async {
+                        c.iam
+                            .put_role_permissions_boundary()
+                            .role_name(name)
+                            .permissions_boundary(&arn)
+                            .send()
+                            .await
+                            .map_err(|e| sdk_error(c, op, name, e))
+                    })?;
+                }
+                None => {
+                    let op = "iam:DeleteRolePermissionsBoundary";
+                    host.mutate(&format!("{op} {name}"), async {
+                        c.iam
+                            .delete_role_permissions_boundary()
+                            .role_name(name)
+                            .send()
+                            .await
+                            .map_err(|e| sdk_error(c, op, name, e))
+                    })?;
+                }
+            }
+        }
+        let gone_tags = spec.tags.to_remove(&l.tags);
+        if !gone_tags.is_empty() {
+            let op = "iam:UntagRole";
+            host.mutate(&format!("{op} {name}"), async {
+                c.iam
+                    .untag_role()
+                    .role_name(name)
+                    .set_tag_keys(Some(gone_tags.clone()))
+                    .send()
+                    .await
+                    .map_err(|e| sdk_error(c, op, name, e))
+            })?;
+        }
+        let changed_tags = spec.tags.to_set(&l.tags);
         if !changed_tags.is_empty() {
             let op = "iam:TagRole";
             let tags = iam_tags(&changed_tags)?;
@@ -615,7 +710,11 @@ pub(super) fn ensure(ctx: &NativeCallContext, name: &str, opts: &Map) -> RhaiRes
     let spec = role_spec(name, opts)?;
     let host = Host::of(ctx)?;
     let c = &*clients(&host)?;
-    let arn = role_arn(&identity(&host, c)?, &spec.path, name);
+    let arn = role_arn(
+        &identity(&host, c)?,
+        spec.path.as_deref().unwrap_or("/"),
+        name,
+    );
     let role = Role {
         c,
         name,
@@ -639,9 +738,10 @@ fn apply_spec(r: &mut LiveRole, spec: &RoleSpec) {
     if spec.max_session.is_some() {
         r.max_session = spec.max_session;
     }
-    for (k, v) in spec.tags.iter().flatten() {
-        r.tags[k] = json!(v);
+    if let Some(b) = &spec.boundary {
+        r.boundary = b.clone();
     }
+    spec.tags.apply(&mut r.tags);
     if spec.exclusive {
         r.policies.retain(|p| spec.policies.contains(p));
         r.inline
