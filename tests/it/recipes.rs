@@ -1717,10 +1717,29 @@ fn one_namespace_install_with_renamed_objects() {
     assert_eq!(again.changed(), Vec::<String>::new());
     assert_eq!(w.api.triggers(), 1);
 
-    let status = recipe("status.rhai").succeeds();
+    // Every row is fine but the pull secret's token: moto answers GetAuthorizationToken with a
+    // fixed 2015-01-01 expiresAt (moto/ecr/responses.py), which status reads as expired.
+    let status = recipe("status.rhai").fails_with(5);
     status
         .stdout_contains("release collate/om")
         .stdout_contains("release collate/wf");
+    let report = status
+        .json_lines()
+        .into_iter()
+        .find(|l| l["type"] == "report")
+        .unwrap_or_else(|| panic!("no report line: {status}"));
+    let failed: Vec<_> = report["data"]["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["verdict"] == "FAIL")
+        .map(|r| r["requirement"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        failed,
+        ["ECR pull secret collate/ecr-registry-creds"],
+        "{report}"
+    );
 
     recipe("teardown.rhai")
         .set("teardown.confirm", "acme-eks")

@@ -290,6 +290,21 @@ impl World {
             {
                 owner["uid"] = json!("<uid>");
             }
+            // A Job's selector and pod labels carry its uid (the API server's generated
+            // selector, `controller-uid` and `batch.kubernetes.io/controller-uid`).
+            if kind == "Job" {
+                for path in [
+                    "/spec/selector/matchLabels",
+                    "/spec/template/metadata/labels",
+                ] {
+                    let labels = item.pointer_mut(path).and_then(Value::as_object_mut);
+                    for (k, v) in labels.into_iter().flatten() {
+                        if k.ends_with("controller-uid") {
+                            *v = json!("<uid>");
+                        }
+                    }
+                }
+            }
             if item["type"] == "kubernetes.io/service-account-token" {
                 item["data"]["token"] = json!("<issued>");
                 item["metadata"]["annotations"]["kubernetes.io/service-account.uid"] =
