@@ -45,13 +45,26 @@ impl World {
     /// The same world on a cluster that runs Jobs: the API over TLS (pods reach it so), and
     /// [`IMAGE`] registered as the collate-run binary under test.
     fn running_jobs() -> World {
+        World::running_jobs_resolving(&[])
+    }
+
+    /// [`World::running_jobs`] whose cluster DNS resolves `names` (to 127.0.0.1) for its pods,
+    /// while this machine does not.
+    fn running_jobs_resolving(names: &[&str]) -> World {
         let (chain, key) = TlsServer::chain_files();
-        let kube = KubeTestServer::builder()
+        let mut builder = KubeTestServer::builder()
             .version("1.31.2")
             .tls(&chain, key, TlsServer::root_ca_file())
-            .image(Image::new(IMAGE, binary()))
-            .start();
-        World::on(kube, &[("n1", BIG.0, BIG.1, BIG.2)], "3.4.0", "v3.7.1")
+            .image(Image::new(IMAGE, binary()));
+        for name in names {
+            builder = builder.cluster_dns(name, "127.0.0.1");
+        }
+        World::on(
+            builder.start(),
+            &[("n1", BIG.0, BIG.1, BIG.2)],
+            "3.4.0",
+            "v3.7.1",
+        )
     }
 
     fn on(
@@ -971,6 +984,49 @@ fn the_in_cluster_job_really_runs_and_reaches_postgres_and_search() {
         .filter(|(p, a)| p == "/" && a.as_deref() == Some(search_auth().as_str()))
         .count();
     assert_eq!(calls, 2, "one from here, one from the pod");
+    assert_gone(&w.kube);
+}
+
+/// The customer's case: the database and search have names only the VPC's DNS resolves (the
+/// cluster's, here `kube-testserver --cluster-dns`): from here they are unreachable, from the
+/// cluster they answer, and both rows pass on the cluster's view, showing both.
+#[test]
+fn reachable_from_the_cluster_only_is_a_pass() {
+    needs!("postgres");
+    if !runs_pods() {
+        return;
+    }
+    // `.invalid` never resolves outside (RFC 6761).
+    let (db, search) = ("collate-db.vpc.invalid", "collate-search.vpc.invalid");
+    let w = World::running_jobs_resolving(&[db, search]);
+    let out = preflight_with_image(&w, &in_cluster(30))
+        .config_yaml(&format!(
+            "database: {{host: {db}}}\nsearch: {{host: {search}}}\n"
+        ))
+        .json()
+        .succeeds();
+    let report = out
+        .json_lines()
+        .into_iter()
+        .find(|l| l["type"] == "report" && l["name"] == "preflight")
+        .unwrap_or_else(|| panic!("no preflight report\n{out}"));
+    for prefix in ["database:", "search:"] {
+        let row = report["data"]["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["requirement"].as_str().unwrap().starts_with(prefix))
+            .cloned()
+            .unwrap();
+        assert_eq!(row["verdict"], "ok", "{row}");
+        assert_eq!(row["from_cluster"]["ok"], true, "{row}");
+        assert_eq!(row["from_here"]["ok"], false, "{row}");
+        let found = row["found"].as_str().unwrap();
+        assert!(found.starts_with("from the cluster: ok, "), "{found}");
+        assert!(found.contains("; from here: "), "{found}");
+    }
+    out.never_shows(postgres::PASSWORD)
+        .never_shows(SEARCH_PASSWORD);
     assert_gone(&w.kube);
 }
 

@@ -74,6 +74,9 @@ pub struct Kubelet {
     pub eks_region: Option<String>,
     /// The API server's port (`KUBERNETES_SERVICE_PORT`).
     pub port: u16,
+    /// Names only the cluster's DNS resolves (a private zone of the customer's VPC, a
+    /// Service's name), as (name, IP): written into every pod's `/etc/hosts`.
+    pub cluster_dns: Vec<(String, String)>,
     /// Pods (by uid) the kubelet has taken: started, or refused with a reason.
     pub(crate) handled: HashSet<String>,
     /// When the Job controller first synced each Job (by uid), for `activeDeadlineSeconds`.
@@ -548,6 +551,8 @@ struct Run {
     mounts: Vec<(String, Files, bool)>,
     user: Option<(i64, i64)>,
     working_dir: String,
+    /// The pod's `/etc/hosts`: this machine's, then the cluster's names and `hostAliases`.
+    hosts: String,
     started_at: String,
 }
 
@@ -773,8 +778,42 @@ fn prepare(state: &mut State, pod: &Value) -> Result<Run, Refusal> {
         mounts,
         user,
         working_dir: container["workingDir"].as_str().unwrap_or("/").to_string(),
+        hosts: hosts_file(&state.kubelet.cluster_dns, pod),
         started_at: now_rfc3339(),
     })
+}
+
+/// The `/etc/hosts` the kubelet gives a pod (`pkg/kubelet/kubelet_pods.go`,
+/// `managedHostsFileContent`: the defaults, then "# Entries added by HostAliases."): here this
+/// machine's own file, then the names the cluster's DNS resolves (`cluster_dns`), then the pod's
+/// `spec.hostAliases`.
+fn hosts_file(cluster_dns: &[(String, String)], pod: &Value) -> String {
+    let mut out = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
+    if !out.is_empty() && !out.ends_with('\n') {
+        out.push('\n');
+    }
+    if !cluster_dns.is_empty() {
+        out += "# Names the cluster's DNS resolves (kube-testserver --cluster-dns).\n";
+        for (name, ip) in cluster_dns {
+            out += &format!("{ip}\t{name}\n");
+        }
+    }
+    let aliases = pod["spec"]["hostAliases"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    if !aliases.is_empty() {
+        out += "\n# Entries added by HostAliases.\n";
+        for a in aliases {
+            let names: Vec<String> = strings(&a["hostnames"]);
+            out += &format!(
+                "{}\t{}\n",
+                a["ip"].as_str().unwrap_or_default(),
+                names.join("\t")
+            );
+        }
+    }
+    out
 }
 
 fn strings(v: &Value) -> Vec<String> {
@@ -1029,10 +1068,15 @@ fn spawn(shared: &Shared, run: &Run) -> std::io::Result<(i32, String)> {
     );
     // The binary goes into the fresh `/run` first: a volume on `/tmp` would hide a binary under
     // `/tmp`, and the pod's user may not traverse the folders holding it.
+    // So is the pod's `/etc/hosts`, bound last (an overlay made on `/etc` for a volume would
+    // hide it).
+    let hosts = root.join("hosts");
+    std::fs::write(&hosts, &run.hosts)?;
     let mut script = format!(
-        "set -e\nmount -t tmpfs tmpfs /run\nmkdir -p /run/kubelet-image\n: > {e}\nmount --bind {b} {e}\n",
+        "set -e\nmount -t tmpfs tmpfs /run\nmkdir -p /run/kubelet-image\n: > {e}\nmount --bind {b} {e}\ncp {h} /run/kubelet-image/hosts\n",
         e = quote(&entry),
-        b = quote(&run.binary.display().to_string())
+        b = quote(&run.binary.display().to_string()),
+        h = quote(&hosts.display().to_string())
     );
     for (i, (from, to, read_only)) in mounts.iter().enumerate() {
         let to_path = Path::new(to);
@@ -1062,6 +1106,7 @@ fn spawn(shared: &Shared, run: &Run) -> std::io::Result<(i32, String)> {
             script += &format!("mount -o remount,bind,ro {to}\n");
         }
     }
+    script += "mount --bind /run/kubelet-image/hosts /etc/hosts\n";
     script += &format!("cd {}\n", quote(&run.working_dir));
     match run.user {
         Some((uid, gid)) => {

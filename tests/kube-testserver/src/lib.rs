@@ -54,6 +54,7 @@ pub struct Builder {
     images: Vec<Image>,
     /// EKS's pod identity webhook, and the region it injects.
     eks_webhook: Option<Option<String>>,
+    cluster_dns: Vec<(String, String)>,
 }
 
 /// The server's certificate chain and key, and the CA clients trust (PEM files).
@@ -75,6 +76,7 @@ impl Default for Builder {
             tokens: Vec::new(),
             images: Vec::new(),
             eks_webhook: None,
+            cluster_dns: Vec::new(),
         }
     }
 }
@@ -146,6 +148,14 @@ impl Builder {
         self
     }
 
+    /// A name only the cluster's DNS resolves, to `ip` (repeatable): pods the kubelet runs find
+    /// it in their `/etc/hosts`, this machine does not — as a database in a private DNS zone of
+    /// the customer's VPC is reachable by name from the nodes only.
+    pub fn cluster_dns(mut self, name: &str, ip: &str) -> Self {
+        self.cluster_dns.push((name.to_string(), ip.to_string()));
+        self
+    }
+
     /// Mutates new pods as EKS's pod identity webhook does (IRSA): a pod whose service account
     /// is annotated `eks.amazonaws.com/role-arn` gets `AWS_ROLE_ARN`,
     /// `AWS_WEB_IDENTITY_TOKEN_FILE` (and `AWS_REGION`/`AWS_DEFAULT_REGION` = `region` when
@@ -175,6 +185,7 @@ impl Builder {
                 .map(|pem| String::from_utf8_lossy(pem).into_owned()),
         );
         state.kubelet.images = self.images;
+        state.kubelet.cluster_dns = self.cluster_dns;
         state.kubelet.port = addr.port();
         state.kubelet.eks_pod_identity_webhook = self.eks_webhook.is_some();
         state.kubelet.eks_region = self.eks_webhook.flatten();

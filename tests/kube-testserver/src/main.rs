@@ -60,6 +60,13 @@ fn main() {
                 *image = image.clone().env(k, v);
             }
             "--eks-pod-identity-webhook" => builder = builder.eks_pod_identity_webhook(None),
+            "--cluster-dns" => {
+                let spec = value("--cluster-dns");
+                let Some((name, ip)) = spec.split_once('=') else {
+                    usage("`--cluster-dns` expects NAME=IP")
+                };
+                builder = builder.cluster_dns(name, ip);
+            }
             "-h" | "--help" => {
                 println!("usage: {USAGE}");
                 return;
@@ -97,4 +104,5 @@ fn usage(problem: &str) -> ! {
 const USAGE: &str = "kube-testserver [--port PORT] [--kubeconfig PATH] [--version 1.35] \
 [--backend NAMESPACE/SERVICE:PORT=127.0.0.1:PORT]... [--backend-with-service ...]... \
 [--tls-cert CERT.pem... --tls-key KEY.pem --tls-ca CA.pem] [--token TOKEN] \
-[--image NAME=BINARY]... [--image-env NAME=KEY=VALUE]... [--eks-pod-identity-webhook]";
+[--image NAME=BINARY]... [--image-env NAME=KEY=VALUE]... [--eks-pod-identity-webhook] \
+[--cluster-dns NAME=IP]...";

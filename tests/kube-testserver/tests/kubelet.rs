@@ -18,6 +18,7 @@ fn server(images: &[Image]) -> KubeTestServer {
     let mut b = KubeTestServer::builder()
         .tls(&chain, key, TlsServer::root_ca_file())
         .bearer_token(OPERATOR)
+        .cluster_dns("search.vpc.test", "10.0.0.8")
         .controller_delay(Duration::from_millis(10));
     for i in images {
         b = b.image(i.clone());
@@ -123,6 +124,8 @@ spec:
       serviceAccountName: runner
       restartPolicy: Never
       securityContext: {runAsNonRoot: true, runAsUser: 65532, runAsGroup: 65532}
+      hostAliases:
+      - {ip: 10.0.0.7, hostnames: [db.alias.test]}
       containers:
       - name: main
         image: busybox:1.36
@@ -138,6 +141,7 @@ spec:
           echo "ca $(cksum < $d/ca.crt)"
           echo "token $(cat $d/token)"
           echo scratch > /scratch/file && cat /scratch/file
+          grep -E 'db.alias.test|search.vpc.test' /etc/hosts
           echo "to stderr" >&2
         envFrom:
         - secretRef: {name: creds}
@@ -186,10 +190,18 @@ fn a_job_of_a_registered_image_runs_with_the_pods_environment() {
         &format!("api 127.0.0.1:{}", server.port()),
         "namespace default",
         "scratch",
+        // The pod's /etc/hosts: the cluster's DNS names, then its hostAliases; not this machine's.
+        "10.0.0.8\tsearch.vpc.test",
+        "10.0.0.7\tdb.alias.test",
         "to stderr",
     ] {
         assert!(log.contains(line), "{line:?} not in the log:\n{log}");
     }
+    let here = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
+    assert!(
+        !here.contains("vpc.test") && !here.contains("alias.test"),
+        "{here}"
+    );
     // `ca.crt` is the CA the server was started with (the one its kubeconfig trusts).
     let cksum = Command::new("sh")
         .arg("-c")
