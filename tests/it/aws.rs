@@ -477,12 +477,17 @@ fn role_plan_apply_unchanged_and_trust_update() {
         &moto,
         r#"let r = aws::iam::get_role("collate-server-role");
            print(`policies=${r.policies} tag=${r.tags["managed-by"]}`);
-           print(`none=${aws::iam::get_role("nope") == ()} arn=${aws::iam::role_arn("x")}`);"#,
+           print(`none=${aws::iam::get_role("nope") == ()} arn=${aws::iam::role_arn("x")}`);
+           print(`under=${aws::iam::role_arn("x", "/collate/")}`);"#,
     )
     .succeeds()
     .stdout_contains(S3_FULL)
     .stdout_contains("tag=collate-run")
-    .stdout_contains(&format!("none=true arn=arn:aws:iam::{ACCOUNT}:role/x"));
+    .stdout_contains(&format!("none=true arn=arn:aws:iam::{ACCOUNT}:role/x"))
+    .stdout_contains(&format!("under=arn:aws:iam::{ACCOUNT}:role/collate/x"));
+    run(&moto, r#"aws::iam::role_arn("x", "collate");"#)
+        .fails_with(1)
+        .stderr_contains("must start and end with `/`");
 
     // Unknown options are refused with a suggestion.
     run(

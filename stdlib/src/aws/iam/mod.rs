@@ -50,7 +50,7 @@ pub fn oidc_provider_arn(id: &Identity, host_path: &str) -> String {
     )
 }
 
-/// `arn:aws:iam::ACCOUNT:role/PATH/NAME`.
+/// `arn:PARTITION:iam::ACCOUNT:role/PATH/NAME` (`path` starts and ends with `/`).
 pub fn role_arn(id: &Identity, path: &str, name: &str) -> String {
     format!("arn:{}:iam::{}:role{path}{name}", id.partition, id.account)
 }
@@ -371,5 +371,25 @@ pub mod iam_module {
         let host = Host::of(&ctx)?;
         let c = &*clients(&host)?;
         Ok(super::role_arn(&identity(&host, c)?, "/", name))
+    }
+
+    /// The ARN a role of this name has under IAM path `path` (`/collate/`: it starts and ends
+    /// with `/`, as `ensure_role`'s `path` option) in the account of the run.
+    ///
+    /// ```rhai
+    /// let arn = aws::iam::role_arn("collate-ingestion-role", "/collate/");
+    /// ```
+    #[rhai_fn(name = "role_arn", return_raw)]
+    pub fn role_arn_under(ctx: NativeCallContext, name: &str, path: &str) -> RhaiResult<String> {
+        if !path.starts_with('/') || !path.ends_with('/') {
+            return Err(HostError::input(format!(
+                "`aws::iam::role_arn`: path `{path}` must start and end with `/`"
+            ))
+            .with_hint("e.g. `/` or `/collate/`")
+            .into());
+        }
+        let host = Host::of(&ctx)?;
+        let c = &*clients(&host)?;
+        Ok(super::role_arn(&identity(&host, c)?, path, name))
     }
 }
