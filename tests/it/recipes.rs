@@ -1590,6 +1590,47 @@ fn prereqs_customised_iam_in_the_callers_partition() {
 
     let again = prereqs("{}").plan().succeeds();
     assert_eq!(again.changed(), Vec::<String>::new());
+    // doctor-irsa checks the path and the boundary the config asks for (the service accounts do
+    // not exist in this world: those rows fail, exit 5).
+    let doctor = || {
+        w.recipe("maintenance/doctor-irsa.rhai")
+            .config_yaml(&customised)
+            .envs(moto.env())
+            .env("AWS_REGION", region)
+            .env("AWS_DEFAULT_REGION", region)
+    };
+    let rows = |out: &collate_run_tests::run::Output| -> Vec<Value> {
+        out.json_lines()
+            .into_iter()
+            .filter(|l| l["type"] == "report")
+            .flat_map(|l| l["data"]["rows"].as_array().cloned().unwrap_or_default())
+            .collect()
+    };
+    let checked = rows(&doctor().fails_with(5));
+    for check in ["path", "permissions boundary"] {
+        let found: Vec<_> = checked.iter().filter(|r| r["check"] == check).collect();
+        assert_eq!(found.len(), 4, "{check}: {checked:#?}");
+        assert!(found.iter().all(|r| r["ok"] == true), "{check}: {found:#?}");
+    }
+    // A boundary the roles do not have: the row says which.
+    let other = rows(
+        &doctor()
+            .config_yaml(&format!(
+                "iam: {{permissions_boundary: \"{}\"}}\n",
+                policy("collate-kms")
+            ))
+            .fails_with(5),
+    );
+    let wrong = other
+        .iter()
+        .find(|r| r["check"] == "permissions boundary")
+        .unwrap_or_else(|| panic!("{other:#?}"));
+    assert_eq!(wrong["ok"], false, "{wrong}");
+    assert_eq!(
+        wrong["detail"],
+        policy("CollateBoundary").as_str(),
+        "{wrong}"
+    );
     // Not asked for any more: the exclusive converge would detach it.
     let out = prereqs("iam: {extra_policies: {server: []}}")
         .plan()
