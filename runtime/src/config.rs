@@ -594,14 +594,27 @@ fn json_type(v: &Value) -> &'static str {
 /// The keys that make a map a secret reference (`{env: VAR}`, `{aws_secret: ..., key: ...}`).
 const SECRET_REF_KEYS: &[&str] = &["env", "file", "plaintext", "aws_secret", "ssm"];
 
+/// Whether `v` has the shape of a secret reference: one of `env`, `file`, `plaintext`,
+/// `aws_secret`, `ssm` (and `key` beside `aws_secret`), every value a string. Any other map
+/// (e.g. `env:` overrides, a map of strings) merges key by key.
+fn is_secret_ref(v: &Value) -> bool {
+    let Some(o) = v.as_object() else { return false };
+    let refs = o
+        .keys()
+        .filter(|k| SECRET_REF_KEYS.contains(&k.as_str()))
+        .count();
+    refs == 1
+        && o.iter().all(|(k, v)| {
+            v.is_string()
+                && (SECRET_REF_KEYS.contains(&k.as_str())
+                    || (k == "key" && o.contains_key("aws_secret")))
+        })
+}
+
 /// `over` merged into `base`, map by map; a secret reference replaces whatever was there (a
 /// later config that keeps the password in AWS instead of an environment variable must not
 /// leave a reference with both).
 fn merge(base: &mut Value, over: Value) {
-    let is_secret_ref = |v: &Value| {
-        v.as_object()
-            .is_some_and(|o| o.keys().any(|k| SECRET_REF_KEYS.contains(&k.as_str())))
-    };
     match (base, over) {
         (slot, v) if is_secret_ref(&v) => *slot = v,
         (Value::Object(b), Value::Object(o)) => {
@@ -696,6 +709,39 @@ mod tests {
     }
 
     #[test]
+    fn only_a_secret_references_shape_replaces_whole() {
+        use serde_json::json;
+        for v in [
+            json!({"env": "DB_PW"}),
+            json!({"file": "pw.txt"}),
+            json!({"aws_secret": "collate/db", "key": "password"}),
+            json!({"ssm": "/collate/db"}),
+        ] {
+            assert!(is_secret_ref(&v), "{v}");
+        }
+        for v in [
+            json!({"env": {"ARGO_NAMESPACE": "collate"}}),
+            json!({"env": "a", "other": "b"}),
+            json!({"env": "A", "file": "f"}),
+            json!({"key": "k", "env": "A"}),
+            json!({"host": "h"}),
+            json!("plain"),
+        ] {
+            assert!(!is_secret_ref(&v), "{v}");
+        }
+        // A map that only looks partly like a reference merges key by key.
+        let mut base = json!({"root": {"a": "0"}, "db": {"password": {"env": "DB_PW"}}});
+        merge(
+            &mut base,
+            json!({"root": {"env": "a", "b": "c"}, "db": {"password": {"ssm": "/db"}}}),
+        );
+        assert_eq!(
+            base,
+            json!({"root": {"a": "0", "env": "a", "b": "c"}, "db": {"password": {"ssm": "/db"}}})
+        );
+    }
+
+    #[test]
     fn validate_rejects_unknown_and_plain_secrets() {
         let c = cfg("db:\n  hots: a\n  password: hunter2\n", &[]);
         let mut schema = Map::new();
@@ -783,6 +829,10 @@ mod fuzz {
                 if m.is_empty() { s = "root: {}\n".into(); }
                 s
             };
+            // A map shaped like a secret reference replaces the earlier value whole (tested in
+            // `a_later_secret_reference_replaces_the_earlier_one`).
+            let b_value = serde_json::to_value(&b).unwrap();
+            prop_assume!(!is_secret_ref(&b_value));
             let (_da, fa) = yaml_file(&to_yaml(&a));
             let (_db, fb) = yaml_file(&to_yaml(&b));
             let c = Config::load(&[fa, fb], &[]).unwrap();
