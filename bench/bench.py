@@ -700,6 +700,8 @@ def ansible_env(env, world):
         ANSIBLE_HOME=os.path.join(world.dir, "ansible"),
         ANSIBLE_LOCAL_TEMP=os.path.join(world.dir, "ansible", "tmp"),
         ANSIBLE_NOCOLOR="1",
+        # kubernetes.core.helm (6.2) runs `helm list --all`, a flag helm 4 removed: helm 3.
+        HELM_BIN=os.path.join(TOOLS, "helm3"),
         PATH=VENV + os.pathsep + env.get("PATH", ""),
     )
     return env
