@@ -8,6 +8,12 @@ Scenarios:
            Kubernetes API test server, new helm homes); the end states are compared
   rerun    the same two on the world they converged (no changes)
   plan     `collate-run recipes/full.rhai --plan` on a converged world
+  peers    `collate-run recipes/full.rhai` vs the Ansible playbook bench/peers/ansible/deploy.yml
+           (amazon.aws, kubernetes.core): fresh deploy, converged re-run, and the preview (`--plan` vs
+           `ansible-playbook --check --diff`); end states compared
+  latency  +30 ms (--peer-latency) on every request to moto and the Kubernetes API test server (helm
+           too): deploy, converged re-run and preview of collate-run (whole and step by step), guide.sh
+           and the playbook, with the requests per server; the issue-18 targets
   startup  `collate-run -e '1+1'` vs `aws --version`
   scale    bench/scale.rhai, N namespaces x (Secret, SA, Role, RoleBinding), N = 10, 100, 1000,
            sequential vs parallel([...]): create and converged re-run, wall time and peak memory
