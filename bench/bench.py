@@ -645,13 +645,22 @@ class Latency:
         return e
 
     def requests(self):
-        counts = {}
+        """{server: requests} since the last call, and "rounds": the sequential round trips, i.e.
+        the requests sent at least half a delay after the round before began (requests sent
+        together, or while others are in flight, share a round)."""
+        counts, times = {}, []
         if self.proc:
             with open(self.log) as f:
                 for line in f:
-                    server = line.split(" ", 1)[0]
+                    server, _, _, sent = line.split()
                     counts[server] = counts.get(server, 0) + 1
+                    times.append(float(sent))
             open(self.log, "w").close()
+        rounds, start = 0, None
+        for t in sorted(times):
+            if start is None or t - start >= self.ms / 2000:
+                rounds, start = rounds + 1, t
+        counts["rounds"] = rounds
         return counts
 
     def stop(self):
@@ -916,6 +925,22 @@ def verdict(ok):
     return "**met**" if ok else "**missed**"
 
 
+def end_state_lines(w, e, other, where):
+    """The end-state comparison of collate-run's world with `other`'s, and what --plan says on it."""
+    w(f"- collate-run: {e['summary_a']}")
+    w(f"- {other}: {e['summary_b']}")
+    if e["diffs"]:
+        w(f"- **{len(e['diffs'])} difference(s)** (path: collate-run / {other}):")
+        for p, a, b in e["diffs"][:40]:
+            w(f"  - `{p}`: `{json.dumps(a)[:200]}` / `{json.dumps(b)[:200]}`")
+    else:
+        w("- **identical**: same IAM roles (trust policies, attached policies, no inline policies), OIDC "
+          "provider, bucket (encryption, public access block), namespaces, secrets, service accounts and "
+          "annotations, Role/RoleBinding, helm releases with the same values.")
+    w(f"- `collate-run recipes/full.rhai --plan --detailed-exitcode` against {where}: exit "
+      f"{e['plan_on_b']} ({'no changes' if e['plan_on_b'] == 0 else 'changes'}).")
+
+
 def write(path, ctx, rows, elapsed):
     by = {r["name"]: r for r in rows}
     L = []
@@ -947,18 +972,8 @@ def write(path, ctx, rows, elapsed):
           "normalised (server-set metadata, `status`, kubectl's last-applied annotation and helm's revision "
           "secrets dropped; Secret data decoded; service-account token values are issued by the server and not "
           "compared):\n")
-        w(f"- collate-run: {e['summary_a']}")
-        w(f"- guide.sh: {e['summary_b']}")
-        if e["diffs"]:
-            w(f"- **{len(e['diffs'])} difference(s)** (path: collate-run / guide.sh):")
-            for p, a, b in e["diffs"][:40]:
-                w(f"  - `{p}`: `{json.dumps(a)[:200]}` / `{json.dumps(b)[:200]}`")
-        else:
-            w("- **identical**: same IAM roles (trust policies, attached policies, no inline policies), OIDC "
-              "provider, bucket (encryption, public access block), namespaces, secrets, service accounts and "
-              "annotations, Role/RoleBinding, helm releases with the same values.")
-        w(f"- `collate-run recipes/full.rhai --plan --detailed-exitcode` against the script's world: exit "
-          f"{e['plan_on_b']} ({'no changes' if e['plan_on_b'] == 0 else 'changes'}).\n")
+        end_state_lines(w, e, "guide.sh", "the script's world")
+        w("")
     if ctx.guide_tools:
         w("## Where the bash script spends its time\n")
         w("Median per run, from `GUIDE_TIMES` (guide.sh times each command):\n")
@@ -1021,17 +1036,7 @@ def write(path, ctx, rows, elapsed):
           "three small boto3 modules on amazon.aws's AnsibleAWSModule where no module exists: see its README) "
           "against the same servers and charts, alternating with collate-run. End states after a fresh deploy, "
           "compared like the bash script's:\n")
-        w(f"- collate-run: {e['summary_a']}")
-        w(f"- ansible-playbook: {e['summary_b']}")
-        if e["diffs"]:
-            w(f"- **{len(e['diffs'])} difference(s)** (path: collate-run / ansible-playbook):")
-            for p, a, b in e["diffs"][:40]:
-                w(f"  - `{p}`: `{json.dumps(a)[:200]}` / `{json.dumps(b)[:200]}`")
-        else:
-            w("- **identical** (IAM roles, OIDC provider, bucket, namespaces, Kubernetes objects, helm releases "
-              "and their values).")
-        w(f"- `collate-run recipes/full.rhai --plan --detailed-exitcode` against the playbook's world: exit "
-          f"{e['plan_on_b']} ({'no changes' if e['plan_on_b'] == 0 else 'changes'}).")
+        end_state_lines(w, e, "ansible-playbook", "the playbook's world")
         w(f"- The playbook's converged re-run reports changed={ctx.peer_rerun_changed}; its `--check --diff` on "
           f"the converged world changed={ctx.peer_check_changed}.")
         w("- Terraform/OpenTofu: not in the package registries this machine reaches (no `terraform`, `opentofu` "
@@ -1049,12 +1054,14 @@ def write(path, ctx, rows, elapsed):
           "OpenMetadata/Argo server: the example config's API checks are off in it (`openmetadata.url` and "
           "`argo.api_url` empty), for all three tools alike, so there is no such request to delay. One run "
           "each. Requests: counted by the proxy per server; \"time / latency\" is the number of "
-          f"{ms:g} ms round trips the run's wall time would hold, an upper bound on its sequential round trips.\n")
-        w("| tool | phase | time | AWS requests | Kubernetes requests | time / latency |")
-        w("|---|---|---|---|---|---|")
+          f"{ms:g} ms round trips the run's wall time would hold; \"rounds\": the sequential round trips the "
+          f"proxy saw (a request sent {ms / 2:g} ms or more after the current round began starts a new one; "
+          "requests sent together share a round).\n")
+        w("| tool | phase | time | AWS requests | Kubernetes requests | rounds | time / latency |")
+        w("|---|---|---|---|---|---|---|")
         for (tool, phase), x in L_.items():
             w(f"| {tool} | {phase} | {fmt(x['time'])} | {x['requests'].get('aws', 0)} | "
-              f"{x['requests'].get('kube', 0)} | {x['time'] * 1000 / ms:.0f} |")
+              f"{x['requests'].get('kube', 0)} | {x['requests']['rounds']} | {x['time'] * 1000 / ms:.0f} |")
         w("")
         get = lambda t, p: (L_.get((t, p)) or {}).get("time")
         w(f"## Targets (issue 18, at +{ms:g} ms)\n")

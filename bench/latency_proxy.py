@@ -7,7 +7,7 @@ DELAY_MS. Used by the scale and latency benchmarks.
     python bench/latency_proxy.py DELAY_MS NAME=PORT... [--log FILE]
 
 prints, one line per NAME=PORT in order, the port its proxy listens on, then serves until killed.
-With --log, appends "NAME METHOD PATH" to FILE for every HTTP/1.x request a client sends (the
+With --log, appends "NAME METHOD PATH SECONDS" (time.monotonic() when it was sent) to FILE for every HTTP/1.x request a client sends (the
 requests per server; bench/bench.py truncates the file between runs).
 """
 
@@ -42,7 +42,8 @@ async def pipe(reader, writer, delay, name=None, log=None):
                 break
             if log is not None and data.startswith(METHODS):
                 line = data.split(b"\r\n", 1)[0].split(b" ")
-                log.write(f"{name} {line[0].decode()} {line[1].decode(errors='replace') if len(line) > 1 else ''}\n")
+                path = line[1].decode(errors="replace") if len(line) > 1 else "-"
+                log.write(f"{name} {line[0].decode()} {path} {time.monotonic():.4f}\n")
                 log.flush()
             await queue.put((time.monotonic() + delay, data))
         await queue.put((0, None))
