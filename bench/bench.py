@@ -1082,7 +1082,9 @@ def write(path, ctx, rows, elapsed):
             w(f"| converged re-run >= 20x faster than the playbook | {a / r:.1f}x ({fmt(r)} vs {fmt(a)}) | "
               f"{verdict(a / r >= 20)} |")
         w("")
-    # Targets.
+    # Targets (of the scenarios that ran).
+    if not (set(by) & {"full deploy (fresh world)", "converged re-run (no changes)", "start-up"}) and not ctx.scale:
+        return finish(path, L)
     w("## Targets (issue 7)\n")
     w("| target | figure | |")
     w("|---|---|---|")
@@ -1106,10 +1108,15 @@ def write(path, ctx, rows, elapsed):
         each = ", ".join(f"{x['mode']} {mb(max(x['rss_create'], x['rss_rerun']))}" for x in big)
         w(f"| peak memory < 50 MB for N = {big[0]['n']} | {mb(peak)} ({each}) | {verdict(peak < 50e6)} |")
     w("")
+    finish(path, L)
+
+
+def finish(path, L):
+    """Appends bench/notes.md (the reading of the figures) and writes the results."""
     notes = os.path.join(ROOT, "bench", "notes.md")
     if os.path.exists(notes):
         with open(notes) as f:
-            w(f.read().rstrip() + "\n")
+            L.append(f.read().rstrip() + "\n")
     with open(path, "w") as f:
         f.write("\n".join(L))
 
