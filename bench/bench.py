@@ -777,7 +777,102 @@ def scenario_peers(ctx):
     ctx.peer_check_changed = max(changed)
     rows.append(row("peer: preview of a converged world", "collate-run recipes/full.rhai --plan",
                     "ansible-playbook deploy.yml --check --diff", ta, tc, ma, mc))
+    fidelity(ctx, wa, wc)
     return rows
+
+
+DRIFTS = [
+    # (name, what the preview must name: collate-run's journal / the playbook's task and item)
+    ("trust policy of collate-ingestion-role (sub condition)", "collate-ingestion-role",
+     ("IAM roles", "collate-ingestion-role")),
+    ("Secret key: db-credentials `password`", "db-credentials", ("Database and search credentials", None)),
+    ("ServiceAccount annotation: om-role's role-arn", "om-role", ("Ingestion service account", "ServiceAccount/om-role")),
+    ("helm value: openmetadata `replicaCount` 2", "openmetadata", ("Collate (OpenMetadata) release", None)),
+    ("deleted Role om-argo-role", "om-argo-role", ("Ingestion service account", "Role/om-argo-role")),
+]
+DRIFT_SECRET = "drifted-db-password"
+
+
+def kube_call(world, method, path, body=None, ctype="application/merge-patch+json"):
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(world.kube.url + path, method=method, data=data,
+                                 headers={"Content-Type": ctype} if data else {})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return r.read()
+
+
+def drift(world, helm):
+    """The five drifts of DRIFTS, made behind the tool's back on a converged world."""
+    iam = world.moto.client("iam")
+    role = "collate-ingestion-role"
+    doc = iam.get_role(RoleName=role)["Role"]["AssumeRolePolicyDocument"]
+    if isinstance(doc, str):
+        doc = json.loads(urllib.parse.unquote(doc))
+    cond = doc["Statement"][0]["Condition"]["StringEquals"]
+    key = next(k for k in cond if k.endswith(":sub"))
+    cond[key] = "system:serviceaccount:collate:someone-else"
+    iam.update_assume_role_policy(RoleName=role, PolicyDocument=json.dumps(doc))
+    kube_call(world, "PATCH", "/api/v1/namespaces/collate/secrets/db-credentials",
+              {"data": {"password": base64.b64encode(DRIFT_SECRET.encode()).decode()}})
+    kube_call(world, "PATCH", "/api/v1/namespaces/collate/serviceaccounts/om-role",
+              {"metadata": {"annotations": {"eks.amazonaws.com/role-arn": f"arn:aws:iam::{ACCOUNT}:role/other"}}})
+    kube_call(world, "DELETE", "/apis/rbac.authorization.k8s.io/v1/namespaces/collate/roles/om-argo-role")
+    env = world.env()
+    subprocess.run([helm, "upgrade", "openmetadata", os.path.join(CHARTS, "openmetadata-1.12.4.tgz"), "-n", "collate",
+                    "--reuse-values", "--set", "replicaCount=2"], env=env, check=True, capture_output=True)
+
+
+def secrets_shown(text):
+    """The bench's secret values (and the drifted one), plain or base64, found in a preview's output."""
+    values = list(SECRETS_ENV.values()) + [DRIFT_SECRET]
+    return sorted({v for v in values if v in text or base64.b64encode(v.encode()).decode() in text})
+
+
+def collate_found(text):
+    """Which DRIFTS collate-run's `--plan -o json` lists as a change."""
+    changed = []
+    for line in text.splitlines():
+        try:
+            e = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(e, dict) and e.get("type") not in ("summary", "log", "step_start", "step_end", "progress",
+                                                         "report") and e.get("action", e.get("changed")) not in (
+                                                             None, "unchanged", False):
+            changed.append(json.dumps(e))
+    return [any(name in c for c in changed) for _, name, _ in DRIFTS], changed
+
+
+def ansible_found(text):
+    """Which DRIFTS `ansible-playbook --check --diff` reports as changed (task, and item when it names one)."""
+    tasks, task = {}, None
+    for line in text.splitlines():
+        if line.startswith("TASK ["):
+            task = line[6:line.index("]")]
+            tasks[task] = []
+        elif task and line.startswith("changed:"):
+            tasks[task].append(line)
+    out = []
+    for _, _, (t, item) in DRIFTS:
+        lines = next((v for k, v in tasks.items() if k.startswith(t)), [])
+        out.append(bool(lines) if item is None else any(f"item={item}" in l for l in lines))
+    return out
+
+
+def fidelity(ctx, wa, wc):
+    """Plan fidelity: the five DRIFTS on both converged worlds; which preview reports each, and
+    whether it prints a secret value."""
+    drift(wa, os.path.join(TOOLS, "helm"))
+    drift(wc, os.path.join(TOOLS, "helm3"))
+    out = []
+    run(wa.full("--plan", "-o", "json"), env=wa.env(), ok=(0, 2), out=out)
+    found_a, _ = collate_found(out[0])
+    _, _, _, err = run(wa.full("--plan"), env=wa.env(), ok=(0, 2), out=out)
+    shown_a = secrets_shown(out[0] + out[1] + err)
+    out = []
+    run(ansible(wc, "--check", "--diff"), env=ansible_env(wc.env(), wc), cwd=ANSIBLE_DIR, out=out)
+    found_c, shown_c = ansible_found(out[0]), secrets_shown(out[0])
+    ctx.fidelity = {"found_a": found_a, "found_b": found_c, "shown_a": shown_a, "shown_b": shown_c}
 
 
 STEPS = ("prereqs", "argo", "collate")
@@ -870,6 +965,7 @@ class Context:
         self.spawn = None
         self.guide_tools = None
         self.peer_state = None
+        self.fidelity = None
         self.latency_results = None
         self.helm_floor = None
 
@@ -1043,6 +1139,21 @@ def write(path, ctx, rows, elapsed):
           "or `tofu` package in Debian; PyPI's `tofu` and npm's `terraform` are unrelated projects), and its "
           "AWS, Kubernetes and Helm providers come from the Terraform registry, which is not reachable either: "
           "no Terraform peer.\n")
+    if ctx.fidelity:
+        f = ctx.fidelity
+        w("### Plan fidelity: five drifts\n")
+        w("On both converged worlds, behind the tools' backs: the trust policy of one role, a Secret key, a "
+          "ServiceAccount annotation, a helm value (`helm upgrade --reuse-values --set`) and a deleted Role. "
+          "Then `collate-run --plan` (`-o json`: the journal's entries that are not unchanged) and "
+          "`ansible-playbook --check --diff` (the `changed:` task, and its loop item where the task names one).\n")
+        w("| drift | collate-run --plan | ansible-playbook --check --diff |")
+        w("|---|---|---|")
+        yes = lambda b: "reported" if b else "**not reported**"
+        for (name, _, _), a, b in zip(DRIFTS, f["found_a"], f["found_b"]):
+            w(f"| {name} | {yes(a)} | {yes(b)} |")
+        show = lambda v: ", ".join(f"`{x}`" for x in v) if v else "none"
+        w(f"| secret values printed (the bench's and the drifted one, plain or base64) | {show(f['shown_a'])} | "
+          f"{show(f['shown_b'])} |\n")
     if ctx.latency_results:
         L_ = ctx.latency_results
         ms = ctx.args.peer_latency
