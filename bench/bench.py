@@ -966,6 +966,7 @@ class Context:
         self.guide_tools = None
         self.peer_state = None
         self.fidelity = None
+        self.load = os.getloadavg()[1]
         self.latency_results = None
         self.helm_floor = None
 
@@ -1044,6 +1045,9 @@ def write(path, ctx, rows, elapsed):
     w("# Benchmark results\n")
     w(f"- date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC")
     w(f"- machine: {machine()}")
+    w(f"- load: 5-minute load average {ctx.load:.1f} at the start, {os.getloadavg()[1]:.1f} at the end"
+      + (" (other work shared the cores: absolute figures are noisy; the A/B pairs alternate)"
+         if max(ctx.load, os.getloadavg()[1]) > 1.5 else ""))
     w(f"- tools: {versions()}")
     w(f"- binaries: `target/{PROFILE}` (cargo `--release`)")
     w("- method: A and B alternate; medians of the runs (min-max in brackets); ratio = median B / median A "
