@@ -44,7 +44,7 @@ if [[ $MOTO == 1 ]]; then
     # The Ansible peer (bench/peers/ansible): the `ansible` package bundles amazon.aws and
     # kubernetes.core; kubernetes.core needs the kubernetes client. botocore pins python-dateutil < 3,
     # which the newest kubernetes client does not accept: pin it so pip picks a client that does.
-    if [[ $BENCH == 1 ]] && ! "$VENV/bin/python" -c 'import kubernetes' 2>/dev/null || [[ $BENCH == 1 && ! -x $VENV/bin/ansible-playbook ]]; then
+    if [[ $BENCH == 1 ]] && { [[ ! -x $VENV/bin/ansible-playbook ]] || ! "$VENV/bin/python" -c 'import kubernetes' 2>/dev/null; }; then
         echo "test-deps: installing ansible and the kubernetes client"
         "$VENV/bin/pip" install --quiet --disable-pip-version-check ansible kubernetes 'python-dateutil<3'
     fi
