@@ -8,6 +8,12 @@ Scenarios:
            Kubernetes API test server, new helm homes); the end states are compared
   rerun    the same two on the world they converged (no changes)
   plan     `collate-run recipes/full.rhai --plan` on a converged world
+  peers    `collate-run recipes/full.rhai` vs the Ansible playbook bench/peers/ansible/deploy.yml
+           (amazon.aws, kubernetes.core): fresh deploy, converged re-run, and the preview (`--plan` vs
+           `ansible-playbook --check --diff`); end states compared
+  latency  +30 ms (--peer-latency) on every request to moto and the Kubernetes API test server (helm
+           too): deploy, converged re-run and preview of collate-run (whole and step by step), guide.sh
+           and the playbook, with the requests per server; the issue-18 targets
   startup  `collate-run -e '1+1'` vs `aws --version`
   scale    bench/scale.rhai, N namespaces x (Secret, SA, Role, RoleBinding), N = 10, 100, 1000,
            sequential vs parallel([...]): create and converged re-run, wall time and peak memory
@@ -92,10 +98,11 @@ def own_hwm(pid, out, stop, wrapped):
         stop.wait(0.005)
 
 
-def run(cmd, env=None, cwd=ROOT, ok=(0,), own=None, mem=True):
+def run(cmd, env=None, cwd=ROOT, ok=(0,), own=None, mem=True, out=None):
     """Runs cmd once: (wall seconds, peak RSS in bytes of the child and its reaped descendants,
     exit code, stderr). The RSS comes from wait4's rusage of this one child. With own=[0], also
-    polls the child's own VmHWM into own[0] (what the child itself used, without e.g. helm)."""
+    polls the child's own VmHWM into own[0] (what the child itself used, without e.g. helm).
+    With out=[], the child's stdout is appended to it (else discarded)."""
     rss_file = None
     if mem and os.access(GNU_TIME, os.X_OK):
         # ru_maxrss of a child forked from this (large) Python process starts at Python's own RSS
@@ -103,9 +110,9 @@ def run(cmd, env=None, cwd=ROOT, ok=(0,), own=None, mem=True):
         fd, rss_file = tempfile.mkstemp(prefix="bench-rss-")
         os.close(fd)
         cmd = [GNU_TIME, "-f", "%M", "-o", rss_file, *cmd]
-    with open(os.devnull, "wb") as null, tempfile.TemporaryFile() as err:
+    with tempfile.TemporaryFile() as stdout, tempfile.TemporaryFile() as err:
         start = time.perf_counter()
-        p = subprocess.Popen(cmd, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=null, stderr=err)
+        p = subprocess.Popen(cmd, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=stdout, stderr=err)
         poller = None
         if own is not None:
             stop = threading.Event()
@@ -119,6 +126,9 @@ def run(cmd, env=None, cwd=ROOT, ok=(0,), own=None, mem=True):
         p.returncode = code = os.waitstatus_to_exitcode(status)
         err.seek(0)
         text = err.read().decode(errors="replace")
+        if out is not None:
+            stdout.seek(0)
+            out.append(stdout.read().decode(errors="replace"))
     peak = None
     if rss_file:
         with open(rss_file) as f:
@@ -126,7 +136,8 @@ def run(cmd, env=None, cwd=ROOT, ok=(0,), own=None, mem=True):
         os.remove(rss_file)
         peak = int(lines[-1]) * 1024 if lines else None
     if code not in ok:
-        raise Failed(f"`{' '.join(cmd)}` exited {code}:\n{text[-3000:]}")
+        tail = (out[-1][-3000:] + "\n") if out else ""
+        raise Failed(f"`{' '.join(cmd)}` exited {code}:\n{tail}{text[-3000:]}")
     return elapsed, peak, code, text
 
 
@@ -599,29 +610,58 @@ def scenario_deploy(ctx):
 
 
 class Latency:
-    """bench/latency_proxy.py in front of the world's Kubernetes API test server; env() points
-    KUBECONFIG at it. `ms` = 0: no proxy."""
+    """bench/latency_proxy.py in front of every server of the world (the Kubernetes API test server
+    and moto): env() points KUBECONFIG (so helm too) and AWS_ENDPOINT_URL at the proxies. `ms` = 0:
+    no proxy. requests() reads (and resets) the proxy's per-request log: {server: count}."""
 
     def __init__(self, world, ms):
         self.world, self.ms, self.proc = world, ms, None
         self.kubeconfig = world.kube.kubeconfig
+        self.moto_url = world.moto.url if world.moto else None
+        self.log = os.path.join(world.dir, "requests.log")
         if ms:
-            port = world.kube.url.rsplit(":", 1)[1]
+            targets = [f"kube={world.kube.url.rsplit(':', 1)[1]}"]
+            if world.moto:
+                targets.append(f"aws={world.moto.port}")
+            open(self.log, "w").close()
             self.proc = subprocess.Popen(
-                [os.path.join(VENV, "python"), PROXY, port, str(ms)],
+                [os.path.join(VENV, "python"), PROXY, str(ms), *targets, "--log", self.log],
                 stdout=subprocess.PIPE, stdin=subprocess.DEVNULL,
             )
-            listen = self.proc.stdout.readline().decode().strip()
+            ports = [self.proc.stdout.readline().decode().strip() for _ in targets]
             self.kubeconfig = os.path.join(world.dir, "kubeconfig-latency")
             with open(world.kube.kubeconfig) as f:
-                text = f.read().replace(world.kube.url, f"http://127.0.0.1:{listen}")
+                text = f.read().replace(world.kube.url, f"http://127.0.0.1:{ports[0]}")
             with open(self.kubeconfig, "w") as f:
                 f.write(text)
+            if world.moto:
+                self.moto_url = f"http://127.0.0.1:{ports[1]}"
 
-    def env(self):
-        e = self.world.env()
+    def env(self, env=None):
+        e = env if env is not None else self.world.env()
         e["KUBECONFIG"] = self.kubeconfig
+        if self.moto_url:
+            e["AWS_ENDPOINT_URL"] = self.moto_url
         return e
+
+    def requests(self):
+        """{server: requests} since the last call, and "rounds": the sequential round trips, i.e.
+        the requests sent at least half a delay after the round before began (requests sent
+        together, or while others are in flight, share a round)."""
+        counts, times = {}, []
+        if self.proc:
+            with open(self.log) as f:
+                for line in f:
+                    server, _, _, sent = line.split()
+                    counts[server] = counts.get(server, 0) + 1
+                    times.append(float(sent))
+            open(self.log, "w").close()
+        rounds, start = 0, None
+        for t in sorted(times):
+            if start is None or t - start >= self.ms / 2000:
+                rounds, start = rounds + 1, t
+        counts["rounds"] = rounds
+        return counts
 
     def stop(self):
         if self.proc:
@@ -660,7 +700,258 @@ def scenario_scale(ctx):
     return []
 
 
-SCENARIOS = {"startup": scenario_startup, "deploy": scenario_deploy, "scale": scenario_scale}
+ANSIBLE_DIR = os.path.join(ROOT, "bench", "peers", "ansible")
+
+
+def ansible(world, *extra):
+    return [os.path.join(VENV, "ansible-playbook"), os.path.join(ANSIBLE_DIR, "deploy.yml"), *extra]
+
+
+def ansible_env(env, world):
+    """The world's environment for ansible-playbook: its config, and a home of its own per world."""
+    env = dict(env)
+    env.update(
+        ANSIBLE_CONFIG=os.path.join(ANSIBLE_DIR, "ansible.cfg"),
+        ANSIBLE_HOME=os.path.join(world.dir, "ansible"),
+        ANSIBLE_LOCAL_TEMP=os.path.join(world.dir, "ansible", "tmp"),
+        ANSIBLE_NOCOLOR="1",
+        # kubernetes.core.helm (6.2) runs `helm list --all`, a flag helm 4 removed: helm 3.
+        HELM_BIN=os.path.join(TOOLS, "helm3"),
+        PATH=VENV + os.pathsep + env.get("PATH", ""),
+    )
+    return env
+
+
+def recap(out):
+    """`changed=N` of the play recap of ansible-playbook's stdout."""
+    for line in reversed(out.splitlines()):
+        if "changed=" in line and "ok=" in line:
+            return int(line.split("changed=", 1)[1].split()[0])
+    raise Failed("no play recap in ansible-playbook's output:\n" + out[-2000:])
+
+
+def run_ansible(world, *extra, env=None):
+    """One ansible-playbook run: (seconds, peak RSS, changed count)."""
+    out = []
+    t, m, _, _ = run(ansible(world, *extra), env=ansible_env(env or world.env(), world), cwd=ANSIBLE_DIR, out=out)
+    return t, m, recap(out[-1])
+
+
+def scenario_peers(ctx):
+    """collate-run vs the Ansible playbook (bench/peers/ansible): fresh deploy, converged re-run and
+    the preview (--plan vs --check --diff), alternating; end states compared."""
+    runs = ctx.runs(3)
+    wa, wc = ctx.world("a"), ctx.world("ansible")
+    rows = []
+    ta, tc, ma, mc = [], [], [], []
+    for _ in range(runs):
+        wa.fresh()
+        t, m, _, _ = run(wa.full(), env=wa.env())
+        ta.append(t), ma.append(m)
+        wc.fresh()
+        t, m, _ = run_ansible(wc)
+        tc.append(t), mc.append(m)
+    rows.append(row("peer: full deploy (fresh world)", "collate-run recipes/full.rhai",
+                    "ansible-playbook deploy.yml", ta, tc, ma, mc))
+    sa, sc = snapshot(wa), snapshot(wc)
+    _, _, code, _ = run(wa.full("--plan", "--detailed-exitcode"), env=wc.env(), ok=(0, 2))
+    ctx.peer_state = {"summary_a": summary(sa), "summary_b": summary(sc), "diffs": differences(sa, sc),
+                      "plan_on_b": code}
+    ta, tc, ma, mc, changed = [], [], [], [], []
+    for _ in range(runs):
+        t, m, _, _ = run(wa.full(), env=wa.env())
+        ta.append(t), ma.append(m)
+        t, m, n = run_ansible(wc)
+        tc.append(t), mc.append(m), changed.append(n)
+    ctx.peer_rerun_changed = max(changed)
+    rows.append(row("peer: converged re-run", "collate-run recipes/full.rhai", "ansible-playbook deploy.yml",
+                    ta, tc, ma, mc))
+    ta, tc, ma, mc, changed = [], [], [], [], []
+    for _ in range(runs):
+        t, m, code, _ = run(wa.full("--plan", "--detailed-exitcode"), env=wa.env(), ok=(0, 2))
+        if code != 0:
+            raise Failed("--plan on the converged world reports changes")
+        ta.append(t), ma.append(m)
+        t, m, n = run_ansible(wc, "--check", "--diff")
+        tc.append(t), mc.append(m), changed.append(n)
+    ctx.peer_check_changed = max(changed)
+    rows.append(row("peer: preview of a converged world", "collate-run recipes/full.rhai --plan",
+                    "ansible-playbook deploy.yml --check --diff", ta, tc, ma, mc))
+    fidelity(ctx, wa, wc)
+    return rows
+
+
+DRIFTS = [
+    # (name, what the preview must name: collate-run's journal / the playbook's task and item)
+    ("trust policy of collate-ingestion-role (sub condition)", "collate-ingestion-role",
+     ("IAM roles", "collate-ingestion-role")),
+    ("Secret key: db-credentials `password`", "db-credentials", ("Database and search credentials", None)),
+    ("ServiceAccount annotation: om-role's role-arn", "om-role", ("Ingestion service account", "ServiceAccount/om-role")),
+    ("helm value: openmetadata `replicaCount` 2", "openmetadata", ("Collate (OpenMetadata) release", None)),
+    ("deleted Role om-argo-role", "om-argo-role", ("Ingestion service account", "Role/om-argo-role")),
+]
+DRIFT_SECRET = "drifted-db-password"
+
+
+def kube_call(world, method, path, body=None, ctype="application/merge-patch+json"):
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(world.kube.url + path, method=method, data=data,
+                                 headers={"Content-Type": ctype} if data else {})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return r.read()
+
+
+def drift(world, helm):
+    """The five drifts of DRIFTS, made behind the tool's back on a converged world."""
+    iam = world.moto.client("iam")
+    role = "collate-ingestion-role"
+    doc = iam.get_role(RoleName=role)["Role"]["AssumeRolePolicyDocument"]
+    if isinstance(doc, str):
+        doc = json.loads(urllib.parse.unquote(doc))
+    cond = doc["Statement"][0]["Condition"]["StringEquals"]
+    key = next(k for k in cond if k.endswith(":sub"))
+    cond[key] = "system:serviceaccount:collate:someone-else"
+    iam.update_assume_role_policy(RoleName=role, PolicyDocument=json.dumps(doc))
+    kube_call(world, "PATCH", "/api/v1/namespaces/collate/secrets/db-credentials",
+              {"data": {"password": base64.b64encode(DRIFT_SECRET.encode()).decode()}})
+    kube_call(world, "PATCH", "/api/v1/namespaces/collate/serviceaccounts/om-role",
+              {"metadata": {"annotations": {"eks.amazonaws.com/role-arn": f"arn:aws:iam::{ACCOUNT}:role/other"}}})
+    kube_call(world, "DELETE", "/apis/rbac.authorization.k8s.io/v1/namespaces/collate/roles/om-argo-role")
+    env = world.env()
+    subprocess.run([helm, "upgrade", "openmetadata", os.path.join(CHARTS, "openmetadata-1.12.4.tgz"), "-n", "collate",
+                    "--reuse-values", "--set", "replicaCount=2"], env=env, check=True, capture_output=True)
+
+
+def secrets_shown(text):
+    """The bench's secret values (and the drifted one), plain or base64, found in a preview's output."""
+    values = list(SECRETS_ENV.values()) + [DRIFT_SECRET]
+    return sorted({v for v in values if v in text or base64.b64encode(v.encode()).decode() in text})
+
+
+def collate_found(text):
+    """Which DRIFTS collate-run's `--plan -o json` lists as a change."""
+    changed = []
+    for line in text.splitlines():
+        try:
+            e = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(e, dict) and e.get("type") not in ("summary", "log", "step_start", "step_end", "progress",
+                                                         "report") and e.get("action", e.get("changed")) not in (
+                                                             None, "unchanged", False):
+            changed.append(json.dumps(e))
+    return [any(name in c for c in changed) for _, name, _ in DRIFTS], changed
+
+
+def ansible_found(text):
+    """Which DRIFTS `ansible-playbook --check --diff` reports as changed (task, and item when it names one)."""
+    tasks, task = {}, None
+    for line in text.splitlines():
+        if line.startswith("TASK ["):
+            task = line[6:line.index("]")]
+            tasks[task] = []
+        elif task and line.startswith("changed:"):
+            tasks[task].append(line)
+    out = []
+    for _, _, (t, item) in DRIFTS:
+        lines = next((v for k, v in tasks.items() if k.startswith(t)), [])
+        out.append(bool(lines) if item is None else any(f"item={item}" in l for l in lines))
+    return out
+
+
+def fidelity(ctx, wa, wc):
+    """Plan fidelity: the five DRIFTS on both converged worlds; which preview reports each, and
+    whether it prints a secret value."""
+    drift(wa, os.path.join(TOOLS, "helm"))
+    drift(wc, os.path.join(TOOLS, "helm3"))
+    out = []
+    run(wa.full("--plan", "-o", "json"), env=wa.env(), ok=(0, 2), out=out)
+    found_a, _ = collate_found(out[0])
+    _, _, _, err = run(wa.full("--plan"), env=wa.env(), ok=(0, 2), out=out)
+    shown_a = secrets_shown(out[0] + out[1] + err)
+    out = []
+    run(ansible(wc, "--check", "--diff"), env=ansible_env(wc.env(), wc), cwd=ANSIBLE_DIR, out=out)
+    found_c, shown_c = ansible_found(out[0]), secrets_shown(out[0])
+    ctx.fidelity = {"found_a": found_a, "found_b": found_c, "shown_a": shown_a, "shown_b": shown_c}
+
+
+STEPS = ("prereqs", "argo", "collate")
+
+
+def steps_config(world, only):
+    """A config overlay running only the step `only` (None: every step but reindex/preflight)."""
+    path = os.path.join(world.dir, f"steps-{only or 'all'}.yaml")
+    with open(path, "w") as f:
+        f.write("steps: {" + ", ".join(f"{s}: {'true' if only in (None, s) else 'false'}" for s in STEPS) + "}\n")
+    return ["--config", path]
+
+
+def scenario_latency(ctx):
+    """+N ms on every request to every server (moto, the Kubernetes API test server; helm goes through
+    the fronted kubeconfig): deploy, converged re-run and preview of collate-run, guide.sh and the
+    playbook, with the requests per server; collate-run also step by step."""
+    # One run of each: at +30 ms a request the latency, not the machine's noise, sets the figures.
+    ms = ctx.args.peer_latency
+    out = {}
+
+    def measure(tool, phase, world, fn):
+        lat = Latency(world, ms)
+        try:
+            t = fn(lat)
+            reqs = lat.requests()
+        finally:
+            lat.stop()
+        out[(tool, phase)] = {"time": t, "requests": reqs}
+        print(f"  +{ms:g} ms {tool} {phase}: {fmt(t)} {reqs}", flush=True)
+
+    # collate-run, whole and step by step.
+    w = ctx.world("a")
+    w.fresh()
+    measure("collate-run", "deploy", w, lambda lat: run(w.full(), env=lat.env())[0])
+    measure("collate-run", "rerun", w, lambda lat: run(w.full(), env=lat.env())[0])
+    measure("collate-run", "plan", w,
+            lambda lat: run(w.full("--plan", "--detailed-exitcode"), env=lat.env())[0])
+    w.fresh()
+    for phase in ("deploy", "rerun", "plan"):
+        for step in STEPS:
+            extra = steps_config(w, step) + (["--plan", "--detailed-exitcode"] if phase == "plan" else [])
+            measure(f"collate-run {step}", phase, w, lambda lat, extra=extra: run(w.full(*extra), env=lat.env())[0])
+    # guide.sh (no preview: it has none).
+    w = ctx.world("b")
+    w.fresh()
+    times = {}
+
+    def guide(lat, phase):
+        env = lat.env()
+        fd, path = tempfile.mkstemp(prefix="bench-guide-latency-")
+        os.close(fd)
+        env["GUIDE_TIMES"] = path
+        t = run(["bash", GUIDE], env=env)[0]
+        helm = 0.0
+        with open(path) as f:
+            for line in f:
+                tool, a, b = line.split()
+                if tool == "helm":
+                    helm += float(b) - float(a)
+        os.remove(path)
+        times[phase] = helm
+        return t
+
+    measure("guide.sh", "deploy", w, lambda lat: guide(lat, "deploy"))
+    measure("guide.sh", "rerun", w, lambda lat: guide(lat, "rerun"))
+    ctx.helm_floor = times["deploy"]
+    # The playbook.
+    w = ctx.world("ansible")
+    w.fresh()
+    measure("ansible", "deploy", w, lambda lat: run_ansible(w, env=lat.env())[0])
+    measure("ansible", "rerun", w, lambda lat: run_ansible(w, env=lat.env())[0])
+    measure("ansible", "plan", w, lambda lat: run_ansible(w, "--check", "--diff", env=lat.env())[0])
+    ctx.latency_results = out
+    return []
+
+
+SCENARIOS = {"startup": scenario_startup, "deploy": scenario_deploy, "peers": scenario_peers,
+             "latency": scenario_latency, "scale": scenario_scale}
 
 
 class Context:
@@ -673,6 +964,11 @@ class Context:
         self.scale = None
         self.spawn = None
         self.guide_tools = None
+        self.peer_state = None
+        self.fidelity = None
+        self.load = os.getloadavg()[1]
+        self.latency_results = None
+        self.helm_floor = None
 
     def runs(self, default):
         return self.args.runs or default
@@ -726,6 +1022,22 @@ def verdict(ok):
     return "**met**" if ok else "**missed**"
 
 
+def end_state_lines(w, e, other, where):
+    """The end-state comparison of collate-run's world with `other`'s, and what --plan says on it."""
+    w(f"- collate-run: {e['summary_a']}")
+    w(f"- {other}: {e['summary_b']}")
+    if e["diffs"]:
+        w(f"- **{len(e['diffs'])} difference(s)** (path: collate-run / {other}):")
+        for p, a, b in e["diffs"][:40]:
+            w(f"  - `{p}`: `{json.dumps(a)[:200]}` / `{json.dumps(b)[:200]}`")
+    else:
+        w("- **identical**: same IAM roles (trust policies, attached policies, no inline policies), OIDC "
+          "provider, bucket (encryption, public access block), namespaces, secrets, service accounts and "
+          "annotations, Role/RoleBinding, helm releases with the same values.")
+    w(f"- `collate-run recipes/full.rhai --plan --detailed-exitcode` against {where}: exit "
+      f"{e['plan_on_b']} ({'no changes' if e['plan_on_b'] == 0 else 'changes'}).")
+
+
 def write(path, ctx, rows, elapsed):
     by = {r["name"]: r for r in rows}
     L = []
@@ -733,6 +1045,9 @@ def write(path, ctx, rows, elapsed):
     w("# Benchmark results\n")
     w(f"- date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC")
     w(f"- machine: {machine()}")
+    w(f"- load: 5-minute load average {ctx.load:.1f} at the start, {os.getloadavg()[1]:.1f} at the end"
+      + (" (other work shared the cores: absolute figures are noisy; the A/B pairs alternate)"
+         if max(ctx.load, os.getloadavg()[1]) > 1.5 else ""))
     w(f"- tools: {versions()}")
     w(f"- binaries: `target/{PROFILE}` (cargo `--release`)")
     w("- method: A and B alternate; medians of the runs (min-max in brackets); ratio = median B / median A "
@@ -757,18 +1072,8 @@ def write(path, ctx, rows, elapsed):
           "normalised (server-set metadata, `status`, kubectl's last-applied annotation and helm's revision "
           "secrets dropped; Secret data decoded; service-account token values are issued by the server and not "
           "compared):\n")
-        w(f"- collate-run: {e['summary_a']}")
-        w(f"- guide.sh: {e['summary_b']}")
-        if e["diffs"]:
-            w(f"- **{len(e['diffs'])} difference(s)** (path: collate-run / guide.sh):")
-            for p, a, b in e["diffs"][:40]:
-                w(f"  - `{p}`: `{json.dumps(a)[:200]}` / `{json.dumps(b)[:200]}`")
-        else:
-            w("- **identical**: same IAM roles (trust policies, attached policies, no inline policies), OIDC "
-              "provider, bucket (encryption, public access block), namespaces, secrets, service accounts and "
-              "annotations, Role/RoleBinding, helm releases with the same values.")
-        w(f"- `collate-run recipes/full.rhai --plan --detailed-exitcode` against the script's world: exit "
-          f"{e['plan_on_b']} ({'no changes' if e['plan_on_b'] == 0 else 'changes'}).\n")
+        end_state_lines(w, e, "guide.sh", "the script's world")
+        w("")
     if ctx.guide_tools:
         w("## Where the bash script spends its time\n")
         w("Median per run, from `GUIDE_TIMES` (guide.sh times each command):\n")
@@ -824,7 +1129,77 @@ def write(path, ctx, rows, elapsed):
         ]
         if speedups:
             w(f"Effect of `parallel([...])` with +{ctx.latency:g} ms per request: " + "; ".join(speedups) + ".\n")
-    # Targets.
+    if ctx.peer_state:
+        e = ctx.peer_state
+        w("## The Ansible peer (bench/peers/ansible)\n")
+        w("The `peer:` rows above: `ansible-playbook bench/peers/ansible/deploy.yml` (amazon.aws, kubernetes.core, "
+          "three small boto3 modules on amazon.aws's AnsibleAWSModule where no module exists: see its README) "
+          "against the same servers and charts, alternating with collate-run. End states after a fresh deploy, "
+          "compared like the bash script's:\n")
+        end_state_lines(w, e, "ansible-playbook", "the playbook's world")
+        w(f"- The playbook's converged re-run reports changed={ctx.peer_rerun_changed}; its `--check --diff` on "
+          f"the converged world changed={ctx.peer_check_changed}.")
+        w("- Terraform/OpenTofu: not in the package registries this machine reaches (no `terraform`, `opentofu` "
+          "or `tofu` package in Debian; PyPI's `tofu` and npm's `terraform` are unrelated projects), and its "
+          "AWS, Kubernetes and Helm providers come from the Terraform registry, which is not reachable either: "
+          "no Terraform peer.\n")
+    if ctx.fidelity:
+        f = ctx.fidelity
+        w("### Plan fidelity: five drifts\n")
+        w("On both converged worlds, behind the tools' backs: the trust policy of one role, a Secret key, a "
+          "ServiceAccount annotation, a helm value (`helm upgrade --reuse-values --set`) and a deleted Role. "
+          "Then `collate-run --plan` (`-o json`: the journal's entries that are not unchanged) and "
+          "`ansible-playbook --check --diff` (the `changed:` task, and its loop item where the task names one).\n")
+        w("| drift | collate-run --plan | ansible-playbook --check --diff |")
+        w("|---|---|---|")
+        yes = lambda b: "reported" if b else "**not reported**"
+        for (name, _, _), a, b in zip(DRIFTS, f["found_a"], f["found_b"]):
+            w(f"| {name} | {yes(a)} | {yes(b)} |")
+        show = lambda v: ", ".join(f"`{x}`" for x in v) if v else "none"
+        w(f"| secret values printed (the bench's and the drifted one, plain or base64) | {show(f['shown_a'])} | "
+          f"{show(f['shown_b'])} |\n")
+    if ctx.latency_results:
+        L_ = ctx.latency_results
+        ms = ctx.args.peer_latency
+        w(f"## +{ms:g} ms on every request\n")
+        w(f"bench/latency_proxy.py in front of moto and the Kubernetes API test server (helm reaches the cluster "
+          f"through the same proxy): every HTTP request reaches its server {ms:g} ms after it was sent and every "
+          f"new connection costs {ms:g} ms more (TCP handshake; TLS not modelled, so the tools that open many "
+          "connections — a process per command or per task — are favoured). The bench world has no "
+          "OpenMetadata/Argo server: the example config's API checks are off in it (`openmetadata.url` and "
+          "`argo.api_url` empty), for all three tools alike, so there is no such request to delay. One run "
+          "each. Requests: counted by the proxy per server; \"time / latency\" is the number of "
+          f"{ms:g} ms round trips the run's wall time would hold; \"rounds\": the sequential round trips the "
+          f"proxy saw (a request sent {ms / 2:g} ms or more after the current round began starts a new one; "
+          "requests sent together share a round).\n")
+        w("| tool | phase | time | AWS requests | Kubernetes requests | rounds | time / latency |")
+        w("|---|---|---|---|---|---|---|")
+        for (tool, phase), x in L_.items():
+            w(f"| {tool} | {phase} | {fmt(x['time'])} | {x['requests'].get('aws', 0)} | "
+              f"{x['requests'].get('kube', 0)} | {x['requests']['rounds']} | {x['time'] * 1000 / ms:.0f} |")
+        w("")
+        get = lambda t, p: (L_.get((t, p)) or {}).get("time")
+        w(f"## Targets (issue 18, at +{ms:g} ms)\n")
+        w("| target | figure | |")
+        w("|---|---|---|")
+        r, p = get("collate-run", "rerun"), get("collate-run", "plan")
+        if r is not None:
+            w(f"| converged re-run < 1 s | {fmt(r)} | {verdict(r < 1)} |")
+        if p is not None:
+            w(f"| `--plan` < 1 s | {fmt(p)} | {verdict(p < 1)} |")
+        d = get("collate-run", "deploy")
+        if d is not None and ctx.helm_floor:
+            w(f"| full deploy within 1.5x of helm's own two installs | {fmt(d)} vs {fmt(ctx.helm_floor)} "
+              f"(the two `helm upgrade --install --wait` of guide.sh's run): {d / ctx.helm_floor:.2f}x | "
+              f"{verdict(d <= 1.5 * ctx.helm_floor)} |")
+        a = get("ansible", "rerun")
+        if r is not None and a is not None:
+            w(f"| converged re-run >= 20x faster than the playbook | {a / r:.1f}x ({fmt(r)} vs {fmt(a)}) | "
+              f"{verdict(a / r >= 20)} |")
+        w("")
+    # Targets (of the scenarios that ran).
+    if not (set(by) & {"full deploy (fresh world)", "converged re-run (no changes)", "start-up"}) and not ctx.scale:
+        return finish(path, L)
     w("## Targets (issue 7)\n")
     w("| target | figure | |")
     w("|---|---|---|")
@@ -848,10 +1223,15 @@ def write(path, ctx, rows, elapsed):
         each = ", ".join(f"{x['mode']} {mb(max(x['rss_create'], x['rss_rerun']))}" for x in big)
         w(f"| peak memory < 50 MB for N = {big[0]['n']} | {mb(peak)} ({each}) | {verdict(peak < 50e6)} |")
     w("")
+    finish(path, L)
+
+
+def finish(path, L):
+    """Appends bench/notes.md (the reading of the figures) and writes the results."""
     notes = os.path.join(ROOT, "bench", "notes.md")
     if os.path.exists(notes):
         with open(notes) as f:
-            w(f.read().rstrip() + "\n")
+            L.append(f.read().rstrip() + "\n")
     with open(path, "w") as f:
         f.write("\n".join(L))
 
@@ -864,6 +1244,8 @@ def main():
                     help="scale sizes, comma-separated (default 10,100,1000)")
     ap.add_argument("--latency", type=float, default=10,
                     help="ms added to every Kubernetes request in the scale scenario's second pass (0: none)")
+    ap.add_argument("--peer-latency", type=float, default=30,
+                    help="ms added to every request to every server in the latency scenario (default 30)")
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results.md"))
     args = ap.parse_args()
     names = args.scenarios or list(SCENARIOS)

