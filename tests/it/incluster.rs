@@ -279,6 +279,13 @@ fn refresh_as_an_argo_cron_workflow() {
         json!(["workflowtaskresults"])
     );
     assert_eq!(full(&w, argo).succeeds().changed(), Vec::<String>::new());
+    // Back to a CronJob: the CronWorkflow goes (its kind found by discovering its group only).
+    let back = full(&w, "{}").succeeds();
+    assert!(
+        get(&w, "argoproj.io/v1alpha1", "CronWorkflow", NAME).is_none(),
+        "{back}"
+    );
+    assert!(get(&w, "batch/v1", "CronJob", NAME).is_some(), "{back}");
 }
 
 #[test]

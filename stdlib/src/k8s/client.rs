@@ -505,6 +505,20 @@ impl Kube {
         if let Some(r) = well_known(name, group) {
             return Ok(r);
         }
+        // A kind named with its API group (`CronWorkflow.argoproj.io`), before the whole API is
+        // discovered: that group alone (the group list and its versions), not every group.
+        if let Some(g) = group.filter(|g| g.contains('.'))
+            && self.discovery.lock().await.is_none()
+        {
+            let d = Discovery::new(self.client.clone())
+                .filter(&[g])
+                .run()
+                .await
+                .map_err(|e| self.err("discover the API resources", e))?;
+            if let Some(r) = find_in(&d, name, group) {
+                return Ok(r);
+            }
+        }
         for refresh in [false, true] {
             let d = self.discovery(refresh).await?;
             if let Some(r) = find_in(&d, name, group) {
