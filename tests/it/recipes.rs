@@ -1499,8 +1499,12 @@ fn keys_that_must_agree_are_checked_before_any_change() {
         .stderr_contains("config-1.yaml:2:3")
         .stderr_contains("iam.permissions_boundary 'DeveloperBoundary' is not a managed policy ARN")
         .stderr_contains("iam.extra_policies.srever: no such role");
-    // Renamed namespaces, the run lock left behind in the old one.
-    fails("namespaces: {argo: acme, collate: acme}\necr: {namespaces: [acme]}\nargo: {api_url: \"\"}\nopenmetadata: {url: \"\"}\n")
+    // Renamed namespaces, the run lock left behind in the old one: a warning naming the key.
+    Run::check(root().join("recipes/full.rhai"))
+        .config(example())
+        .config_yaml("namespaces: {argo: acme, collate: acme}\necr: {namespaces: [acme]}\nargo: {api_url: \"\"}\nopenmetadata: {url: \"\"}\n")
+        .envs(secrets_env())
+        .succeeds()
         .stderr_contains("run_lock.namespace (collate) is neither namespaces.collate (acme) nor namespaces.argo (acme)")
         .stderr_contains("customer.example.yaml:")
         .stderr_contains("run_lock: {namespace: acme}");
