@@ -381,6 +381,7 @@ pub mod iam_module {
     /// ```
     #[rhai_fn(name = "role_arn", return_raw)]
     pub fn role_arn_under(ctx: NativeCallContext, name: &str, path: &str) -> RhaiResult<String> {
+        let host = Host::of(&ctx)?;
         if !path.starts_with('/') || !path.ends_with('/') {
             return Err(HostError::input(format!(
                 "`aws::iam::role_arn`: path `{path}` must start and end with `/`"
@@ -388,7 +389,6 @@ pub mod iam_module {
             .with_hint("e.g. `/` or `/collate/`")
             .into());
         }
-        let host = Host::of(&ctx)?;
         let c = &*clients(&host)?;
         Ok(super::role_arn(&identity(&host, c)?, path, name))
     }
