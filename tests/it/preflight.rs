@@ -818,17 +818,7 @@ fn the_in_cluster_job_reads_the_servers_secrets_by_reference_and_is_removed_when
         "{out}"
     );
     // Both vantage points in the report.
-    let report = out
-        .json_lines()
-        .into_iter()
-        .find(|l| l["type"] == "report" && l["name"] == "preflight")
-        .unwrap_or_else(|| panic!("no preflight report\n{out}"));
-    let db_row = report["data"]["rows"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["requirement"].as_str().unwrap().starts_with("database:"))
-        .unwrap();
+    let db_row = report_row(&out, "database:");
     assert_eq!(db_row["from_here"]["ok"], true, "{db_row}");
     assert_eq!(db_row["from_here"]["product"], "postgresql", "{db_row}");
     assert!(
@@ -913,6 +903,27 @@ fn insert_server_secrets(kube: &KubeTestServer, db: &str, search: &str) {
     }
 }
 
+/// The row of the `preflight` report line whose requirement starts with `prefix`
+/// (`database:`, `search:`).
+fn report_row(out: &collate_run_tests::run::Output, prefix: &str) -> serde_json::Value {
+    let report = out
+        .json_lines()
+        .into_iter()
+        .find(|l| l["type"] == "report" && l["name"] == "preflight")
+        .unwrap_or_else(|| panic!("no preflight report\n{out}"));
+    report["data"]["rows"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|r| {
+            r["requirement"]
+                .as_str()
+                .is_some_and(|q| q.starts_with(prefix))
+        })
+        .cloned()
+        .unwrap_or_else(|| panic!("no row {prefix}: {report}"))
+}
+
 fn row_line(out: &collate_run_tests::run::Output, row: &str) -> String {
     out.stdout
         .lines()
@@ -932,16 +943,7 @@ fn the_in_cluster_job_really_runs_and_reaches_postgres_and_search() {
     }
     let w = World::running_jobs();
     let out = preflight_with_image(&w, &in_cluster(30)).json().succeeds();
-    let report = out
-        .json_lines()
-        .into_iter()
-        .find(|l| l["type"] == "report" && l["name"] == "preflight")
-        .unwrap_or_else(|| panic!("no preflight report\n{out}"));
-    let rows = report["data"]["rows"].as_array().unwrap();
-    let db = rows
-        .iter()
-        .find(|r| r["requirement"].as_str().unwrap().starts_with("database:"))
-        .unwrap();
+    let db = report_row(&out, "database:");
     assert_eq!(db["verdict"], "ok", "{db}");
     for vantage in ["from_here", "from_cluster"] {
         assert_eq!(db[vantage]["ok"], true, "{db}");
@@ -957,10 +959,7 @@ fn the_in_cluster_job_really_runs_and_reaches_postgres_and_search() {
         )),
         "{found}"
     );
-    let search = rows
-        .iter()
-        .find(|r| r["requirement"].as_str().unwrap().starts_with("search:"))
-        .unwrap();
+    let search = report_row(&out, "search:");
     assert_eq!(search["verdict"], "ok", "{search}");
     assert_eq!(search["from_cluster"]["product"], "opensearch", "{search}");
     assert_eq!(search["from_cluster"]["version"], "3.4.0", "{search}");
@@ -1005,19 +1004,8 @@ fn reachable_from_the_cluster_only_is_a_pass() {
         ))
         .json()
         .succeeds();
-    let report = out
-        .json_lines()
-        .into_iter()
-        .find(|l| l["type"] == "report" && l["name"] == "preflight")
-        .unwrap_or_else(|| panic!("no preflight report\n{out}"));
     for prefix in ["database:", "search:"] {
-        let row = report["data"]["rows"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|r| r["requirement"].as_str().unwrap().starts_with(prefix))
-            .cloned()
-            .unwrap();
+        let row = report_row(&out, prefix);
         assert_eq!(row["verdict"], "ok", "{row}");
         assert_eq!(row["from_cluster"]["ok"], true, "{row}");
         assert_eq!(row["from_here"]["ok"], false, "{row}");
@@ -1052,18 +1040,7 @@ fn the_in_cluster_job_reaches_search_without_auth() {
         ))
         .json()
         .succeeds();
-    let report = out
-        .json_lines()
-        .into_iter()
-        .find(|l| l["type"] == "report" && l["name"] == "preflight")
-        .unwrap_or_else(|| panic!("no preflight report\n{out}"));
-    let search = report["data"]["rows"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["requirement"].as_str().unwrap().starts_with("search:"))
-        .cloned()
-        .unwrap();
+    let search = report_row(&out, "search:");
     assert_eq!(search["verdict"], "ok", "{search}");
     assert_eq!(search["from_cluster"]["ok"], true, "{search}");
     assert_eq!(
