@@ -12,9 +12,11 @@ requests per server; bench/bench.py truncates the file between runs).
 """
 
 import asyncio
+import re
 import sys
 import time
 
+ACTION = re.compile(rb"[?&\n]Action=([A-Za-z]+)")
 METHODS = (b"GET ", b"POST ", b"PUT ", b"PATCH ", b"DELETE ", b"HEAD ", b"OPTIONS ")
 
 
@@ -43,6 +45,9 @@ async def pipe(reader, writer, delay, name=None, log=None):
             if log is not None and data.startswith(METHODS):
                 line = data.split(b"\r\n", 1)[0].split(b" ")
                 path = line[1].decode(errors="replace") if len(line) > 1 else "-"
+                action = ACTION.search(data)  # an AWS query API call: name it
+                if action:
+                    path += "#" + action.group(1).decode()
                 log.write(f"{name} {line[0].decode()} {path} {time.monotonic():.4f}\n")
                 log.flush()
             await queue.put((time.monotonic() + delay, data))
