@@ -62,6 +62,10 @@ pub struct ApiOptions {
     pub argo_token: String,
     /// Namespaces that token may list workflows in (its RBAC); others answer 403.
     pub argo_namespaces: Vec<String>,
+    /// The cluster the Argo server runs in (its Secrets and ServiceAccounts): in client mode it
+    /// also accepts the token of every live service-account token Secret, as the cluster's API
+    /// server does ([`sa_token_valid`]).
+    pub argo_cluster: Option<ArgoCluster>,
     /// Status reads before the record of a triggered run appears (the listener inserts it when
     /// the Quartz job starts, after the trigger has answered).
     pub start_polls: u32,
@@ -89,6 +93,7 @@ impl Default for ApiOptions {
             session_requests: None,
             argo_token: "argo-sa-token".into(),
             argo_namespaces: vec!["collate".into()],
+            argo_cluster: None,
             start_polls: 1,
             never_starts: false,
             via: vec!["started".into(), "running".into()],
@@ -556,9 +561,49 @@ fn login(req: &Request, opts: &ApiOptions, st: &mut State) -> (u16, Value) {
     )
 }
 
+/// The Secrets and ServiceAccounts of the cluster the Argo server runs in.
+#[derive(Debug, Clone)]
+pub struct ArgoCluster {
+    pub secrets: kube_testserver::Lister,
+    pub service_accounts: kube_testserver::Lister,
+}
+
+/// Whether the cluster's API server would authenticate `token` as a legacy service-account
+/// token (kubernetes/kubernetes pkg/serviceaccount/legacy.go `legacyValidator.Validate`): a
+/// `kubernetes.io/service-account-token` Secret holds exactly this token, is not being deleted,
+/// and the ServiceAccount it names exists (and has the UID the Secret names, when it names one).
+fn sa_token_valid(cluster: &ArgoCluster, token: &str) -> bool {
+    let decoded = |v: &Value| {
+        v.as_str()
+            .and_then(|t| BASE64_STANDARD.decode(t).ok())
+            .and_then(|b| String::from_utf8(b).ok())
+    };
+    let sas = cluster.service_accounts.list();
+    cluster.secrets.list().iter().any(|s| {
+        let meta = &s["metadata"];
+        let ann = &meta["annotations"];
+        s["type"] == "kubernetes.io/service-account-token"
+            && meta["deletionTimestamp"].is_null()
+            && decoded(&s["data"]["token"]).as_deref() == Some(token)
+            && sas.iter().any(|sa| {
+                sa["metadata"]["namespace"] == meta["namespace"]
+                    && sa["metadata"]["name"] == ann["kubernetes.io/service-account.name"]
+                    && (ann["kubernetes.io/service-account.uid"].is_null()
+                        || sa["metadata"]["uid"] == ann["kubernetes.io/service-account.uid"])
+            })
+    })
+}
+
 /// The Argo server: client auth on every path, then RBAC of the token on the namespace.
 fn argo(req: &Request, opts: &ApiOptions) -> (u16, Value) {
-    if bearer(req).as_deref() != Some(opts.argo_token.as_str()) {
+    let token = bearer(req).unwrap_or_default();
+    let valid = !token.is_empty()
+        && (token == opts.argo_token
+            || opts
+                .argo_cluster
+                .as_ref()
+                .is_some_and(|c| sa_token_valid(c, &token)));
+    if !valid {
         return argo_error(401, 16, ARGO_UNAUTHENTICATED);
     }
     match (req.method.as_str(), req.path.as_str()) {

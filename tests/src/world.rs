@@ -13,7 +13,7 @@ use base64::Engine as _;
 use base64::prelude::BASE64_STANDARD;
 use serde_json::Value;
 
-use crate::api_server::{ApiOptions, ApiServer};
+use crate::api_server::{ApiOptions, ApiServer, ArgoCluster};
 use crate::chart_repo::upstream_chart;
 use crate::kube::Cluster;
 use crate::moto::Moto;
@@ -48,7 +48,12 @@ impl World {
     }
 
     /// On this Kubernetes test server (e.g. [`Cluster::start_tls`]).
-    pub fn start_on(kube: Cluster, api: ApiOptions, moto: Option<Moto>) -> World {
+    pub fn start_on(kube: Cluster, mut api: ApiOptions, moto: Option<Moto>) -> World {
+        // Argo's client mode: the cluster's service-account tokens authenticate.
+        api.argo_cluster = Some(ArgoCluster {
+            secrets: kube.server.lister("v1", "Secret"),
+            service_accounts: kube.server.lister("v1", "ServiceAccount"),
+        });
         let api = ApiServer::start(api);
         let addr = api.url().trim_start_matches("http://").to_string();
         for service in SERVICES {

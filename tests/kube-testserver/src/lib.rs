@@ -233,6 +233,22 @@ impl Builder {
     }
 }
 
+/// The stored objects of one kind, read when called (see [`KubeTestServer::lister`]).
+#[derive(Clone)]
+pub struct Lister(Arc<dyn Fn() -> Vec<Value> + Send + Sync>);
+
+impl Lister {
+    pub fn list(&self) -> Vec<Value> {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for Lister {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Lister")
+    }
+}
+
 /// A running test API server; stops when dropped.
 pub struct KubeTestServer {
     shared: Arc<Shared>,
@@ -389,6 +405,23 @@ impl KubeTestServer {
         let state = self.shared.lock();
         let rt = state.type_for_kind(api_version, kind)?;
         state.get(&rt, namespace, name).cloned()
+    }
+
+    /// A reader of the stored objects of one kind (all namespaces), for a server beside this one
+    /// that asks the cluster, as Argo's client mode validates a bearer token through it.
+    pub fn lister(&self, api_version: &str, kind: &str) -> Lister {
+        let (shared, api_version, kind) = (
+            self.shared.clone(),
+            api_version.to_string(),
+            kind.to_string(),
+        );
+        Lister(Arc::new(move || {
+            let state = shared.lock();
+            match state.type_for_kind(&api_version, &kind) {
+                Some(rt) => state.list(&rt, None).into_iter().cloned().collect(),
+                None => Vec::new(),
+            }
+        }))
     }
 
     /// Number of non-dry-run POST/PUT/PATCH/DELETE requests to resources received so far (successful or not;
