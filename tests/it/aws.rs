@@ -307,7 +307,9 @@ fn aws_errors_name_operation_resource_and_http_status_never_a_credential() {
     .stderr_contains("aws sts get-caller-identity")
     .never_shows(KEY_CANARY)
     .never_shows(SECRET_CANARY);
-    assert_eq!(proxy.stats().injected, 1, "a 403 is final at once");
+    // The role and its two policy lists are read together (one round): three requests, each
+    // 403 final at once.
+    assert_eq!(proxy.stats().injected, 3, "a 403 is final at once");
 
     // A 500 on every attempt: retried (5 attempts in all), then the status is named.
     proxy.set(Faults::always(Fault::Status(500)).body(&iam_error(
@@ -320,7 +322,11 @@ fn aws_errors_name_operation_resource_and_http_status_never_a_credential() {
         .never_shows(KEY_CANARY)
         .never_shows(SECRET_CANARY);
     let stats = proxy.stats();
-    assert_eq!(stats.by_fault.get("500"), Some(&5), "5 attempts: {stats:?}");
+    assert_eq!(
+        stats.by_fault.get("500"),
+        Some(&15),
+        "5 attempts for each of the three reads: {stats:?}"
+    );
     assert!(moto.role_names().is_empty());
 
     // An endpoint nobody listens on: one line with the endpoint and the cause, no SDK dump.

@@ -152,21 +152,15 @@ fn read_bucket(
     spec: &Spec,
 ) -> Result<Option<Value>, HostError> {
     host.read(&format!("s3:HeadBucket {name}"), async {
-        let Some(live_region) = head_region(c, account, name, &spec.region).await? else {
-            return Ok(None);
-        };
+        // The HEAD and the settings the script sets, in one round: the HEAD decides whether
+        // the bucket is there (the settings' reads of an absent bucket fail and are dropped).
         let s3 = c.s3(&spec.region);
-        if live_region != spec.region {
-            return Err(HostError::new(
-                ErrorKind::Conflict,
-                format!("S3 bucket `{name}` is in region `{live_region}`, not `{}`", spec.region),
-            )
-            .with_hint("a bucket's region cannot change: set `region` to where it is, or choose another name"));
-        }
-        let mut live = json!({"name": name, "region": live_region});
-        if spec.encryption.is_some() {
+        let encryption = async {
+            if spec.encryption.is_none() {
+                return Ok(None);
+            }
             let op = "s3:GetBucketEncryption";
-            let enc = match s3.get_bucket_encryption().bucket(name).send().await {
+            Ok(Some(match s3.get_bucket_encryption().bucket(name).send().await {
                 Ok(out) => out
                     .server_side_encryption_configuration()
                     .and_then(|c| c.rules().first())
@@ -186,12 +180,14 @@ fn read_bucket(
                     .unwrap_or(Value::Null),
                 Err(e) if has_code(&e, "ServerSideEncryptionConfigurationNotFoundError") => Value::Null,
                 Err(e) => return Err(sdk_error(c, op, name, e)),
-            };
-            live["encryption"] = enc;
-        }
-        if spec.block_public.is_some() {
+            }))
+        };
+        let block_public = async {
+            if spec.block_public.is_none() {
+                return Ok(None);
+            }
             let op = "s3:GetPublicAccessBlock";
-            live["block_public"] = match s3.get_public_access_block().bucket(name).send().await {
+            Ok(Some(match s3.get_public_access_block().bucket(name).send().await {
                 Ok(out) => {
                     let c = out.public_access_block_configuration();
                     json!({
@@ -203,9 +199,12 @@ fn read_bucket(
                 }
                 Err(e) if has_code(&e, "NoSuchPublicAccessBlockConfiguration") => block_json(false),
                 Err(e) => return Err(sdk_error(c, op, name, e)),
-            };
-        }
-        if spec.versioning.is_some() {
+            }))
+        };
+        let versioning = async {
+            if spec.versioning.is_none() {
+                return Ok(None);
+            }
             let op = "s3:GetBucketVersioning";
             let status = match s3.get_bucket_versioning().bucket(name).send().await {
                 Ok(out) => out.status().map(|s| s.as_str().to_string()),
@@ -221,11 +220,14 @@ fn read_bucket(
                 Err(e) => return Err(sdk_error(c, op, name, e)),
             };
             // A bucket never versioned has no status; for "off" that is the same as Suspended.
-            live["versioning"] = json!(status.as_deref().unwrap_or("Suspended"));
-        }
-        if spec.tags.is_some() {
+            Ok(Some(json!(status.as_deref().unwrap_or("Suspended"))))
+        };
+        let tags = async {
+            if spec.tags.is_none() {
+                return Ok(None);
+            }
             let op = "s3:GetBucketTagging";
-            live["tags"] = match s3.get_bucket_tagging().bucket(name).send().await {
+            Ok(Some(match s3.get_bucket_tagging().bucket(name).send().await {
                 Ok(out) => Value::Object(
                     out.tag_set()
                         .iter()
@@ -234,7 +236,36 @@ fn read_bucket(
                 ),
                 Err(e) if has_code(&e, "NoSuchTagSet") || has_code(&e, "NoSuchTagSetError") => json!({}),
                 Err(e) => return Err(sdk_error(c, op, name, e)),
-            };
+            }))
+        };
+        type Setting = Result<Option<Value>, HostError>;
+        let (head, encryption, block_public, versioning, tags): (_, Setting, Setting, Setting, Setting) = futures::join!(
+            head_region(c, account, name, &spec.region),
+            encryption,
+            block_public,
+            versioning,
+            tags
+        );
+        let Some(live_region) = head? else {
+            return Ok(None);
+        };
+        if live_region != spec.region {
+            return Err(HostError::new(
+                ErrorKind::Conflict,
+                format!("S3 bucket `{name}` is in region `{live_region}`, not `{}`", spec.region),
+            )
+            .with_hint("a bucket's region cannot change: set `region` to where it is, or choose another name"));
+        }
+        let mut live = json!({"name": name, "region": live_region});
+        for (key, value) in [
+            ("encryption", encryption?),
+            ("block_public", block_public?),
+            ("versioning", versioning?),
+            ("tags", tags?),
+        ] {
+            if let Some(v) = value {
+                live[key] = v;
+            }
         }
         Ok(Some(live))
     })

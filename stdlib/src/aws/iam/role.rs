@@ -42,7 +42,26 @@ pub(super) fn read_role(
     all_docs: bool,
 ) -> Result<Option<LiveRole>, HostError> {
     host.read(&format!("iam:GetRole {name}"), async {
-        let role = match c.iam.get_role().role_name(name).send().await {
+        // The role, its attached policies and its inline policy names in one round: a missing
+        // role fails all three, and the role's answer decides.
+        let (role, attached, names) = futures::join!(
+            c.iam.get_role().role_name(name).send(),
+            c.iam
+                .list_attached_role_policies()
+                .role_name(name)
+                .into_paginator()
+                .items()
+                .send()
+                .try_collect(),
+            c.iam
+                .list_role_policies()
+                .role_name(name)
+                .into_paginator()
+                .items()
+                .send()
+                .try_collect(),
+        );
+        let role = match role {
             Ok(o) => match o.role {
                 Some(r) => r,
                 None => return Ok(None),
@@ -54,43 +73,27 @@ pub(super) fn read_role(
             Some(t) => policy::parse_document(t)?,
             None => Value::Null,
         };
-        let attached = c
-            .iam
-            .list_attached_role_policies()
-            .role_name(name)
-            .into_paginator()
-            .items()
-            .send()
-            .try_collect()
-            .await
-            .map_err(|e| sdk_error(c, "iam:ListAttachedRolePolicies", name, e))?;
-        let names = c
-            .iam
-            .list_role_policies()
-            .role_name(name)
-            .into_paginator()
-            .items()
-            .send()
-            .try_collect()
-            .await
-            .map_err(|e| sdk_error(c, "iam:ListRolePolicies", name, e))?;
-        let mut inline = Vec::new();
-        for pn in names {
-            let doc = if all_docs || docs_for.contains(&pn) {
-                let out = c
-                    .iam
-                    .get_role_policy()
-                    .role_name(name)
-                    .policy_name(&pn)
-                    .send()
-                    .await
-                    .map_err(|e| sdk_error(c, "iam:GetRolePolicy", &format!("{name}/{pn}"), e))?;
-                Some(policy::parse_document(out.policy_document())?)
-            } else {
-                None
-            };
-            inline.push((pn, doc));
-        }
+        let attached =
+            attached.map_err(|e| sdk_error(c, "iam:ListAttachedRolePolicies", name, e))?;
+        let names: Vec<String> =
+            names.map_err(|e| sdk_error(c, "iam:ListRolePolicies", name, e))?;
+        // The documents wanted, in one more round.
+        let docs = futures::future::try_join_all(names.iter().map(|pn| async move {
+            if !(all_docs || docs_for.contains(pn)) {
+                return Ok(None);
+            }
+            let out = c
+                .iam
+                .get_role_policy()
+                .role_name(name)
+                .policy_name(pn)
+                .send()
+                .await
+                .map_err(|e| sdk_error(c, "iam:GetRolePolicy", &format!("{name}/{pn}"), e))?;
+            Ok::<_, HostError>(Some(policy::parse_document(out.policy_document())?))
+        }))
+        .await?;
+        let inline: Vec<(String, Option<Value>)> = names.into_iter().zip(docs).collect();
         Ok(Some(LiveRole {
             arn: role.arn().to_string(),
             role_id: role.role_id().to_string(),
