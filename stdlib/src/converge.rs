@@ -14,8 +14,17 @@
 //!    reads again and converges that object;
 //! 5. masking: every before/after string passes through the secret mask;
 //! 6. the journal entry, and the result map scripts get: `#{changed, object, diff}`.
+//!
+//! The same desired state ensured again in one run (recipes ensure a namespace in every part that
+//! needs it) is answered from the run's record ([`Settled`]) without a request: it was converged
+//! earlier in this run. Kinds opt in with [`Resource::desired`].
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use rhai::{Dynamic, Map};
+use sha1::{Digest, Sha1};
 
 use crate::error::{ErrorKind, HostError};
 use crate::host::Host;
@@ -124,6 +133,13 @@ pub trait Resource {
             self.kind()
         )))
     }
+    /// Everything that decides the converge's outcome (the body, its options), when the kind
+    /// takes part in the run's record of converged objects: ensured again with the same desired
+    /// state in one run, the object is answered from the record, without a request. `None` (the
+    /// default): always read.
+    fn desired(&self) -> Option<String> {
+        None
+    }
     /// The fields a delete removes (shown in the plan); none by default.
     fn deletion_fields(&self, state: &Self::State) -> Vec<FieldChange> {
         let _ = state;
@@ -148,9 +164,74 @@ impl<O: Clone + Into<Dynamic>> Converged<O> {
 /// How often a create that lost a race is retried before the driver gives up.
 const RACE_PASSES: usize = 2;
 
+/// The objects this run has converged (a [`Host::slot`]): by kind and name, the digest of the
+/// desired state they were converged to, and the object. Another run starts empty; a delete
+/// through [`remove`] forgets the object.
+#[derive(Default)]
+pub struct Settled(Mutex<HashMap<(String, String), SettledObject>>);
+
+/// The digest of the desired state, and the object converged to it.
+type SettledObject = ([u8; 20], Arc<dyn Any + Send + Sync>);
+
+impl Settled {
+    fn key<R: Resource>(r: &R) -> (String, String) {
+        (r.kind(), r.name())
+    }
+    fn digest(desired: &str) -> [u8; 20] {
+        Sha1::digest(desired.as_bytes()).into()
+    }
+    /// The object converged to `desired` earlier in this run, if any.
+    fn get<R: Resource>(&self, r: &R, desired: &str) -> Option<R::Object>
+    where
+        R::Object: Clone + Send + Sync + 'static,
+    {
+        let map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let (digest, object) = map.get(&Self::key(r))?;
+        (*digest == Self::digest(desired))
+            .then(|| object.downcast_ref::<R::Object>().cloned())
+            .flatten()
+    }
+    fn put<R: Resource>(&self, r: &R, desired: &str, object: &R::Object)
+    where
+        R::Object: Clone + Send + Sync + 'static,
+    {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.insert(
+            Self::key(r),
+            (Self::digest(desired), Arc::new(object.clone())),
+        );
+    }
+    fn forget<R: Resource>(&self, r: &R) {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.remove(&Self::key(r));
+    }
+}
+
 /// Converges `r`: reads it, diffs, and in apply mode creates or updates what differs; in plan
-/// mode predicts. Journals the change and returns it with the object.
-pub fn ensure<R: Resource>(host: &Host, r: &R) -> Result<Converged<R::Object>, HostError> {
+/// mode predicts. Journals the change and returns it with the object. The same desired state
+/// again in this run is answered from the run's record: `unchanged`, no request, no journal
+/// entry.
+pub fn ensure<R: Resource>(host: &Host, r: &R) -> Result<Converged<R::Object>, HostError>
+where
+    R::Object: Clone + Send + Sync + 'static,
+{
+    let desired = r.desired();
+    if let Some(d) = &desired
+        && let Some(object) = host.slot::<Settled>().get(r, d)
+    {
+        let change = Change::new(r.kind(), r.name(), Action::Unchanged)
+            .with_note("converged earlier in this run");
+        return Ok(Converged { change, object });
+    }
+    let done = converge_once(host, r)?;
+    if let Some(d) = &desired {
+        host.slot::<Settled>().put(r, d, &done.object);
+    }
+    Ok(done)
+}
+
+/// [`ensure`] without the run's record.
+fn converge_once<R: Resource>(host: &Host, r: &R) -> Result<Converged<R::Object>, HostError> {
     for _ in 0..RACE_PASSES {
         let state = r.read(host)?;
         let mut planned = r.diff(host, &state)?;
@@ -192,6 +273,7 @@ pub fn remove<R: Resource>(
     r: &R,
     absent: R::Object,
 ) -> Result<Converged<R::Object>, HostError> {
+    host.slot::<Settled>().forget(r);
     let state = r.read(host)?;
     if !r.exists(&state) {
         let planned = Planned::default().with_note("already absent");
@@ -257,6 +339,8 @@ mod tests {
         /// Creates that lose a race before succeeding.
         races: Mutex<usize>,
         calls: Mutex<Vec<&'static str>>,
+        /// Takes part in the run's record ([`Resource::desired`]).
+        recorded: bool,
     }
 
     impl Resource for Memory {
@@ -274,6 +358,9 @@ mod tests {
         }
         fn exists(&self, s: &Option<String>) -> bool {
             s.is_some()
+        }
+        fn desired(&self) -> Option<String> {
+            self.recorded.then(|| self.want.clone())
         }
         fn diff(&self, _: &Host, s: &Option<String>) -> Result<Planned, HostError> {
             Ok(Planned::fields(crate::diff::diff(
@@ -363,6 +450,51 @@ mod tests {
         assert_eq!(c.change.fields[0].path, "value");
         assert_eq!(*m.live.lock().unwrap(), Some("b".into()));
         assert_eq!(h.remote_calls().1, 2, "one write per change");
+    }
+
+    #[test]
+    fn the_same_desired_state_again_in_one_run_is_answered_without_a_read() {
+        let (_rt, h) = host(Mode::Apply);
+        let m = Memory {
+            recorded: true,
+            ..memory(None, "a")
+        };
+        assert_eq!(ensure(&h, &m).unwrap().change.action, Action::Create);
+        let again = ensure(&h, &m).unwrap();
+        assert_eq!(
+            (again.change.action, again.object.as_str()),
+            (Action::Unchanged, "a")
+        );
+        assert_eq!(
+            again.change.note.as_deref(),
+            Some("converged earlier in this run")
+        );
+        assert_eq!(
+            *m.calls.lock().unwrap(),
+            ["read", "create"],
+            "no second read"
+        );
+        assert_eq!(
+            h.journal().counts(),
+            (1, 0, 0, 0),
+            "the answer is not journaled"
+        );
+        // Another desired state for the same object is converged again.
+        let b = Memory {
+            recorded: true,
+            ..memory(Some("a"), "b")
+        };
+        assert_eq!(ensure(&h, &b).unwrap().change.action, Action::Update);
+        // A delete forgets: the next ensure reads (and re-creates).
+        remove(&h, &b, String::new()).unwrap();
+        assert_eq!(ensure(&h, &b).unwrap().change.action, Action::Create);
+        // Another run (host) starts with an empty record.
+        let (_rt2, h2) = host(Mode::Apply);
+        assert_eq!(ensure(&h2, &b).unwrap().change.action, Action::Unchanged);
+        assert_eq!(
+            *b.calls.lock().unwrap(),
+            ["read", "update", "read", "delete", "read", "create", "read"]
+        );
     }
 
     #[test]

@@ -238,6 +238,10 @@ impl Resource for Applying<'_> {
     fn exists(&self, s: &Observed) -> bool {
         s.live.is_some()
     }
+    /// The body and the force flag: the same again in one run is answered from the record.
+    fn desired(&self) -> Option<String> {
+        Some(format!("{} {}", self.force, self.d.body))
+    }
     fn diff(&self, host: &Host, s: &Observed) -> Result<Planned, HostError> {
         let d = self.d;
         let secret = d.is_secret();

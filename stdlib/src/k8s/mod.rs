@@ -75,8 +75,21 @@ fn ensure(
     name: &str,
     body: Value,
 ) -> RhaiResult<Map> {
+    let c = ensure_object(host, kube, res, ns, name, body)?;
+    Ok(c.change.outcome(to_script(&c.object)))
+}
+
+/// [`ensure`], with the object as JSON.
+fn ensure_object(
+    host: &Host,
+    kube: &Arc<Kube>,
+    res: Res,
+    ns: &str,
+    name: &str,
+    body: Value,
+) -> Result<crate::converge::Converged<Value>, HostError> {
     if name.is_empty() {
-        return Err(HostError::input(format!("a {} needs a name", res.ar.kind)).into());
+        return Err(HostError::input(format!("a {} needs a name", res.ar.kind)));
     }
     let d = Desired {
         res,
@@ -84,8 +97,7 @@ fn ensure(
         name: name.to_string(),
         body,
     };
-    let c = converge(host, kube, &d, true)?;
-    Ok(c.change.outcome(to_script(&c.object)))
+    converge(host, kube, &d, true)
 }
 
 /// Secret `data` from a map of strings or Secrets: base64 of each value (registered for masking).
@@ -393,7 +405,8 @@ pub mod k8s_module {
             "metadata": {"name": name, "namespace": namespace,
                 "annotations": {"kubernetes.io/service-account.name": service_account}}});
         let res = well_known("Secret");
-        let mut out = ensure(&host, &kube, res.clone(), namespace, name, body)?;
+        let converged = ensure_object(&host, &kube, res.clone(), namespace, name, body)?;
+        let mut out = converged.change.outcome(to_script(&converged.object));
         let wait = opt::<bool>(&opts, "wait")?.unwrap_or(true);
         if !wait || host.is_plan() {
             return Ok(out);
@@ -402,17 +415,22 @@ pub mod k8s_module {
             Some(t) if !t.is_unit() => Duration::from_script(t, "`timeout`")?,
             _ => Duration::from_secs(30),
         };
+        let filled = |l: &Value| {
+            l.pointer("/data/token")
+                .and_then(Value::as_str)
+                .is_some_and(|t| !t.is_empty())
+        };
+        // The converged object already holds its token (a secret issued before): no read.
+        if filled(&converged.object) {
+            return Ok(out);
+        }
         let started = std::time::Instant::now();
         // The token controller fills the secret within milliseconds on a healthy cluster: poll
         // every 25 ms for the first half second, then back off (doubling to 1 s).
         let mut delay = Duration::from_millis(25);
         loop {
             let live = read_live(&host, &kube, &res, namespace, name)?;
-            if let Some(l) = live.as_ref().filter(|l| {
-                l.pointer("/data/token")
-                    .and_then(Value::as_str)
-                    .is_some_and(|t| !t.is_empty())
-            }) {
+            if let Some(l) = live.as_ref().filter(|l| filled(l)) {
                 out.insert("object".into(), to_script(l));
                 return Ok(out);
             }
