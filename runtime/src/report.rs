@@ -39,6 +39,9 @@ pub struct Human {
     tty: bool,
     spinner: Mutex<Option<Spinner>>,
     depth: Mutex<usize>,
+    /// The step that ended last without a line of its own since, and its depth: a step of the
+    /// same name starting next continues under its header (full.rhai's parts run in two halves).
+    just_ended: Mutex<Option<(String, usize)>>,
 }
 
 struct Spinner {
@@ -54,6 +57,7 @@ impl Human {
             tty: std::io::stdout().is_terminal(),
             spinner: Mutex::new(None),
             depth: Mutex::new(0),
+            just_ended: Mutex::new(None),
         }
     }
 
@@ -63,6 +67,7 @@ impl Human {
 
     /// Prints a line, clearing the spinner's line first.
     fn line(&self, text: &str) {
+        *self.just_ended.lock().unwrap_or_else(|e| e.into_inner()) = None;
         if self.tty && self.spinner.lock().map(|s| s.is_some()).unwrap_or(false) {
             let mut o = std::io::stdout().lock();
             let _ = write!(o, "\r\x1b[2K");
@@ -170,7 +175,15 @@ impl Reporter for Human {
 
     fn step_start(&self, name: &str) {
         self.stop_spinner();
-        self.line(&format!("{}▸ {name}", self.indent()));
+        let depth = *self.depth.lock().unwrap_or_else(|e| e.into_inner());
+        let ended = self
+            .just_ended
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if ended.is_none_or(|(n, d)| n != name || d != depth) {
+            self.line(&format!("{}▸ {name}", self.indent()));
+        }
         *self.depth.lock().unwrap_or_else(|e| e.into_inner()) += 1;
         self.start_spinner(name);
     }
@@ -179,7 +192,8 @@ impl Reporter for Human {
         self.stop_spinner();
         let mut depth = self.depth.lock().unwrap_or_else(|e| e.into_inner());
         *depth = depth.saturating_sub(1);
-        let indent = "  ".repeat(*depth);
+        let level = *depth;
+        let indent = "  ".repeat(level);
         drop(depth);
         if self.verbosity > 0 || !ok || elapsed > Duration::from_secs(2) {
             let mark = if ok { "✓" } else { "✗" };
@@ -187,6 +201,9 @@ impl Reporter for Human {
                 "{indent}{mark} {name} ({:.1}s)",
                 elapsed.as_secs_f64()
             ));
+        } else {
+            *self.just_ended.lock().unwrap_or_else(|e| e.into_inner()) =
+                Some((name.to_string(), level));
         }
     }
 

@@ -892,18 +892,33 @@ fn full_re_indexes_after_an_upgrade_whose_re_index_never_ran() {
 fn argo_api_check_authenticates_and_reports_an_rbac_denial() {
     needs!("helm");
     let w = World::start();
-    // First install: Argo comes before Collate, so the om-role token does not exist yet.
-    w.recipe("full.rhai")
+    // Argo alone on a fresh cluster: the om-role token does not exist yet, so no call is made.
+    w.recipe("argo.rhai")
         .succeeds()
         .stdout_contains("argo server API not checked: no token yet");
     assert!(
         w.api.seen().iter().all(|s| s.path != "/api/v1/version"),
         "the Argo API was called without a token"
     );
+    // The whole deploy checks the Argo API after Collate's install issued the token: the
+    // server (client mode) accepts it because the cluster holds it in a live token Secret.
+    w.recipe("full.rhai")
+        .succeeds()
+        .stdout_contains("argo server answers: v3.7.1")
+        .stdout_contains("om-role may list workflows in collate");
+    let issued = format!("Bearer {}", w.issued_token().expect("the om-role token"));
+    assert!(
+        w.api
+            .seen()
+            .iter()
+            .any(|s| s.path == "/api/v1/version" && s.authorization.as_deref() == Some(&issued)),
+        "the check did not use the issued token"
+    );
 
     // `argo.token` from the config is the bearer of every Argo call.
     w.api
         .configure(|o| o.argo_token = "argo-canary-token-31f".into());
+    let before = w.api.seen().len();
     w.recipe("argo.rhai")
         .config_yaml("argo: {token: {env: ARGO_API_TOKEN}}\n")
         .env("ARGO_API_TOKEN", "argo-canary-token-31f")
@@ -913,6 +928,7 @@ fn argo_api_check_authenticates_and_reports_an_rbac_denial() {
         .api
         .seen()
         .into_iter()
+        .skip(before)
         .filter(|s| s.path == "/api/v1/version" || s.path.starts_with("/api/v1/workflows/"))
         .collect();
     assert_eq!(argo_calls.len(), 2, "{argo_calls:?}");

@@ -85,7 +85,9 @@ fn helm_wrapper(dir: &Path, kubeconfig: Option<&Path>) -> (PathBuf, PathBuf) {
         &script,
         format!(
             r#"#!/bin/sh
-{{
+# One write per call: helm runs side by side (the Argo and Collate installs), and the records
+# of two calls must not interleave.
+rec=$(
   echo "argv: $*"
   printf 'cmdline: '; tr '\0' ' ' < /proc/$$/cmdline; echo
   prev=
@@ -93,7 +95,8 @@ fn helm_wrapper(dir: &Path, kubeconfig: Option<&Path>) -> (PathBuf, PathBuf) {
     case "$prev" in -f|--values) if [ "$a" = - ]; then echo "values: stdin"; else echo "values-file: $a"; fi;; esac
     prev=$a
   done
-}} >> '{log}'
+)
+printf '%s\n' "$rec" >> '{log}'
 {kc}exec '{real}' "$@"
 "#,
             log = log.display(),
@@ -289,6 +292,15 @@ impl World {
                 .flatten()
             {
                 owner["uid"] = json!("<uid>");
+            }
+            // Allocated by the server in the order Services are created, and the two installs
+            // run side by side.
+            if kind == "Service" {
+                for key in ["clusterIP", "clusterIPs"] {
+                    if let Some(v) = item["spec"].get_mut(key) {
+                        *v = json!("<allocated>");
+                    }
+                }
             }
             // A Job's selector and pod labels carry its uid (the API server's generated
             // selector, `controller-uid` and `batch.kubernetes.io/controller-uid`).
@@ -683,7 +695,7 @@ fn a_permanent_aws_error_names_the_resource_and_the_status() {
     );
     out.stdout_contains("✗ prereqs");
     // The error points at the failing call inside the `parallel` job, not at `parallel`.
-    out.stderr_contains("prereqs.rhai:50:");
+    out.stderr_contains("prereqs.rhai:49:");
     assert!(w.moto().bucket_names().is_empty());
     // The pull secrets run side by side with the AWS work in prereqs (`parallel`), so they may
     // be written; nothing of a later step is.

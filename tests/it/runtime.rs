@@ -495,6 +495,40 @@ fn steps_in_parallel_jobs_keep_their_own_names_and_sections() {
     );
 }
 
+/// A step that starts right after one of the same name ended (full.rhai's Collate install, then
+/// its ECR refresh and health wait) continues under the same header; another name, or a line in
+/// between, gets its own.
+#[test]
+fn a_repeated_step_right_after_itself_continues_under_its_header() {
+    let script = r#"
+        step("collate", || log::info("install"));
+        step("collate", || log::info("finish"));
+        step("argo", || log::info("check"));
+        log::info("between");
+        step("argo", || log::info("again"));
+    "#;
+    let out = Run::script(script).succeeds();
+    let lines: Vec<&str> = out
+        .stdout
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            "▸ collate",
+            "  install",
+            "  finish",
+            "▸ argo",
+            "  check",
+            "between",
+            "▸ argo",
+            "  again"
+        ],
+        "{out}"
+    );
+}
+
 #[test]
 fn parallel_journals_every_job() {
     let cluster = collate_run_tests::kube::Cluster::start();
