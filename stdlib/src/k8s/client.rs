@@ -820,4 +820,105 @@ mod tests {
         );
         assert!(well_known("Workflow", None).is_none());
     }
+
+    /// One group of an aggregated document: `(plural, kind, scope)` per version, preferred first.
+    fn group(name: &str, versions: &[(&str, &[(&str, &str, &str)])]) -> APIGroupDiscovery {
+        let versions: Vec<serde_json::Value> = versions
+            .iter()
+            .map(|(v, rs)| {
+                let resources: Vec<serde_json::Value> = rs
+                    .iter()
+                    .map(|(plural, kind, scope)| serde_json::json!({"resource": plural, "responseKind": {"group": "", "version": "", "kind": kind}, "scope": scope, "verbs": ["get"]}))
+                    .collect();
+                serde_json::json!({"version": v, "resources": resources, "freshness": "Current"})
+            })
+            .collect();
+        serde_json::from_value(
+            serde_json::json!({"metadata": {"name": name}, "versions": versions}),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn an_aggregated_catalog_prefers_the_core_group_and_the_preferred_version() {
+        let mut c = Catalog {
+            complete: true,
+            ..Catalog::default()
+        };
+        c.push_aggregated(group("", &[("v1", &[("events", "Event", "Namespaced")])]));
+        c.push_aggregated(group(
+            "events.k8s.io",
+            &[("v1", &[("events", "Event", "Namespaced")])],
+        ));
+        c.push_aggregated(group(
+            "autoscaling",
+            &[
+                (
+                    "v2",
+                    &[(
+                        "horizontalpodautoscalers",
+                        "HorizontalPodAutoscaler",
+                        "Namespaced",
+                    )],
+                ),
+                (
+                    "v1",
+                    &[(
+                        "horizontalpodautoscalers",
+                        "HorizontalPodAutoscaler",
+                        "Namespaced",
+                    )],
+                ),
+            ],
+        ));
+        c.push_aggregated(group(
+            "storage.k8s.io",
+            &[("v1", &[("storageclasses", "StorageClass", "Cluster")])],
+        ));
+        assert_eq!(c.find("Event", None).unwrap().ar.api_version, "v1");
+        assert_eq!(
+            c.find("events", Some("events.k8s.io"))
+                .unwrap()
+                .ar
+                .api_version,
+            "events.k8s.io/v1"
+        );
+        let hpa = c.find("HorizontalPodAutoscaler", None).unwrap();
+        assert_eq!((hpa.ar.version.as_str(), hpa.namespaced), ("v2", true));
+        let v1 = c
+            .resolve_gvk("autoscaling", "v1", "HorizontalPodAutoscaler")
+            .unwrap();
+        assert_eq!(v1.ar.plural, "horizontalpodautoscalers");
+        assert_eq!(
+            c.find("storageclass", None).map(|r| r.namespaced),
+            Some(false)
+        );
+        assert!(c.covers("anything"));
+    }
+
+    #[test]
+    fn groups_looked_up_one_by_one_are_kept_side_by_side() {
+        let mut argo = Catalog {
+            groups: vec!["argoproj.io".into()],
+            ..Catalog::default()
+        };
+        argo.push_aggregated(group(
+            "argoproj.io",
+            &[("v1alpha1", &[("workflows", "Workflow", "Namespaced")])],
+        ));
+        let mut apps = Catalog {
+            groups: vec!["apps".into()],
+            ..Catalog::default()
+        };
+        apps.push_aggregated(group(
+            "apps",
+            &[("v1", &[("deployments", "Deployment", "Namespaced")])],
+        ));
+        apps.merge(&argo);
+        assert!(apps.covers("argoproj.io") && apps.covers("apps") && !apps.covers(""));
+        assert!(apps.find("Workflow", None).is_some() && apps.find("Deployment", None).is_some());
+        // A group looked up again is not doubled.
+        apps.merge(&argo);
+        assert_eq!(apps.entries.len(), 2);
+    }
 }
