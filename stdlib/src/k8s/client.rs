@@ -821,8 +821,11 @@ mod tests {
         assert!(well_known("Workflow", None).is_none());
     }
 
-    /// One group of an aggregated document: `(plural, kind, scope)` per version, preferred first.
-    fn group(name: &str, versions: &[(&str, &[(&str, &str, &str)])]) -> APIGroupDiscovery {
+    /// `(plural, kind, scope)` of each resource of a version.
+    type Resources<'a> = &'a [(&'a str, &'a str, &'a str)];
+
+    /// One group of an aggregated document, its versions preferred first.
+    fn group(name: &str, versions: &[(&str, Resources)]) -> APIGroupDiscovery {
         let versions: Vec<serde_json::Value> = versions
             .iter()
             .map(|(v, rs)| {
