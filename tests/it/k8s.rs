@@ -585,3 +585,104 @@ fn run_job_returns_a_failed_jobs_log_and_removes_its_objects() {
     out.stdout_contains("not run");
     assert_eq!(kube.mutating_requests(), writes, "{out}");
 }
+
+/// A CRD of argoproj.io, stored directly (established at once).
+fn argo_crd(plural: &str, kind: &str) -> Value {
+    serde_json::json!({
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": format!("{plural}.argoproj.io")},
+        "spec": {"group": "argoproj.io", "scope": "Namespaced",
+                 "names": {"plural": plural, "singular": kind.to_lowercase(), "kind": kind},
+                 "versions": [{"name": "v1alpha1", "served": true, "storage": true,
+                               "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}]}
+    })
+}
+
+/// The discovery requests the server saw (GETs of `/api`, `/apis` and their group versions), in
+/// order, with the `Accept` each sent.
+fn discovery_requests(c: &Cluster) -> Vec<(String, String)> {
+    c.server
+        .requests()
+        .into_iter()
+        .filter(|r| {
+            let segs: Vec<&str> = r.uri.trim_matches('/').split('/').collect();
+            r.method == "GET"
+                && matches!(
+                    segs.as_slice(),
+                    ["api"] | ["apis"] | ["api", _] | ["apis", _] | ["apis", _, _]
+                )
+        })
+        .map(|r| (r.uri, r.accept))
+        .collect()
+}
+
+#[test]
+fn kinds_resolve_through_aggregated_discovery_in_one_round_and_through_the_legacy_walk_without_it()
+{
+    const AGGREGATED: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList,application/json";
+    let named = r#"print(`named=${k8s::list("CronWorkflow.argoproj.io", "collate").len()}`);"#;
+    let bare = r#"
+        print(`bare=${k8s::list("Workflow", "collate").len()}`);
+        print(`again=${k8s::list("workflows", "collate").len()}`);
+    "#;
+    for legacy in [false, true] {
+        let c = Cluster::start_with(|b| if legacy { b.legacy_discovery_only() } else { b });
+        c.server.insert(argo_crd("workflows", "Workflow"));
+        c.server.insert(argo_crd("cronworkflows", "CronWorkflow"));
+
+        // A kind named with its group.
+        c.server.clear_requests();
+        run(&c, named).succeeds().stdout_contains("named=0");
+        let mut seen = discovery_requests(&c);
+        // `/api` and `/apis` ask for aggregated discovery (kube's `Accept`).
+        assert!(
+            seen.iter()
+                .filter(|(u, _)| u == "/api" || u == "/apis")
+                .all(|(_, a)| a == AGGREGATED),
+            "{seen:?}"
+        );
+        let uris = |seen: &mut Vec<(String, String)>| {
+            let mut u: Vec<String> = seen.drain(..).map(|(u, _)| u).collect();
+            u.sort();
+            u
+        };
+        if legacy {
+            // Round 1 gets the legacy documents; round 2 lists the one version of argoproj.io.
+            assert_eq!(
+                uris(&mut seen),
+                ["/api", "/apis", "/apis/argoproj.io/v1alpha1"]
+            );
+        } else {
+            // One round: /api and /apis, side by side.
+            assert_eq!(uris(&mut seen), ["/api", "/apis"]);
+        }
+
+        // A bare kind: the whole API, once per run.
+        c.server.clear_requests();
+        run(&c, bare)
+            .succeeds()
+            .stdout_contains("bare=0")
+            .stdout_contains("again=0");
+        let seen = discovery_requests(&c);
+        let mut uris: Vec<&str> = seen.iter().map(|(u, _)| u.as_str()).collect();
+        uris.sort();
+        if legacy {
+            // Round 1 as above; round 2 lists every group version once, side by side.
+            assert!(uris.len() > 10, "{uris:?}");
+            for u in ["/api", "/apis", "/api/v1", "/apis/argoproj.io/v1alpha1"] {
+                assert!(uris.contains(&u), "{u} not in {uris:?}");
+            }
+            let mut unique = uris.clone();
+            unique.dedup();
+            assert_eq!(unique, uris, "a group version listed twice");
+            assert!(
+                uris.iter()
+                    .filter(|u| u.starts_with("/apis/"))
+                    .all(|u| u.split('/').count() == 4),
+                "{uris:?}"
+            );
+        } else {
+            assert_eq!(uris, ["/api", "/apis"]);
+        }
+    }
+}

@@ -1,14 +1,19 @@
 //! The connection to the cluster of a run: the kube client built from kube's kubeconfig inference
 //! (with `--context`), the context and server it points at (named in every connection error), and
-//! kind resolution through a table of well-known kinds and API discovery.
+//! kind resolution through a table of well-known kinds and API discovery (aggregated discovery in
+//! one round where the server serves it, else the legacy documents in two).
 
 use std::sync::Arc;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{APIGroupList, APIVersions};
 use kube::Client;
 use kube::api::{Api, DynamicObject};
 use kube::config::{Config, KubeConfigOptions, Kubeconfig};
-use kube::core::{ApiResource, GroupVersionKind};
-use kube::discovery::{Discovery, Scope};
+use kube::core::discovery::v2::{
+    ACCEPT_AGGREGATED_DISCOVERY_V2, APIGroupDiscovery, APIGroupDiscoveryList,
+};
+use kube::core::{ApiResource, GroupVersion};
+use kube::discovery::Scope;
 
 use crate::error::{ErrorKind, HostError};
 use crate::host::Host;
@@ -39,7 +44,8 @@ pub(crate) struct Kube {
     /// The API server URL.
     pub server: String,
     pub default_namespace: String,
-    discovery: tokio::sync::Mutex<Option<Arc<Discovery>>>,
+    /// What discovery found so far: the whole API, or the groups looked up one by one.
+    discovery: tokio::sync::Mutex<Option<Arc<Catalog>>>,
     /// `true` once the server answered anything (shared with the retry policy).
     reached: Arc<std::sync::atomic::AtomicBool>,
 }
@@ -477,22 +483,113 @@ impl Kube {
         Api::all_with(self.client.clone(), &res.ar)
     }
 
-    /// Runs (or reuses) API discovery; `refresh` forces a new run (after CRDs were applied).
-    pub async fn discovery(&self, refresh: bool) -> Result<Arc<Discovery>, HostError> {
+    /// Runs (or reuses) discovery of the whole API; `refresh` forces a new run (after CRDs were
+    /// applied).
+    pub async fn discovery(&self, refresh: bool) -> Result<Arc<Catalog>, HostError> {
         let mut cell = self.discovery.lock().await;
-        if let Some(d) = cell.as_ref().filter(|_| !refresh) {
+        if let Some(d) = cell.as_ref().filter(|d| d.complete && !refresh) {
             return Ok(d.clone());
         }
-        let d = match Discovery::new(self.client.clone()).run_aggregated().await {
-            Ok(d) if d.groups().next().is_some() => d,
-            _ => Discovery::new(self.client.clone())
-                .run()
-                .await
-                .map_err(|e| self.err("discover the API resources", e))?,
-        };
+        let d = Arc::new(self.discover(None).await?);
+        *cell = Some(d.clone());
+        Ok(d)
+    }
+
+    /// What discovery knows of `group`, discovering it if nothing does yet: aggregated discovery
+    /// answers with the whole API (kept); without it, that group alone is listed (kept beside
+    /// the groups looked up before), not every group.
+    async fn discovery_of(&self, group: &str) -> Result<Arc<Catalog>, HostError> {
+        let mut cell = self.discovery.lock().await;
+        if let Some(d) = cell.as_ref().filter(|d| d.covers(group)) {
+            return Ok(d.clone());
+        }
+        let mut d = self.discover(Some(group)).await?;
+        if let Some(before) = cell.as_ref().filter(|_| !d.complete) {
+            d.merge(before);
+        }
         let d = Arc::new(d);
         *cell = Some(d.clone());
         Ok(d)
+    }
+
+    /// API discovery, of every group or of `only` one. One round asks `/api` and `/apis` side by
+    /// side for aggregated discovery (kube's `Accept`, whose last clause also takes the legacy
+    /// documents); a server that answers with the `APIGroupDiscoveryList`s has said everything.
+    /// One that answers with the legacy `APIVersions` and `APIGroupList` has named its group
+    /// versions: a second round lists the resources of those wanted, side by side (kube's
+    /// `pinned_group` each). Decided on the documents' `kind`, never on their text.
+    async fn discover(&self, only: Option<&str>) -> Result<Catalog, HostError> {
+        let what = "discover the API resources";
+        let get = |path: &'static str| async move {
+            let req = http::Request::get(path)
+                .header(http::header::ACCEPT, ACCEPT_AGGREGATED_DISCOVERY_V2)
+                .body(Vec::new())
+                .map_err(kube::Error::HttpError)?;
+            self.client.request::<serde_json::Value>(req).await
+        };
+        let (api, apis) =
+            tokio::try_join!(get("/api"), get("/apis")).map_err(|e| self.err(what, e))?;
+        let decode = |e: serde_json::Error| {
+            HostError::api(format!("{what}: unexpected discovery document: {e}")).with_source(e)
+        };
+        let aggregated = |v: &serde_json::Value| v["kind"] == "APIGroupDiscoveryList";
+        if aggregated(&api) && aggregated(&apis) {
+            let mut catalog = Catalog {
+                complete: true,
+                ..Catalog::default()
+            };
+            for doc in [api, apis] {
+                let list: APIGroupDiscoveryList = serde_json::from_value(doc).map_err(decode)?;
+                for group in list.items {
+                    catalog.push_aggregated(group);
+                }
+            }
+            return Ok(catalog);
+        }
+        let core: APIVersions = serde_json::from_value(api).map_err(decode)?;
+        let groups: APIGroupList = serde_json::from_value(apis).map_err(decode)?;
+        let wanted = |g: &str| only.is_none_or(|o| o == g);
+        // (group version, the group's preferred version)
+        let mut gvs: Vec<(GroupVersion, String)> = Vec::new();
+        if wanted("") {
+            for v in core.versions {
+                gvs.push((GroupVersion::gv("", &v), "v1".to_string()));
+            }
+        }
+        for g in groups.groups.into_iter().filter(|g| wanted(&g.name)) {
+            let preferred = g
+                .preferred_version
+                .map(|p| p.version)
+                .or_else(|| g.versions.first().map(|v| v.version.clone()))
+                .unwrap_or_default();
+            for v in g.versions {
+                gvs.push((GroupVersion::gv(&g.name, &v.version), preferred.clone()));
+            }
+        }
+        let listed = futures::future::join_all(
+            gvs.iter()
+                .map(|(gv, _)| kube::discovery::pinned_group(&self.client, gv)),
+        )
+        .await;
+        let mut catalog = Catalog {
+            complete: only.is_none(),
+            groups: only.map(str::to_string).into_iter().collect(),
+            ..Catalog::default()
+        };
+        for ((gv, preferred), group) in gvs.into_iter().zip(listed) {
+            match group {
+                Ok(group) => {
+                    for (ar, caps) in group.versioned_resources(&gv.version) {
+                        catalog.push(ar, caps.scope, gv.version == preferred);
+                    }
+                }
+                // The group asked for must answer; in a walk of every group, one that does not
+                // (an aggregated API whose backend is down) is left out, as kubectl does.
+                Err(e) if only.is_some() => return Err(self.err(what, e)),
+                Err(_) => {}
+            }
+        }
+        Ok(catalog)
     }
 
     /// Resolves what a script calls a kind: `Secret`, `secret`, `secrets`, `deployments.apps`,
@@ -505,32 +602,22 @@ impl Kube {
         if let Some(r) = well_known(name, group) {
             return Ok(r);
         }
-        // A kind named with its API group (`CronWorkflow.argoproj.io`), before the whole API is
-        // discovered: that group alone (the group list and its versions), not every group.
-        if let Some(g) = group.filter(|g| g.contains('.'))
-            && self.discovery.lock().await.is_none()
-        {
-            let d = Discovery::new(self.client.clone())
-                .filter(&[g])
-                .run()
-                .await
-                .map_err(|e| self.err("discover the API resources", e))?;
-            if let Some(r) = find_in(&d, name, group) {
+        // A kind named with its API group (`CronWorkflow.argoproj.io`): that group, before the
+        // whole API is walked.
+        if let Some(g) = group.filter(|g| g.contains('.')) {
+            let d = self.discovery_of(g).await?;
+            if let Some(r) = d.find(name, group) {
                 return Ok(r);
             }
         }
         for refresh in [false, true] {
             let d = self.discovery(refresh).await?;
-            if let Some(r) = find_in(&d, name, group) {
+            if let Some(r) = d.find(name, group) {
                 return Ok(r);
             }
         }
         let d = self.discovery(false).await?;
-        let kinds: Vec<String> = d
-            .groups()
-            .flat_map(|g| g.recommended_resources())
-            .map(|(ar, _)| ar.kind)
-            .collect();
+        let kinds: Vec<String> = d.recommended().map(|r| r.ar.kind.clone()).collect();
         let mut e = HostError::not_found(format!(
             "unknown kind `{kind}`: the cluster `{}` does not serve it",
             self.context
@@ -556,17 +643,119 @@ impl Kube {
         if let Some(r) = well_known(kind, Some(group)).filter(|r| r.ar.version == version) {
             return Ok(Some(r));
         }
-        let gvk = GroupVersionKind::gvk(group, version, kind);
+        let d = self.discovery_of(group).await?;
+        if let Some(r) = d.resolve_gvk(group, version, kind) {
+            return Ok(Some(r));
+        }
         for refresh in [false, true] {
             let d = self.discovery(refresh).await?;
-            if let Some((ar, caps)) = d.resolve_gvk(&gvk) {
-                return Ok(Some(Res {
-                    ar,
-                    namespaced: caps.scope == Scope::Namespaced,
-                }));
+            if let Some(r) = d.resolve_gvk(group, version, kind) {
+                return Ok(Some(r));
             }
         }
         Ok(None)
+    }
+}
+
+/// What API discovery found: each resource of each served version of the groups it looked at
+/// (subresources left out), the core group first, then as the server listed them.
+#[derive(Debug, Default)]
+pub(crate) struct Catalog {
+    entries: Vec<Entry>,
+    /// Every group was discovered.
+    complete: bool,
+    /// The groups discovered, when not every one was.
+    groups: Vec<String>,
+}
+
+#[derive(Debug)]
+struct Entry {
+    res: Res,
+    /// In its group's preferred version (kube's `ApiGroup::recommended_resources`).
+    preferred: bool,
+}
+
+impl Catalog {
+    fn covers(&self, group: &str) -> bool {
+        self.complete || self.groups.iter().any(|g| g == group)
+    }
+
+    fn push(&mut self, ar: ApiResource, scope: Scope, preferred: bool) {
+        let namespaced = scope == Scope::Namespaced;
+        self.entries.push(Entry {
+            res: Res { ar, namespaced },
+            preferred,
+        });
+    }
+
+    /// One group of an aggregated document: its versions come in the server's order of
+    /// preference, the preferred first (`apidiscovery.k8s.io/v2` `APIGroupDiscovery.versions`);
+    /// a resource's kind is its `responseKind.kind`, its scope `Namespaced` or `Cluster`.
+    fn push_aggregated(&mut self, group: APIGroupDiscovery) {
+        let name = group.metadata.and_then(|m| m.name).unwrap_or_default();
+        for (i, version) in group.versions.into_iter().enumerate() {
+            let v = version.version.unwrap_or_default();
+            let gv = GroupVersion::gv(&name, &v);
+            for r in version.resources {
+                let kind = r.response_kind.and_then(|k| k.kind).unwrap_or_default();
+                let plural = r.resource.unwrap_or_default();
+                let scope = match r.scope.as_deref() {
+                    Some("Namespaced") => Scope::Namespaced,
+                    _ => Scope::Cluster,
+                };
+                self.push(
+                    ApiResource::from_gvk_with_plural(&gv.clone().with_kind(&kind), &plural),
+                    scope,
+                    i == 0,
+                );
+            }
+        }
+    }
+
+    /// Adds what `other` found of the groups this catalog did not look at.
+    fn merge(&mut self, other: &Catalog) {
+        let kept: Vec<Entry> = other
+            .entries
+            .iter()
+            .filter(|e| !self.covers(&e.res.ar.group))
+            .map(|e| Entry {
+                res: e.res.clone(),
+                preferred: e.preferred,
+            })
+            .collect();
+        self.entries.extend(kept);
+        for g in &other.groups {
+            if !self.covers(g) {
+                self.groups.push(g.clone());
+            }
+        }
+    }
+
+    /// The resources in their group's preferred version.
+    fn recommended(&self) -> impl Iterator<Item = &Res> {
+        self.entries.iter().filter(|e| e.preferred).map(|e| &e.res)
+    }
+
+    /// A kind by name (kind or plural, any case), in its group's preferred version; the core
+    /// group first, so `Event` is `v1/Event`, as kubectl resolves it.
+    fn find(&self, name: &str, group: Option<&str>) -> Option<Res> {
+        let mut found = self.recommended().filter(|r| matches(&r.ar, name, group));
+        let first = found.next()?;
+        Some(
+            std::iter::once(first)
+                .chain(found)
+                .find(|r| r.ar.group.is_empty())
+                .unwrap_or(first)
+                .clone(),
+        )
+    }
+
+    fn resolve_gvk(&self, group: &str, version: &str, kind: &str) -> Option<Res> {
+        self.entries
+            .iter()
+            .map(|e| &e.res)
+            .find(|r| r.ar.group == group && r.ar.version == version && r.ar.kind == kind)
+            .cloned()
     }
 }
 
@@ -575,23 +764,6 @@ fn matches(ar: &ApiResource, name: &str, group: Option<&str>) -> bool {
     let kind = ar.kind.to_ascii_lowercase();
     (n == kind || n == ar.plural)
         && group.is_none_or(|g| g == ar.group || g.split('/').next() == Some(ar.group.as_str()))
-}
-
-fn find_in(d: &Discovery, name: &str, group: Option<&str>) -> Option<Res> {
-    // The core group first, so `Event` is `v1/Event`, as kubectl resolves it.
-    let mut groups: Vec<_> = d.groups().collect();
-    groups.sort_by_key(|g| !g.name().is_empty());
-    for g in groups {
-        for (ar, caps) in g.recommended_resources() {
-            if matches(&ar, name, group) {
-                return Some(Res {
-                    ar,
-                    namespaced: caps.scope == Scope::Namespaced,
-                });
-            }
-        }
-    }
-    None
 }
 
 macro_rules! known {
@@ -647,5 +819,109 @@ mod tests {
             "coordination.k8s.io"
         );
         assert!(well_known("Workflow", None).is_none());
+    }
+
+    /// `(plural, kind, scope)` of each resource of a version.
+    type Resources<'a> = &'a [(&'a str, &'a str, &'a str)];
+
+    /// One group of an aggregated document, its versions preferred first.
+    fn group(name: &str, versions: &[(&str, Resources)]) -> APIGroupDiscovery {
+        let versions: Vec<serde_json::Value> = versions
+            .iter()
+            .map(|(v, rs)| {
+                let resources: Vec<serde_json::Value> = rs
+                    .iter()
+                    .map(|(plural, kind, scope)| serde_json::json!({"resource": plural, "responseKind": {"group": "", "version": "", "kind": kind}, "scope": scope, "verbs": ["get"]}))
+                    .collect();
+                serde_json::json!({"version": v, "resources": resources, "freshness": "Current"})
+            })
+            .collect();
+        serde_json::from_value(
+            serde_json::json!({"metadata": {"name": name}, "versions": versions}),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn an_aggregated_catalog_prefers_the_core_group_and_the_preferred_version() {
+        let mut c = Catalog {
+            complete: true,
+            ..Catalog::default()
+        };
+        c.push_aggregated(group("", &[("v1", &[("events", "Event", "Namespaced")])]));
+        c.push_aggregated(group(
+            "events.k8s.io",
+            &[("v1", &[("events", "Event", "Namespaced")])],
+        ));
+        c.push_aggregated(group(
+            "autoscaling",
+            &[
+                (
+                    "v2",
+                    &[(
+                        "horizontalpodautoscalers",
+                        "HorizontalPodAutoscaler",
+                        "Namespaced",
+                    )],
+                ),
+                (
+                    "v1",
+                    &[(
+                        "horizontalpodautoscalers",
+                        "HorizontalPodAutoscaler",
+                        "Namespaced",
+                    )],
+                ),
+            ],
+        ));
+        c.push_aggregated(group(
+            "storage.k8s.io",
+            &[("v1", &[("storageclasses", "StorageClass", "Cluster")])],
+        ));
+        assert_eq!(c.find("Event", None).unwrap().ar.api_version, "v1");
+        assert_eq!(
+            c.find("events", Some("events.k8s.io"))
+                .unwrap()
+                .ar
+                .api_version,
+            "events.k8s.io/v1"
+        );
+        let hpa = c.find("HorizontalPodAutoscaler", None).unwrap();
+        assert_eq!((hpa.ar.version.as_str(), hpa.namespaced), ("v2", true));
+        let v1 = c
+            .resolve_gvk("autoscaling", "v1", "HorizontalPodAutoscaler")
+            .unwrap();
+        assert_eq!(v1.ar.plural, "horizontalpodautoscalers");
+        assert_eq!(
+            c.find("storageclass", None).map(|r| r.namespaced),
+            Some(false)
+        );
+        assert!(c.covers("anything"));
+    }
+
+    #[test]
+    fn groups_looked_up_one_by_one_are_kept_side_by_side() {
+        let mut argo = Catalog {
+            groups: vec!["argoproj.io".into()],
+            ..Catalog::default()
+        };
+        argo.push_aggregated(group(
+            "argoproj.io",
+            &[("v1alpha1", &[("workflows", "Workflow", "Namespaced")])],
+        ));
+        let mut apps = Catalog {
+            groups: vec!["apps".into()],
+            ..Catalog::default()
+        };
+        apps.push_aggregated(group(
+            "apps",
+            &[("v1", &[("deployments", "Deployment", "Namespaced")])],
+        ));
+        apps.merge(&argo);
+        assert!(apps.covers("argoproj.io") && apps.covers("apps") && !apps.covers(""));
+        assert!(apps.find("Workflow", None).is_some() && apps.find("Deployment", None).is_some());
+        // A group looked up again is not doubled.
+        apps.merge(&argo);
+        assert_eq!(apps.entries.len(), 2);
     }
 }

@@ -1,6 +1,7 @@
 //! HTTP routing and the API verbs: discovery, get/list/watch, create, update, patch (merge, strategic, JSON,
 //! server-side apply), delete and deletecollection, with dry-run, selectors and Kubernetes `Status` errors.
 
+use crate::discovery;
 use crate::fields;
 use crate::patch;
 use crate::resources::{self, ResourceType};
@@ -26,6 +27,8 @@ pub struct Shared {
     pub backends: Mutex<Vec<crate::portforward::Backend>>,
     /// With tokens, every request must carry `Authorization: Bearer <one of them>` (else 401).
     pub tokens: Vec<String>,
+    /// Serve only the legacy discovery documents at `/api` and `/apis` (no aggregated discovery).
+    pub legacy_discovery_only: bool,
 }
 
 impl Shared {
@@ -42,6 +45,8 @@ pub struct Ctx {
     pub query: HashMap<String, String>,
     pub content_type: String,
     pub accept: String,
+    /// `If-None-Match` (aggregated discovery answers 304 when it is the current `ETag`).
+    pub if_none_match: String,
     pub user_agent: String,
     pub body: Bytes,
 }
@@ -77,6 +82,8 @@ impl Ctx {
 pub enum Reply {
     Json(u16, Value),
     Text(u16, &'static str, String),
+    /// A status, headers (the content type among them) and a body as is (empty for a 304).
+    Raw(u16, Vec<(&'static str, String)>, Vec<u8>),
     Stream(mpsc::UnboundedReceiver<Bytes>),
 }
 
@@ -144,14 +151,11 @@ pub fn route(shared: &Arc<Shared>, ctx: &Ctx) -> Result<Reply, ApiError> {
     match segs.as_slice() {
         ["version"] => Ok(Reply::Json(200, version_info(&shared.version))),
         ["healthz" | "readyz" | "livez", ..] => Ok(Reply::Text(200, "text/plain", "ok".into())),
-        ["api"] => Ok(Reply::Json(
-            200,
-            json!({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": format!("127.0.0.1:{}", shared.port)}]}),
-        )),
-        ["apis"] => Ok(Reply::Json(200, group_list(&shared.lock()))),
+        ["api"] => discovery::root(shared, ctx, discovery::Root::Api),
+        ["apis"] => discovery::root(shared, ctx, discovery::Root::Apis),
         ["api", "v1"] => resource_list(&shared.lock(), "", "v1"),
         ["apis", group] => {
-            let list = group_list(&shared.lock());
+            let list = discovery::group_list(&shared.lock());
             let g = list["groups"]
                 .as_array()
                 .into_iter()
@@ -193,35 +197,6 @@ fn version_info(version: &str) -> Value {
         "compiler": "gc",
         "platform": "linux/amd64",
     })
-}
-
-fn group_list(state: &State) -> Value {
-    let mut groups: Vec<(String, Vec<String>)> = Vec::new();
-    for t in state.types.iter().filter(|t| !t.group.is_empty()) {
-        let entry = match groups.iter_mut().find(|(g, _)| *g == t.group) {
-            Some(e) => e,
-            None => {
-                groups.push((t.group.clone(), Vec::new()));
-                groups.last_mut().expect("pushed")
-            }
-        };
-        for v in &t.versions {
-            if !entry.1.contains(v) {
-                entry.1.push(v.clone());
-            }
-        }
-    }
-    let groups: Vec<Value> = groups
-        .into_iter()
-        .map(|(g, vs)| {
-            let versions: Vec<Value> = vs
-                .iter()
-                .map(|v| json!({"groupVersion": format!("{g}/{v}"), "version": v}))
-                .collect();
-            json!({"name": g, "versions": versions, "preferredVersion": versions[0].clone()})
-        })
-        .collect();
-    json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
 }
 
 fn resource_list(state: &State, group: &str, version: &str) -> Result<Reply, ApiError> {
@@ -1516,6 +1491,7 @@ pub fn record(ctx: &Ctx, status: u16) -> RequestRecord {
         method: ctx.method.clone(),
         uri: ctx.uri.clone(),
         status,
+        accept: ctx.accept.clone(),
         mutating: write
             && resource
             && !review

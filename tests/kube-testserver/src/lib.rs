@@ -12,6 +12,7 @@
 mod api;
 mod controllers;
 mod defaults;
+mod discovery;
 mod fields;
 mod kubelet;
 mod patch;
@@ -55,6 +56,7 @@ pub struct Builder {
     /// EKS's pod identity webhook, and the region it injects.
     eks_webhook: Option<Option<String>>,
     cluster_dns: Vec<(String, String)>,
+    legacy_discovery_only: bool,
 }
 
 /// The server's certificate chain and key, and the CA clients trust (PEM files).
@@ -77,6 +79,7 @@ impl Default for Builder {
             images: Vec::new(),
             eks_webhook: None,
             cluster_dns: Vec::new(),
+            legacy_discovery_only: false,
         }
     }
 }
@@ -156,6 +159,16 @@ impl Builder {
         self
     }
 
+    /// Serves only the legacy discovery documents at `/api` and `/apis`, as a server before 1.27
+    /// (or one whose `AggregatedDiscoveryEndpoint` gate is off): a client asking for aggregated
+    /// discovery gets `APIVersions` / `APIGroupList` when its `Accept` allows them, else 406.
+    /// By default the server serves aggregated discovery as its version does (`v2beta1` in
+    /// 1.27-1.32, `v2` from 1.30): see the README's "Discovery".
+    pub fn legacy_discovery_only(mut self) -> Self {
+        self.legacy_discovery_only = true;
+        self
+    }
+
     /// Mutates new pods as EKS's pod identity webhook does (IRSA): a pod whose service account
     /// is annotated `eks.amazonaws.com/role-arn` gets `AWS_ROLE_ARN`,
     /// `AWS_WEB_IDENTITY_TOKEN_FILE` (and `AWS_REGION`/`AWS_DEFAULT_REGION` = `region` when
@@ -196,6 +209,7 @@ impl Builder {
             controller_delay: self.controller_delay,
             backends: Mutex::new(Vec::new()),
             tokens: self.tokens.clone(),
+            legacy_discovery_only: self.legacy_discovery_only,
         });
         let (stop_tx, stop_rx) = oneshot::channel();
         let thread_shared = Arc::clone(&shared);

@@ -1,6 +1,6 @@
 //! `kube-testserver [--port PORT] [--kubeconfig PATH] [--version 1.35] [--backend NS/SERVICE:PORT=127.0.0.1:PORT]...
 //! [--tls-cert CERT... --tls-key KEY --tls-ca CA] [--token TOKEN] [--image NAME=BINARY]...
-//! [--image-env NAME=KEY=VALUE]... [--eks-pod-identity-webhook]`: runs the test API server on 127.0.0.1 until killed,
+//! [--image-env NAME=KEY=VALUE]... [--eks-pod-identity-webhook] [--legacy-discovery-only]`: runs the test API server on 127.0.0.1 until killed,
 //! printing `listening on URL`. Each `--backend` is reached by a port-forward to the Service's pods
 //! (`--backend-with-service` also seeds the Service). Each `--image` is a container image the
 //! kubelet runs for Jobs' pods (`--image-env` adds environment to its containers).
@@ -60,6 +60,7 @@ fn main() {
                 *image = image.clone().env(k, v);
             }
             "--eks-pod-identity-webhook" => builder = builder.eks_pod_identity_webhook(None),
+            "--legacy-discovery-only" => builder = builder.legacy_discovery_only(),
             "--cluster-dns" => {
                 let spec = value("--cluster-dns");
                 let Some((name, ip)) = spec.split_once('=') else {
@@ -105,4 +106,4 @@ const USAGE: &str = "kube-testserver [--port PORT] [--kubeconfig PATH] [--versio
 [--backend NAMESPACE/SERVICE:PORT=127.0.0.1:PORT]... [--backend-with-service ...]... \
 [--tls-cert CERT.pem... --tls-key KEY.pem --tls-ca CA.pem] [--token TOKEN] \
 [--image NAME=BINARY]... [--image-env NAME=KEY=VALUE]... [--eks-pod-identity-webhook] \
-[--cluster-dns NAME=IP]...";
+[--cluster-dns NAME=IP]... [--legacy-discovery-only]";

@@ -282,6 +282,7 @@ pub fn handle(
             .map(|p| p.as_str().to_string())
             .unwrap_or_default(),
         status: resp.status().as_u16(),
+        accept: header(&req, "accept"),
         mutating: false,
         user_agent: header(&req, "user-agent"),
     });

@@ -161,6 +161,7 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
         query: api::parse_query(parts.uri.query().unwrap_or_default()),
         content_type: header("content-type"),
         accept: header("accept"),
+        if_none_match: header("if-none-match"),
         user_agent: header("user-agent"),
         body,
     };
@@ -170,28 +171,32 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
         Err(crate::util::ApiError::unauthorized())
     };
     crate::controllers::spawn_followups(&shared);
-    let (status, ctype, body) = match reply {
+    let json = |v: &serde_json::Value| Bytes::from(serde_json::to_vec(v).unwrap_or_default());
+    let content_type = |t: &str| vec![("content-type", t.to_string())];
+    let (status, headers, body) = match reply {
         Ok(Reply::Json(code, v)) => (
             code,
-            "application/json",
-            Body::Full(Some(Bytes::from(
-                serde_json::to_vec(&v).unwrap_or_default(),
-            ))),
+            content_type("application/json"),
+            Body::Full(Some(json(&v))),
         ),
-        Ok(Reply::Text(code, ctype, text)) => (code, ctype, Body::Full(Some(Bytes::from(text)))),
-        Ok(Reply::Stream(rx)) => (200, "application/json", Body::Stream(rx)),
+        Ok(Reply::Text(code, ctype, text)) => (
+            code,
+            content_type(ctype),
+            Body::Full(Some(Bytes::from(text))),
+        ),
+        Ok(Reply::Raw(code, headers, body)) => (code, headers, Body::Full(Some(Bytes::from(body)))),
+        Ok(Reply::Stream(rx)) => (200, content_type("application/json"), Body::Stream(rx)),
         Err(e) => (
             e.code,
-            "application/json",
-            Body::Full(Some(Bytes::from(
-                serde_json::to_vec(&e.to_status()).unwrap_or_default(),
-            ))),
+            content_type("application/json"),
+            Body::Full(Some(json(&e.to_status()))),
         ),
     };
     shared.lock().requests.push(api::record(&ctx, status));
-    let mut resp = Response::builder()
-        .status(status)
-        .header("content-type", ctype);
+    let mut resp = Response::builder().status(status);
+    for (name, value) in headers {
+        resp = resp.header(name, value);
+    }
     if matches!(body, Body::Stream(_)) {
         resp = resp.header("transfer-encoding", "chunked");
     }

@@ -60,6 +60,8 @@ pub struct RequestRecord {
     /// Path and query, as sent.
     pub uri: String,
     pub status: u16,
+    /// The `Accept` header, as sent (empty without one): which discovery a client asked for.
+    pub accept: String,
     /// A write (POST, PUT, PATCH, DELETE) to a stored resource without `dryRun`.
     pub mutating: bool,
     pub user_agent: String,
