@@ -38,6 +38,18 @@ impl Cluster {
         }
     }
 
+    /// Starts a fresh server on a free port with more settings of the server (its latency).
+    pub fn start_with(
+        configure: impl FnOnce(kube_testserver::Builder) -> kube_testserver::Builder,
+    ) -> Cluster {
+        Cluster {
+            server: configure(KubeTestServer::builder()).start(),
+            dir: tempfile::tempdir().expect("temp dir"),
+            helm: crate::needs::locate("helm"),
+            helm_driver: None,
+        }
+    }
+
     /// Starts a fresh server over HTTPS (the fixture chain of [`TlsServer`], trusted through the
     /// root CA) that accepts only these bearer tokens (the kubeconfig carries the first), as a
     /// cluster's API server accepts an operator's token and a pod's service-account token.
