@@ -444,8 +444,7 @@ impl Resource for NotServedYet<'_> {
 }
 
 /// An object as scripts see it: no managed fields; a Secret's `data` decoded into Secret values.
-pub(crate) fn to_script(v: &Value) -> Dynamic {
-    let mut v = v.clone();
+pub(crate) fn to_script(mut v: Value) -> Dynamic {
     if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
         m.remove("managedFields");
     }

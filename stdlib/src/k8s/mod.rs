@@ -85,7 +85,7 @@ fn ensure(
         body,
     };
     let c = converge(host, kube, &d, true)?;
-    Ok(c.change.outcome(to_script(&c.object)))
+    Ok(c.change.outcome(to_script(c.object)))
 }
 
 /// Secret `data` from a map of strings or Secrets: base64 of each value (registered for masking).
@@ -150,18 +150,14 @@ fn apply_impl(ctx: &NativeCallContext, input: Dynamic, opts: &Map) -> RhaiResult
     let force = opt::<bool>(opts, "force")?.unwrap_or(true);
     let single = input.is_map();
     let docs = documents(&input)?;
+    // The script still holds its manifests: this copy of them is not needed any more.
+    drop(input);
     let results = apply::apply_all(&host, &kube, docs, ns.as_deref(), force)?;
+    let mut objects = results.into_iter().map(|c| to_script(c.object));
     if single {
-        return Ok(results
-            .first()
-            .map(|c| to_script(&c.object))
-            .unwrap_or(Dynamic::UNIT));
+        return Ok(objects.next().unwrap_or(Dynamic::UNIT));
     }
-    Ok(results
-        .iter()
-        .map(|c| to_script(&c.object))
-        .collect::<Array>()
-        .into())
+    Ok(objects.collect::<Array>().into())
 }
 
 #[export_module]
@@ -413,7 +409,7 @@ pub mod k8s_module {
                     .and_then(Value::as_str)
                     .is_some_and(|t| !t.is_empty())
             }) {
-                out.insert("object".into(), to_script(l));
+                out.insert("object".into(), to_script(l.clone()));
                 return Ok(out);
             }
             if started.elapsed() >= timeout {
@@ -482,7 +478,7 @@ pub mod k8s_module {
         let (host, kube) = setup(&ctx)?;
         let res = resolve(&host, &kube, kind)?;
         Ok(read_live(&host, &kube, &res, namespace, name)?
-            .map(|v| to_script(&v))
+            .map(to_script)
             .unwrap_or(Dynamic::UNIT))
     }
 
@@ -551,7 +547,7 @@ pub mod k8s_module {
         Ok(items
             .items
             .into_iter()
-            .map(|o| to_script(&serde_json::to_value(o).unwrap_or(Value::Null)))
+            .map(|o| to_script(serde_json::to_value(o).unwrap_or(Value::Null)))
             .collect())
     }
 
@@ -575,7 +571,7 @@ pub mod k8s_module {
         let object = if c.object.is_null() {
             Dynamic::UNIT
         } else {
-            to_script(&c.object)
+            to_script(c.object)
         };
         Ok(c.change.outcome(object))
     }
@@ -608,12 +604,12 @@ pub mod k8s_module {
         if host.is_plan() {
             let live = read_live(&host, &kube, &res, namespace, name)?;
             return Ok(match wait::satisfied(live.as_ref(), &cond) {
-                Ok(true) => live.map(|l| to_script(&l)).unwrap_or(Dynamic::UNIT),
+                Ok(true) => live.map(to_script).unwrap_or(Dynamic::UNIT),
                 _ => Dynamic::UNIT,
             });
         }
         let obj = wait::wait(&host, &kube, &res, namespace, name, &cond, timeout)?;
-        Ok(obj.map(|o| to_script(&o)).unwrap_or(Dynamic::UNIT))
+        Ok(obj.map(to_script).unwrap_or(Dynamic::UNIT))
     }
 
     /// Runs a short-lived Job and removes it: applies the manifests (exactly one `batch/v1`
