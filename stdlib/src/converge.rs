@@ -307,9 +307,8 @@ fn ensure_chunk<R: Resource>(
             }
             continue;
         }
-        let write = |p: &mut Planned| {
-            done.unwrap_or_else(|| create_or_update(host, r, action, &state, p))
-        };
+        let write =
+            |p: &mut Planned| done.unwrap_or_else(|| create_or_update(host, r, action, &state, p));
         let converged = match settle(host, r, action, &state, &mut p, write) {
             Ok(Some(object)) => Ok(Converged {
                 change: record(host, r, action, p),
@@ -468,7 +467,11 @@ mod tests {
         }
         /// A create or update: its lost races and refusals, else the wanted value stored.
         fn write(&self, action: Action) -> Result<Applied<String>, HostError> {
-            let call = if action == Action::Create { "create" } else { "update" };
+            let call = if action == Action::Create {
+                "create"
+            } else {
+                "update"
+            };
             self.calls.lock().unwrap().push(call);
             if self.refuse {
                 return Err(HostError::input(format!("{} refused", self.name)));
@@ -698,7 +701,11 @@ mod tests {
         assert_eq!(journaled(&h), want);
         let objects: Vec<&str> = done.iter().map(|c| c.object.as_str()).collect();
         assert_eq!(objects[..3], ["a", "b", "a"]);
-        assert_eq!(h.remote_calls(), (600, 400), "one read each, one write per change");
+        assert_eq!(
+            h.remote_calls(),
+            (600, 400),
+            "one read each, one write per change"
+        );
         assert_eq!(*rs[1].calls.lock().unwrap(), ["read", "update"]);
         // Converged: reads only.
         let again = ensure_all(&h, &rs).unwrap();
@@ -711,9 +718,15 @@ mod tests {
         let (_rt, h) = host(Mode::Plan);
         let rs = [named("x", None, "a"), named("y", Some("a"), "b")];
         let done = ensure_all(&h, &rs).unwrap();
-        assert_eq!(journaled(&h), [a("x", Action::Create), a("y", Action::Update)]);
+        assert_eq!(
+            journaled(&h),
+            [a("x", Action::Create), a("y", Action::Update)]
+        );
         assert!(done.iter().all(|c| c.change.planned));
-        assert_eq!((done[0].object.as_str(), done[1].object.as_str()), ("a", "b"));
+        assert_eq!(
+            (done[0].object.as_str(), done[1].object.as_str()),
+            ("a", "b")
+        );
         assert_eq!(h.remote_calls().1, 0);
         assert_eq!(*rs[1].live.lock().unwrap(), Some("a".into()));
         assert!(h.mutate_all([("x".to_string(), async { Ok(()) })], 4)[0].is_err());
@@ -725,8 +738,14 @@ mod tests {
         let rs = [named("x", None, "a"), named("y", None, "a")];
         *rs[0].races.lock().unwrap() = 1;
         let done = ensure_all(&h, &rs).unwrap();
-        assert_eq!(journaled(&h), [a("x", Action::Update), a("y", Action::Create)]);
-        assert_eq!(*rs[0].calls.lock().unwrap(), ["read", "create", "read", "update"]);
+        assert_eq!(
+            journaled(&h),
+            [a("x", Action::Update), a("y", Action::Create)]
+        );
+        assert_eq!(
+            *rs[0].calls.lock().unwrap(),
+            ["read", "create", "read", "update"]
+        );
         assert_eq!(done[0].object, "a");
 
         let (_rt, h) = host(Mode::Apply);
@@ -741,7 +760,10 @@ mod tests {
         let e = ensure_all(&h, &rs).err().unwrap();
         assert_eq!(e.message, "r refused");
         // Both creates were made side by side with the refused update: both are journaled.
-        assert_eq!(journaled(&h), [a("before", Action::Create), a("after", Action::Create)]);
+        assert_eq!(
+            journaled(&h),
+            [a("before", Action::Create), a("after", Action::Create)]
+        );
         assert_eq!(*rs[2].live.lock().unwrap(), Some("a".into()));
     }
 }

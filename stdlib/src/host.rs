@@ -458,7 +458,11 @@ impl Host {
                 fut.await
             }
         });
-        self.block_on(futures::stream::iter(calls).buffered(limit.max(1)).collect())
+        self.block_on(
+            futures::stream::iter(calls)
+                .buffered(limit.max(1))
+                .collect(),
+        )
     }
 
     /// Refuses in check mode; for local side effects that still count as "remote" (processes).

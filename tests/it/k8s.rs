@@ -317,9 +317,16 @@ fn apply_of_a_list_converges_side_by_side_bounded_in_input_order() {
         for e in &mut expected {
             e.2 = pass.to_string();
         }
-        assert_eq!(actions(&out), expected, "{pass}: the journal in input order, namespace first");
+        assert_eq!(
+            actions(&out),
+            expected,
+            "{pass}: the journal in input order, namespace first"
+        );
         let peak = c.server.peak_in_flight();
-        assert!((33..=64).contains(&peak), "{pass}: {peak} requests in flight at most");
+        assert!(
+            (33..=64).contains(&peak),
+            "{pass}: {peak} requests in flight at most"
+        );
         assert!(took < Duration::from_secs(8), "{pass}: took {took:?}");
         let writes = if pass == "create" { 101 } else { 0 };
         assert_eq!(c.server.mutating_requests(), writes, "{pass}");

@@ -107,7 +107,10 @@ pub(crate) fn apply_all(
         .filter(|(_, m)| m["kind"] == "CustomResourceDefinition")
         .map(|(_, m)| {
             let at = |p: &str| m.pointer(p).and_then(Value::as_str).unwrap_or_default();
-            (at("/spec/group").to_string(), at("/spec/names/kind").to_string())
+            (
+                at("/spec/group").to_string(),
+                at("/spec/names/kind").to_string(),
+            )
         })
         .collect();
     let mut results: Vec<(usize, Converged<Value>)> = Vec::with_capacity(ranked.len());

@@ -238,7 +238,9 @@ impl Applying<'_> {
         let params = self.params();
         Call::new(format!("k8s: {what}"), async move {
             let api = kube.api(&d.res, &d.namespace)?;
-            apply(&api, kube, d, &params, &what).await.map(Applied::Done)
+            apply(&api, kube, d, &params, &what)
+                .await
+                .map(Applied::Done)
         })
     }
 }
@@ -336,7 +338,10 @@ pub(crate) fn converge_all<'a>(
     ds: impl IntoIterator<Item = &'a Desired>,
     force: bool,
 ) -> Result<Vec<Converged<Value>>, HostError> {
-    let rs: Vec<Applying> = ds.into_iter().map(|d| Applying { kube, d, force }).collect();
+    let rs: Vec<Applying> = ds
+        .into_iter()
+        .map(|d| Applying { kube, d, force })
+        .collect();
     converge::ensure_all(host, &rs)
 }
 

@@ -423,7 +423,10 @@ impl KubeTestServer {
     /// Clears the request log (and so the mutation count) and the peak of requests in flight.
     pub fn clear_requests(&self) {
         self.shared.lock().requests.clear();
-        let now = self.shared.in_flight.load(std::sync::atomic::Ordering::SeqCst);
+        let now = self
+            .shared
+            .in_flight
+            .load(std::sync::atomic::Ordering::SeqCst);
         self.shared
             .peak_in_flight
             .store(now, std::sync::atomic::Ordering::SeqCst);
