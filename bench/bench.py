@@ -15,8 +15,9 @@ Scenarios:
            too): deploy, converged re-run and preview of collate-run (whole and step by step), guide.sh
            and the playbook, with the requests per server; the issue-18 targets
   startup  `collate-run -e '1+1'` vs `aws --version`
-  scale    bench/scale.rhai, N namespaces x (Secret, SA, Role, RoleBinding), N = 10, 100, 1000,
-           sequential vs parallel([...]): create and converged re-run, wall time and peak memory
+  scale    bench/scale.rhai, N namespaces x (Secret, SA, Role, RoleBinding): one k8s::apply of all 5N
+           objects (batch) at N = --sizes, also at +--peer-latency ms (parallel([...]) beside it at N = 100),
+           and one object after the other at N = 10, 100: create and converged re-run, time and peak memory
 
 Runs under .venv-test/bin/python (boto3 for seeding moto and reading the end state): bench/run.sh.
 """
@@ -669,33 +670,45 @@ class Latency:
             self.proc.wait()
 
 
+def scale_plans(ctx):
+    """(added ms, N, mode, runs) of the scale scenario: `sequential` (one object after the other) at
+    N = 10 and 100 without added latency, the growth line; `batch` (one `k8s::apply` of all 5N
+    objects) at every --sizes N, without and with +--peer-latency ms; `parallel` (`parallel([...])` of
+    the ensures, 8 at a time) at N = 100 with the latency, beside batch. Slower combinations (sequential
+    with latency: 5N round trips; parallel at N = 1000) are left out: the scenario stays within ~4 min."""
+    ms = ctx.args.peer_latency
+    plans = [(0, n, "sequential", ctx.runs(3)) for n in (10, 100)]
+    plans += [(0, n, "batch", ctx.runs(3 if n <= 100 else 1)) for n in ctx.sizes]
+    if ms:
+        plans += [(ms, n, "batch", ctx.runs(1)) for n in ctx.sizes]
+        plans += [(ms, n, "parallel", ctx.runs(1)) for n in ctx.sizes if n == 100]
+    return plans
+
+
 def scenario_scale(ctx):
     world = ctx.world("scale", aws=False)
     out = []
-    plans = [(0, n) for n in ctx.sizes] + [(ctx.latency, n) for n in ctx.sizes if n <= 100 and ctx.latency]
-    for latency, n in plans:
-        runs = ctx.runs(3 if n <= 100 and not latency else 1)
-        res = {m: {"create": [], "rerun": [], "rss_create": [], "rss_rerun": []} for m in ("sequential", "parallel")}
+    for latency, n, mode, runs in scale_plans(ctx):
+        r = {"create": [], "rerun": [], "rss_create": [], "rss_rerun": []}
         for _ in range(runs):
-            for mode in ("sequential", "parallel"):
-                world.fresh()
-                lat = Latency(world, latency)
-                try:
-                    cmd = [BIN, SCALE, "--set", f"n={n}", "--set", f"mode={mode}"]
-                    t, m, _, _ = run(cmd, env=lat.env())
-                    res[mode]["create"].append(t), res[mode]["rss_create"].append(m)
-                    t, m, _, _ = run(cmd, env=lat.env())
-                    res[mode]["rerun"].append(t), res[mode]["rss_rerun"].append(m)
-                finally:
-                    lat.stop()
-        for mode, r in res.items():
-            out.append({
-                "n": n, "mode": mode, "runs": runs, "latency": latency,
-                "create": med(r["create"]), "rerun": med(r["rerun"]),
-                "rss_create": max(r["rss_create"]), "rss_rerun": max(r["rss_rerun"]),
-            })
-            print(f"  N={n} {mode} (+{latency} ms/request): create {fmt(out[-1]['create'])}, "
-                  f"re-run {fmt(out[-1]['rerun'])}, peak {mb(out[-1]['rss_create'])}", flush=True)
+            world.fresh()
+            lat = Latency(world, latency)
+            try:
+                cmd = [BIN, SCALE, "--set", f"n={n}", "--set", f"mode={mode}"]
+                t, m, _, _ = run(cmd, env=lat.env())
+                r["create"].append(t), r["rss_create"].append(m)
+                t, m, _, _ = run(cmd, env=lat.env())
+                r["rerun"].append(t), r["rss_rerun"].append(m)
+            finally:
+                lat.stop()
+        out.append({
+            "n": n, "mode": mode, "runs": runs, "latency": latency,
+            "create": med(r["create"]), "rerun": med(r["rerun"]),
+            "rss_create": max(r["rss_create"]), "rss_rerun": max(r["rss_rerun"]),
+        })
+        print(f"  N={n} {mode} (+{latency:g} ms/request): create {fmt(out[-1]['create'])}, "
+              f"re-run {fmt(out[-1]['rerun'])}, peak {mb(out[-1]['rss_create'])} / "
+              f"{mb(out[-1]['rss_rerun'])}", flush=True)
     ctx.scale = out
     return []
 
@@ -973,7 +986,6 @@ class Context:
     def __init__(self, args):
         self.args = args
         self.sizes = args.sizes
-        self.latency = args.latency
         self.worlds = {}
         self.end_state = None
         self.scale = None
@@ -1109,13 +1121,16 @@ def write(path, ctx, rows, elapsed):
     if ctx.spawn:
         w(f"Process spawn baseline of this harness (`/bin/true`, median): {fmt(ctx.spawn)}.\n")
     if ctx.scale:
+        ms = ctx.args.peer_latency
         w("## Scale: bench/scale.rhai (N namespaces, each with a Secret, ServiceAccount, Role, RoleBinding)\n")
         w("Fresh Kubernetes API test server per create run; the re-run is the same command on the converged "
-          "server. `parallel` runs two dependency levels (namespaces, then the 4N objects) through "
-          "`parallel([...])`. The loopback server answers in well under a millisecond and shares the 2 cores "
-          f"with collate-run, so the second pass puts bench/latency_proxy.py in front of it (+{ctx.latency:g} ms "
-          "on every request, like a cluster in another network) to show what the concurrency saves. Peak "
-          "memory: GNU time's maximum RSS of collate-run.\n")
+          "server. `sequential`: one `ensure_*` after the other; `parallel`: two dependency levels (namespaces, "
+          "then the 4N objects) through `parallel([...])`, 8 jobs at a time; `batch`: one `k8s::apply([...])` of "
+          "all 5N manifests, which converges each level (namespaces, then the rest) up to 32 objects side by side "
+          "(64 requests in flight). The loopback server answers in well under a millisecond and shares the 2 "
+          f"cores with collate-run, so the +{ms:g} ms rows put bench/latency_proxy.py in front of it (+{ms:g} ms "
+          "on every request and every new connection, like a cluster in another network). Peak memory: GNU "
+          "time's maximum RSS of collate-run.\n")
         w("| added latency | N | objects | mode | create | converged re-run | re-run per object | peak mem create | "
           "peak mem re-run | runs |")
         w("|---|---|---|---|---|---|---|---|---|---|")
@@ -1125,7 +1140,7 @@ def write(path, ctx, rows, elapsed):
               f"{mb(x['rss_rerun'])} | {x['runs']} |")
         w("")
         growth = []
-        for mode in ("sequential", "parallel"):
+        for mode in ("sequential", "batch"):
             pts = [x for x in ctx.scale if x["mode"] == mode and x["latency"] == 0]
             if len(pts) >= 2:
                 a, b = pts[0], pts[-1]
@@ -1137,13 +1152,22 @@ def write(path, ctx, rows, elapsed):
             w("Growth from the smallest to the largest N (no added latency): " + "; ".join(growth) + ".\n")
         lat = {(x["n"], x["mode"]): x for x in ctx.scale if x["latency"]}
         speedups = [
-            f"N = {n}: re-run x{lat[(n, 'sequential')]['rerun'] / lat[(n, 'parallel')]['rerun']:.1f} faster "
-            f"({fmt(lat[(n, 'sequential')]['rerun'])} -> {fmt(lat[(n, 'parallel')]['rerun'])}), create "
-            f"x{lat[(n, 'sequential')]['create'] / lat[(n, 'parallel')]['create']:.1f}"
-            for n in sorted({k[0] for k in lat}) if (n, "parallel") in lat and (n, "sequential") in lat
+            f"N = {n}: re-run x{lat[(n, 'parallel')]['rerun'] / lat[(n, 'batch')]['rerun']:.1f} faster "
+            f"({fmt(lat[(n, 'parallel')]['rerun'])} -> {fmt(lat[(n, 'batch')]['rerun'])}), create "
+            f"x{lat[(n, 'parallel')]['create'] / lat[(n, 'batch')]['create']:.1f}"
+            for n in sorted({k[0] for k in lat}) if (n, "parallel") in lat and (n, "batch") in lat
         ]
         if speedups:
-            w(f"Effect of `parallel([...])` with +{ctx.latency:g} ms per request: " + "; ".join(speedups) + ".\n")
+            w(f"`batch` against `parallel([...])` with +{ms:g} ms per request: " + "; ".join(speedups) + ".\n")
+        big = lat.get((1000, "batch"))
+        if big:
+            w(f"### Targets (issue 18: 1000 namespaces, 5000 objects, batch, +{ms:g} ms)\n")
+            w("| target | figure | |")
+            w("|---|---|---|")
+            w(f"| converged re-run < 10 s | {fmt(big['rerun'])} | {verdict(big['rerun'] < 10)} |")
+            w(f"| converged re-run's peak memory <= 64 MB | {mb(big['rss_rerun'])} (the create: "
+              f"{mb(big['rss_create'])}) | {verdict(big['rss_rerun'] <= 64e6)} |")
+            w("")
     if ctx.peer_state:
         e = ctx.peer_state
         w("## The Ansible peer (bench/peers/ansible)\n")
@@ -1266,10 +1290,9 @@ def main():
     ap.add_argument("--runs", type=int, default=0, help="runs per side (default: per scenario)")
     ap.add_argument("--sizes", type=lambda s: [int(x) for x in s.split(",")], default=[10, 100, 1000],
                     help="scale sizes, comma-separated (default 10,100,1000)")
-    ap.add_argument("--latency", type=float, default=10,
-                    help="ms added to every Kubernetes request in the scale scenario's second pass (0: none)")
     ap.add_argument("--peer-latency", type=float, default=30,
-                    help="ms added to every request to every server in the latency scenario (default 30)")
+                    help="ms added to every request to every server in the latency scenario and in the scale "
+                         "scenario's latency rows (default 30; 0: none)")
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results.md"))
     args = ap.parse_args()
     names = args.scenarios or list(SCENARIOS)

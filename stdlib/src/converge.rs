@@ -1,5 +1,6 @@
 //! The one converge driver: every `ensure_*`, `apply`, `delete` and helm release goes through
-//! [`ensure`] or [`remove`].
+//! [`ensure`] or [`remove`]; many objects of one kind at once (`k8s::apply` of a list) through
+//! [`ensure_all`], which takes the same decisions for each object.
 //!
 //! A resource kind supplies what only it knows — how to read the live object, the fields that
 //! differ, the object a plan predicts, and the calls that create, update or delete it — as an
@@ -18,9 +19,15 @@
 //! The same desired state ensured again in one run (recipes ensure a namespace in every part that
 //! needs it) is answered from the run's record ([`Settled`]) without a request: it was converged
 //! earlier in this run. Kinds opt in with [`Resource::desired`].
+//!
+//! [`ensure_all`] runs step 1 for many objects side by side (bounded), step 2 in input order, the
+//! creates and updates of step 3 side by side again, and steps 4 to 6 in input order: the
+//! journal reads as if the objects had been converged one after the other.
 
 use std::any::Any;
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
 use rhai::{Dynamic, Map};
@@ -67,6 +74,35 @@ pub enum Applied<O> {
     Raced,
 }
 
+/// A remote call as a future, and what it does (`k8s: get + dry-run apply secrets collate/x`):
+/// what [`ensure_all`] runs side by side with other objects' calls (through [`Host::read_all`]
+/// and [`Host::mutate_all`]), and what a kind's `read`/`create` run alone (through [`Call::read`]
+/// and [`Call::mutate`]).
+pub struct Call<'a, T> {
+    pub what: String,
+    pub fut: Pin<Box<dyn Future<Output = Result<T, HostError>> + 'a>>,
+}
+
+impl<'a, T> Call<'a, T> {
+    pub fn new(
+        what: impl Into<String>,
+        fut: impl Future<Output = Result<T, HostError>> + 'a,
+    ) -> Call<'a, T> {
+        Call {
+            what: what.into(),
+            fut: Box::pin(fut),
+        }
+    }
+    /// Runs this read alone ([`Host::read`]).
+    pub fn read(self, host: &Host) -> Result<T, HostError> {
+        host.read(&self.what, self.fut)
+    }
+    /// Runs this change alone ([`Host::mutate`]: refused outside apply mode).
+    pub fn mutate(self, host: &Host) -> Result<T, HostError> {
+        host.mutate(&self.what, self.fut)
+    }
+}
+
 /// One kind of remote object, as the driver sees it.
 pub trait Resource {
     /// What [`Resource::read`] finds (usually `Option<Live>`).
@@ -80,6 +116,24 @@ pub trait Resource {
     fn name(&self) -> String;
     /// Reads the live object (through [`Host::read`]).
     fn read(&self, host: &Host) -> Result<Self::State, HostError>;
+    /// [`Resource::read`] as a [`Call`] (at most two requests at once), so that [`ensure_all`]
+    /// reads many objects side by side. `None` (the default): it reads them one at a time.
+    fn read_call<'a>(&'a self, host: &'a Host) -> Option<Call<'a, Self::State>> {
+        let _ = host;
+        None
+    }
+    /// The remote change of [`Resource::create`] (`Action::Create`) or [`Resource::update`]
+    /// (`Action::Update`) as a [`Call`] (one request), so that [`ensure_all`] makes many side by
+    /// side; only for kinds whose create/update add no note. `None` (the default): it calls
+    /// `create`/`update` one at a time.
+    fn write_call<'a>(
+        &'a self,
+        action: Action,
+        state: &'a Self::State,
+    ) -> Option<Call<'a, Applied<Self::Object>>> {
+        let _ = (action, state);
+        None
+    }
     /// `true` when the state holds a live object.
     fn exists(&self, state: &Self::State) -> bool;
     /// The fields the converge changes (for an absent object: the fields it sets). May read
@@ -223,39 +277,177 @@ where
             .with_note("converged earlier in this run");
         return Ok(Converged { change, object });
     }
-    let done = converge_once(host, r)?;
+    let done = ensure_passes(host, r, RACE_PASSES)?;
     if let Some(d) = &desired {
         host.slot::<Settled>().put(r, d, &done.object);
     }
     Ok(done)
 }
 
-/// [`ensure`] without the run's record.
-fn converge_once<R: Resource>(host: &Host, r: &R) -> Result<Converged<R::Object>, HostError> {
-    for _ in 0..RACE_PASSES {
+/// [`ensure`] with `passes` reads left before a lost create race is an error.
+fn ensure_passes<R: Resource>(
+    host: &Host,
+    r: &R,
+    passes: usize,
+) -> Result<Converged<R::Object>, HostError> {
+    for _ in 0..passes {
         let state = r.read(host)?;
         let mut planned = r.diff(host, &state)?;
-        let action = match (r.exists(&state), planned.fields.is_empty()) {
-            (false, _) => Action::Create,
-            (true, false) => Action::Update,
-            (true, true) => Action::Unchanged,
-        };
-        let object = match action {
-            Action::Unchanged => r.current(&state),
-            _ if host.is_plan() => r.predict(host, &state, &planned)?,
-            Action::Create => match r.create(host, &state, &mut planned)? {
-                Applied::Done(o) => o,
-                Applied::Raced => continue,
-            },
-            _ => match r.update(host, &state, &mut planned)? {
-                Applied::Done(o) => o,
-                Applied::Raced => continue,
-            },
-        };
-        let change = record(host, r, action, planned);
-        return Ok(Converged { change, object });
+        let action = action(r, &state, &planned);
+        let write = |p: &mut Planned| create_or_update(host, r, action, &state, p);
+        if let Some(object) = settle(host, r, action, &state, &mut planned, write)? {
+            let change = record(host, r, action, planned);
+            return Ok(Converged { change, object });
+        }
     }
-    Err(HostError::new(
+    Err(lost_races(r))
+}
+
+/// How many objects [`ensure_all`] reads or writes side by side: a read is at most two
+/// requests, so at most 64 requests are in flight.
+pub const OBJECTS_IN_FLIGHT: usize = 32;
+
+/// How many objects [`ensure_all`] reads, diffs, writes and journals before it reads the next
+/// ones: what it holds at once (their states) stays bounded however many objects there are.
+const CHUNK: usize = 256;
+
+/// Converges every object of `rs` as [`ensure`] would, one after the other — the same
+/// decisions, the journal in input order, the first error (in input order) returned — but reads
+/// them side by side, at most [`OBJECTS_IN_FLIGHT`] at once, and in apply mode creates and
+/// updates those that differ side by side too. Objects go in chunks of 256: read, diff, write,
+/// journal, then the next chunk. The converged objects come back in input order.
+pub fn ensure_all<R: Resource>(
+    host: &Host,
+    rs: &[R],
+) -> Result<Vec<Converged<R::Object>>, HostError> {
+    let mut out = Vec::with_capacity(rs.len());
+    for chunk in rs.chunks(CHUNK) {
+        ensure_chunk(host, chunk, &mut out)?;
+    }
+    Ok(out)
+}
+
+/// One chunk of [`ensure_all`]: its converged objects are pushed onto `out`.
+fn ensure_chunk<R: Resource>(
+    host: &Host,
+    rs: &[R],
+    out: &mut Vec<Converged<R::Object>>,
+) -> Result<(), HostError> {
+    // 1. Read, side by side (kinds without a read call: one at a time).
+    let calls: Vec<_> = rs.iter().map(|r| r.read_call(host)).collect();
+    let states = if calls.iter().all(Option::is_some) {
+        let calls = calls.into_iter().flatten().map(|c| (c.what, c.fut));
+        host.read_all(calls, OBJECTS_IN_FLIGHT)
+    } else {
+        drop(calls);
+        rs.iter().map(|r| r.read(host)).collect()
+    };
+    // 2. Diff, in input order.
+    let mut read = Vec::with_capacity(rs.len());
+    let mut planned = Vec::with_capacity(rs.len());
+    for (r, state) in rs.iter().zip(states) {
+        let state = state?;
+        let p = r.diff(host, &state)?;
+        read.push((action(r, &state, &p), state));
+        planned.push(p);
+    }
+    // 3. Create and update what differs, side by side (apply mode only: see `settle`).
+    let written: Vec<Option<Result<Applied<R::Object>, HostError>>> = {
+        let calls: Vec<_> = rs
+            .iter()
+            .zip(&read)
+            .map(|(r, (action, state))| {
+                (action.is_change() && !host.is_plan())
+                    .then(|| r.write_call(*action, state))
+                    .flatten()
+            })
+            .collect();
+        let slots: Vec<bool> = calls.iter().map(Option::is_some).collect();
+        let calls = calls.into_iter().flatten().map(|c| (c.what, c.fut));
+        let mut results = host.mutate_all(calls, OBJECTS_IN_FLIGHT).into_iter();
+        slots
+            .into_iter()
+            .map(|called| called.then(|| results.next()).flatten())
+            .collect()
+    };
+    // 4.-6. In input order: the object, a lost race converged again, the journal entry. After
+    // an error, no new change starts, but what was changed already is journaled too.
+    let mut failed = None;
+    let each = rs.iter().zip(read).zip(planned).zip(written);
+    for (((r, (action, state)), mut p), done) in each {
+        if failed.is_some() {
+            if let Some(Ok(Applied::Done(object))) = done {
+                let change = record(host, r, action, p);
+                out.push(Converged { change, object });
+            }
+            continue;
+        }
+        let write =
+            |p: &mut Planned| done.unwrap_or_else(|| create_or_update(host, r, action, &state, p));
+        let converged = match settle(host, r, action, &state, &mut p, write) {
+            Ok(Some(object)) => Ok(Converged {
+                change: record(host, r, action, p),
+                object,
+            }),
+            Ok(None) => ensure_passes(host, r, RACE_PASSES - 1),
+            Err(e) => Err(e),
+        };
+        match converged {
+            Ok(c) => out.push(c),
+            Err(e) => failed = Some(e),
+        }
+    }
+    failed.map_or(Ok(()), Err)
+}
+
+/// The action the driver takes for an object: `create` when absent, `update` when fields
+/// differ, else `unchanged`.
+fn action<R: Resource>(r: &R, state: &R::State, planned: &Planned) -> Action {
+    match (r.exists(state), planned.fields.is_empty()) {
+        (false, _) => Action::Create,
+        (true, false) => Action::Update,
+        (true, true) => Action::Unchanged,
+    }
+}
+
+/// The object after the converge of one read and diffed object: the live one when unchanged,
+/// the resource's prediction in a plan, else what `write` (its create or update) made; `None`
+/// when the create lost a race (the caller reads again).
+fn settle<R: Resource>(
+    host: &Host,
+    r: &R,
+    action: Action,
+    state: &R::State,
+    planned: &mut Planned,
+    write: impl FnOnce(&mut Planned) -> Result<Applied<R::Object>, HostError>,
+) -> Result<Option<R::Object>, HostError> {
+    Ok(Some(match action {
+        Action::Unchanged => r.current(state),
+        _ if host.is_plan() => r.predict(host, state, planned)?,
+        _ => match write(planned)? {
+            Applied::Done(o) => o,
+            Applied::Raced => return Ok(None),
+        },
+    }))
+}
+
+/// The create or update of `action`, alone.
+fn create_or_update<R: Resource>(
+    host: &Host,
+    r: &R,
+    action: Action,
+    state: &R::State,
+    planned: &mut Planned,
+) -> Result<Applied<R::Object>, HostError> {
+    match action {
+        Action::Create => r.create(host, state, planned),
+        _ => r.update(host, state, planned),
+    }
+}
+
+/// The error when every pass lost its create race.
+fn lost_races<R: Resource>(r: &R) -> HostError {
+    HostError::new(
         ErrorKind::Conflict,
         format!(
             "{} `{}` is being created and deleted by somebody else at the same time",
@@ -263,7 +455,7 @@ fn converge_once<R: Resource>(host: &Host, r: &R) -> Result<Converged<R::Object>
             r.name()
         ),
     )
-    .with_hint("another run or person is changing it: re-run when they are done"))
+    .with_hint("another run or person is changing it: re-run when they are done")
 }
 
 /// Deletes `r` when it exists (in apply mode); an absent object is `unchanged` ("already
@@ -334,13 +526,45 @@ mod tests {
     /// An in-memory resource: the driver's sequence is what is under test.
     #[derive(Default)]
     struct Memory {
+        name: String,
         live: Mutex<Option<String>>,
         want: String,
         /// Creates that lose a race before succeeding.
         races: Mutex<usize>,
+        /// Creates and updates fail.
+        refuse: bool,
         calls: Mutex<Vec<&'static str>>,
         /// Takes part in the run's record ([`Resource::desired`]).
         recorded: bool,
+    }
+
+    impl Memory {
+        fn read_now(&self) -> Result<Option<String>, HostError> {
+            self.calls.lock().unwrap().push("read");
+            Ok(self.live.lock().unwrap().clone())
+        }
+        /// A create or update: its lost races and refusals, else the wanted value stored.
+        fn write(&self, action: Action) -> Result<Applied<String>, HostError> {
+            let call = if action == Action::Create {
+                "create"
+            } else {
+                "update"
+            };
+            self.calls.lock().unwrap().push(call);
+            if self.refuse {
+                return Err(HostError::input(format!("{} refused", self.name)));
+            }
+            let mut races = self.races.lock().unwrap();
+            if action == Action::Create && *races > 0 {
+                *races -= 1;
+                if *races == 0 {
+                    *self.live.lock().unwrap() = Some("theirs".into());
+                }
+                return Ok(Applied::Raced);
+            }
+            *self.live.lock().unwrap() = Some(self.want.clone());
+            Ok(Applied::Done(self.want.clone()))
+        }
     }
 
     impl Resource for Memory {
@@ -350,11 +574,20 @@ mod tests {
             "test.memory".into()
         }
         fn name(&self) -> String {
-            "m".into()
+            self.name.clone()
         }
         fn read(&self, _: &Host) -> Result<Option<String>, HostError> {
-            self.calls.lock().unwrap().push("read");
-            Ok(self.live.lock().unwrap().clone())
+            self.read_now()
+        }
+        fn read_call<'a>(&'a self, _: &'a Host) -> Option<Call<'a, Option<String>>> {
+            Some(Call::new("read", async { self.read_now() }))
+        }
+        fn write_call<'a>(
+            &'a self,
+            action: Action,
+            _: &'a Option<String>,
+        ) -> Option<Call<'a, Applied<String>>> {
+            Some(Call::new("write", async move { self.write(action) }))
         }
         fn exists(&self, s: &Option<String>) -> bool {
             s.is_some()
@@ -381,18 +614,7 @@ mod tests {
             _: &Option<String>,
             _: &mut Planned,
         ) -> Result<Applied<String>, HostError> {
-            self.calls.lock().unwrap().push("create");
-            let mut races = self.races.lock().unwrap();
-            if *races > 0 {
-                *races -= 1;
-                if *races == 0 {
-                    *self.live.lock().unwrap() = Some("theirs".into());
-                }
-                return Ok(Applied::Raced);
-            }
-            host.mutate("create", async { Ok(()) })?;
-            *self.live.lock().unwrap() = Some(self.want.clone());
-            Ok(Applied::Done(self.want.clone()))
+            host.mutate("create", async { self.write(Action::Create) })
         }
         fn update(
             &self,
@@ -400,11 +622,8 @@ mod tests {
             s: &Option<String>,
             p: &mut Planned,
         ) -> Result<Applied<String>, HostError> {
-            self.calls.lock().unwrap().push("update");
             assert!(s.is_some() && !p.fields.is_empty());
-            host.mutate("update", async { Ok(()) })?;
-            *self.live.lock().unwrap() = Some(self.want.clone());
-            Ok(Applied::Done(self.want.clone()))
+            host.mutate("update", async { self.write(Action::Update) })
         }
         fn delete(&self, host: &Host, _: &Option<String>) -> Result<(), HostError> {
             self.calls.lock().unwrap().push("delete");
@@ -428,7 +647,12 @@ mod tests {
     }
 
     fn memory(live: Option<&str>, want: &str) -> Memory {
+        named("m", live, want)
+    }
+
+    fn named(name: &str, live: Option<&str>, want: &str) -> Memory {
         Memory {
+            name: name.into(),
             live: Mutex::new(live.map(str::to_string)),
             want: want.into(),
             ..Memory::default()
@@ -567,5 +791,105 @@ mod tests {
         let c = remove(&h, &m, String::new()).unwrap();
         assert_eq!(c.change.action, Action::Delete);
         assert_eq!(*m.live.lock().unwrap(), None);
+    }
+
+    /// `(name, action)` of the journal's entries.
+    fn journaled(h: &Host) -> Vec<(String, Action)> {
+        h.journal()
+            .entries()
+            .into_iter()
+            .map(|c| (c.name, c.action))
+            .collect()
+    }
+
+    fn a(name: &str, action: Action) -> (String, Action) {
+        (name.to_string(), action)
+    }
+
+    #[test]
+    fn ensure_all_takes_ensures_decisions_and_journals_in_input_order() {
+        let (_rt, h) = host(Mode::Apply);
+        // 600 objects: three chunks.
+        let rs: Vec<Memory> = (0..600)
+            .map(|i| match i % 3 {
+                0 => named(&format!("m{i}"), None, "a"),
+                1 => named(&format!("m{i}"), Some("a"), "b"),
+                _ => named(&format!("m{i}"), Some("a"), "a"),
+            })
+            .collect();
+        let done = ensure_all(&h, &rs).unwrap();
+        let want: Vec<_> = (0..600)
+            .map(|i| {
+                let action = [Action::Create, Action::Update, Action::Unchanged][i % 3];
+                a(&format!("m{i}"), action)
+            })
+            .collect();
+        assert_eq!(journaled(&h), want);
+        let objects: Vec<&str> = done.iter().map(|c| c.object.as_str()).collect();
+        assert_eq!(objects[..3], ["a", "b", "a"]);
+        assert_eq!(
+            h.remote_calls(),
+            (600, 400),
+            "one read each, one write per change"
+        );
+        assert_eq!(*rs[1].calls.lock().unwrap(), ["read", "update"]);
+        // Converged: reads only.
+        let again = ensure_all(&h, &rs).unwrap();
+        assert!(again.iter().all(|c| c.change.action == Action::Unchanged));
+        assert_eq!(h.remote_calls(), (1200, 400));
+    }
+
+    #[test]
+    fn ensure_all_in_a_plan_predicts_and_writes_nothing() {
+        let (_rt, h) = host(Mode::Plan);
+        let rs = [named("x", None, "a"), named("y", Some("a"), "b")];
+        let done = ensure_all(&h, &rs).unwrap();
+        assert_eq!(
+            journaled(&h),
+            [a("x", Action::Create), a("y", Action::Update)]
+        );
+        assert!(done.iter().all(|c| c.change.planned));
+        assert_eq!(
+            (done[0].object.as_str(), done[1].object.as_str()),
+            ("a", "b")
+        );
+        assert_eq!(h.remote_calls().1, 0);
+        assert_eq!(*rs[1].live.lock().unwrap(), Some("a".into()));
+        assert!(h.mutate_all([("x".to_string(), async { Ok(()) })], 4)[0].is_err());
+    }
+
+    #[test]
+    fn ensure_all_converges_a_lost_race_and_journals_what_changed_before_an_error() {
+        let (_rt, h) = host(Mode::Apply);
+        let rs = [named("x", None, "a"), named("y", None, "a")];
+        *rs[0].races.lock().unwrap() = 1;
+        let done = ensure_all(&h, &rs).unwrap();
+        assert_eq!(
+            journaled(&h),
+            [a("x", Action::Update), a("y", Action::Create)]
+        );
+        assert_eq!(
+            *rs[0].calls.lock().unwrap(),
+            ["read", "create", "read", "update"]
+        );
+        assert_eq!(done[0].object, "a");
+
+        let (_rt, h) = host(Mode::Apply);
+        let mut refused = named("r", Some("a"), "b");
+        refused.refuse = true;
+        let rs = [
+            named("before", None, "a"),
+            refused,
+            named("after", None, "a"),
+            named("same", Some("a"), "a"),
+        ];
+        let e = ensure_all(&h, &rs).err().unwrap();
+        assert_eq!(e.message, "r refused");
+        // Both creates were made side by side with the refused update: both are journaled.
+        assert_eq!(
+            journaled(&h),
+            [a("before", Action::Create), a("after", Action::Create)]
+        );
+        assert_eq!(*rs[2].live.lock().unwrap(), Some("a".into()));
     }
 }

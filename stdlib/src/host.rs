@@ -391,6 +391,80 @@ impl Host {
         self.block_on(fut)
     }
 
+    /// Runs remote reads side by side, at most `limit` at once, started in order (no new one
+    /// after an interrupt); their results in the same order. Each is `(what, future)`, as for
+    /// [`Host::read`].
+    pub fn read_all<T, F>(
+        &self,
+        calls: impl IntoIterator<Item = (String, F)>,
+        limit: usize,
+    ) -> Vec<Result<T, HostError>>
+    where
+        F: Future<Output = Result<T, HostError>>,
+    {
+        self.side_by_side(calls, limit, &self.remote_reads)
+    }
+
+    /// Runs remote mutations side by side like [`Host::read_all`], taking the run lock first;
+    /// refused outside apply mode (every one fails, none runs), as [`Host::mutate`].
+    pub fn mutate_all<T, F>(
+        &self,
+        calls: impl IntoIterator<Item = (String, F)>,
+        limit: usize,
+    ) -> Vec<Result<T, HostError>>
+    where
+        F: Future<Output = Result<T, HostError>>,
+    {
+        let mut calls = calls.into_iter().peekable();
+        let Some((first, _)) = calls.peek() else {
+            return Vec::new();
+        };
+        let refused = self
+            .check_stop(first)
+            .and_then(|()| self.take_run_lock())
+            .and_then(|()| match self.is_plan() {
+                true => Err(HostError::new(
+                    ErrorKind::Io,
+                    format!("internal: `{first}` would change something in plan mode; refused"),
+                )),
+                false => Ok(()),
+            });
+        if let Err(e) = refused {
+            return calls.map(|_| Err(e.clone())).collect();
+        }
+        self.side_by_side(calls, limit, &self.remote_writes)
+    }
+
+    /// Runs `calls` through the bridge, at most `limit` at once, each counted in `count` when
+    /// it starts; the results in order.
+    fn side_by_side<T, F>(
+        &self,
+        calls: impl IntoIterator<Item = (String, F)>,
+        limit: usize,
+        count: &AtomicU64,
+    ) -> Vec<Result<T, HostError>>
+    where
+        F: Future<Output = Result<T, HostError>>,
+    {
+        use futures::StreamExt as _;
+        let calls = calls.into_iter().map(|(what, fut)| {
+            // Checked as each starts: after an interrupt, no new call begins.
+            let started = self.check_stop(&what);
+            if started.is_ok() {
+                count.fetch_add(1, Ordering::Relaxed);
+            }
+            async move {
+                started?;
+                fut.await
+            }
+        });
+        self.block_on(
+            futures::stream::iter(calls)
+                .buffered(limit.max(1))
+                .collect(),
+        )
+    }
+
     /// Refuses in check mode; for local side effects that still count as "remote" (processes).
     pub fn guard_remote(&self, what: &str) -> Result<(), HostError> {
         self.check_stop(what)

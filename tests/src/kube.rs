@@ -38,8 +38,8 @@ impl Cluster {
         }
     }
 
-    /// Starts a fresh server on a free port with more settings of the server (its version, legacy
-    /// discovery only).
+    /// Starts a fresh server on a free port with more settings of the server (its version,
+    /// legacy discovery only, its latency).
     pub fn start_with(
         configure: impl FnOnce(kube_testserver::Builder) -> kube_testserver::Builder,
     ) -> Cluster {

@@ -1,13 +1,14 @@
 //! `k8s::apply`: server-side apply of arbitrary manifests (YAML text, a map, or an array),
 //! CustomResourceDefinitions and Namespaces first, discovery refreshed once new CRDs are served.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
 
 use super::client::{Kube, Res};
-use super::converge::{Desired, NotServedYet, converge, read_live};
+use super::converge::{Desired, NotServedYet, converge_all, read_live};
 use crate::converge::{self, Converged};
 use crate::error::HostError;
 use crate::host::Host;
@@ -74,6 +75,8 @@ pub(crate) fn manifests(docs: Vec<Value>) -> Result<Vec<Value>, HostError> {
     Ok(out)
 }
 
+/// The dependency level of a manifest: CustomResourceDefinitions, then Namespaces, then
+/// everything else. A level is converged once the one before it is done.
 fn rank(m: &Value) -> u8 {
     match m["kind"].as_str() {
         Some("CustomResourceDefinition") => 0,
@@ -82,7 +85,14 @@ fn rank(m: &Value) -> u8 {
     }
 }
 
+/// A manifest placed on the cluster, or (plans only) of a kind that a CRD of the same call
+/// defines: `(kind, namespace/name, manifest)`.
+type Placed = Result<Desired, (String, String, Value)>;
+
 /// Applies the manifests; returns the live (or, in plan mode, predicted) objects in input order.
+/// Level by level (see `rank`), the objects of a level side by side
+/// ([`converge::ensure_all`]: at most 32 objects, 64 requests in flight), journaled in the
+/// order of the input.
 pub(crate) fn apply_all(
     host: &Host,
     kube: &Arc<Kube>,
@@ -90,42 +100,106 @@ pub(crate) fn apply_all(
     default_ns: Option<&str>,
     force: bool,
 ) -> Result<Vec<Converged<Value>>, HostError> {
-    let ms = manifests(docs)?;
-    let indexed: Vec<(usize, Value)> = {
-        let mut v: Vec<(usize, Value)> = ms.into_iter().enumerate().collect();
-        v.sort_by_key(|(_, m)| rank(m));
-        v
-    };
-    let planned_crds: Vec<(String, String)> = indexed
+    let mut ranked: Vec<(usize, Value)> = manifests(docs)?.into_iter().enumerate().collect();
+    ranked.sort_by_key(|(_, m)| rank(m));
+    let planned_crds: Vec<(String, String)> = ranked
         .iter()
         .filter(|(_, m)| m["kind"] == "CustomResourceDefinition")
         .map(|(_, m)| {
+            let at = |p: &str| m.pointer(p).and_then(Value::as_str).unwrap_or_default();
             (
-                m.pointer("/spec/group")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_string(),
-                m.pointer("/spec/names/kind")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_string(),
+                at("/spec/group").to_string(),
+                at("/spec/names/kind").to_string(),
             )
         })
         .collect();
-    let mut results: Vec<(usize, Converged<Value>)> = Vec::new();
-    let mut crds_applied = false;
-    for (i, mut m) in indexed {
+    let mut results: Vec<(usize, Converged<Value>)> = Vec::with_capacity(ranked.len());
+    let mut kinds = Kinds::default();
+    let mut ranked = ranked.into_iter().peekable();
+    while let Some(level) = ranked.peek().map(|(_, m)| rank(m)) {
+        let mut placed: Vec<(usize, Placed)> = Vec::new();
+        while let Some((i, m)) = ranked.next_if(|(_, m)| rank(m) == level) {
+            placed.push((i, kinds.place(host, kube, m, default_ns, &planned_crds)?));
+        }
+        // Runs of objects the cluster serves go side by side; the others (plans) one by one.
+        for run in placed.chunk_by(|a, b| a.1.is_ok() == b.1.is_ok()) {
+            let at = run.iter().map(|(i, _)| *i);
+            let done = match &run[0].1 {
+                Ok(_) => {
+                    let ds = run.iter().filter_map(|(_, p)| p.as_ref().ok());
+                    converge_all(host, kube, ds, force)?
+                }
+                Err(_) => run
+                    .iter()
+                    .filter_map(|(_, p)| p.as_ref().err())
+                    .map(|(kind, shown, manifest)| {
+                        let r = NotServedYet {
+                            kind,
+                            shown: shown.clone(),
+                            manifest,
+                        };
+                        converge::ensure(host, &r)
+                    })
+                    .collect::<Result<Vec<_>, _>>()?,
+            };
+            results.extend(at.zip(done));
+        }
+        if level == 0 && !host.is_plan() {
+            // New kinds are served only once their CRDs are established.
+            let changed: Vec<&Desired> = (results.iter().zip(&placed))
+                .filter(|((_, c), _)| c.change.action.is_change())
+                .filter_map(|(_, (_, p))| p.as_ref().ok())
+                .collect();
+            for d in &changed {
+                wait_established(host, kube, &d.res, &d.name)?;
+            }
+            if !changed.is_empty() {
+                kinds.refresh(host, kube)?;
+            }
+        }
+    }
+    results.sort_by_key(|(i, _)| *i);
+    Ok(results.into_iter().map(|(_, c)| c).collect())
+}
+
+/// The kinds of one call's manifests, resolved once per `apiVersion` and `kind`.
+#[derive(Default)]
+struct Kinds(HashMap<(String, String), Option<Res>>);
+
+impl Kinds {
+    /// Forgets what was resolved and runs discovery again (CRDs were established).
+    fn refresh(&mut self, host: &Host, kube: &Arc<Kube>) -> Result<(), HostError> {
+        self.0.clear();
+        host.read("k8s: refresh discovery", kube.discovery(true))
+            .map(|_| ())
+    }
+
+    /// Where manifest `m` goes: its kind resolved, its namespace set (the manifest's, else
+    /// `default_ns`, else the context's) or removed (cluster-scoped kinds). A kind the cluster
+    /// does not serve is an error, unless a plan applies its CRD in the same call.
+    fn place(
+        &mut self,
+        host: &Host,
+        kube: &Arc<Kube>,
+        mut m: Value,
+        default_ns: Option<&str>,
+        planned_crds: &[(String, String)],
+    ) -> Result<Placed, HostError> {
         let api_version = m["apiVersion"].as_str().unwrap_or_default().to_string();
         let kind = m["kind"].as_str().unwrap_or_default().to_string();
-        if rank(&m) > 0 && crds_applied {
-            // New kinds are served only once their CRDs are established.
-            host.read("k8s: refresh discovery", kube.discovery(true))?;
-            crds_applied = false;
-        }
-        let res = host.read(
-            &format!("k8s: resolve {api_version} {kind}"),
-            kube.resolve_gvk(&api_version, &kind),
-        )?;
+        let key = (api_version, kind);
+        let res = match self.0.get(&key) {
+            Some(res) => res.clone(),
+            None => {
+                let (api_version, kind) = &key;
+                let res = host.read(
+                    &format!("k8s: resolve {api_version} {kind}"),
+                    kube.resolve_gvk(api_version, kind),
+                )?;
+                self.0.entry(key.clone()).or_insert(res).clone()
+            }
+        };
+        let (api_version, kind) = key;
         let name = m["metadata"]["name"]
             .as_str()
             .unwrap_or_default()
@@ -139,17 +213,11 @@ pub(crate) fn apply_all(
                     .or(default_ns)
                     .unwrap_or("");
                 let shown = if ns.is_empty() {
-                    name.clone()
+                    name
                 } else {
                     format!("{ns}/{name}")
                 };
-                let r = NotServedYet {
-                    kind: &kind,
-                    shown,
-                    manifest: &m,
-                };
-                results.push((i, converge::ensure(host, &r)?));
-                continue;
+                return Ok(Err((kind, shown, m)));
             }
             return Err(HostError::not_found(format!(
                 "the cluster `{}` does not serve `{kind}` in `{api_version}` (manifest `{name}`)",
@@ -172,21 +240,13 @@ pub(crate) fn apply_all(
             }
             String::new()
         };
-        let d = Desired {
-            res: res.clone(),
+        Ok(Ok(Desired {
+            res,
             namespace,
             name,
             body: m,
-        };
-        let c = converge(host, kube, &d, force)?;
-        if kind == "CustomResourceDefinition" && !host.is_plan() && c.change.action.is_change() {
-            wait_established(host, kube, &res, &d.name)?;
-            crds_applied = true;
-        }
-        results.push((i, c));
+        }))
     }
-    results.sort_by_key(|(i, _)| *i);
-    Ok(results.into_iter().map(|(_, c)| c).collect())
 }
 
 /// Waits (up to a minute) until a CRD reports `Established`.

@@ -11,11 +11,11 @@ use rhai::Dynamic;
 use serde_json::{Map as JsonMap, Value};
 
 use super::client::{Kube, Res};
-use crate::converge::{self, Applied, Converged, Planned, Resource};
+use crate::converge::{self, Applied, Call, Converged, Planned, Resource};
 use crate::diff;
 use crate::error::{ErrorKind, HostError};
 use crate::host::Host;
-use crate::journal::FieldChange;
+use crate::journal::{Action, FieldChange};
 use crate::secret_value::Secret;
 
 /// The field manager of everything collate-run applies.
@@ -148,7 +148,15 @@ async fn get(
     what: &str,
 ) -> Result<Option<Value>, HostError> {
     let obj = api.get_opt(name).await.map_err(|e| kube.err(what, e))?;
-    Ok(obj.map(|o| serde_json::to_value(o).unwrap_or(Value::Null)))
+    Ok(obj.map(lean))
+}
+
+/// An object as JSON without its `managedFields` (often the larger half of it, never read
+/// here): what is kept of every object read or applied.
+fn lean(o: DynamicObject) -> Value {
+    let mut o = o;
+    o.metadata.managed_fields = None;
+    serde_json::to_value(o).unwrap_or(Value::Null)
 }
 
 /// Server-side applies `body` with `params` (a dry-run or the real one); the resulting object.
@@ -161,7 +169,7 @@ async fn apply(
 ) -> Result<Value, HostError> {
     api.patch(&d.name, params, &Patch::Apply(&d.body))
         .await
-        .map(|o| serde_json::to_value(o).unwrap_or(Value::Null))
+        .map(lean)
         .map_err(|e| kube.err(what, e))
 }
 
@@ -204,6 +212,37 @@ impl Applying<'_> {
     fn what(&self) -> String {
         format!("apply {} {}", self.d.res.describe(), self.d.display_name())
     }
+    /// The read: the live object and the dry-run apply, side by side (one round trip).
+    fn observe(&self) -> Call<'_, Observed> {
+        let (d, kube) = (self.d, self.kube);
+        let what = self.what();
+        let get_what = format!("get {} {}", d.res.describe(), d.display_name());
+        let dry_what = format!("dry-run {what}");
+        let dry_params = self.params().dry_run();
+        Call::new(format!("k8s: get + dry-run {what}"), async move {
+            let api = kube.api(&d.res, &d.namespace)?;
+            let (live, predicted) = futures::join!(
+                get(&api, kube, &d.name, &get_what),
+                apply(&api, kube, d, &dry_params, &dry_what)
+            );
+            Ok(Observed {
+                live: live?,
+                predicted,
+            })
+        })
+    }
+    /// The real server-side apply.
+    fn apply(&self) -> Call<'_, Applied<Value>> {
+        let (d, kube) = (self.d, self.kube);
+        let what = self.what();
+        let params = self.params();
+        Call::new(format!("k8s: {what}"), async move {
+            let api = kube.api(&d.res, &d.namespace)?;
+            apply(&api, kube, d, &params, &what)
+                .await
+                .map(Applied::Done)
+        })
+    }
 }
 
 impl Resource for Applying<'_> {
@@ -217,23 +256,13 @@ impl Resource for Applying<'_> {
         self.d.display_name()
     }
     fn read(&self, host: &Host) -> Result<Observed, HostError> {
-        let (d, kube) = (self.d, self.kube);
-        let api = kube.api(&d.res, &d.namespace)?;
-        let what = self.what();
-        let get_what = format!("get {} {}", d.res.describe(), d.display_name());
-        let dry_what = format!("dry-run {what}");
-        let dry_params = self.params().dry_run();
-        // Independent: one round trip instead of two.
-        host.read(&format!("k8s: get + dry-run {what}"), async {
-            let (live, predicted) = futures::join!(
-                get(&api, kube, &d.name, &get_what),
-                apply(&api, kube, d, &dry_params, &dry_what)
-            );
-            Ok(Observed {
-                live: live?,
-                predicted,
-            })
-        })
+        self.observe().read(host)
+    }
+    fn read_call<'a>(&'a self, _: &'a Host) -> Option<Call<'a, Observed>> {
+        Some(self.observe())
+    }
+    fn write_call<'a>(&'a self, _: Action, _: &'a Observed) -> Option<Call<'a, Applied<Value>>> {
+        Some(self.apply())
     }
     fn exists(&self, s: &Observed) -> bool {
         s.live.is_some()
@@ -291,14 +320,7 @@ impl Resource for Applying<'_> {
         _: &Observed,
         _: &mut Planned,
     ) -> Result<Applied<Value>, HostError> {
-        let api = self.kube.api(&self.d.res, &self.d.namespace)?;
-        let what = self.what();
-        let params = self.params();
-        host.mutate(
-            &format!("k8s: {what}"),
-            apply(&api, self.kube, self.d, &params, &what),
-        )
-        .map(Applied::Done)
+        self.apply().mutate(host)
     }
 }
 
@@ -310,6 +332,21 @@ pub(crate) fn converge(
     force: bool,
 ) -> Result<Converged<Value>, HostError> {
     converge::ensure(host, &Applying { kube, d, force })
+}
+
+/// [`converge`] of many objects side by side ([`converge::ensure_all`]): the journal and the
+/// objects in input order.
+pub(crate) fn converge_all<'a>(
+    host: &Host,
+    kube: &Arc<Kube>,
+    ds: impl IntoIterator<Item = &'a Desired>,
+    force: bool,
+) -> Result<Vec<Converged<Value>>, HostError> {
+    let rs: Vec<Applying> = ds
+        .into_iter()
+        .map(|d| Applying { kube, d, force })
+        .collect();
+    converge::ensure_all(host, &rs)
 }
 
 /// One object to delete, as a converge [`Resource`].
@@ -416,8 +453,7 @@ impl Resource for NotServedYet<'_> {
 }
 
 /// An object as scripts see it: no managed fields; a Secret's `data` decoded into Secret values.
-pub(crate) fn to_script(v: &Value) -> Dynamic {
-    let mut v = v.clone();
+pub(crate) fn to_script(mut v: Value) -> Dynamic {
     if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
         m.remove("managedFields");
     }

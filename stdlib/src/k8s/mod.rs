@@ -76,7 +76,7 @@ fn ensure(
     body: Value,
 ) -> RhaiResult<Map> {
     let c = ensure_object(host, kube, res, ns, name, body)?;
-    Ok(c.change.outcome(to_script(&c.object)))
+    Ok(c.change.outcome(to_script(c.object)))
 }
 
 /// [`ensure`], with the object as JSON.
@@ -162,18 +162,14 @@ fn apply_impl(ctx: &NativeCallContext, input: Dynamic, opts: &Map) -> RhaiResult
     let force = opt::<bool>(opts, "force")?.unwrap_or(true);
     let single = input.is_map();
     let docs = documents(&input)?;
+    // The script still holds its manifests: this copy of them is not needed any more.
+    drop(input);
     let results = apply::apply_all(&host, &kube, docs, ns.as_deref(), force)?;
+    let mut objects = results.into_iter().map(|c| to_script(c.object));
     if single {
-        return Ok(results
-            .first()
-            .map(|c| to_script(&c.object))
-            .unwrap_or(Dynamic::UNIT));
+        return Ok(objects.next().unwrap_or(Dynamic::UNIT));
     }
-    Ok(results
-        .iter()
-        .map(|c| to_script(&c.object))
-        .collect::<Array>()
-        .into())
+    Ok(objects.collect::<Array>().into())
 }
 
 #[export_module]
@@ -406,7 +402,9 @@ pub mod k8s_module {
                 "annotations": {"kubernetes.io/service-account.name": service_account}}});
         let res = well_known("Secret");
         let converged = ensure_object(&host, &kube, res.clone(), namespace, name, body)?;
-        let mut out = converged.change.outcome(to_script(&converged.object));
+        let mut out = converged
+            .change
+            .outcome(to_script(converged.object.clone()));
         let wait = opt::<bool>(&opts, "wait")?.unwrap_or(true);
         if !wait || host.is_plan() {
             return Ok(out);
@@ -431,7 +429,7 @@ pub mod k8s_module {
         loop {
             let live = read_live(&host, &kube, &res, namespace, name)?;
             if let Some(l) = live.as_ref().filter(|l| filled(l)) {
-                out.insert("object".into(), to_script(l));
+                out.insert("object".into(), to_script(l.clone()));
                 return Ok(out);
             }
             if started.elapsed() >= timeout {
@@ -500,7 +498,7 @@ pub mod k8s_module {
         let (host, kube) = setup(&ctx)?;
         let res = resolve(&host, &kube, kind)?;
         Ok(read_live(&host, &kube, &res, namespace, name)?
-            .map(|v| to_script(&v))
+            .map(to_script)
             .unwrap_or(Dynamic::UNIT))
     }
 
@@ -569,7 +567,7 @@ pub mod k8s_module {
         Ok(items
             .items
             .into_iter()
-            .map(|o| to_script(&serde_json::to_value(o).unwrap_or(Value::Null)))
+            .map(|o| to_script(serde_json::to_value(o).unwrap_or(Value::Null)))
             .collect())
     }
 
@@ -593,7 +591,7 @@ pub mod k8s_module {
         let object = if c.object.is_null() {
             Dynamic::UNIT
         } else {
-            to_script(&c.object)
+            to_script(c.object)
         };
         Ok(c.change.outcome(object))
     }
@@ -626,12 +624,12 @@ pub mod k8s_module {
         if host.is_plan() {
             let live = read_live(&host, &kube, &res, namespace, name)?;
             return Ok(match wait::satisfied(live.as_ref(), &cond) {
-                Ok(true) => live.map(|l| to_script(&l)).unwrap_or(Dynamic::UNIT),
+                Ok(true) => live.map(to_script).unwrap_or(Dynamic::UNIT),
                 _ => Dynamic::UNIT,
             });
         }
         let obj = wait::wait(&host, &kube, &res, namespace, name, &cond, timeout)?;
-        Ok(obj.map(|o| to_script(&o)).unwrap_or(Dynamic::UNIT))
+        Ok(obj.map(to_script).unwrap_or(Dynamic::UNIT))
     }
 
     /// Runs a short-lived Job and removes it: applies the manifests (exactly one `batch/v1`

@@ -11,6 +11,7 @@ use crate::util::{self, ApiError, now_rfc3339};
 use bytes::Bytes;
 use serde_json::{Value, json};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -29,11 +30,33 @@ pub struct Shared {
     pub tokens: Vec<String>,
     /// Serve only the legacy discovery documents at `/api` and `/apis` (no aggregated discovery).
     pub legacy_discovery_only: bool,
+    /// How long each request waits before it is handled (a network in between).
+    pub latency: Duration,
+    /// Requests being handled now, and the most handled at once so far.
+    pub in_flight: AtomicUsize,
+    pub peak_in_flight: AtomicUsize,
 }
 
 impl Shared {
     pub fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// One request being handled: counted in [`Shared::in_flight`] (and its peak) until dropped.
+pub struct InFlight<'a>(&'a Shared);
+
+impl<'a> InFlight<'a> {
+    pub fn enter(shared: &'a Shared) -> InFlight<'a> {
+        let now = shared.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        shared.peak_in_flight.fetch_max(now, Ordering::SeqCst);
+        InFlight(shared)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

@@ -57,6 +57,7 @@ pub struct Builder {
     eks_webhook: Option<Option<String>>,
     cluster_dns: Vec<(String, String)>,
     legacy_discovery_only: bool,
+    latency: Duration,
 }
 
 /// The server's certificate chain and key, and the CA clients trust (PEM files).
@@ -80,6 +81,7 @@ impl Default for Builder {
             eks_webhook: None,
             cluster_dns: Vec::new(),
             legacy_discovery_only: false,
+            latency: Duration::ZERO,
         }
     }
 }
@@ -178,6 +180,14 @@ impl Builder {
         self
     }
 
+    /// Every request waits this long before it is handled (default none), as behind a network:
+    /// requests sent together wait together, so a client's round trips show. See
+    /// [`KubeTestServer::peak_in_flight`].
+    pub fn latency(mut self, latency: Duration) -> Self {
+        self.latency = latency;
+        self
+    }
+
     /// Starts the server; panics if 127.0.0.1 cannot be bound (this is test infrastructure).
     pub fn start(self) -> KubeTestServer {
         self.try_start().expect("kube-testserver: failed to start")
@@ -210,6 +220,9 @@ impl Builder {
             backends: Mutex::new(Vec::new()),
             tokens: self.tokens.clone(),
             legacy_discovery_only: self.legacy_discovery_only,
+            latency: self.latency,
+            in_flight: Default::default(),
+            peak_in_flight: Default::default(),
         });
         let (stop_tx, stop_rx) = oneshot::channel();
         let thread_shared = Arc::clone(&shared);
@@ -454,9 +467,24 @@ impl KubeTestServer {
         self.shared.lock().requests.clone()
     }
 
-    /// Clears the request log (and so the mutation count).
+    /// Clears the request log (and so the mutation count) and the peak of requests in flight.
     pub fn clear_requests(&self) {
         self.shared.lock().requests.clear();
+        let now = self
+            .shared
+            .in_flight
+            .load(std::sync::atomic::Ordering::SeqCst);
+        self.shared
+            .peak_in_flight
+            .store(now, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// The most requests handled at once so far (a request counts from its arrival, through
+    /// the [`Builder::latency`] wait, until its response starts): how concurrent a client is.
+    pub fn peak_in_flight(&self) -> usize {
+        self.shared
+            .peak_in_flight
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// The current global resourceVersion.

@@ -125,6 +125,10 @@ fn authenticated(shared: &Shared, authorization: &str) -> bool {
 }
 
 async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    let _counted = api::InFlight::enter(&shared);
+    if !shared.latency.is_zero() {
+        tokio::time::sleep(shared.latency).await;
+    }
     if let Some((ns, name)) = crate::portforward::target(req.uri().path()) {
         let authorization = req
             .headers()

@@ -879,3 +879,30 @@ fn kubectl_over_tls_with_a_bearer_token_and_401_without() {
         "{raw}"
     );
 }
+
+/// `Builder::latency` delays every request (requests sent together wait together) and
+/// `peak_in_flight` counts the most handled at once: what a client's concurrency test reads.
+#[tokio::test]
+async fn latency_delays_each_request_and_the_peak_in_flight_is_counted() {
+    let server = KubeTestServer::builder()
+        .latency(Duration::from_millis(100))
+        .start();
+    let secrets: Api<Secret> = Api::namespaced(client(&server), "default");
+    let started = Instant::now();
+    assert!(secrets.get_opt("a").await.unwrap().is_none());
+    assert!(started.elapsed() >= Duration::from_millis(100));
+    assert_eq!(server.peak_in_flight(), 1);
+    server.clear_requests();
+    let started = Instant::now();
+    let names: Vec<String> = (0..8).map(|i| format!("s{i}")).collect();
+    let gets = names.iter().map(|n| secrets.get_opt(n));
+    let found = futures::future::join_all(gets).await;
+    assert!(found.iter().all(|f| matches!(f, Ok(None))), "{found:?}");
+    let took = started.elapsed();
+    assert!(
+        (Duration::from_millis(100)..Duration::from_millis(500)).contains(&took),
+        "8 gets side by side took {took:?}"
+    );
+    assert_eq!(server.peak_in_flight(), 8);
+    assert_eq!(server.requests().len(), 8);
+}
