@@ -70,19 +70,7 @@ fn reconcile(shared: &Arc<Shared>, state: &mut State, f: &Followup) {
     };
     match (f.group.as_str(), f.plural.as_str()) {
         ("apps", "deployments") => deployment(state, &obj),
-        ("apps", "replicasets") => {
-            let n = i64_at(&obj, "/spec/replicas", 1);
-            let names: Vec<Option<String>> = (0..n).map(|_| None).collect();
-            ensure_pods(state, "ReplicaSet", &obj, &names, json!({}), "Running");
-            let generation = i64_at(&obj, "/metadata/generation", 1);
-            set_status(
-                state,
-                "apps",
-                "replicasets",
-                &obj,
-                json!({"replicas": n, "fullyLabeledReplicas": n, "readyReplicas": n, "availableReplicas": n, "observedGeneration": generation}),
-            );
-        }
+        ("apps", "replicasets") => replicaset(state, &obj),
         ("apps", "statefulsets") => {
             let n = i64_at(&obj, "/spec/replicas", 1);
             let generation = i64_at(&obj, "/metadata/generation", 1);
@@ -276,6 +264,21 @@ fn ensure_pods(
     }
 }
 
+/// Runs the ReplicaSet's pods (running and ready) and writes its ready status.
+fn replicaset(state: &mut State, rs: &Value) {
+    let n = i64_at(rs, "/spec/replicas", 1);
+    let names: Vec<Option<String>> = (0..n).map(|_| None).collect();
+    ensure_pods(state, "ReplicaSet", rs, &names, json!({}), "Running");
+    let generation = i64_at(rs, "/metadata/generation", 1);
+    set_status(
+        state,
+        "apps",
+        "replicasets",
+        rs,
+        json!({"replicas": n, "fullyLabeledReplicas": n, "readyReplicas": n, "availableReplicas": n, "observedGeneration": generation}),
+    );
+}
+
 /// Ensures the Deployment's current ReplicaSet exists (owned, same template plus `pod-template-hash`), scales older
 /// ones to zero, and writes an available status.
 fn deployment(state: &mut State, dep: &Value) {
@@ -331,7 +334,9 @@ fn deployment(state: &mut State, dep: &Value) {
         Some(rs) => {
             let mut scaled = rs.clone();
             scaled["spec"]["replicas"] = json!(replicas);
-            state.commit(&rs_type, scaled, "MODIFIED");
+            let scaled = state.commit(&rs_type, scaled, "MODIFIED");
+            // Ready replicas are ready pods: they run before the Deployment says so.
+            replicaset(state, &scaled);
         }
         None => {
             new_revision = revision + 1;
@@ -354,9 +359,12 @@ fn deployment(state: &mut State, dep: &Value) {
                     "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": name, "uid": uid, "controller": true, "blockOwnerDeletion": true}],
                 },
                 "spec": {"replicas": replicas, "selector": selector, "template": rs_template},
-                "status": {"replicas": replicas, "fullyLabeledReplicas": replicas, "readyReplicas": replicas, "availableReplicas": replicas, "observedGeneration": 1},
             });
-            state.commit(&rs_type, rs, "ADDED");
+            let rs = state.commit(&rs_type, rs, "ADDED");
+            // The Deployment is available only once its pods run and are ready (upstream: the
+            // ReplicaSet controller creates them, the kubelet readies them, and the Deployment
+            // controller counts their ready replicas), so they run before its status is written.
+            replicaset(state, &rs);
         }
     }
     let Some(dep_type) = state.find_type("apps", "deployments") else {
