@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use super::client::{Kube, Res};
 use super::converge::{Desired, NotServedYet, converge_all, read_live};
-use crate::converge::{self, Converged};
+use crate::converge;
 use crate::error::HostError;
 use crate::host::Host;
 
@@ -89,6 +89,20 @@ fn rank(m: &Value) -> u8 {
 /// defines: `(kind, namespace/name, manifest)`.
 type Placed = Result<Desired, (String, String, Value)>;
 
+/// A converged object kept as its JSON text until the caller takes it: a few times smaller than
+/// the parsed value, so a call converging thousands of objects holds their text, not their trees.
+pub(crate) struct Compact(String);
+
+impl Compact {
+    fn of(v: &Value) -> Compact {
+        Compact(v.to_string())
+    }
+    /// The object (parsed again).
+    pub(crate) fn value(self) -> Value {
+        serde_json::from_str(&self.0).unwrap_or(Value::Null)
+    }
+}
+
 /// Applies the manifests; returns the live (or, in plan mode, predicted) objects in input order.
 /// Level by level (see `rank`), the objects of a level side by side
 /// ([`converge::ensure_all`]: at most 32 objects, 64 requests in flight), journaled in the
@@ -99,7 +113,7 @@ pub(crate) fn apply_all(
     docs: Vec<Value>,
     default_ns: Option<&str>,
     force: bool,
-) -> Result<Vec<Converged<Value>>, HostError> {
+) -> Result<Vec<Compact>, HostError> {
     let mut ranked: Vec<(usize, Value)> = manifests(docs)?.into_iter().enumerate().collect();
     ranked.sort_by_key(|(_, m)| rank(m));
     let planned_crds: Vec<(String, String)> = ranked
@@ -113,7 +127,9 @@ pub(crate) fn apply_all(
             )
         })
         .collect();
-    let mut results: Vec<(usize, Converged<Value>)> = Vec::with_capacity(ranked.len());
+    let mut results: Vec<(usize, Compact)> = Vec::with_capacity(ranked.len());
+    // Which objects of level 0 (CRDs) changed: they must be established before the next level.
+    let mut changed_crds: Vec<usize> = Vec::new();
     let mut kinds = Kinds::default();
     let mut ranked = ranked.into_iter().peekable();
     while let Some(level) = ranked.peek().map(|(_, m)| rank(m)) {
@@ -142,13 +158,19 @@ pub(crate) fn apply_all(
                     })
                     .collect::<Result<Vec<_>, _>>()?,
             };
-            results.extend(at.zip(done));
+            for (i, c) in at.zip(done) {
+                if level == 0 && c.change.action.is_change() {
+                    changed_crds.push(i);
+                }
+                results.push((i, Compact::of(&c.object)));
+            }
         }
         if level == 0 && !host.is_plan() {
             // New kinds are served only once their CRDs are established.
-            let changed: Vec<&Desired> = (results.iter().zip(&placed))
-                .filter(|((_, c), _)| c.change.action.is_change())
-                .filter_map(|(_, (_, p))| p.as_ref().ok())
+            let changed: Vec<&Desired> = placed
+                .iter()
+                .filter(|(i, _)| changed_crds.contains(i))
+                .filter_map(|(_, p)| p.as_ref().ok())
                 .collect();
             for d in &changed {
                 wait_established(host, kube, &d.res, &d.name)?;

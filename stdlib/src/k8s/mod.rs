@@ -165,7 +165,7 @@ fn apply_impl(ctx: &NativeCallContext, input: Dynamic, opts: &Map) -> RhaiResult
     // The script still holds its manifests: this copy of them is not needed any more.
     drop(input);
     let results = apply::apply_all(&host, &kube, docs, ns.as_deref(), force)?;
-    let mut objects = results.into_iter().map(|c| to_script(c.object));
+    let mut objects = results.into_iter().map(|c| to_script(c.value()));
     if single {
         return Ok(objects.next().unwrap_or(Dynamic::UNIT));
     }
